@@ -5,13 +5,21 @@ There is no skip when Redis is missing: `find_redis_server` raises, and the run 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 import redis
 
+from service.app import create_app
 from service.redis_server import RedisServer
+from service.settings import Settings
+from tests.live import serve
+
+TapedeckFactory = Callable[..., AbstractContextManager[httpx.Client]]
 
 
 @pytest.fixture(scope="session")
@@ -33,3 +41,22 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     yield client
     client.close()
+
+
+@pytest.fixture
+def tapedeck(redis_url: str) -> Iterator[TapedeckFactory]:
+    """Starts Tapedeck over real HTTP: `with tapedeck(CALLBACK_TOKEN="t") as client: ...`.
+
+    Keyword arguments are environment variables, read by `Settings.from_env` as in production;
+    `clock=` replaces the wall clock.
+    """
+    from contextlib import contextmanager
+
+    @contextmanager
+    def start(clock: Callable[[], float] | None = None, **env: Any) -> Iterator[httpx.Client]:
+        settings = Settings.from_env({"REDIS_URL": redis_url, **{k: str(v) for k, v in env.items()}})
+        app = create_app(settings, clock=clock) if clock else create_app(settings)
+        with serve(app) as url, httpx.Client(base_url=url, timeout=10) as client:
+            yield client
+
+    yield start

@@ -1,0 +1,135 @@
+"""`POST /callbacks/kie`: verify, parse, persist, acknowledge.
+
+Every request that reaches the handler lands in the raw log with its outcome, accepted or
+rejected, so nothing Kie sends is lost even when we refuse it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from service.context import Context
+from service.errors import MalformedJSON, PayloadTooLarge, TapedeckError, TokenError
+from service.payloads import find_task_id, parse_callback
+from service.signing import is_token_valid, verify_kie_signature
+
+log = logging.getLogger("tapedeck.callbacks")
+
+KEPT_HEADERS = ("content-type", "content-length", "user-agent", "x-webhook-timestamp", "x-webhook-signature")
+ACK = b'{"code":200,"msg":"received"}'
+
+
+async def receive_kie_callback(request: Request) -> Response:
+    ctx: Context = request.app.state.ctx
+    now = ctx.clock()
+    body = b""
+    task_id = ""
+    try:
+        body, complete = await read_bounded(request, ctx.settings.max_callback_bytes)
+        if not complete:
+            raise PayloadTooLarge(
+                f"body exceeds the {ctx.settings.max_callback_bytes}-byte limit (MAX_CALLBACK_BYTES)"
+            )
+        check_token(request, ctx)
+        payload = parse_json(body)
+        task_id = find_task_id(payload)
+        check_signature(request, ctx, task_id, now)
+        event = parse_callback(payload)
+    except TapedeckError as exc:
+        kept = body[: ctx.settings.raw_log_rejected_body_bytes]
+        fields = raw_fields(request, kept, now, task_id) | {"http_status": str(exc.status_code), "reason": exc.message}
+        if len(kept) < len(body) or isinstance(exc, PayloadTooLarge):
+            fields["truncated"] = "1"
+        await ctx.store.log_rejected(fields, outcome="rejected")
+        log.warning("callback rejected task_id=%s status=%s reason=%s", task_id or "-", exc.status_code, exc.message)
+        raise
+    applied = await ctx.store.apply_event(
+        event, "callback", int(now * 1000), raw_fields(request, body, now, task_id) | {"http_status": "200"}
+    )
+    if applied.outcome != "duplicate":
+        log.info(
+            "callback task_id=%s stage=%s outcome=%s status=%s",
+            task_id,
+            event.stage,
+            applied.outcome,
+            applied.status,
+        )
+    return Response(ACK, media_type="application/json")
+
+
+async def read_bounded(request: Request, limit: int) -> tuple[bytes, bool]:
+    """The body, and whether it is whole; stops reading once it passes `limit` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return b"", False
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        chunks.append(chunk)
+        if size > limit:
+            return b"".join(chunks), False
+    return b"".join(chunks), True
+
+
+def parse_json(body: bytes) -> Any:
+    if not body:
+        raise MalformedJSON("body is empty: expected a JSON object")
+    try:
+        return json.loads(body)
+    except UnicodeDecodeError:
+        raise MalformedJSON("body is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise MalformedJSON(f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+
+
+def check_token(request: Request, ctx: Context) -> None:
+    expected = ctx.settings.callback_token
+    if expected is None:
+        return
+    given = request.query_params.get("token")
+    if given is None:
+        raise TokenError("missing ?token= in the callback URL (CALLBACK_TOKEN is set)")
+    if not is_token_valid(given, str(expected)):
+        raise TokenError("?token= does not match CALLBACK_TOKEN")
+
+
+def check_signature(request: Request, ctx: Context, task_id: str, now: float) -> None:
+    key = ctx.settings.kie_webhook_hmac_key
+    if key is None:
+        return
+    verify_kie_signature(
+        task_id,
+        request.headers.get("x-webhook-timestamp"),
+        request.headers.get("x-webhook-signature"),
+        str(key),
+        now=now,
+        tolerance_s=ctx.settings.kie_webhook_tolerance_s,
+    )
+
+
+def raw_fields(request: Request, body: bytes, now: float, task_id: str) -> dict[str, str]:
+    """What the raw log keeps of a request; the callback token is never kept."""
+    headers = {name: request.headers[name] for name in KEPT_HEADERS if name in request.headers}
+    query = "&".join(
+        f"{k}={'<redacted>' if k == 'token' else v}" for k, v in request.query_params.multi_items()
+    )
+    fields = {
+        "at": str(int(now * 1000)),
+        "task_id": task_id,
+        "remote": request.client.host if request.client else "",
+        "query": query,
+        "headers": json.dumps(headers),
+    }
+    try:
+        fields["body"] = body.decode()
+    except UnicodeDecodeError:
+        fields["body"] = base64.b64encode(body).decode()
+        fields["body_encoding"] = "base64"
+    return fields

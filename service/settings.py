@@ -1,0 +1,90 @@
+"""Settings, read once from the environment into a frozen object. The only module that reads it.
+
+Every variable is documented in `deploy/env.example`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from starlette.datastructures import Secret
+
+from service.errors import SettingsError
+
+T = TypeVar("T")
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "td"
+    env: str = "development"
+    kie_webhook_hmac_key: Secret | None = field(default=None, repr=False)
+    kie_webhook_tolerance_s: float = 300.0
+    callback_token: Secret | None = field(default=None, repr=False)
+    max_callback_bytes: int = MIB
+    raw_log_max_entries: int = 10_000
+    raw_log_rejected_body_bytes: int = 16 * 1024
+    history_max_entries: int = 500
+    public_base_url: str = "http://127.0.0.1:8000"
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Raises SettingsError naming the variable that is wrong."""
+        env = os.environ if environ is None else environ
+        settings = cls(
+            redis_url=env.get("REDIS_URL", cls.redis_url),
+            redis_prefix=env.get("TAPEDECK_REDIS_PREFIX", cls.redis_prefix),
+            env=env.get("TAPEDECK_ENV", cls.env),
+            kie_webhook_hmac_key=_secret(env, "KIE_WEBHOOK_HMAC_KEY"),
+            kie_webhook_tolerance_s=_number(env, "KIE_WEBHOOK_TOLERANCE_S", float, cls.kie_webhook_tolerance_s),
+            callback_token=_secret(env, "CALLBACK_TOKEN"),
+            max_callback_bytes=_number(env, "MAX_CALLBACK_BYTES", int, cls.max_callback_bytes),
+            raw_log_max_entries=_number(env, "RAW_LOG_MAX_ENTRIES", int, cls.raw_log_max_entries),
+            raw_log_rejected_body_bytes=_number(
+                env, "RAW_LOG_REJECTED_BODY_BYTES", int, cls.raw_log_rejected_body_bytes
+            ),
+            history_max_entries=_number(env, "HISTORY_MAX_ENTRIES", int, cls.history_max_entries),
+            public_base_url=env.get("PUBLIC_BASE_URL", cls.public_base_url).rstrip("/"),
+        )
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        if self.env not in ("development", "test", "production"):
+            raise SettingsError(f"TAPEDECK_ENV must be development, test or production, not {self.env!r}")
+        if self.is_production and not (self.kie_webhook_hmac_key or self.callback_token):
+            raise SettingsError(
+                "TAPEDECK_ENV=production needs KIE_WEBHOOK_HMAC_KEY or CALLBACK_TOKEN set, "
+                "or anyone could forge callbacks"
+            )
+        if not self.redis_prefix or ":" in self.redis_prefix:
+            raise SettingsError("TAPEDECK_REDIS_PREFIX must be non-empty and contain no ':'")
+
+
+def _secret(env: Mapping[str, str], name: str) -> Secret | None:
+    value = env.get(name, "")
+    return Secret(value) if value else None
+
+
+def _number(env: Mapping[str, str], name: str, cast: Callable[[str], T], default: T) -> T:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = cast(raw)
+    except ValueError:
+        kind = "a whole number" if cast is int else "a number"
+        raise SettingsError(f"{name} must be {kind}, got {raw!r}") from None
+    if isinstance(value, int | float) and value <= 0:
+        raise SettingsError(f"{name} must be positive, got {raw!r}")
+    return value

@@ -1,0 +1,74 @@
+"""The task lifecycle: which stage moves a task where. Pure; no I/O.
+
+    pending ──text──▶ text ──first──▶ first ──complete──▶ complete
+       │  └──────first / complete (skipping)──────────▲      │
+       └──error──▶ failed ◀──error── text, first       error ▼ conflict (stays complete)
+
+The same table is rendered into the Redis script (`store.py`), so the rule that runs
+atomically inside Redis and the rule tested here cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Final, Literal, NamedTuple
+
+Status = Literal["pending", "text", "first", "complete", "failed", "lost"]
+Stage = Literal["text", "first", "complete", "error"]
+Outcome = Literal["applied", "duplicate", "stale", "conflict"]
+Source = Literal["callback", "poll", "submit", "replay"]
+
+STATUSES: Final[tuple[Status, ...]] = ("pending", "text", "first", "complete", "failed", "lost")
+STAGES: Final[tuple[Stage, ...]] = ("text", "first", "complete", "error")
+SUCCESS_STAGES: Final[tuple[Stage, ...]] = ("text", "first", "complete")
+TERMINAL: Final[frozenset[Status]] = frozenset({"complete", "failed"})
+
+
+class Decision(NamedTuple):
+    outcome: Outcome
+    status: Status
+
+
+def _build_table() -> dict[tuple[Status, Stage], Decision]:
+    table: dict[tuple[Status, Stage], Decision] = {}
+    progress: tuple[Status, ...] = ("pending", "text", "first", "complete")
+    for rank, status in enumerate(progress):
+        for stage_rank, stage in enumerate(SUCCESS_STAGES, start=1):
+            if stage_rank > rank:
+                table[status, stage] = Decision("applied", stage)
+            elif stage_rank == rank:
+                table[status, stage] = Decision("duplicate", status)
+            else:
+                table[status, stage] = Decision("stale", status)
+        # A failure ends a running task; after `complete` it contradicts a finished result.
+        table[status, "error"] = (
+            Decision("conflict", status) if status == "complete" else Decision("applied", "failed")
+        )
+    for stage in SUCCESS_STAGES:
+        table["failed", stage] = Decision("conflict", "failed")
+        # `lost` only means "we stopped hearing": any word from upstream brings the task back.
+        table["lost", stage] = Decision("applied", stage)
+    table["failed", "error"] = Decision("duplicate", "failed")
+    table["lost", "error"] = Decision("applied", "failed")
+    return table
+
+
+TRANSITIONS: Final[dict[tuple[Status, Stage], Decision]] = _build_table()
+
+
+def decide(status: Status, stage: Stage) -> Decision:
+    """What `stage` does to a task in `status`. Total over STATUSES × STAGES."""
+    return TRANSITIONS[status, stage]
+
+
+def skipped_stages(stage: Stage, recorded: Iterable[str]) -> list[Stage]:
+    """Success stages before `stage` that never arrived, once `stage` is applied."""
+    if stage not in SUCCESS_STAGES:
+        return []
+    earlier = SUCCESS_STAGES[: SUCCESS_STAGES.index(stage)]
+    seen = set(recorded)
+    return [s for s in earlier if s not in seen]
+
+
+def is_terminal(status: Status) -> bool:
+    return status in TERMINAL

@@ -1,0 +1,175 @@
+"""The one object through which Tapedeck talks to Redis, the system of record.
+
+A callback costs one round trip: `transition.lua` claims the event, applies the lifecycle
+decision, appends history and the raw log and moves the indexes, atomically. Concurrent
+identical callbacks are serialised by Redis, so exactly one of them is `applied`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from importlib import resources
+from typing import Any, Final
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from service.errors import StoreUnavailable
+from service.keys import Keys
+from service.payloads import Event
+from service.states import STATUSES, SUCCESS_STAGES, TRANSITIONS, Outcome, Source, Status
+
+RawEntry = Mapping[str, str | bytes]
+FIRST_STATUS_KEY: Final = 7  # KEYS[7..] of the script are the status indexes, in STATUSES order
+
+
+def render_script() -> str:
+    """The transition script with the lifecycle table of `states.py` written into it."""
+    table = ", ".join(
+        f'["{status}|{stage}"] = {{"{d.outcome}", "{d.status}"}}' for (status, stage), d in TRANSITIONS.items()
+    )
+    status_keys = ", ".join(f"{status} = {FIRST_STATUS_KEY + i}" for i, status in enumerate(STATUSES))
+    source = resources.files("service").joinpath("transition.lua").read_text()
+    return (
+        source.replace("__TRANSITIONS__", "{" + table + "}")
+        .replace("__SUCCESS_STAGES__", "{" + ", ".join(f'"{s}"' for s in SUCCESS_STAGES) + "}")
+        .replace("__STATUS_KEY__", "{" + status_keys + "}")
+    )
+
+
+@dataclass(frozen=True)
+class Applied:
+    outcome: Outcome
+    status_before: Status
+    status: Status
+    created: bool
+    new_artifacts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TaskPage:
+    tasks: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+class Store:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        keys: Keys,
+        history_max: int = 500,
+        raw_log_max: int = 10_000,
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.history_max = history_max
+        self.raw_log_max = raw_log_max
+        self._transition = client.register_script(render_script())
+
+    async def apply_event(
+        self, event: Event, source: Source, now_ms: int, raw: RawEntry | None = None
+    ) -> Applied:
+        """Raises StoreUnavailable when Redis cannot be reached; the caller answers 503."""
+        args: list[str | bytes | int] = [
+            event.task_id,
+            event.stage,
+            source,
+            now_ms,
+            event.family,
+            "" if event.code is None else event.code,
+            event.msg,
+            event.error or "",
+            _json([_compact(asdict(t)) for t in event.tracks]) if event.tracks else "",
+            _json([_compact(asdict(a)) for a in event.artifacts]) if event.artifacts else "",
+            _json(event.result) if event.result else "",
+            self.history_max,
+            self.raw_log_max,
+        ]
+        for name, value in (raw or {}).items():
+            args += [name, value]
+        try:
+            reply = await self._transition(keys=self.keys.event_keys(event.task_id), args=args)
+        except RedisError as exc:
+            raise StoreUnavailable(f"Redis is unavailable: {type(exc).__name__}") from exc
+        outcome, before, after, created, *names = reply
+        return Applied(outcome, before, after, bool(int(created)), tuple(names))
+
+    async def log_rejected(self, raw: RawEntry, outcome: str) -> None:
+        """Keeps a rejected request for inspection. Never raises: a rejection is answered regardless."""
+        try:
+            await self.client.xadd(
+                self.keys.raw_log(),
+                {"outcome": outcome, **raw},
+                maxlen=self.raw_log_max,
+                approximate=True,
+            )
+        except RedisError:
+            pass
+
+    async def raw_log(self, limit: int, before: str | None = None) -> list[dict[str, str]]:
+        """The newest raw-log entries first, each with its stream `id`."""
+        maximum = f"({before}" if before else "+"
+        entries = await self.client.xrevrange(self.keys.raw_log(), max=maximum, min="-", count=limit)
+        return [{"id": entry_id, **fields} for entry_id, fields in entries]
+
+    async def raw_entry(self, entry_id: str) -> dict[str, str] | None:
+        entries = await self.client.xrange(self.keys.raw_log(), min=entry_id, max=entry_id)
+        return {"id": entries[0][0], **entries[0][1]} if entries else None
+
+    async def get_task(self, task_id: str) -> dict[str, Any] | None:
+        """The task with its tracks, artifacts and history, decoded, in one round trip."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.task(task_id))
+            pipe.hgetall(self.keys.tracks(task_id))
+            pipe.hgetall(self.keys.artifacts(task_id))
+            pipe.lrange(self.keys.history(task_id), 0, -1)
+            task, tracks, artifacts, history = await pipe.execute()
+        if not task:
+            return None
+        return {
+            "task": task,
+            "tracks": [json.loads(v) for v in tracks.values()],
+            "artifacts": [json.loads(v) for v in artifacts.values()],
+            "history": [json.loads(v) for v in history],
+        }
+
+    async def list_tasks(self, status: Status | None, limit: int, cursor: str | None) -> TaskPage:
+        """Newest first. `cursor` is the opaque `next_cursor` of the previous page."""
+        index = self.keys.index_status(status) if status else self.keys.index_all()
+        start = f"({cursor}" if cursor else "+"
+        members = await self.client.zrange(
+            index, start, "-", desc=True, bylex=True, offset=0, num=limit + 1
+        )
+        page, more = members[:limit], len(members) > limit
+        async with self.client.pipeline(transaction=False) as pipe:
+            for member in page:
+                pipe.hmget(
+                    self.keys.task(member.split(":", 1)[1]),
+                    ["task_id", "family", "status", "created_at", "updated_at"],
+                )
+            rows = await pipe.execute() if page else []
+        tasks = [
+            {"task_id": r[0], "family": r[1], "status": r[2], "created_at": r[3], "updated_at": r[4]}
+            for r in rows
+            if r[0]
+        ]
+        return TaskPage(tasks, page[-1] if more else None)
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.client.ping())
+        except RedisError:
+            return False
+
+
+def _compact(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+__all__ = ["STATUSES", "Applied", "Store", "TaskPage", "render_script"]

@@ -1,0 +1,121 @@
+"""The read API over tasks: `GET /tasks/{task_id}`, `GET /tasks`, and the raw callback log."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from service.context import Context
+from service.errors import InvalidParameter, UnknownTask
+from service.states import STAGES, STATUSES, Status
+
+DEFAULT_LIMIT: Final = 50
+MAX_LIMIT: Final = 200
+_CURSOR: Final = re.compile(r"^\d{13}:[A-Za-z0-9_-]{1,128}$")
+_STREAM_ID: Final = re.compile(r"^\d+-\d+$")
+
+
+async def get_task(request: Request) -> JSONResponse:
+    ctx: Context = request.app.state.ctx
+    task_id = request.path_params["task_id"]
+    record = await ctx.store.get_task(task_id)
+    if record is None:
+        raise UnknownTask(f"no task {task_id!r}: it was never submitted nor called back")
+    return JSONResponse(task_view(record))
+
+
+async def list_tasks(request: Request) -> JSONResponse:
+    ctx: Context = request.app.state.ctx
+    params = request.query_params
+    status = params.get("status") or None
+    if status is not None and status not in STATUSES:
+        raise InvalidParameter(f"status must be one of {', '.join(STATUSES)}; got {status!r}")
+    limit = parse_limit(params.get("limit"))
+    cursor = params.get("cursor") or None
+    if cursor is not None and not _CURSOR.match(cursor):
+        raise InvalidParameter("cursor is not one this API returned: pass next_cursor from the previous page")
+    page = await ctx.store.list_tasks(_as_status(status), limit, cursor)
+    tasks = [row | {"created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"])} for row in page.tasks]
+    return JSONResponse({"tasks": tasks, "next_cursor": page.next_cursor})
+
+
+async def list_raw_callbacks(request: Request) -> JSONResponse:
+    ctx: Context = request.app.state.ctx
+    limit = parse_limit(request.query_params.get("limit"))
+    before = request.query_params.get("before") or None
+    if before is not None and not _STREAM_ID.match(before):
+        raise InvalidParameter("before must be an entry id such as 1769670760000-0")
+    entries = await ctx.store.raw_log(limit, before)
+    next_before = entries[-1]["id"] if len(entries) == limit else None
+    return JSONResponse({"entries": [raw_entry_view(e) for e in entries], "next_before": next_before})
+
+
+def parse_limit(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return DEFAULT_LIMIT
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise InvalidParameter(f"limit must be a whole number from 1 to {MAX_LIMIT}; got {raw!r}")
+    return int(raw)
+
+
+def task_view(record: dict[str, Any]) -> dict[str, Any]:
+    task = record["task"]
+    error = None
+    if task.get("error_code") or task.get("error_message"):
+        code = task.get("error_code", "")
+        error = {"code": int(code) if code.lstrip("-").isdigit() else None, "message": task.get("error_message")}
+    tracks = sorted(record["tracks"], key=lambda t: (t.get("created_at_ms") or 0, t["id"]))
+    return {
+        "task_id": task["task_id"],
+        "family": task.get("family"),
+        "status": task["status"],
+        "created_at": iso(task["created_at"]),
+        "updated_at": iso(task["updated_at"]),
+        "stages": {stage: stage_view(task.get(f"stage:{stage}")) for stage in STAGES},
+        "tracks": [track_view(t) for t in tracks],
+        "artifacts": sorted(
+            (a | {"discovered_at": iso(a.get("discovered_at"))} for a in record["artifacts"]),
+            key=lambda a: str(a["name"]),
+        ),
+        "error": error,
+        "result": json.loads(task["result"]) if task.get("result") else None,
+        "history": [h | {"at": iso(h["at"])} for h in record["history"]],
+    }
+
+
+def stage_view(raw: str | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    stage: dict[str, Any] = json.loads(raw)
+    if "at" in stage:
+        stage["at"] = iso(stage["at"])
+    return stage
+
+
+def track_view(track: dict[str, Any]) -> dict[str, Any]:
+    view = {k: v for k, v in track.items() if k != "created_at_ms"}
+    view["created_at"] = iso(track.get("created_at_ms"))
+    return view
+
+
+def raw_entry_view(entry: dict[str, str]) -> dict[str, Any]:
+    return entry | {"at": iso(entry.get("at")), "headers": json.loads(entry.get("headers", "{}"))}
+
+
+def iso(epoch_ms: str | int | float | None) -> str | None:
+    if epoch_ms is None or epoch_ms == "":
+        return None
+    moment = datetime.fromtimestamp(int(float(epoch_ms)) / 1000, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _as_status(value: str | None) -> Status | None:
+    for status in STATUSES:
+        if status == value:
+            return status
+    return None

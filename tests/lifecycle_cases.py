@@ -1,0 +1,37 @@
+"""The lifecycle written out by hand, one row per (status, stage) pair.
+
+Both the pure rule (`test_states.py`) and the Redis script (`test_store.py`) are checked
+against this table, so neither can drift from what the product promises.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# (status before, stage received, outcome, status after)
+CASES: Final[list[tuple[str, str, str, str]]] = [
+    ("pending", "text", "applied", "text"),
+    ("pending", "first", "applied", "first"),
+    ("pending", "complete", "applied", "complete"),
+    ("pending", "error", "applied", "failed"),
+    ("text", "text", "duplicate", "text"),
+    ("text", "first", "applied", "first"),
+    ("text", "complete", "applied", "complete"),
+    ("text", "error", "applied", "failed"),
+    ("first", "text", "stale", "first"),
+    ("first", "first", "duplicate", "first"),
+    ("first", "complete", "applied", "complete"),
+    ("first", "error", "applied", "failed"),
+    ("complete", "text", "stale", "complete"),
+    ("complete", "first", "stale", "complete"),
+    ("complete", "complete", "duplicate", "complete"),
+    ("complete", "error", "conflict", "complete"),
+    ("failed", "text", "conflict", "failed"),
+    ("failed", "first", "conflict", "failed"),
+    ("failed", "complete", "conflict", "failed"),
+    ("failed", "error", "duplicate", "failed"),
+    ("lost", "text", "applied", "text"),
+    ("lost", "first", "applied", "first"),
+    ("lost", "complete", "applied", "complete"),
+    ("lost", "error", "applied", "failed"),
+]

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import pytest
+
+from service.errors import SettingsError
+from service.settings import Settings
+
+
+def test_defaults_need_no_environment() -> None:
+    settings = Settings.from_env({})
+    assert (settings.redis_prefix, settings.kie_webhook_tolerance_s, settings.max_callback_bytes) == ("td", 300, 1 << 20)
+
+
+def test_production_refuses_to_start_without_callback_authentication() -> None:
+    with pytest.raises(SettingsError, match="KIE_WEBHOOK_HMAC_KEY or CALLBACK_TOKEN"):
+        Settings.from_env({"TAPEDECK_ENV": "production"})
+
+
+@pytest.mark.parametrize("variable", ["KIE_WEBHOOK_HMAC_KEY", "CALLBACK_TOKEN"])
+def test_production_starts_with_either_authentication(variable: str) -> None:
+    assert Settings.from_env({"TAPEDECK_ENV": "production", variable: "x"}).is_production
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"MAX_CALLBACK_BYTES": "lots"}, "MAX_CALLBACK_BYTES must be a whole number"),
+        ({"KIE_WEBHOOK_TOLERANCE_S": "-5"}, "must be positive"),
+        ({"TAPEDECK_ENV": "staging"}, "TAPEDECK_ENV"),
+        ({"TAPEDECK_REDIS_PREFIX": "a:b"}, "TAPEDECK_REDIS_PREFIX"),
+    ],
+)
+def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env(env)
+
+
+def test_secrets_do_not_appear_in_repr() -> None:
+    settings = Settings.from_env({"KIE_WEBHOOK_HMAC_KEY": "hunter2", "CALLBACK_TOKEN": "tok-123"})
+    assert "hunter2" not in repr(settings)
+    assert "tok-123" not in repr(settings)
