@@ -43,11 +43,16 @@ async def receive_kie_callback(request: Request) -> Response:
         event = parse_callback(payload)
     except TapedeckError as exc:
         kept = body[: ctx.settings.raw_log_rejected_body_bytes]
-        fields = raw_fields(request, kept, now, task_id) | {"http_status": str(exc.status_code), "reason": exc.message}
+        fields = raw_fields(request, kept, now, task_id) | {
+            "http_status": str(exc.status_code),
+            "reason": exc.message,
+        }
         if len(kept) < len(body) or isinstance(exc, PayloadTooLarge):
             fields["truncated"] = "1"
         await ctx.store.log_rejected(fields, outcome="rejected")
-        log.warning("callback rejected task_id=%s status=%s reason=%s", task_id or "-", exc.status_code, exc.message)
+        log.warning(
+            "callback rejected task_id=%s status=%s reason=%s", task_id or "-", exc.status_code, exc.message
+        )
         raise
     applied = await ctx.store.apply_event(
         event, "callback", int(now * 1000), raw_fields(request, body, now, task_id) | {"http_status": "200"}
@@ -82,11 +87,15 @@ def parse_json(body: bytes) -> Any:
     if not body:
         raise MalformedJSON("body is empty: expected a JSON object")
     try:
-        return json.loads(body)
+        text = body.decode("utf-8")
     except UnicodeDecodeError:
-        raise MalformedJSON("body is not UTF-8 text") from None
+        raise MalformedJSON("body is not UTF-8 text, as JSON must be") from None
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise MalformedJSON(f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise MalformedJSON(
+            f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
 
 
 def check_token(request: Request, ctx: Context) -> None:

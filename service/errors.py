@@ -1,20 +1,20 @@
 """Tapedeck's one exception tree; `app.py` maps it to HTTP status in one place.
 
-    TapedeckError                     500
-    ├── BadRequest                    400
-    │   ├── MalformedJSON
-    │   └── MissingTaskId
-    ├── Unauthorized                  401
-    │   ├── SignatureError
-    │   └── TokenError
-    ├── NotFound                      404
-    │   └── UnknownTask
-    ├── PayloadTooLarge               413
-    ├── Unprocessable                 422
-    │   ├── UnrecognisedCallback
-    │   └── InvalidParameter
-    ├── StoreUnavailable              503
-    └── SettingsError                 (start-up only, never reaches HTTP)
+TapedeckError                     500
+├── BadRequest                    400
+│   ├── MalformedJSON
+│   └── MissingTaskId
+├── Unauthorized                  401
+│   ├── SignatureError
+│   └── TokenError
+├── NotFound                      404
+│   └── UnknownTask
+├── PayloadTooLarge               413
+├── Unprocessable                 422
+│   ├── UnrecognisedCallback
+│   └── InvalidParameter
+├── StoreUnavailable              503
+└── SettingsError                 (start-up only, never reaches HTTP)
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """Every Redis key Tapedeck uses, built in one place under a configurable prefix.
 
-    {p}:task:{id}              hash   the task: status, family, stage:* records, error, result
-    {p}:task:{id}:history      list   every event received, with its outcome (capped)
-    {p}:task:{id}:tracks       hash   track id → track JSON
-    {p}:task:{id}:artifacts    hash   artifact name → artifact JSON (url, kind, state)
-    {p}:index:all              zset   all tasks, lexically ordered "created_ms:id" (newest last)
-    {p}:index:status:{status}  zset   the same, one per status
-    {p}:rawlog                 stream every HTTP callback received, accepted or not (capped)
+{p}:task:{id}              hash   the task: status, family, stage:* records, error, result
+{p}:task:{id}:history      list   every event received, with its outcome (capped)
+{p}:task:{id}:tracks       hash   track id → track JSON
+{p}:task:{id}:artifacts    hash   artifact name → artifact JSON (url, kind, state)
+{p}:index:all              zset   all tasks, lexically ordered "created_ms:id" (newest last)
+{p}:index:status:{status}  zset   the same, one per status
+{p}:rawlog                 stream every HTTP callback received, accepted or not (capped)
 """
 
 from __future__ import annotations

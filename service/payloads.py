@@ -14,9 +14,9 @@ The family is recognised from the payload's shape, because Kie sends no family f
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from collections.abc import Callable
 from typing import Any, Final, Literal
 
 from service.errors import MissingTaskId, UnrecognisedCallback
@@ -76,12 +76,11 @@ def find_task_id(body: Any) -> str:
 
     Raises MissingTaskId when none is a usable id.
     """
-    data = body.get("data") if isinstance(body, dict) else None
-    candidates = []
-    if isinstance(data, dict):
-        candidates += [data.get("task_id"), data.get("taskId")]
-    if isinstance(body, dict):
-        candidates += [body.get("taskId"), body.get("task_id")]
+    if not isinstance(body, dict):
+        raise MissingTaskId(f"body must be a JSON object, got {type(body).__name__}")
+    data = body.get("data")
+    candidates = [data.get("task_id"), data.get("taskId")] if isinstance(data, dict) else []
+    candidates += [body.get("taskId"), body.get("task_id")]
     for value in candidates:
         if isinstance(value, str) and value:
             if not TASK_ID_PATTERN.match(value):
@@ -94,8 +93,6 @@ def find_task_id(body: Any) -> str:
 
 def parse_callback(body: Any) -> Event:
     """Raises MissingTaskId or UnrecognisedCallback; never anything else for any JSON value."""
-    if not isinstance(body, dict):
-        raise MissingTaskId(f"body must be a JSON object, got {type(body).__name__}")
     task_id = find_task_id(body)
     data = body.get("data") if isinstance(body.get("data"), dict) else {}
     code = _as_int(body.get("code"))
@@ -168,15 +165,14 @@ def _parse_mp4(task_id: str, code: int | None, msg: str, data: dict[str, Any]) -
 
 def _parse_cover(task_id: str, code: int | None, msg: str, data: dict[str, Any]) -> Event:
     family: Family = "cover-image"
-    images = data.get("images") if isinstance(data.get("images"), list) else []
-    urls = [u for u in images if isinstance(u, str) and u]
+    urls = [u for u in _list(data.get("images")) if isinstance(u, str) and u]
     artifacts = tuple(Artifact(f"cover-{i}", "cover", url) for i, url in enumerate(urls))
     return _single_event(task_id, family, code, msg, artifacts)
 
 
 def _parse_midi(task_id: str, code: int | None, msg: str, data: dict[str, Any]) -> Event:
     family: Family = "midi"
-    instruments = data.get("instruments") if isinstance(data.get("instruments"), list) else []
+    instruments = _list(data.get("instruments"))
     result = {"midi": {"state": _text(data.get("state")), "instruments": instruments}} if instruments else {}
     event = _single_event(task_id, family, code, msg, ())
     return Event(event.task_id, family, event.stage, code, msg, result=result, error=event.error)
@@ -207,7 +203,11 @@ def _track_artifacts(tracks: tuple[Track, ...]) -> tuple[Artifact, ...]:
     artifacts = []
     for track in tracks:
         safe_id = _UNSAFE_NAME_CHARS.sub("_", track.id)
-        for kind, url in (("audio", track.audio_url), ("stream", track.stream_url), ("image", track.image_url)):
+        for kind, url in (
+            ("audio", track.audio_url),
+            ("stream", track.stream_url),
+            ("image", track.image_url),
+        ):
             if url:
                 artifacts.append(Artifact(f"{kind}-{safe_id}", kind, url, track.id))  # type: ignore[arg-type]
     return tuple(artifacts)
@@ -260,8 +260,12 @@ def parse_create_time(value: Any) -> int | None:
     return int(parsed.timestamp() * 1000)
 
 
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def _items(value: Any) -> list[dict[str, Any]]:
-    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+    return [item for item in _list(value) if isinstance(item, dict)]
 
 
 def _text(value: Any) -> str:

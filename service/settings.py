@@ -46,7 +46,9 @@ class Settings:
             redis_prefix=env.get("TAPEDECK_REDIS_PREFIX", cls.redis_prefix),
             env=env.get("TAPEDECK_ENV", cls.env),
             kie_webhook_hmac_key=_secret(env, "KIE_WEBHOOK_HMAC_KEY"),
-            kie_webhook_tolerance_s=_number(env, "KIE_WEBHOOK_TOLERANCE_S", float, cls.kie_webhook_tolerance_s),
+            kie_webhook_tolerance_s=_number(
+                env, "KIE_WEBHOOK_TOLERANCE_S", float, cls.kie_webhook_tolerance_s
+            ),
             callback_token=_secret(env, "CALLBACK_TOKEN"),
             max_callback_bytes=_number(env, "MAX_CALLBACK_BYTES", int, cls.max_callback_bytes),
             raw_log_max_entries=_number(env, "RAW_LOG_MAX_ENTRIES", int, cls.raw_log_max_entries),

@@ -22,6 +22,12 @@ STATUSES: Final[tuple[Status, ...]] = ("pending", "text", "first", "complete", "
 STAGES: Final[tuple[Stage, ...]] = ("text", "first", "complete", "error")
 SUCCESS_STAGES: Final[tuple[Stage, ...]] = ("text", "first", "complete")
 TERMINAL: Final[frozenset[Status]] = frozenset({"complete", "failed"})
+REACHES: Final[dict[Stage, Status]] = {
+    "text": "text",
+    "first": "first",
+    "complete": "complete",
+    "error": "failed",
+}
 
 
 class Decision(NamedTuple):
@@ -35,7 +41,7 @@ def _build_table() -> dict[tuple[Status, Stage], Decision]:
     for rank, status in enumerate(progress):
         for stage_rank, stage in enumerate(SUCCESS_STAGES, start=1):
             if stage_rank > rank:
-                table[status, stage] = Decision("applied", stage)
+                table[status, stage] = Decision("applied", REACHES[stage])
             elif stage_rank == rank:
                 table[status, stage] = Decision("duplicate", status)
             else:
@@ -47,7 +53,7 @@ def _build_table() -> dict[tuple[Status, Stage], Decision]:
     for stage in SUCCESS_STAGES:
         table["failed", stage] = Decision("conflict", "failed")
         # `lost` only means "we stopped hearing": any word from upstream brings the task back.
-        table["lost", stage] = Decision("applied", stage)
+        table["lost", stage] = Decision("applied", REACHES[stage])
     table["failed", "error"] = Decision("duplicate", "failed")
     table["lost", "error"] = Decision("applied", "failed")
     return table
@@ -57,7 +63,7 @@ TRANSITIONS: Final[dict[tuple[Status, Stage], Decision]] = _build_table()
 
 
 def decide(status: Status, stage: Stage) -> Decision:
-    """What `stage` does to a task in `status`. Total over STATUSES × STAGES."""
+    """What `stage` does to a task in `status`. Total over every status and stage."""
     return TRANSITIONS[status, stage]
 
 

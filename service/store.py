@@ -7,11 +7,12 @@ identical callbacks are serialised by Redis, so exactly one of them is `applied`
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from importlib import resources
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -28,7 +29,8 @@ FIRST_STATUS_KEY: Final = 7  # KEYS[7..] of the script are the status indexes, i
 def render_script() -> str:
     """The transition script with the lifecycle table of `states.py` written into it."""
     table = ", ".join(
-        f'["{status}|{stage}"] = {{"{d.outcome}", "{d.status}"}}' for (status, stage), d in TRANSITIONS.items()
+        f'["{status}|{stage}"] = {{"{d.outcome}", "{d.status}"}}'
+        for (status, stage), d in TRANSITIONS.items()
     )
     status_keys = ", ".join(f"{status} = {FIRST_STATUS_KEY + i}" for i, status in enumerate(STATUSES))
     source = resources.files("service").joinpath("transition.lua").read_text()
@@ -98,24 +100,28 @@ class Store:
 
     async def log_rejected(self, raw: RawEntry, outcome: str) -> None:
         """Keeps a rejected request for inspection. Never raises: a rejection is answered regardless."""
-        try:
+        with contextlib.suppress(RedisError):
+            fields: dict[str, str | bytes] = {"outcome": outcome, **raw}
             await self.client.xadd(
                 self.keys.raw_log(),
-                {"outcome": outcome, **raw},
+                fields,  # type: ignore[arg-type]
                 maxlen=self.raw_log_max,
                 approximate=True,
             )
-        except RedisError:
-            pass
 
     async def raw_log(self, limit: int, before: str | None = None) -> list[dict[str, str]]:
         """The newest raw-log entries first, each with its stream `id`."""
         maximum = f"({before}" if before else "+"
         entries = await self.client.xrevrange(self.keys.raw_log(), max=maximum, min="-", count=limit)
-        return [{"id": entry_id, **fields} for entry_id, fields in entries]
+        return [
+            {"id": entry_id, **fields} for entry_id, fields in cast(list[tuple[str, dict[str, str]]], entries)
+        ]
 
     async def raw_entry(self, entry_id: str) -> dict[str, str] | None:
-        entries = await self.client.xrange(self.keys.raw_log(), min=entry_id, max=entry_id)
+        entries = cast(
+            list[tuple[str, dict[str, str]]],
+            await self.client.xrange(self.keys.raw_log(), min=entry_id, max=entry_id),
+        )
         return {"id": entries[0][0], **entries[0][1]} if entries else None
 
     async def get_task(self, task_id: str) -> dict[str, Any] | None:
@@ -139,8 +145,9 @@ class Store:
         """Newest first. `cursor` is the opaque `next_cursor` of the previous page."""
         index = self.keys.index_status(status) if status else self.keys.index_all()
         start = f"({cursor}" if cursor else "+"
-        members = await self.client.zrange(
-            index, start, "-", desc=True, bylex=True, offset=0, num=limit + 1
+        members = cast(
+            list[str],
+            await self.client.zrange(index, start, "-", desc=True, bylex=True, offset=0, num=limit + 1),
         )
         page, more = members[:limit], len(members) > limit
         async with self.client.pipeline(transaction=False) as pipe:
@@ -170,6 +177,3 @@ def _compact(values: dict[str, Any]) -> dict[str, Any]:
 
 def _json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-__all__ = ["STATUSES", "Applied", "Store", "TaskPage", "render_script"]

@@ -40,7 +40,10 @@ async def list_tasks(request: Request) -> JSONResponse:
     if cursor is not None and not _CURSOR.match(cursor):
         raise InvalidParameter("cursor is not one this API returned: pass next_cursor from the previous page")
     page = await ctx.store.list_tasks(_as_status(status), limit, cursor)
-    tasks = [row | {"created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"])} for row in page.tasks]
+    tasks = [
+        row | {"created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"])}
+        for row in page.tasks
+    ]
     return JSONResponse({"tasks": tasks, "next_cursor": page.next_cursor})
 
 
@@ -68,7 +71,10 @@ def task_view(record: dict[str, Any]) -> dict[str, Any]:
     error = None
     if task.get("error_code") or task.get("error_message"):
         code = task.get("error_code", "")
-        error = {"code": int(code) if code.lstrip("-").isdigit() else None, "message": task.get("error_message")}
+        error = {
+            "code": int(code) if code.lstrip("-").isdigit() else None,
+            "message": task.get("error_message"),
+        }
     tracks = sorted(record["tracks"], key=lambda t: (t.get("created_at_ms") or 0, t["id"]))
     return {
         "task_id": task["task_id"],

@@ -13,10 +13,16 @@ TID = "2fac000000009f72"
 
 
 def music(callback_type: str, items: Any, code: int = 200, msg: str = "ok", **extra: Any) -> dict[str, Any]:
-    return {"code": code, "msg": msg, "data": {"callbackType": callback_type, "task_id": TID, "data": items, **extra}}
+    return {
+        "code": code,
+        "msg": msg,
+        "data": {"callbackType": callback_type, "task_id": TID, "data": items, **extra},
+    }
 
 
-def item(track_id: str = "e231-aaaa", create_time: Any = "2025-01-01 00:00:00", **fields: Any) -> dict[str, Any]:
+def item(
+    track_id: str = "e231-aaaa", create_time: Any = "2025-01-01 00:00:00", **fields: Any
+) -> dict[str, Any]:
     return {
         "id": track_id,
         "audio_url": f"https://example.cn/{track_id}.mp3",
@@ -41,7 +47,12 @@ def test_first_callback_yields_one_track_and_its_three_artifacts() -> None:
     event = parse_callback(music("first", [item()]))
     assert event.stage == "first"
     (track,) = event.tracks
-    assert (track.id, track.title, track.duration, track.model_name) == ("e231-aaaa", "Iron Man", 198.44, "chirp-v3-5")
+    assert (track.id, track.title, track.duration, track.model_name) == (
+        "e231-aaaa",
+        "Iron Man",
+        198.44,
+        "chirp-v3-5",
+    )
     assert {(a.name, a.kind, a.track_id) for a in event.artifacts} == {
         ("audio-e231-aaaa", "audio", "e231-aaaa"),
         ("stream-e231-aaaa", "stream", "e231-aaaa"),
@@ -76,7 +87,11 @@ def test_replace_section_error_keeps_its_error_string() -> None:
     body = {
         "code": 501,
         "msg": "Audio generation failed.",
-        "data": {"callbackType": "error", "task_id": TID, "error": "Generation failed due to technical issues"},
+        "data": {
+            "callbackType": "error",
+            "task_id": TID,
+            "error": "Generation failed due to technical issues",
+        },
     }
     event = parse_callback(body)
     assert (event.stage, event.error) == ("error", "Generation failed due to technical issues")
@@ -89,7 +104,14 @@ def test_a_non_200_code_fails_the_task_whatever_the_callback_type() -> None:
 def test_lyrics_success_keeps_the_variants() -> None:
     body = music(
         "complete",
-        [{"error_message": "", "status": "complete", "text": "[Verse]\nMoonlight", "title": "Starry Night Dreams"}],
+        [
+            {
+                "error_message": "",
+                "status": "complete",
+                "text": "[Verse]\nMoonlight",
+                "title": "Starry Night Dreams",
+            }
+        ],
     )
     event = parse_callback(body)
     assert (event.family, event.stage, event.artifacts) == ("lyrics", "complete", ())
@@ -103,27 +125,47 @@ def test_lyrics_failure_says_complete_but_fails_on_its_code() -> None:
 
 @pytest.mark.parametrize("key", ["audioWavUrl", "audio_wav_url"])
 def test_wav_success_under_either_spelling(key: str) -> None:
-    event = parse_callback({"code": 200, "msg": "success", "data": {key: "https://example.com/s/x.wav", "task_id": TID}})
+    event = parse_callback(
+        {"code": 200, "msg": "success", "data": {key: "https://example.com/s/x.wav", "task_id": TID}}
+    )
     assert (event.family, event.stage) == ("wav", "complete")
-    assert [(a.name, a.kind, a.url) for a in event.artifacts] == [("wav", "wav", "https://example.com/s/x.wav")]
+    assert [(a.name, a.kind, a.url) for a in event.artifacts] == [
+        ("wav", "wav", "https://example.com/s/x.wav")
+    ]
 
 
 def test_wav_failure() -> None:
-    body = {"code": 500, "msg": "Internal Error - Please try again later", "data": {"audioWavUrl": None, "task_id": TID}}
+    body = {
+        "code": 500,
+        "msg": "Internal Error - Please try again later",
+        "data": {"audioWavUrl": None, "task_id": TID},
+    }
     event = parse_callback(body)
     assert (event.family, event.stage, event.artifacts) == ("wav", "error", ())
 
 
 def test_vocal_separation_skips_empty_stem_urls() -> None:
-    info = {"instrumental_url": "https://file.aiquickdraw.com/s/i.mp3", "origin_url": "", "vocal_url": "https://f/v.mp3"}
-    body = {"code": 200, "msg": "vocal separation generated successfully.", "data": {"task_id": TID, "vocal_separation_info": info}}
+    info = {
+        "instrumental_url": "https://file.aiquickdraw.com/s/i.mp3",
+        "origin_url": "",
+        "vocal_url": "https://f/v.mp3",
+    }
+    body = {
+        "code": 200,
+        "msg": "vocal separation generated successfully.",
+        "data": {"task_id": TID, "vocal_separation_info": info},
+    }
     event = parse_callback(body)
     assert (event.family, event.stage) == ("vocal-removal", "complete")
     assert sorted(a.name for a in event.artifacts) == ["stem-instrumental", "stem-vocal"]
 
 
 def test_vocal_separation_failure_with_null_info() -> None:
-    body = {"code": 500, "msg": "Vocal separation failed", "data": {"task_id": TID, "vocal_separation_info": None}}
+    body = {
+        "code": 500,
+        "msg": "Vocal separation failed",
+        "data": {"task_id": TID, "vocal_separation_info": None},
+    }
     assert parse_callback(body).stage == "error"
 
 
@@ -135,7 +177,11 @@ def test_stem_names_are_the_same_from_snake_and_camel_keys() -> None:
 
 def test_midi_success_reads_camel_case_task_id_and_keeps_instruments() -> None:
     notes = [{"pitch": 73, "start": "0.036458333333333336", "end": 0.18, "velocity": 1}]
-    body = {"code": 200, "msg": "success", "data": {"taskId": TID, "state": "complete", "instruments": [{"name": "Drums", "notes": notes}]}}
+    body = {
+        "code": 200,
+        "msg": "success",
+        "data": {"taskId": TID, "state": "complete", "instruments": [{"name": "Drums", "notes": notes}]},
+    }
     event = parse_callback(body)
     assert (event.task_id, event.family, event.stage) == (TID, "midi", "complete")
     assert event.result["midi"]["instruments"][0]["name"] == "Drums"
@@ -147,12 +193,18 @@ def test_midi_failure_with_only_a_task_id() -> None:
 
 
 def test_mp4_success() -> None:
-    event = parse_callback({"code": 200, "msg": "success", "data": {"task_id": TID, "video_url": "https://f/v.mp4"}})
+    event = parse_callback(
+        {"code": 200, "msg": "success", "data": {"task_id": TID, "video_url": "https://f/v.mp4"}}
+    )
     assert (event.family, event.stage, [a.name for a in event.artifacts]) == ("mp4", "complete", ["video"])
 
 
 def test_mp4_failure_with_null_video() -> None:
-    body = {"code": 500, "msg": "Internal Error - Please try again later", "data": {"task_id": TID, "video_url": None}}
+    body = {
+        "code": 500,
+        "msg": "Internal Error - Please try again later",
+        "data": {"task_id": TID, "video_url": None},
+    }
     assert parse_callback(body).stage == "error"
 
 

@@ -8,7 +8,11 @@ from service.settings import Settings
 
 def test_defaults_need_no_environment() -> None:
     settings = Settings.from_env({})
-    assert (settings.redis_prefix, settings.kie_webhook_tolerance_s, settings.max_callback_bytes) == ("td", 300, 1 << 20)
+    assert (settings.redis_prefix, settings.kie_webhook_tolerance_s, settings.max_callback_bytes) == (
+        "td",
+        300,
+        1 << 20,
+    )
 
 
 def test_production_refuses_to_start_without_callback_authentication() -> None:

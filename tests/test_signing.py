@@ -40,7 +40,9 @@ def test_valid_signature_within_tolerance_is_accepted() -> None:
         ("1769670761", SIG, int(TS), "does not match"),
     ],
 )
-def test_bad_headers_raise_the_one_signature_error(ts: str | None, sig: str | None, now: int, reason: str) -> None:
+def test_bad_headers_raise_the_one_signature_error(
+    ts: str | None, sig: str | None, now: int, reason: str
+) -> None:
     with pytest.raises(SignatureError, match=reason):
         verify_kie_signature(TID, ts, sig, KEY, now=now, tolerance_s=300)
 

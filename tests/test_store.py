@@ -36,20 +36,20 @@ def event(task_id: str, stage: str, **fields: Any) -> Event:
     return Event(task_id=task_id, family="music", stage=stage, code=200, msg=f"{stage} msg", **fields)  # type: ignore[arg-type]
 
 
-REACH: dict[str, list[str]] = {"text": ["text"], "first": ["first"], "complete": ["complete"], "failed": ["error"]}
+REACH: dict[str, str] = {"text": "text", "first": "first", "complete": "complete", "failed": "error"}
 
 
 def put_in_status(redis_client: redis.Redis, store_url: str, task_id: str, status: str) -> None:
     """Drive a task to `status` through real events (or, for `lost`, as the poller will)."""
     if status == "pending":
         return  # an unknown task is created pending by its first event
-    for stage in REACH.get(status, ["first"]):
-        with_store(store_url, lambda s, st=stage: s.apply_event(event(task_id, st), "callback", 1_000))
+    stage = REACH.get(status, "first")
+    with_store(store_url, lambda s: s.apply_event(event(task_id, stage), "callback", 1_000))
     if status == "lost":
-        member = redis_client.hget(KEYS.task(task_id), "index_member")
+        member = str(redis_client.hget(KEYS.task(task_id), "index_member"))
         redis_client.hset(KEYS.task(task_id), "status", "lost")
-        redis_client.zrem(KEYS.index_status("first"), member)  # type: ignore[arg-type]
-        redis_client.zadd(KEYS.index_status("lost"), {member: 0})  # type: ignore[dict-item]
+        redis_client.zrem(KEYS.index_status("first"), member)
+        redis_client.zadd(KEYS.index_status("lost"), {member: 0})
 
 
 @pytest.mark.parametrize(("before", "stage", "outcome", "after"), CASES)
@@ -73,7 +73,9 @@ def test_complete_without_text_or_first_marks_them_skipped(redis_url: str, redis
     assert json.loads(task["stage:complete"]) == {"at": 5_000, "source": "callback"}
 
 
-def test_unknown_task_is_created_with_its_family_and_indexed(redis_url: str, redis_client: redis.Redis) -> None:
+def test_unknown_task_is_created_with_its_family_and_indexed(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
     applied = with_store(redis_url, lambda s: s.apply_event(event("t1", "text"), "callback", 7_000))
     assert applied.created
     assert redis_client.hget(KEYS.task("t1"), "family") == "music"
@@ -86,7 +88,9 @@ def test_error_records_code_and_the_most_specific_message(redis_url: str, redis_
     assert redis_client.hmget(KEYS.task("t1"), ["error_code", "error_message"]) == ["501", "technical issues"]
 
 
-def test_error_after_complete_is_a_conflict_that_keeps_the_result(redis_url: str, redis_client: redis.Redis) -> None:
+def test_error_after_complete_is_a_conflict_that_keeps_the_result(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
     async def work(store: Store) -> str:
         await store.apply_event(event("t1", "complete"), "callback", 1)
         failure = Event("t1", "music", "error", 501, "late failure")
@@ -108,7 +112,13 @@ def test_tracks_merge_across_stages_without_losing_fields(redis_url: str, redis_
 
     with_store(redis_url, work)
     track = json.loads(redis_client.hget(KEYS.tracks("t1"), "a"))  # type: ignore[arg-type]
-    assert track == {"id": "a", "stream_url": "https://f/a-stream", "title": "Song", "audio_url": "https://f/a.mp3", "duration": 12.5}
+    assert track == {
+        "id": "a",
+        "stream_url": "https://f/a-stream",
+        "title": "Song",
+        "audio_url": "https://f/a.mp3",
+        "duration": 12.5,
+    }
     assert redis_client.hlen(KEYS.tracks("t1")) == 2
 
 
@@ -128,9 +138,13 @@ def test_artifacts_are_new_only_once(redis_url: str, redis_client: redis.Redis) 
 
 def test_stale_and_duplicate_events_change_no_data(redis_url: str, redis_client: redis.Redis) -> None:
     async def work(store: Store) -> None:
-        await store.apply_event(event("t1", "complete", tracks=(Track(id="a", title="Final"),)), "callback", 1)
+        await store.apply_event(
+            event("t1", "complete", tracks=(Track(id="a", title="Final"),)), "callback", 1
+        )
         await store.apply_event(event("t1", "first", tracks=(Track(id="a", title="Early"),)), "callback", 2)
-        await store.apply_event(event("t1", "complete", tracks=(Track(id="a", title="Again"),)), "callback", 3)
+        await store.apply_event(
+            event("t1", "complete", tracks=(Track(id="a", title="Again"),)), "callback", 3
+        )
 
     with_store(redis_url, work)
     assert json.loads(redis_client.hget(KEYS.tracks("t1"), "a"))["title"] == "Final"  # type: ignore[arg-type]
