@@ -53,7 +53,7 @@ class RedisServer:
         appendonly: bool = False,
         binary: str | None = None,
     ) -> None:
-        self.data_dir = data_dir
+        self.data_dir = data_dir.resolve()
         self.port = port or free_port()
         self.appendonly = appendonly
         self.binary = binary or find_redis_server()

@@ -1,0 +1,81 @@
+"""`tapedeck`: the command line. Each subcommand is a thin wrapper over a module."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from service.errors import SettingsError
+from service.settings import Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] == "sandbox":
+        # The sandbox stands for someone else's server: it parses its own options.
+        sandbox_cli = importlib.import_module("sandbox.cli")
+        return int(sandbox_cli.main(args[1:]))
+    parser = build_parser()
+    options = parser.parse_args(args)
+    if options.command is None:
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    result: int = options.run(options)
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tapedeck", description="Kie.ai Suno task tracking and archiving.")
+    commands = parser.add_subparsers(dest="command")
+
+    serve = commands.add_parser("serve", help="run the web app (callbacks and API) under uvicorn")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    serve.add_argument("--access-log", action="store_true", help="log every request (costs throughput)")
+    serve.set_defaults(run=run_serve)
+
+    dev = commands.add_parser("dev", help="run everything locally on an embedded Redis (make dev)")
+    dev.add_argument("--port", type=int, default=8000)
+    dev.add_argument("--data-dir", default=".data")
+    dev.set_defaults(run=run_dev)
+
+    commands.add_parser("sandbox", help="run the local stand-in for the Kie API (see `tapedeck sandbox -h`)")
+    return parser
+
+
+def run_serve(options: argparse.Namespace) -> int:
+    import uvicorn
+
+    try:
+        Settings.from_env()
+    except SettingsError as exc:
+        print(f"tapedeck: {exc.message}", file=sys.stderr)
+        return 2
+    uvicorn.run(
+        "service.app:app_from_env",
+        factory=True,
+        host=options.host,
+        port=options.port,
+        workers=options.workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=options.access_log,
+        log_level="info",
+    )
+    return 0
+
+
+def run_dev(options: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from service.devrun import run
+
+    return run(Path(options.data_dir), options.port)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
