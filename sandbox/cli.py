@@ -1,0 +1,76 @@
+"""`tapedeck sandbox`: run the sandbox in the foreground under uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+
+import uvicorn
+
+from sandbox.app import create_app
+from sandbox.config import MAX_FILE_BYTES, SandboxConfig, parse_stages
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return value
+
+
+def _file_bytes(text: str) -> int:
+    value = int(text)
+    if not 0 < value <= MAX_FILE_BYTES:
+        raise argparse.ArgumentTypeError(f"must be in 1..{MAX_FILE_BYTES}")
+    return value
+
+
+def _stages(text: str) -> frozenset[str]:
+    try:
+        return parse_stages(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def parser() -> argparse.ArgumentParser:
+    defaults = SandboxConfig()
+    p = argparse.ArgumentParser(prog="tapedeck sandbox", description="A local stand-in for Kie.ai Suno.")
+    p.add_argument("--host", default=defaults.host)
+    p.add_argument("--port", type=int, default=defaults.port)
+    p.add_argument("--api-key", default=defaults.api_key)
+    p.add_argument("--hmac-key", default=None, help="sign callbacks (X-Webhook-Signature)")
+    p.add_argument("--speed", type=float, default=defaults.speed, help="simulated seconds per real second")
+    p.add_argument("--drop", type=_stages, default=frozenset(), help="text,first,complete,error or all")
+    p.add_argument("--duplicate-rate", type=_rate, default=0.0)
+    p.add_argument("--reorder", action="store_true", help="send complete before first")
+    p.add_argument("--fail-rate", type=_rate, default=0.0)
+    p.add_argument("--retention-s", type=float, default=defaults.retention_s)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--file-bytes", type=_file_bytes, default=defaults.file_bytes)
+    p.add_argument("--fast-callbacks", action="store_true", help="callbacks before the create response")
+    p.add_argument("--credits", type=float, default=defaults.credits)
+    return p
+
+
+def config_from(args: argparse.Namespace) -> SandboxConfig:
+    return SandboxConfig(
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key,
+        hmac_key=args.hmac_key,
+        speed=args.speed,
+        drop=args.drop,
+        duplicate_rate=args.duplicate_rate,
+        reorder=args.reorder,
+        fail_rate=args.fail_rate,
+        retention_s=args.retention_s,
+        seed=args.seed,
+        file_bytes=args.file_bytes,
+        fast_callbacks=args.fast_callbacks,
+        credits=args.credits,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = config_from(parser().parse_args(argv))
+    uvicorn.run(create_app(config), host=config.host, port=config.port, log_level="info", ws="none")
+    return 0

@@ -1,0 +1,251 @@
+"""The control and inspection API under `/_sandbox/`. No auth: it is the test's side door, not Kie's.
+
+GET  /_sandbox/tasks                      every task: stage, faults, callbacks sent (time, attempt, status)
+GET  /_sandbox/tasks/{id}                 one task
+POST /_sandbox/tasks/{id}/faults          set the task's faults (body: see `parse_faults`); re-plans callbacks
+POST /_sandbox/tasks/{id}/stage           {"stage": "pending|text|first|complete|failed"}: jump the task there
+POST /_sandbox/tasks/{id}/cancel          cancel (sseedance reports `canceled`)
+POST /_sandbox/next-faults                faults for the next created task(s): same body, plus "count"
+POST /_sandbox/record-info-fault          {"code": 500|455|429, "count": N, "seconds": S} for every task;
+                                          {"code": null} clears it
+GET  /_sandbox/clock                      {"now": simulated Unix seconds, "speed": N}
+POST /_sandbox/clock/advance              {"seconds": S}
+GET  /_sandbox/counters                   counters of everything sent and answered, and the credits
+POST /_sandbox/credits                    {"credits": N}
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from sandbox.config import parse_stages
+from sandbox.kie import dispatcher_of, read_object, sandbox_of
+from sandbox.state import PendingFaults, Sandbox
+from sandbox.tasks import ErrorWindow, FileFault, Task, files
+from sandbox.timeline import FAILURES, TaskFaults
+
+FAULT_CODES = (429, 455, 500)
+FILE_MODES = ("stall", "truncate", "403", "404")
+TASK_FAULT_KEYS = {"drop", "duplicate", "reorder", "delay_s", "fail", "fast"}
+
+
+def _stages(value: Any) -> frozenset[str]:
+    if value is True:
+        return parse_stages("all")
+    if value is False or value is None:
+        return frozenset()
+    if isinstance(value, list):
+        value = ",".join(str(item) for item in value)
+    if not isinstance(value, str):
+        raise ValueError("stages must be a list, a comma-separated string, 'all' or a boolean")
+    return parse_stages(value)
+
+
+def parse_faults(doc: dict[str, Any], base: TaskFaults) -> TaskFaults:
+    """`base` with the fields of `doc` replaced. Raised ValueError names the bad field."""
+    unknown = set(doc) - TASK_FAULT_KEYS - {"record_info", "file", "count"}
+    if unknown:
+        raise ValueError(f"unknown fault(s): {', '.join(sorted(unknown))}")
+    changes: dict[str, Any] = {}
+    for key in ("drop", "duplicate"):
+        if key in doc:
+            changes[key] = _stages(doc[key])
+    for key in ("reorder", "fast"):
+        if key in doc:
+            if not isinstance(doc[key], bool):
+                raise ValueError(f"{key} must be a boolean")
+            changes[key] = doc[key]
+    if "delay_s" in doc:
+        if not isinstance(doc["delay_s"], int | float) or doc["delay_s"] < 0:
+            raise ValueError("delay_s must be a number >= 0")
+        changes["delay_s"] = float(doc["delay_s"])
+    if "fail" in doc:
+        if doc["fail"] is not None and doc["fail"] not in FAILURES:
+            raise ValueError(f"fail must be null or one of {', '.join(FAILURES)}")
+        changes["fail"] = doc["fail"]
+    return replace(base, **changes)
+
+
+def parse_error_window(doc: Any, now: float) -> ErrorWindow | None:
+    if not isinstance(doc, dict) or doc.get("code") is None:
+        return None
+    code, count, seconds = doc.get("code"), doc.get("count"), doc.get("seconds")
+    if code not in FAULT_CODES:
+        raise ValueError(f"record_info.code must be one of {FAULT_CODES}")
+    if count is None and seconds is None:
+        count = 1
+    return ErrorWindow(code, count, None if seconds is None else now + float(seconds))
+
+
+def parse_file_fault(doc: Any) -> FileFault:
+    if not isinstance(doc, dict) or doc.get("mode") not in FILE_MODES:
+        raise ValueError(f"file.mode must be one of {FILE_MODES}")
+    return FileFault(str(doc["mode"]), int(doc.get("count", 1)), doc.get("name"))
+
+
+def describe(sandbox: Sandbox, task: Task) -> dict[str, Any]:
+    faults = asdict(task.faults)
+    faults["drop"], faults["duplicate"] = sorted(task.faults.drop), sorted(task.faults.duplicate)
+    return {
+        "taskId": task.id,
+        "endpoint": task.endpoint,
+        "family": task.family,
+        "stage": sandbox.stage(task),
+        "createdAt": task.created_at,
+        "callbackUrl": task.callback_url,
+        "canceled": task.canceled,
+        "faults": faults,
+        "tracks": [asdict(track) for track in task.tracks],
+        "files": {name: task.url(name) for name in files(task)},
+        "callbacks": [asdict(delivery) for delivery in task.deliveries],
+    }
+
+
+def _task(request: Request) -> Task | Response:
+    task = sandbox_of(request).tasks.get(request.path_params["task_id"])
+    return task if task is not None else JSONResponse({"error": "unknown task"}, 404)
+
+
+async def _body(request: Request) -> dict[str, Any] | Response:
+    body = await read_object(request)
+    return body if body is not None else JSONResponse({"error": "body must be a JSON object"}, 400)
+
+
+async def _task_and_body(request: Request) -> tuple[Task, dict[str, Any]] | Response:
+    task = _task(request)
+    if isinstance(task, Response):
+        return task
+    body = await _body(request)
+    return body if isinstance(body, Response) else (task, body)
+
+
+async def list_tasks(request: Request) -> Response:
+    sandbox = sandbox_of(request)
+    return JSONResponse({"tasks": [describe(sandbox, task) for task in sandbox.tasks.values()]})
+
+
+async def show_task(request: Request) -> Response:
+    task = _task(request)
+    return task if isinstance(task, Response) else JSONResponse(describe(sandbox_of(request), task))
+
+
+async def set_task_faults(request: Request) -> Response:
+    sandbox, found = sandbox_of(request), await _task_and_body(request)
+    if isinstance(found, Response):
+        return found
+    task, body = found
+    try:
+        task.faults = parse_faults(body, task.faults)
+        if "record_info" in body:
+            task.record_info_fault = parse_error_window(body["record_info"], sandbox.monotonic())
+        if "file" in body:
+            task.file_faults.append(parse_file_fault(body["file"]))
+    except (ValueError, TypeError) as exc:
+        return JSONResponse({"error": str(exc)}, 400)
+    dispatcher_of(request).plan(task)
+    return JSONResponse(describe(sandbox, task))
+
+
+async def force_stage(request: Request) -> Response:
+    sandbox, found = sandbox_of(request), await _task_and_body(request)
+    if isinstance(found, Response):
+        return found
+    task, body = found
+    try:
+        sandbox.force_stage(task, str(body.get("stage")))
+    except ValueError as exc:
+        return JSONResponse({"error": str(exc)}, 400)
+    dispatcher_of(request).plan(task)
+    return JSONResponse(describe(sandbox, task))
+
+
+async def cancel_task(request: Request) -> Response:
+    task = _task(request)
+    if isinstance(task, Response):
+        return task
+    task.canceled = True
+    return JSONResponse(describe(sandbox_of(request), task))
+
+
+async def next_faults(request: Request) -> Response:
+    sandbox, body = sandbox_of(request), await _body(request)
+    if isinstance(body, Response):
+        return body
+    try:
+        faults = parse_faults(body, sandbox.run_faults())
+        window = parse_error_window(body.get("record_info"), sandbox.monotonic())
+        file_faults = (parse_file_fault(body["file"]),) if "file" in body else ()
+        count = int(body.get("count", 1))
+    except (ValueError, TypeError) as exc:
+        return JSONResponse({"error": str(exc)}, 400)
+    for _ in range(count):
+        copies = tuple(replace(fault) for fault in file_faults)
+        window_copy = replace(window) if window else None
+        sandbox.pending_faults.append(PendingFaults(faults, window_copy, copies))
+    return JSONResponse({"queued": len(sandbox.pending_faults)})
+
+
+async def record_info_fault(request: Request) -> Response:
+    sandbox, body = sandbox_of(request), await _body(request)
+    if isinstance(body, Response):
+        return body
+    try:
+        sandbox.record_info_fault = parse_error_window(body, sandbox.monotonic())
+    except (ValueError, TypeError) as exc:
+        return JSONResponse({"error": str(exc)}, 400)
+    return JSONResponse(
+        {"recordInfoFault": asdict(sandbox.record_info_fault) if sandbox.record_info_fault else None}
+    )
+
+
+async def clock(request: Request) -> Response:
+    sandbox = sandbox_of(request)
+    return JSONResponse({"now": sandbox.now(), "speed": sandbox.clock.speed})
+
+
+async def advance_clock(request: Request) -> Response:
+    sandbox, body = sandbox_of(request), await _body(request)
+    if isinstance(body, Response):
+        return body
+    seconds = body.get("seconds")
+    if not isinstance(seconds, int | float) or seconds < 0:
+        return JSONResponse({"error": "seconds must be a number >= 0"}, 400)
+    return JSONResponse({"now": sandbox.clock.advance(float(seconds)), "speed": sandbox.clock.speed})
+
+
+async def counters(request: Request) -> Response:
+    sandbox = sandbox_of(request)
+    sandbox.settle()
+    return JSONResponse({"counters": dict(sorted(sandbox.counters.items())), "credits": sandbox.credits})
+
+
+async def set_credits(request: Request) -> Response:
+    sandbox, body = sandbox_of(request), await _body(request)
+    if isinstance(body, Response):
+        return body
+    amount = body.get("credits")
+    if not isinstance(amount, int | float) or amount < 0:
+        return JSONResponse({"error": "credits must be a number >= 0"}, 400)
+    sandbox.credits = float(amount)
+    return JSONResponse({"credits": sandbox.credits})
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/_sandbox/tasks", list_tasks, methods=["GET"]),
+        Route("/_sandbox/tasks/{task_id}", show_task, methods=["GET"]),
+        Route("/_sandbox/tasks/{task_id}/faults", set_task_faults, methods=["POST"]),
+        Route("/_sandbox/tasks/{task_id}/stage", force_stage, methods=["POST"]),
+        Route("/_sandbox/tasks/{task_id}/cancel", cancel_task, methods=["POST"]),
+        Route("/_sandbox/next-faults", next_faults, methods=["POST"]),
+        Route("/_sandbox/record-info-fault", record_info_fault, methods=["POST"]),
+        Route("/_sandbox/clock", clock, methods=["GET"]),
+        Route("/_sandbox/clock/advance", advance_clock, methods=["POST"]),
+        Route("/_sandbox/counters", counters, methods=["GET"]),
+        Route("/_sandbox/credits", set_credits, methods=["POST"]),
+    ]

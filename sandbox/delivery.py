@@ -1,0 +1,158 @@
+"""Callback delivery, the sandbox's only outgoing I/O.
+
+A heap of due callbacks on the simulated clock; a loop pops what is due and POSTs it with httpx.
+Delivery follows kie-api.md §6.1: JSON POST, 15 s timeout (10 s for replace-section), success only on
+HTTP 200, and after a failure up to `callback_retries` retries (replace-section: 3 attempts in all),
+then nothing more. Each task's callbacks go out one at a time, in plan order. Never raises into the
+loop: every failure is recorded on the task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+
+import httpx
+
+from sandbox import payloads
+from sandbox.signing import signature_headers
+from sandbox.state import Sandbox
+from sandbox.tasks import Delivery, Task
+from sandbox.timeline import plan_callbacks
+
+log = logging.getLogger("sandbox.delivery")
+BACKOFF_S = (1.0, 5.0, 15.0)  # simulated seconds before retry 1, 2, 3 (the docs give no schedule)
+REPLACE_TIMEOUT_S = 10.0
+RETRY = -1  # the plan generation of retries: a re-plan never cancels a retry already under way
+
+
+@dataclass(order=True)
+class Due:
+    at: float
+    seq: int
+    task_id: str = field(compare=False)
+    kind: str = field(compare=False)
+    copy: int = field(compare=False)
+    attempt: int = field(compare=False, default=1)
+    generation: int = field(compare=False, default=0)
+
+
+class Dispatcher:
+    def __init__(self, sandbox: Sandbox, client: httpx.AsyncClient) -> None:
+        self.sandbox = sandbox
+        self.client = client
+        self._heap: list[Due] = []
+        self._seq = itertools.count()
+        self._generation: dict[str, int] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._running: set[asyncio.Task[None]] = set()
+
+    def plan(self, task: Task) -> None:
+        """(Re)plan the task's callbacks from its faults; callbacks already started are not sent again."""
+        generation = self._generation.get(task.id, 0) + 1
+        self._generation[task.id] = generation
+        failure = task.failure
+        for planned in plan_callbacks(task.steps(), task.callback_kinds(), failure, task.faults):
+            if (planned.kind, planned.copy) in task.started:
+                continue
+            at = task.created_at + planned.at
+            due = Due(at, next(self._seq), task.id, planned.kind, planned.copy, generation=generation)
+            heapq.heappush(self._heap, due)
+
+    def _is_live(self, due: Due) -> bool:
+        return due.generation in (RETRY, self._generation.get(due.task_id))
+
+    def pop_due(self, task_id: str | None = None) -> list[Due]:
+        """Everything due now (of one task, or of all), in order; what is popped is never popped again."""
+        now = self.sandbox.now()
+        due = [d for d in self._heap if d.at <= now and (task_id is None or d.task_id == task_id)]
+        if not due:
+            return []
+        taken = {id(d) for d in due}
+        self._heap = [d for d in self._heap if id(d) not in taken]
+        heapq.heapify(self._heap)
+        return sorted(d for d in due if self._is_live(d))
+
+    def _pop_all_due(self) -> list[Due]:
+        now, popped = self.sandbox.now(), []
+        while self._heap and self._heap[0].at <= now:
+            due = heapq.heappop(self._heap)
+            if self._is_live(due):
+                popped.append(due)
+        return popped
+
+    async def run(self) -> None:
+        """The delivery loop; runs until cancelled."""
+        while True:
+            for due in self._pop_all_due():
+                self._spawn(due)
+            await asyncio.sleep(self.sandbox.config.tick_s)
+
+    def _spawn(self, due: Due) -> None:
+        running = asyncio.get_running_loop().create_task(self.deliver(due))
+        self._running.add(running)
+        running.add_done_callback(self._running.discard)
+
+    async def flush(self, task_id: str) -> None:
+        """Send the task's due callbacks now and wait for them (the fast-callback mode)."""
+        for due in self.pop_due(task_id):
+            await self.deliver(due)
+
+    async def deliver(self, due: Due) -> None:
+        task = self.sandbox.tasks[due.task_id]
+        lock = self._locks.setdefault(task.id, asyncio.Lock())
+        async with lock:
+            task.started.add((due.kind, due.copy))
+            delivery = await self._post(task, due)
+        task.deliveries.append(delivery)
+        self._count(task, due, delivery)
+        if not delivery.ok:
+            self._retry_or_stop(task, due)
+
+    async def _post(self, task: Task, due: Due) -> Delivery:
+        body = payloads.callback(task, due.kind)
+        # The signature timestamp is real Unix time: the receiver checks it against its own clock.
+        wall = time.time()
+        headers = signature_headers(task.id, int(wall), self.sandbox.config.hmac_key)
+        timeout = REPLACE_TIMEOUT_S if task.endpoint == "replace-section" else None
+        sim_now = self.sandbox.now()
+        url = task.callback_url or ""
+        try:
+            response = await self.client.post(
+                url, json=body, headers=headers, timeout=timeout or self.sandbox.config.callback_timeout_s
+            )
+        except httpx.HTTPError as exc:
+            log.info("task %s: %s callback attempt %d failed: %r", task.id, due.kind, due.attempt, exc)
+            return Delivery(due.kind, due.copy, due.attempt, sim_now, wall, None, type(exc).__name__)
+        return Delivery(due.kind, due.copy, due.attempt, sim_now, wall, response.status_code)
+
+    def _max_attempts(self, task: Task) -> int:
+        return 3 if task.endpoint == "replace-section" else 1 + self.sandbox.config.callback_retries
+
+    def _retry_or_stop(self, task: Task, due: Due) -> None:
+        if due.attempt >= self._max_attempts(task):
+            self.sandbox.counters["callbacks.abandoned"] += 1
+            log.info("task %s: %s callback abandoned after %d attempts", task.id, due.kind, due.attempt)
+            return
+        backoff = BACKOFF_S[min(due.attempt, len(BACKOFF_S)) - 1]
+        at = self.sandbox.now() + backoff
+        retry = Due(at, next(self._seq), task.id, due.kind, due.copy, due.attempt + 1, RETRY)
+        heapq.heappush(self._heap, retry)
+
+    def _count(self, task: Task, due: Due, delivery: Delivery) -> None:
+        counters = self.sandbox.counters
+        counters["callbacks.attempts"] += 1
+        outcome = "delivered" if delivery.ok else "failed"
+        counters[f"callbacks.{outcome}"] += 1
+        counters[f"callbacks.{task.family}.{due.kind}.{outcome}"] += 1
+        if due.copy:
+            counters["callbacks.duplicates"] += 1
+
+    async def close(self) -> None:
+        for running in list(self._running):
+            running.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)

@@ -1,0 +1,137 @@
+"""The file edge: `GET|HEAD /files/{task_id}/{name}`, streamed, with ETag, Range (206/416), retention,
+temporary download-url links and the per-task transfer faults (stall, truncate, 403, 404).
+
+No auth, like a CDN URL. A file exists once the task's stage publishes it and until the retention
+(simulated time) has passed since the task was created.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from sandbox.kie import sandbox_of
+from sandbox.media import Media, media_for
+from sandbox.state import Sandbox
+from sandbox.tasks import FileFault, Task, is_published
+
+
+class RangeNotSatisfiable(ValueError):
+    """Raised when a Range header asks for bytes past the end of the file."""
+
+
+class TransferCut(Exception):
+    """Raised inside a response body to cut the connection (the truncate and stall faults)."""
+
+
+class _QuietCuts(logging.Filter):
+    # A cut transfer is the fault working as intended, not an error worth a traceback in the log.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], TransferCut))
+
+
+logging.getLogger("uvicorn.error").addFilter(_QuietCuts())
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """A single `bytes=` range as [start, end); None to send the whole file (no header, or one we ignore,
+    as RFC 9110 allows for malformed or multi-range requests)."""
+    if not header or not header.startswith("bytes=") or "," in header:
+        return None
+    first, _, last = header[len("bytes=") :].strip().partition("-")
+    try:
+        if first == "":
+            length = int(last)
+            if length <= 0:
+                raise RangeNotSatisfiable(header)
+            return max(0, size - length), size
+        start = int(first)
+        end = size if last == "" else min(size, int(last) + 1)
+    except ValueError as exc:
+        if isinstance(exc, RangeNotSatisfiable):
+            raise
+        return None
+    if start >= size or end <= start:
+        raise RangeNotSatisfiable(header)
+    return start, end
+
+
+def take_file_fault(task: Task, name: str) -> str | None:
+    for fault in task.file_faults:
+        if fault.count > 0 and fault.name in (None, name):
+            fault.count -= 1
+            return fault.mode
+    return None
+
+
+async def _body(
+    sandbox: Sandbox, media: Media, start: int, end: int, fault: FileFault | None
+) -> AsyncIterator[bytes]:
+    cut_at = start + (end - start) // 2 if fault else None
+    for piece in media.chunks(start, end if cut_at is None else cut_at):
+        sandbox.counters["files.bytes"] += len(piece)
+        yield piece
+    if fault is None:
+        sandbox.counters["files.completed"] += 1
+        return
+    if fault.mode == "stall":
+        await asyncio.sleep(sandbox.config.stall_s)
+    raise TransferCut(fault.mode)
+
+
+def _refusal(sandbox: Sandbox, request: Request) -> tuple[Task, str, Media] | Response:
+    task = sandbox.tasks.get(request.path_params["task_id"])
+    name = request.path_params["name"]
+    media = media_for(name, sandbox.config.file_bytes)
+    now = sandbox.now()
+    if task is None or media is None or not is_published(task, sandbox.stage(task), name):
+        sandbox.counters["files.not_found"] += 1
+        return PlainTextResponse("Not Found", 404)
+    if now - task.created_at > sandbox.config.retention_s:
+        sandbox.counters["files.expired"] += 1
+        return PlainTextResponse("Not Found", 404)
+    expires = request.query_params.get("expires")
+    if expires is not None and (not expires.isdigit() or now > int(expires)):
+        sandbox.counters["files.link_expired"] += 1
+        return PlainTextResponse("Forbidden - link expired", 403)
+    return task, name, media
+
+
+async def serve_file(request: Request) -> Response:
+    sandbox = sandbox_of(request)
+    sandbox.counters["files.requests"] += 1
+    found = _refusal(sandbox, request)
+    if isinstance(found, Response):
+        return found
+    task, name, media = found
+    mode = take_file_fault(task, name)
+    if mode is not None:
+        sandbox.counters[f"files.fault.{mode}"] += 1
+    if mode in ("403", "404"):
+        return PlainTextResponse("Forbidden" if mode == "403" else "Not Found", int(mode))
+    headers = {"ETag": media.etag, "Accept-Ranges": "bytes", "Content-Type": media.content_type}
+    if request.headers.get("if-none-match") == media.etag:
+        return Response(status_code=304, headers=headers)
+    try:
+        span = parse_range(request.headers.get("range"), media.size)
+    except RangeNotSatisfiable:
+        return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{media.size}"})
+    start, end = span or (0, media.size)
+    headers["Content-Length"] = str(end - start)
+    status = 200
+    if span is not None:
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{media.size}"
+    if request.method == "HEAD":
+        return Response(status_code=status, headers=headers)
+    fault = FileFault(mode) if mode else None
+    return StreamingResponse(_body(sandbox, media, start, end, fault), status_code=status, headers=headers)
+
+
+def routes() -> list[Route]:
+    return [Route("/files/{task_id}/{name}", serve_file, methods=["GET", "HEAD"])]
