@@ -84,14 +84,17 @@ def sandbox_config(**overrides: Any) -> SandboxConfig:
         "api_key": API_KEY,
         "speed": FAST,
         "seed": 7,
-        "file_bytes": 64 * 1024,
+        "file_bytes": 1_000_000,
     }
     values.update(overrides)
     return SandboxConfig(**values)
 
 
+MakeSandbox = Callable[..., SandboxServer]
+
+
 @pytest.fixture
-def make_sandbox() -> Iterator[Callable[..., SandboxServer]]:
+def make_sandbox() -> Iterator[MakeSandbox]:
     """Start a sandbox with config overrides; stopped at the end of the test."""
     started: list[SandboxServer] = []
 
@@ -105,13 +108,20 @@ def make_sandbox() -> Iterator[Callable[..., SandboxServer]]:
         server.__exit__(None, None, None)
 
 
+@pytest.fixture(scope="module")
+def shared_sandbox() -> Iterator[SandboxServer]:
+    """One sandbox for a module's tests that neither count tasks nor change settings."""
+    with SandboxServer(sandbox_config()) as server:
+        yield server
+
+
 @pytest.fixture
-def sandbox(make_sandbox: Callable[..., SandboxServer]) -> SandboxServer:
+def sandbox(make_sandbox: MakeSandbox) -> SandboxServer:
     return make_sandbox()
 
 
 @pytest.fixture
-def slow_sandbox(make_sandbox: Callable[..., SandboxServer]) -> SandboxServer:
+def slow_sandbox(make_sandbox: MakeSandbox) -> SandboxServer:
     """Speed 1: nothing happens on its own during a test, so the test drives the clock."""
     return make_sandbox(speed=1.0)
 
