@@ -35,10 +35,10 @@ class Received:
 
 @dataclass
 class Receiver:
-    """A callback receiver: records every POST and answers `status` (200 unless a test changes it)."""
+    """A callback receiver: records every POST to /{name}; answers `statuses[name]`, else 200."""
 
     url: str = ""
-    status: int = 200
+    statuses: dict[str, int] = field(default_factory=dict)
     calls: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -65,7 +65,8 @@ def make_receiver_app(receiver: Receiver) -> Starlette:
         body = await request.json()
         with receiver.lock:
             receiver.calls.append(Received(request.url.path, dict(request.headers), body))
-        return JSONResponse({"status": "received"}, status_code=receiver.status)
+        status = receiver.statuses.get(request.path_params["name"], 200)
+        return JSONResponse({"status": "received"}, status_code=status)
 
     return Starlette(routes=[Route("/{name}", record, methods=["POST"])])
 
