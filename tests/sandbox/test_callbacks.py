@@ -51,6 +51,18 @@ def music_source(client: httpx.Client, server: SandboxServer) -> tuple[str, str]
     return task_id, described["tracks"][0]["id"]
 
 
+def replace_body(music_id: str, audio_id: str, callback_url: str) -> dict[str, Any]:
+    body = {
+        "taskId": music_id,
+        "audioId": audio_id,
+        "prompt": "p",
+        "tags": "t",
+        "title": "t",
+        "fullLyrics": "l",
+    }
+    return body | {"infillStartS": 1.0, "infillEndS": 12.0, "callBackUrl": callback_url}
+
+
 def test_music_callbacks_arrive_text_then_first_then_complete(
     sandbox: SandboxServer, client: httpx.Client, receiver: Receiver
 ) -> None:
@@ -121,15 +133,7 @@ def test_replace_section_sends_only_complete(
     sandbox: SandboxServer, client: httpx.Client, receiver: Receiver
 ) -> None:
     music_id, audio_id = music_source(client, sandbox)
-    body = {
-        "taskId": music_id,
-        "audioId": audio_id,
-        "prompt": "p",
-        "tags": "t",
-        "title": "t",
-        "fullLyrics": "l",
-    }
-    body |= {"infillStartS": 1.0, "infillEndS": 12.0, "callBackUrl": receiver.callback_url()}
+    body = replace_body(music_id, audio_id, receiver.callback_url())
     task_id = create(client, sandbox.url, "/api/v1/generate/replace-section", body)
     wait_for(lambda: control_get(client, sandbox.url, f"/tasks/{task_id}")["stage"] == "complete", "complete")
     bodies = callbacks(receiver, task_id, 1)
@@ -166,15 +170,7 @@ def test_music_error_callback_shape_follows_its_page(
         ),
         "replace-section": (
             "/api/v1/generate/replace-section",
-            {
-                "taskId": music_id,
-                "audioId": audio_id,
-                "prompt": "p",
-                "tags": "t",
-                "title": "t",
-                "fullLyrics": "l",
-            }
-            | {"infillStartS": 1.0, "infillEndS": 12.0, "callBackUrl": receiver.callback_url()},
+            replace_body(music_id, audio_id, receiver.callback_url()),
         ),
     }
     control_post(client, sandbox.url, "/next-faults", {"fail": "generate_failed"})
@@ -378,15 +374,7 @@ def test_replace_section_stops_after_three_attempts(
 ) -> None:
     receiver.statuses["down"] = 500
     music_id, audio_id = music_source(client, sandbox)
-    body = {
-        "taskId": music_id,
-        "audioId": audio_id,
-        "prompt": "p",
-        "tags": "t",
-        "title": "t",
-        "fullLyrics": "l",
-    }
-    body |= {"infillStartS": 1.0, "infillEndS": 12.0, "callBackUrl": receiver.url + "/down"}
+    body = replace_body(music_id, audio_id, receiver.url + "/down")
     task_id = create(client, sandbox.url, "/api/v1/generate/replace-section", body)
     settle_attempts(client, sandbox, receiver, task_id, 3)
     assert len(receiver.calls_for(task_id)) == 3
