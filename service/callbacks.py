@@ -7,10 +7,10 @@ rejected, so nothing Kie sends is lost even when we refuse it.
 from __future__ import annotations
 
 import base64
-import json
 import logging
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -43,22 +43,17 @@ async def receive_kie_callback(request: Request) -> Response:
         event = parse_callback(payload)
     except TapedeckError as exc:
         kept = body[: ctx.settings.raw_log_rejected_body_bytes]
-        fields = raw_fields(request, kept, now, task_id) | {
-            "http_status": str(exc.status_code),
-            "reason": exc.message,
-        }
-        if len(kept) < len(body) or isinstance(exc, PayloadTooLarge):
-            fields["truncated"] = "1"
-        await ctx.store.log_rejected(fields, outcome="rejected")
+        truncated = len(kept) < len(body) or isinstance(exc, PayloadTooLarge)
+        meta = {"http_status": exc.status_code, "reason": exc.message, "truncated": truncated}
+        await ctx.store.log_rejected(raw_entry(request, kept, now, task_id, meta), outcome="rejected")
         log.warning(
             "callback rejected task_id=%s status=%s reason=%s", task_id or "-", exc.status_code, exc.message
         )
         raise
-    applied = await ctx.store.apply_event(
-        event, "callback", int(now * 1000), raw_fields(request, body, now, task_id) | {"http_status": "200"}
-    )
-    if applied.outcome != "duplicate":
-        log.info(
+    raw = raw_entry(request, body, now, task_id, {"http_status": 200})
+    applied = await ctx.store.apply_event(event, "callback", int(now * 1000), raw)
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug(
             "callback task_id=%s stage=%s outcome=%s status=%s",
             task_id,
             event.stage,
@@ -87,12 +82,12 @@ def parse_json(body: bytes) -> Any:
     if not body:
         raise MalformedJSON("body is empty: expected a JSON object")
     try:
-        text = body.decode("utf-8")
+        body.decode("utf-8")
     except UnicodeDecodeError:
         raise MalformedJSON("body is not UTF-8 text, as JSON must be") from None
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
         raise MalformedJSON(
             f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
@@ -123,22 +118,28 @@ def check_signature(request: Request, ctx: Context, task_id: str, now: float) ->
     )
 
 
-def raw_fields(request: Request, body: bytes, now: float, task_id: str) -> dict[str, str]:
-    """What the raw log keeps of a request; the callback token is never kept."""
+def raw_entry(
+    request: Request, body: bytes, now: float, task_id: str, meta: dict[str, Any]
+) -> dict[str, str | bytes]:
+    """What the raw log keeps of a request: its metadata as one JSON field, and its body.
+
+    The callback token is never kept.
+    """
     headers = {name: request.headers[name] for name in KEPT_HEADERS if name in request.headers}
     query = "&".join(
         f"{k}={'<redacted>' if k == 'token' else v}" for k, v in request.query_params.multi_items()
     )
-    fields = {
-        "at": str(int(now * 1000)),
+    meta = meta | {
+        "at": int(now * 1000),
         "task_id": task_id,
         "remote": request.client.host if request.client else "",
         "query": query,
-        "headers": json.dumps(headers),
+        "headers": headers,
     }
+    entry: dict[str, str | bytes] = {"meta": orjson.dumps(meta), "body": body}
     try:
-        fields["body"] = body.decode()
+        body.decode()
     except UnicodeDecodeError:
-        fields["body"] = base64.b64encode(body).decode()
-        fields["body_encoding"] = "base64"
-    return fields
+        entry["body"] = base64.b64encode(body)
+        entry["body_encoding"] = "base64"
+    return entry

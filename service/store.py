@@ -7,15 +7,18 @@ identical callbacks are serialised by Redis, so exactly one of them is `applied`
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Final, cast
 
+import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from service.errors import StoreUnavailable
 from service.keys import Keys
@@ -56,6 +59,64 @@ class TaskPage:
     next_cursor: str | None
 
 
+class ScriptBatcher:
+    """Runs one Lua script for many concurrent callers, one pipelined round trip per loop tick.
+
+    The Python client, not Redis, limits callback throughput (shared/performance-notes.md);
+    callers that arrive while the event loop is busy share a single EVALSHA pipeline.
+    """
+
+    def __init__(self, client: aioredis.Redis, script: str) -> None:
+        self.client = client
+        self.script = script
+        self.sha = hashlib.sha1(script.encode()).hexdigest()
+        self.pending: list[tuple[list[str], list[str | bytes | int], asyncio.Future[Any]]] = []
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, keys: list[str], args: list[str | bytes | int]) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.pending.append((keys, args, future))
+        if len(self.pending) == 1:
+            asyncio.get_running_loop().call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        batch, self.pending = self.pending, []
+        task = asyncio.create_task(self._send(batch))
+        self.tasks.add(task)  # keep a reference until done, as asyncio requires
+        task.add_done_callback(self.tasks.discard)
+
+    async def _send(
+        self, batch: list[tuple[list[str], list[str | bytes | int], asyncio.Future[Any]]]
+    ) -> None:
+        try:
+            replies = await self._execute(batch)
+        except Exception as exc:  # every waiter must hear of it, whatever it is
+            replies = [exc] * len(batch)
+        for (_, _, future), reply in zip(batch, replies, strict=True):
+            if future.done():
+                continue
+            if isinstance(reply, Exception):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
+
+    async def _execute(
+        self, batch: list[tuple[list[str], list[str | bytes | int], asyncio.Future[Any]]]
+    ) -> list[Any]:
+        for attempt in (1, 2):
+            async with self.client.pipeline(transaction=False) as pipe:
+                for keys, args, _ in batch:
+                    pipe.evalsha(self.sha, len(keys), *keys, *args)
+                replies: list[Any] = await pipe.execute(raise_on_error=False)
+            if attempt == 1 and any(isinstance(r, NoScriptError) for r in replies):
+                # A restarted or failed-over Redis has forgotten the script; load it and resend.
+                await self.client.script_load(self.script)
+                continue
+            return replies
+        raise AssertionError("unreachable")
+
+
 class Store:
     def __init__(
         self,
@@ -68,12 +129,13 @@ class Store:
         self.keys = keys
         self.history_max = history_max
         self.raw_log_max = raw_log_max
-        self._transition = client.register_script(render_script())
+        self._transition = ScriptBatcher(client, render_script())
 
     async def apply_event(
         self, event: Event, source: Source, now_ms: int, raw: RawEntry | None = None
     ) -> Applied:
         """Raises StoreUnavailable when Redis cannot be reached; the caller answers 503."""
+        raw = raw or {}
         args: list[str | bytes | int] = [
             event.task_id,
             event.stage,
@@ -83,16 +145,22 @@ class Store:
             "" if event.code is None else event.code,
             event.msg,
             event.error or "",
-            _json([_compact(asdict(t)) for t in event.tracks]) if event.tracks else "",
-            _json([_compact(asdict(a)) for a in event.artifacts]) if event.artifacts else "",
             _json(event.result) if event.result else "",
             self.history_max,
             self.raw_log_max,
+            len(event.tracks),
+            len(event.artifacts),
+            len(raw),
         ]
-        for name, value in (raw or {}).items():
+        for track in event.tracks:
+            args += [track.id, _json(_compact(vars(track)))]
+        for artifact in event.artifacts:
+            state = {"state": "waiting", "discovered_at": now_ms}
+            args += [artifact.name, _json(_compact(vars(artifact)) | state)]
+        for name, value in raw.items():
             args += [name, value]
         try:
-            reply = await self._transition(keys=self.keys.event_keys(event.task_id), args=args)
+            reply = await self._transition(self.keys.event_keys(event.task_id), args)
         except RedisError as exc:
             raise StoreUnavailable(f"Redis is unavailable: {type(exc).__name__}") from exc
         outcome, before, after, created, *names = reply
@@ -175,5 +243,5 @@ def _compact(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+def _json(value: Any) -> bytes:
+    return orjson.dumps(value)

@@ -110,7 +110,10 @@ def track_view(track: dict[str, Any]) -> dict[str, Any]:
 
 
 def raw_entry_view(entry: dict[str, str]) -> dict[str, Any]:
-    return entry | {"at": iso(entry.get("at")), "headers": json.loads(entry.get("headers", "{}"))}
+    """A raw-log entry with its metadata unpacked beside outcome and body."""
+    meta = json.loads(entry.get("meta", "{}"))
+    view: dict[str, Any] = {k: v for k, v in entry.items() if k != "meta"} | meta
+    return view | {"at": iso(meta.get("at"))}
 
 
 def iso(epoch_ms: str | int | float | None) -> str | None:

@@ -13,9 +13,13 @@ local index_all, rawlog_key = KEYS[5], KEYS[6]
 
 local task_id, stage, source, now, family = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local code, msg, error_text = ARGV[6], ARGV[7], ARGV[8]
-local tracks_json, artifacts_json, result_json = ARGV[9], ARGV[10], ARGV[11]
-local history_max, rawlog_max = tonumber(ARGV[12]), tonumber(ARGV[13])
-local RAW_FIELDS_FROM = 14
+local result_json = ARGV[9]
+local history_max, rawlog_max = tonumber(ARGV[10]), tonumber(ARGV[11])
+-- ARGV[12..14]: how many track pairs, artifact pairs and raw-log field pairs follow, in that order.
+local track_pairs, artifact_pairs, raw_pairs = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
+local tracks_from = 15
+local artifacts_from = tracks_from + 2 * track_pairs
+local raw_from = artifacts_from + 2 * artifact_pairs
 
 local created = 0
 local status = redis.call('HGET', task_key, 'status')
@@ -39,34 +43,25 @@ end
 local outcome, new_status = decision[1], decision[2]
 local new_artifacts = {}
 
-local function merge_tracks()
-  for _, track in ipairs(cjson.decode(tracks_json)) do
-    local old = redis.call('HGET', tracks_key, track.id)
-    if old then
-      local merged = cjson.decode(old)
-      for k, v in pairs(track) do
+-- Tracks and artifacts arrive as name/JSON pairs (ARGV), already encoded by Python, so the
+-- common case (first sight) costs one HSETNX and no JSON work here.
+local function merge_tracks(pairs_from, pairs_to)
+  for i = pairs_from, pairs_to, 2 do
+    local id, encoded = ARGV[i], ARGV[i + 1]
+    if redis.call('HSETNX', tracks_key, id, encoded) == 0 then
+      local merged = cjson.decode(redis.call('HGET', tracks_key, id))
+      for k, v in pairs(cjson.decode(encoded)) do
         if v ~= cjson.null and v ~= '' then merged[k] = v end
       end
-      track = merged
+      redis.call('HSET', tracks_key, id, cjson.encode(merged))
     end
-    redis.call('HSET', tracks_key, track.id, cjson.encode(track))
   end
 end
 
-local function merge_artifacts()
-  for _, artifact in ipairs(cjson.decode(artifacts_json)) do
-    local old = redis.call('HGET', artifacts_key, artifact.name)
-    if not old then
-      artifact.state = 'waiting'
-      artifact.discovered_at = now
-      redis.call('HSET', artifacts_key, artifact.name, cjson.encode(artifact))
-      new_artifacts[#new_artifacts + 1] = artifact.name
-    else
-      local current = cjson.decode(old)
-      if current.url ~= artifact.url and current.state ~= 'stored' then
-        current.url = artifact.url
-        redis.call('HSET', artifacts_key, artifact.name, cjson.encode(current))
-      end
+local function add_artifacts(pairs_from, pairs_to)
+  for i = pairs_from, pairs_to, 2 do
+    if redis.call('HSETNX', artifacts_key, ARGV[i], ARGV[i + 1]) == 1 then
+      new_artifacts[#new_artifacts + 1] = ARGV[i]
     end
   end
 end
@@ -88,16 +83,16 @@ if outcome == 'applied' then
       redis.call('HSETNX', task_key, 'stage:' .. earlier, '{"skipped":true}')
     end
   end
-  if tracks_json ~= '' then merge_tracks() end
-  if artifacts_json ~= '' then merge_artifacts() end
+  merge_tracks(tracks_from, artifacts_from - 1)
+  add_artifacts(artifacts_from, raw_from - 1)
   if result_json ~= '' then redis.call('HSET', task_key, 'result', result_json) end
 end
 redis.call('HSET', task_key, 'last_event_at', now)
 
 local raw_id = ''
-if #ARGV >= RAW_FIELDS_FROM then
+if raw_pairs > 0 then
   raw_id = redis.call('XADD', rawlog_key, 'MAXLEN', '~', rawlog_max, '*',
-    'outcome', outcome, 'task_status', new_status, unpack(ARGV, RAW_FIELDS_FROM))
+    'outcome', outcome, 'task_status', new_status, unpack(ARGV, raw_from, raw_from + 2 * raw_pairs - 1))
 end
 
 local entry = {stage = stage, source = source, outcome = outcome, at = now,
