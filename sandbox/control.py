@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from sandbox.config import parse_stages
 from sandbox.kie import dispatcher_of, read_object, sandbox_of
-from sandbox.state import PendingFaults, Sandbox
+from sandbox.state import PendingFaults
 from sandbox.tasks import ErrorWindow, FileFault, Task, files
 from sandbox.timeline import FAILURES, TaskFaults
 
@@ -88,7 +88,9 @@ def parse_file_fault(doc: Any) -> FileFault:
     return FileFault(str(doc["mode"]), int(doc.get("count", 1)), doc.get("name"))
 
 
-def describe(sandbox: Sandbox, task: Task) -> dict[str, Any]:
+def describe(request: Request, task: Task) -> dict[str, Any]:
+    """A task for the control API; `outlook` tells a test whether any callback is still to come."""
+    sandbox = sandbox_of(request)
     faults = asdict(task.faults)
     faults["drop"], faults["duplicate"] = sorted(task.faults.drop), sorted(task.faults.duplicate)
     return {
@@ -103,6 +105,7 @@ def describe(sandbox: Sandbox, task: Task) -> dict[str, Any]:
         "tracks": [asdict(track) for track in task.tracks],
         "files": {name: task.url(name) for name in files(task)},
         "callbacks": [asdict(delivery) for delivery in task.deliveries],
+        "outlook": dispatcher_of(request).outlook(task.id),
     }
 
 
@@ -125,13 +128,13 @@ async def _task_and_body(request: Request) -> tuple[Task, dict[str, Any]] | Resp
 
 
 async def list_tasks(request: Request) -> Response:
-    sandbox = sandbox_of(request)
-    return JSONResponse({"tasks": [describe(sandbox, task) for task in sandbox.tasks.values()]})
+    tasks = sandbox_of(request).tasks.values()
+    return JSONResponse({"tasks": [describe(request, task) for task in tasks]})
 
 
 async def show_task(request: Request) -> Response:
     task = _task(request)
-    return task if isinstance(task, Response) else JSONResponse(describe(sandbox_of(request), task))
+    return task if isinstance(task, Response) else JSONResponse(describe(request, task))
 
 
 async def set_task_faults(request: Request) -> Response:
@@ -148,7 +151,7 @@ async def set_task_faults(request: Request) -> Response:
     except (ValueError, TypeError) as exc:
         return JSONResponse({"error": str(exc)}, 400)
     dispatcher_of(request).plan(task)
-    return JSONResponse(describe(sandbox, task))
+    return JSONResponse(describe(request, task))
 
 
 async def force_stage(request: Request) -> Response:
@@ -161,7 +164,7 @@ async def force_stage(request: Request) -> Response:
     except ValueError as exc:
         return JSONResponse({"error": str(exc)}, 400)
     dispatcher_of(request).plan(task)
-    return JSONResponse(describe(sandbox, task))
+    return JSONResponse(describe(request, task))
 
 
 async def cancel_task(request: Request) -> Response:
@@ -169,7 +172,7 @@ async def cancel_task(request: Request) -> Response:
     if isinstance(task, Response):
         return task
     task.canceled = True
-    return JSONResponse(describe(sandbox_of(request), task))
+    return JSONResponse(describe(request, task))
 
 
 async def next_faults(request: Request) -> Response:

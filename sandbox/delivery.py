@@ -15,6 +15,7 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
@@ -50,6 +51,7 @@ class Dispatcher:
         self._generation: dict[str, int] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._running: set[asyncio.Task[None]] = set()
+        self._in_flight: dict[str, int] = {}
 
     def plan(self, task: Task) -> None:
         """(Re)plan the task's callbacks from its faults; callbacks already started are not sent again."""
@@ -62,6 +64,12 @@ class Dispatcher:
             at = task.created_at + planned.at
             due = Due(at, next(self._seq), task.id, planned.kind, planned.copy, generation=generation)
             heapq.heappush(self._heap, due)
+
+    def outlook(self, task_id: str) -> dict[str, Any]:
+        """What is still to come for a task: callbacks waiting on the clock, and attempts under way."""
+        waiting = sorted(d for d in self._heap if d.task_id == task_id and self._is_live(d))
+        scheduled = [{"kind": d.kind, "copy": d.copy, "attempt": d.attempt, "at": d.at} for d in waiting]
+        return {"scheduled": scheduled, "inFlight": self._in_flight.get(task_id, 0)}
 
     def _is_live(self, due: Due) -> bool:
         return due.generation in (RETRY, self._generation.get(due.task_id))
@@ -105,13 +113,17 @@ class Dispatcher:
     async def deliver(self, due: Due) -> None:
         task = self.sandbox.tasks[due.task_id]
         lock = self._locks.setdefault(task.id, asyncio.Lock())
-        async with lock:
-            task.started.add((due.kind, due.copy))
-            delivery = await self._post(task, due)
-        task.deliveries.append(delivery)
-        self._count(task, due, delivery)
-        if not delivery.ok:
-            self._retry_or_stop(task, due)
+        self._in_flight[task.id] = self._in_flight.get(task.id, 0) + 1
+        try:
+            async with lock:
+                task.started.add((due.kind, due.copy))
+                delivery = await self._post(task, due)
+            task.deliveries.append(delivery)
+            self._count(task, due, delivery)
+            if not delivery.ok:
+                self._retry_or_stop(task, due)
+        finally:
+            self._in_flight[task.id] -= 1
 
     async def _post(self, task: Task, due: Due) -> Delivery:
         body = payloads.callback(task, due.kind)

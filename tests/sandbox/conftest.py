@@ -177,3 +177,16 @@ def control_post(client: httpx.Client, base: str, path: str, body: dict[str, Any
     response = client.post(f"{base}/_sandbox{path}", json=body)
     assert response.status_code == 200, response.text
     return response.json()
+
+
+def settled(client: httpx.Client, base: str, task_id: str) -> dict[str, Any]:
+    """Wait until the task is finished and no callback of it is scheduled or under way: from then on the
+    receiver has everything the task will ever send. The task's control-API description."""
+
+    def quiet() -> dict[str, Any] | None:
+        task: dict[str, Any] = control_get(client, base, f"/tasks/{task_id}")
+        done = task["stage"] in ("complete", "failed")
+        return task if done and not task["outlook"]["scheduled"] and not task["outlook"]["inFlight"] else None
+
+    found: dict[str, Any] = wait_for(quiet, f"task {task_id} to settle")
+    return found
