@@ -14,9 +14,13 @@ class RollingWindow:
         self._events: deque[float] = deque()
 
     def is_full(self, now: float) -> bool:
+        return self.count(now) >= self.limit
+
+    def count(self, now: float) -> int:
+        """Events in the window ending at `now` (older ones are forgotten)."""
         while self._events and self._events[0] <= now - self.window_s:
             self._events.popleft()
-        return len(self._events) >= self.limit
+        return len(self._events)
 
     def record(self, now: float) -> None:
         self._events.append(now)

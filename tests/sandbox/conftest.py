@@ -71,12 +71,21 @@ def make_receiver_app(receiver: Receiver) -> Starlette:
     return Starlette(routes=[Route("/{name}", record, methods=["POST"])])
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
+@pytest.fixture(scope="session")
+def receiver_server() -> Iterator[Receiver]:
     state = Receiver()
     with BackgroundServer(make_receiver_app(state)) as server:
         state.url = server.url
         yield state
+
+
+@pytest.fixture
+def receiver(receiver_server: Receiver) -> Receiver:
+    """The session's receiver, emptied and answering 200 everywhere again."""
+    with receiver_server.lock:
+        receiver_server.calls.clear()
+        receiver_server.statuses.clear()
+    return receiver_server
 
 
 def sandbox_config(**overrides: Any) -> SandboxConfig:

@@ -49,3 +49,12 @@ def test_rolling_window_frees_a_slot_once_the_oldest_event_is_window_old() -> No
     assert not window.admit(9.99)
     assert window.admit(10.0)
     assert not window.admit(14.99)
+
+
+def test_rolling_window_count_forgets_old_events() -> None:
+    window = RollingWindow(limit=5, window_s=1.0)
+    window.record(0.0)
+    window.record(0.5)
+    assert window.count(0.9) == 2
+    assert window.count(1.2) == 1
+    assert window.count(5.0) == 0
