@@ -15,6 +15,8 @@ from sandbox.limits import RollingWindow
 from sandbox.tasks import ErrorWindow, FileFault, Task, Track
 from sandbox.timeline import RANDOM_FAILURES, TaskFaults
 
+MAX_IDLE_WINDOWS = 10_000
+
 
 @dataclass(frozen=True)
 class PendingFaults:
@@ -108,10 +110,15 @@ class Sandbox:
 
     def admit_record_info(self, task_id: str) -> bool:
         """False when `task_id` was asked about more than record_info_per_s times in the last second."""
-        window = self._record_info_windows.setdefault(
-            task_id, RollingWindow(self.config.record_info_per_s, 1.0)
-        )
-        return window.admit(self.monotonic())
+        now = self.monotonic()
+        if len(self._record_info_windows) > MAX_IDLE_WINDOWS:
+            # Pollers ask about ever new ids; forget the windows that hold nothing any more.
+            windows = self._record_info_windows.items()
+            self._record_info_windows = {key: window for key, window in windows if window.count(now)}
+        window = self._record_info_windows.get(task_id)
+        if window is None:
+            window = self._record_info_windows[task_id] = RollingWindow(self.config.record_info_per_s, 1.0)
+        return window.admit(now)
 
     def charge(self, amount: float) -> bool:
         if self.credits < amount:
