@@ -8,7 +8,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -20,7 +19,7 @@ from service.context import Context
 from service.errors import TapedeckError
 from service.keys import Keys
 from service.settings import Settings
-from service.store import Store
+from service.store import Store, connect
 from service.tasks import get_task, list_raw_callbacks, list_tasks
 
 log = logging.getLogger("tapedeck.app")
@@ -31,7 +30,7 @@ def create_app(settings: Settings | None = None, clock: Callable[[], float] = ti
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        client = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+        client = connect(settings.redis_url)
         store = Store(
             client,
             Keys(settings.redis_prefix),

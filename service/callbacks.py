@@ -21,7 +21,9 @@ from service.signing import is_token_valid, verify_kie_signature
 
 log = logging.getLogger("tapedeck.callbacks")
 
-KEPT_HEADERS = ("content-type", "content-length", "user-agent", "x-webhook-timestamp", "x-webhook-signature")
+KEPT_HEADERS = frozenset(
+    {b"content-type", b"content-length", b"user-agent", b"x-webhook-timestamp", b"x-webhook-signature"}
+)
 ACK = b'{"code":200,"msg":"received"}'
 
 
@@ -125,10 +127,12 @@ def raw_entry(
 
     The callback token is never kept.
     """
-    headers = {name: request.headers[name] for name in KEPT_HEADERS if name in request.headers}
-    query = "&".join(
-        f"{k}={'<redacted>' if k == 'token' else v}" for k, v in request.query_params.multi_items()
-    )
+    headers = {k.decode(): v.decode("latin-1") for k, v in request.scope["headers"] if k in KEPT_HEADERS}
+    query = ""
+    if request.scope.get("query_string"):
+        query = "&".join(
+            f"{k}={'<redacted>' if k == 'token' else v}" for k, v in request.query_params.multi_items()
+        )
     meta = meta | {
         "at": int(now * 1000),
         "task_id": task_id,

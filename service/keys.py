@@ -1,54 +1,67 @@
 """Every Redis key Tapedeck uses, built in one place under a configurable prefix.
 
-{p}:task:{id}              hash   the task: status, family, stage:* records, error, result
-{p}:task:{id}:history      list   every event received, with its outcome (capped)
-{p}:task:{id}:tracks       hash   track id → track JSON
-{p}:task:{id}:artifacts    hash   artifact name → artifact JSON (url, kind, state)
-{p}:index:all              zset   all tasks, lexically ordered "created_ms:id" (newest last)
-{p}:index:status:{status}  zset   the same, one per status
-{p}:rawlog                 stream every HTTP callback received, accepted or not (capped)
+    {p}:task:{id}              hash   the task: status, family, stage:* records, error, result
+    {p}:task:{id}:history      list   every event received, with its outcome (capped)
+    {p}:task:{id}:tracks       hash   track id → track JSON
+    {p}:task:{id}:artifacts    hash   artifact name → artifact JSON (url, kind, state)
+    {p}:index:all              zset   all tasks, lexically ordered "created_ms:id" (newest last)
+    {p}:index:status:{status}  zset   the same, one per status
+    {p}:rawlog                 stream every HTTP callback received, accepted or not (capped)
+
+The transition script builds the same keys from the same templates (`lua_key_functions`).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Final
 
-from service.states import STATUSES
+TEMPLATES: Final[dict[str, str]] = {
+    "task": "{prefix}:task:{id}",
+    "history": "{prefix}:task:{id}:history",
+    "tracks": "{prefix}:task:{id}:tracks",
+    "artifacts": "{prefix}:task:{id}:artifacts",
+    "index_all": "{prefix}:index:all",
+    "index_status": "{prefix}:index:status:{id}",
+    "raw_log": "{prefix}:rawlog",
+}
 
 
 @dataclass(frozen=True)
 class Keys:
     prefix: str = "td"
 
+    def _key(self, name: str, id: str = "") -> str:
+        return TEMPLATES[name].format(prefix=self.prefix, id=id)
+
     def task(self, task_id: str) -> str:
-        return f"{self.prefix}:task:{task_id}"
+        return self._key("task", task_id)
 
     def history(self, task_id: str) -> str:
-        return f"{self.prefix}:task:{task_id}:history"
+        return self._key("history", task_id)
 
     def tracks(self, task_id: str) -> str:
-        return f"{self.prefix}:task:{task_id}:tracks"
+        return self._key("tracks", task_id)
 
     def artifacts(self, task_id: str) -> str:
-        return f"{self.prefix}:task:{task_id}:artifacts"
+        return self._key("artifacts", task_id)
 
     def index_all(self) -> str:
-        return f"{self.prefix}:index:all"
+        return self._key("index_all")
 
     def index_status(self, status: str) -> str:
-        return f"{self.prefix}:index:status:{status}"
+        return self._key("index_status", status)
 
     def raw_log(self) -> str:
-        return f"{self.prefix}:rawlog"
+        return self._key("raw_log")
 
-    def event_keys(self, task_id: str) -> list[str]:
-        """KEYS of the transition script, in the order `transition.lua` reads them."""
-        return [
-            self.task(task_id),
-            self.history(task_id),
-            self.tracks(task_id),
-            self.artifacts(task_id),
-            self.index_all(),
-            self.raw_log(),
-            *(self.index_status(status) for status in STATUSES),
-        ]
+
+def lua_key_functions() -> str:
+    """Lua functions `key_<name>(prefix, id)` building exactly the keys of TEMPLATES."""
+    functions = []
+    for name, template in TEMPLATES.items():
+        parts = [p for p in re.split(r"(\{prefix\}|\{id\})", template) if p]
+        expr = " .. ".join({"{prefix}": "prefix", "{id}": "id"}.get(p, f"'{p}'") for p in parts)
+        functions.append(f"local function key_{name}(prefix, id) return {expr} end")
+    return "\n".join(functions)

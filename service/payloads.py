@@ -215,30 +215,31 @@ def _track_artifacts(tracks: tuple[Track, ...]) -> tuple[Artifact, ...]:
 
 def _track(item: dict[str, Any]) -> Track:
     """A track from a callback item (snake_case) or a record-info item (camelCase)."""
-
-    def pick(*keys: str) -> str | None:
-        for key in keys:
-            value = _text(item.get(key))
-            if value:
-                return value
-        return None
-
     duration = item.get("duration")
     return Track(
         id=_text(item.get("id")),
-        title=pick("title"),
+        title=_pick(item, "title"),
         duration=float(duration) if isinstance(duration, int | float) else None,
-        tags=pick("tags"),
-        model_name=pick("model_name", "modelName"),
-        prompt=pick("prompt"),
-        audio_url=pick("audio_url", "audioUrl"),
-        stream_url=pick("stream_audio_url", "streamAudioUrl"),
-        image_url=pick("image_url", "imageUrl"),
-        source_audio_url=pick("source_audio_url", "sourceAudioUrl"),
-        source_stream_url=pick("source_stream_audio_url", "sourceStreamAudioUrl"),
-        source_image_url=pick("source_image_url", "sourceImageUrl"),
+        tags=_pick(item, "tags"),
+        model_name=_pick(item, "model_name", "modelName"),
+        prompt=_pick(item, "prompt"),
+        audio_url=_pick(item, "audio_url", "audioUrl"),
+        stream_url=_pick(item, "stream_audio_url", "streamAudioUrl"),
+        image_url=_pick(item, "image_url", "imageUrl"),
+        source_audio_url=_pick(item, "source_audio_url", "sourceAudioUrl"),
+        source_stream_url=_pick(item, "source_stream_audio_url", "sourceStreamAudioUrl"),
+        source_image_url=_pick(item, "source_image_url", "sourceImageUrl"),
         created_at_ms=parse_create_time(item.get("createTime")),
     )
+
+
+def _pick(item: dict[str, Any], *keys: str) -> str | None:
+    """The first non-empty string among `keys`: one spelling from callbacks, one from record-info."""
+    for key in keys:
+        value = item.get(key)
+        if value and isinstance(value, str):
+            return value
+    return None
 
 
 def parse_create_time(value: Any) -> int | None:

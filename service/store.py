@@ -1,8 +1,9 @@
 """The one object through which Tapedeck talks to Redis, the system of record.
 
-A callback costs one round trip: `transition.lua` claims the event, applies the lifecycle
-decision, appends history and the raw log and moves the indexes, atomically. Concurrent
-identical callbacks are serialised by Redis, so exactly one of them is `applied`.
+A callback costs at most one round trip, shared with the callbacks that arrive beside it:
+`transition.lua` applies a batch of events, each atomically: it creates the task if unknown,
+applies the lifecycle decision, appends history and the raw log and moves the indexes.
+Concurrent identical callbacks are serialised by Redis, so exactly one of them is `applied`.
 """
 
 from __future__ import annotations
@@ -14,34 +15,108 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Final, cast
+from typing import Any, cast
 
+import hiredis
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.connection import Connection
 from redis.exceptions import NoScriptError, RedisError
 
 from service.errors import StoreUnavailable
-from service.keys import Keys
+from service.keys import Keys, lua_key_functions
 from service.payloads import Event
-from service.states import STATUSES, SUCCESS_STAGES, TRANSITIONS, Outcome, Source, Status
+from service.states import SUCCESS_STAGES, TRANSITIONS, Outcome, Source, Status
 
 RawEntry = Mapping[str, str | bytes]
-FIRST_STATUS_KEY: Final = 7  # KEYS[7..] of the script are the status indexes, in STATUSES order
+Args = list[str | bytes | int]
 
 
 def render_script() -> str:
-    """The transition script with the lifecycle table of `states.py` written into it."""
+    """The transition script with the lifecycle table and the key templates written into it."""
     table = ", ".join(
         f'["{status}|{stage}"] = {{"{d.outcome}", "{d.status}"}}'
         for (status, stage), d in TRANSITIONS.items()
     )
-    status_keys = ", ".join(f"{status} = {FIRST_STATUS_KEY + i}" for i, status in enumerate(STATUSES))
     source = resources.files("service").joinpath("transition.lua").read_text()
     return (
-        source.replace("__TRANSITIONS__", "{" + table + "}")
+        source.replace("__KEY_FUNCTIONS__", lua_key_functions())
+        .replace("__TRANSITIONS__", "{" + table + "}")
         .replace("__SUCCESS_STAGES__", "{" + ", ".join(f'"{s}"' for s in SUCCESS_STAGES) + "}")
-        .replace("__STATUS_KEY__", "{" + status_keys + "}")
     )
+
+
+class HiredisPackingConnection(Connection):
+    """Packs commands with hiredis, as redis-py's sync client already does.
+
+    The asyncio connection packs in Python by repeated bytes concatenation, which dominated
+    the cost of a callback's ~40-argument script call (bench/ingest.py).
+    """
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        if isinstance(args[0], str) and " " in args[0]:
+            args = (*args[0].split(), *args[1:])
+        return [hiredis.pack_command(args)]
+
+
+def connect(url: str) -> aioredis.Redis:
+    pool = aioredis.ConnectionPool.from_url(
+        url, decode_responses=True, connection_class=HiredisPackingConnection
+    )
+    return aioredis.Redis.from_pool(pool)  # owns the pool: aclose() disconnects it
+
+
+class EventBatcher:
+    """Applies the events of concurrent callers with one EVALSHA per event-loop tick.
+
+    The Python client, not Redis, limits callback throughput (shared/performance-notes.md):
+    callers that arrive while the loop is busy share one script call and one round trip.
+    """
+
+    def __init__(self, client: aioredis.Redis, head: Args) -> None:
+        self.client = client
+        self.script = render_script()
+        self.sha = hashlib.sha1(self.script.encode()).hexdigest()
+        self.head = head
+        self.pending: list[tuple[Args, asyncio.Future[list[Any]]]] = []
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, event_args: Args) -> list[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        self.pending.append((event_args, future))
+        if len(self.pending) == 1:
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        batch, self.pending = self.pending, []
+        task = asyncio.create_task(self._send(batch))
+        self.tasks.add(task)  # asyncio keeps only weak references to tasks
+        task.add_done_callback(self.tasks.discard)
+
+    async def _send(self, batch: list[tuple[Args, asyncio.Future[list[Any]]]]) -> None:
+        args = list(self.head)
+        for event_args, _ in batch:
+            args += event_args
+        try:
+            replies = await self._evalsha(args)
+        except Exception as exc:  # every waiter must hear of it, whatever it is
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), reply in zip(batch, replies, strict=True):
+            if not future.done():
+                future.set_result(reply)
+
+    async def _evalsha(self, args: Args) -> list[Any]:
+        try:
+            return cast(list[Any], await self.client.evalsha(self.sha, 0, *args))
+        except NoScriptError:
+            # A restarted or failed-over Redis has forgotten the script: load it and resend.
+            await self.client.script_load(self.script)
+            return cast(list[Any], await self.client.evalsha(self.sha, 0, *args))
 
 
 @dataclass(frozen=True)
@@ -59,64 +134,6 @@ class TaskPage:
     next_cursor: str | None
 
 
-class ScriptBatcher:
-    """Runs one Lua script for many concurrent callers, one pipelined round trip per loop tick.
-
-    The Python client, not Redis, limits callback throughput (shared/performance-notes.md);
-    callers that arrive while the event loop is busy share a single EVALSHA pipeline.
-    """
-
-    def __init__(self, client: aioredis.Redis, script: str) -> None:
-        self.client = client
-        self.script = script
-        self.sha = hashlib.sha1(script.encode()).hexdigest()
-        self.pending: list[tuple[list[str], list[str | bytes | int], asyncio.Future[Any]]] = []
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    async def __call__(self, keys: list[str], args: list[str | bytes | int]) -> Any:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.pending.append((keys, args, future))
-        if len(self.pending) == 1:
-            asyncio.get_running_loop().call_soon(self._flush)
-        return await future
-
-    def _flush(self) -> None:
-        batch, self.pending = self.pending, []
-        task = asyncio.create_task(self._send(batch))
-        self.tasks.add(task)  # keep a reference until done, as asyncio requires
-        task.add_done_callback(self.tasks.discard)
-
-    async def _send(
-        self, batch: list[tuple[list[str], list[str | bytes | int], asyncio.Future[Any]]]
-    ) -> None:
-        try:
-            replies = await self._execute(batch)
-        except Exception as exc:  # every waiter must hear of it, whatever it is
-            replies = [exc] * len(batch)
-        for (_, _, future), reply in zip(batch, replies, strict=True):
-            if future.done():
-                continue
-            if isinstance(reply, Exception):
-                future.set_exception(reply)
-            else:
-                future.set_result(reply)
-
-    async def _execute(
-        self, batch: list[tuple[list[str], list[str | bytes | int], asyncio.Future[Any]]]
-    ) -> list[Any]:
-        for attempt in (1, 2):
-            async with self.client.pipeline(transaction=False) as pipe:
-                for keys, args, _ in batch:
-                    pipe.evalsha(self.sha, len(keys), *keys, *args)
-                replies: list[Any] = await pipe.execute(raise_on_error=False)
-            if attempt == 1 and any(isinstance(r, NoScriptError) for r in replies):
-                # A restarted or failed-over Redis has forgotten the script; load it and resend.
-                await self.client.script_load(self.script)
-                continue
-            return replies
-        raise AssertionError("unreachable")
-
-
 class Store:
     def __init__(
         self,
@@ -129,14 +146,14 @@ class Store:
         self.keys = keys
         self.history_max = history_max
         self.raw_log_max = raw_log_max
-        self._transition = ScriptBatcher(client, render_script())
+        self._transition = EventBatcher(client, [keys.prefix, history_max, raw_log_max])
 
     async def apply_event(
         self, event: Event, source: Source, now_ms: int, raw: RawEntry | None = None
     ) -> Applied:
         """Raises StoreUnavailable when Redis cannot be reached; the caller answers 503."""
         raw = raw or {}
-        args: list[str | bytes | int] = [
+        args: Args = [
             event.task_id,
             event.stage,
             source,
@@ -146,8 +163,6 @@ class Store:
             event.msg,
             event.error or "",
             _json(event.result) if event.result else "",
-            self.history_max,
-            self.raw_log_max,
             len(event.tracks),
             len(event.artifacts),
             len(raw),
@@ -160,7 +175,7 @@ class Store:
         for name, value in raw.items():
             args += [name, value]
         try:
-            reply = await self._transition(self.keys.event_keys(event.task_id), args)
+            reply = await self._transition(args)
         except RedisError as exc:
             raise StoreUnavailable(f"Redis is unavailable: {type(exc).__name__}") from exc
         outcome, before, after, created, *names = reply
