@@ -44,6 +44,7 @@ async def receive_kie_callback(request: Request) -> Response:
         check_signature(request, ctx, task_id, now)
         event = parse_callback(payload)
     except TapedeckError as exc:
+        task_id = task_id or guess_task_id(body)
         kept = body[: ctx.settings.raw_log_rejected_body_bytes]
         truncated = len(kept) < len(body) or isinstance(exc, PayloadTooLarge)
         meta = {"http_status": exc.status_code, "reason": exc.message, "truncated": truncated}
@@ -93,6 +94,14 @@ def parse_json(body: bytes) -> Any:
         raise MalformedJSON(
             f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
+
+
+def guess_task_id(body: bytes) -> str:
+    """The task id of a refused body, if it has one, so the raw log can be searched by task."""
+    try:
+        return find_task_id(orjson.loads(body))
+    except (orjson.JSONDecodeError, TapedeckError):
+        return ""
 
 
 def check_token(request: Request, ctx: Context) -> None:

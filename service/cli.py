@@ -43,6 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--data-dir", default=".data")
     dev.set_defaults(run=run_dev)
 
+    callbacks = commands.add_parser("callbacks", help="inspect and replay the raw callback log")
+    callbacks_commands = callbacks.add_subparsers(dest="action", required=True)
+    listing = callbacks_commands.add_parser("list", help="the newest raw-log entries, one line each")
+    listing.add_argument("--limit", type=int, default=20)
+    listing.add_argument("--rejected", action="store_true", help="only the refused requests")
+    show = callbacks_commands.add_parser("show", help="one entry in full, as JSON")
+    show.add_argument("entry_id")
+    again = callbacks_commands.add_parser("replay", help="apply an entry's body again, without auth checks")
+    again.add_argument("entry_id")
+    callbacks.set_defaults(run=run_callbacks)
+
     commands.add_parser("sandbox", help="run the local stand-in for the Kie API (see `tapedeck sandbox -h`)")
     return parser
 
@@ -67,6 +78,19 @@ def run_serve(options: argparse.Namespace) -> int:
         log_level="info",
     )
     return 0
+
+
+def run_callbacks(options: argparse.Namespace) -> int:
+    import asyncio
+
+    from service.raw_log_cli import run
+
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"tapedeck: {exc.message}", file=sys.stderr)
+        return 2
+    return asyncio.run(run(settings, options))
 
 
 def run_dev(options: argparse.Namespace) -> int:
