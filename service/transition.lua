@@ -53,11 +53,12 @@ local function apply(at)
 
   local task_key = key_task(prefix, task_id)
   local created = 0
-  local status = redis.call('HGET', task_key, 'status')
+  local current = redis.call('HMGET', task_key, 'status', 'index_member')
+  local status, member = current[1], current[2]
   if not status then
     created = 1
     status = 'pending'
-    local member = string.format('%013d', now) .. ':' .. task_id
+    member = string.format('%013d', now) .. ':' .. task_id
     redis.call('HSET', task_key, 'task_id', task_id, 'status', status, 'created_at', now,
       'updated_at', now, 'index_member', member)
     redis.call('ZADD', key_index_all(prefix), 0, member)
@@ -76,12 +77,9 @@ local function apply(at)
 
   if outcome == 'applied' then
     if new_status ~= status then
-      local member = redis.call('HGET', task_key, 'index_member')
       redis.call('ZREM', key_index_status(prefix, status), member)
       redis.call('ZADD', key_index_status(prefix, new_status), 0, member)
-      redis.call('HSET', task_key, 'status', new_status)
     end
-    redis.call('HSET', task_key, 'updated_at', now)
     redis.call('HSETNX', task_key, 'stage:' .. stage, cjson.encode({at = now, source = source}))
     if stage == 'error' then
       redis.call('HSET', task_key, 'error_code', code, 'error_message', error_text ~= '' and error_text or msg)
@@ -94,8 +92,10 @@ local function apply(at)
     merge_tracks(key_tracks(prefix, task_id), tracks_from, artifacts_from - 1)
     add_artifacts(key_artifacts(prefix, task_id), artifacts_from, raw_from - 1, reply)
     if result_json ~= '' then redis.call('HSET', task_key, 'result', result_json) end
+    redis.call('HSET', task_key, 'status', new_status, 'updated_at', now, 'last_event_at', now)
+  else
+    redis.call('HSET', task_key, 'last_event_at', now)
   end
-  redis.call('HSET', task_key, 'last_event_at', now)
 
   local entry = {stage = stage, source = source, outcome = outcome, at = now,
     from = status, to = new_status, code = tonumber(code), msg = msg}

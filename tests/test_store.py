@@ -193,3 +193,29 @@ def test_listing_pages_newest_first_and_filters_by_status(redis_url: str) -> Non
     pages, completed = with_store(redis_url, work)
     assert pages == [["t4", "t3"], ["t2", "t1"], ["t0"]]
     assert completed == ["t3", "t1"]
+
+
+def test_concurrent_events_of_many_tasks_each_get_their_own_reply(redis_url: str) -> None:
+    stages = ["text", "first", "complete", "error"] * 5
+
+    async def work(store: Store) -> list[tuple[str, str]]:
+        replies = await asyncio.gather(
+            *(
+                store.apply_event(event(f"t{i}", stage), "callback", 1_000 + i)
+                for i, stage in enumerate(stages)
+            )
+        )
+        return [(r.outcome, r.status) for r in replies]
+
+    expected = [("applied", {"error": "failed"}.get(stage, stage)) for stage in stages]
+    assert with_store(redis_url, work) == expected
+
+
+def test_script_is_reloaded_after_redis_forgets_it(redis_url: str, redis_client: redis.Redis) -> None:
+    async def work(store: Store) -> str:
+        await store.apply_event(event("t1", "text"), "callback", 1)
+        await store.client.script_flush()
+        return (await store.apply_event(event("t1", "first"), "callback", 2)).outcome
+
+    assert with_store(redis_url, work) == "applied"
+    assert redis_client.hget(KEYS.task("t1"), "status") == "first"
