@@ -126,21 +126,26 @@ class Dispatcher:
             self._in_flight[task.id] -= 1
 
     async def _post(self, task: Task, due: Due) -> Delivery:
-        body = payloads.callback(task, due.kind)
-        # The signature timestamp is real Unix time: the receiver checks it against its own clock.
+        # The signature timestamp is real Unix time (and fresh on every retry): the receiver checks it
+        # against its own clock, which does not run at `speed`.
         wall = time.time()
         headers = signature_headers(task.id, int(wall), self.sandbox.config.hmac_key)
-        timeout = REPLACE_TIMEOUT_S if task.endpoint == "replace-section" else None
-        sim_now = self.sandbox.now()
-        url = task.callback_url or ""
+        sent = (due.kind, due.copy, due.attempt, self.sandbox.now(), wall)
         try:
             response = await self.client.post(
-                url, json=body, headers=headers, timeout=timeout or self.sandbox.config.callback_timeout_s
+                task.callback_url or "",
+                json=payloads.callback(task, due.kind),
+                headers=headers,
+                timeout=self._timeout(task),
             )
         except httpx.HTTPError as exc:
             log.info("task %s: %s callback attempt %d failed: %r", task.id, due.kind, due.attempt, exc)
-            return Delivery(due.kind, due.copy, due.attempt, sim_now, wall, None, type(exc).__name__)
-        return Delivery(due.kind, due.copy, due.attempt, sim_now, wall, response.status_code)
+            return Delivery(*sent, None, type(exc).__name__)
+        return Delivery(*sent, response.status_code)
+
+    def _timeout(self, task: Task) -> float:
+        configured = self.sandbox.config.callback_timeout_s
+        return min(REPLACE_TIMEOUT_S, configured) if task.endpoint == "replace-section" else configured
 
     def _max_attempts(self, task: Task) -> int:
         return 3 if task.endpoint == "replace-section" else 1 + self.sandbox.config.callback_retries

@@ -84,7 +84,8 @@ async def _body(
     raise TransferCut(fault.mode)
 
 
-def _refusal(sandbox: Sandbox, request: Request) -> tuple[Task, str, Media] | Response:
+def _locate(sandbox: Sandbox, request: Request) -> tuple[Task, str, Media] | Response:
+    """The task, name and content of a file request, or the answer when there is no such file now."""
     task = sandbox.tasks.get(request.path_params["task_id"])
     name = request.path_params["name"]
     media = media_for(name, sandbox.config.file_bytes)
@@ -105,7 +106,7 @@ def _refusal(sandbox: Sandbox, request: Request) -> tuple[Task, str, Media] | Re
 async def serve_file(request: Request) -> Response:
     sandbox = sandbox_of(request)
     sandbox.counters["files.requests"] += 1
-    found = _refusal(sandbox, request)
+    found = _locate(sandbox, request)
     if isinstance(found, Response):
         return found
     task, name, media = found

@@ -6,6 +6,7 @@ and fails the test with a message when it never comes.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -39,6 +40,7 @@ class Receiver:
 
     url: str = ""
     statuses: dict[str, int] = field(default_factory=dict)
+    delays: dict[str, float] = field(default_factory=dict)  # seconds to wait before answering, by name
     calls: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -65,7 +67,9 @@ def make_receiver_app(receiver: Receiver) -> Starlette:
         body = await request.json()
         with receiver.lock:
             receiver.calls.append(Received(request.url.path, dict(request.headers), body))
-        status = receiver.statuses.get(request.path_params["name"], 200)
+        name = request.path_params["name"]
+        await asyncio.sleep(receiver.delays.get(name, 0.0))
+        status = receiver.statuses.get(name, 200)
         return JSONResponse({"status": "received"}, status_code=status)
 
     return Starlette(routes=[Route("/{name}", record, methods=["POST"])])
@@ -85,6 +89,7 @@ def receiver(receiver_server: Receiver) -> Receiver:
     with receiver_server.lock:
         receiver_server.calls.clear()
         receiver_server.statuses.clear()
+        receiver_server.delays.clear()
     return receiver_server
 
 

@@ -377,6 +377,18 @@ def test_a_receiver_that_recovers_gets_the_callback_on_the_retry(
     assert statuses[-1] == 200 and set(statuses[:-1]) == {500}
 
 
+def test_a_receiver_slower_than_the_timeout_counts_as_a_failed_attempt(
+    make_sandbox: MakeSandbox, client: httpx.Client, receiver: Receiver
+) -> None:
+    server = make_sandbox(callback_timeout_s=0.2)
+    receiver.delays["slow"] = 1.0
+    task_id = create(client, server.url, "/api/v1/lyrics", lyrics_to(receiver, "slow"))
+    attempts = settled(client, server.url, task_id)["callbacks"]
+    assert [(a["attempt"], a["status"], a["error"]) for a in attempts] == [
+        (n, None, "ReadTimeout") for n in (1, 2, 3, 4)
+    ]
+
+
 def test_replace_section_stops_after_three_attempts(
     sandbox: SandboxServer, client: httpx.Client, receiver: Receiver
 ) -> None:
