@@ -218,7 +218,9 @@ async def advance_clock(request: Request) -> Response:
     seconds = body.get("seconds")
     if not isinstance(seconds, int | float) or seconds < 0:
         return JSONResponse({"error": "seconds must be a number >= 0"}, 400)
-    return JSONResponse({"now": sandbox.clock.advance(float(seconds)), "speed": sandbox.clock.speed})
+    now = sandbox.clock.advance(float(seconds))
+    dispatcher_of(request).wake()
+    return JSONResponse({"now": now, "speed": sandbox.clock.speed})
 
 
 async def counters(request: Request) -> Response:

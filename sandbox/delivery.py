@@ -10,6 +10,7 @@ loop: every failure is recorded on the task.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import logging
@@ -28,7 +29,8 @@ from sandbox.timeline import plan_callbacks
 log = logging.getLogger("sandbox.delivery")
 BACKOFF_S = (1.0, 5.0, 15.0)  # simulated seconds before retry 1, 2, 3 (the docs give no schedule)
 REPLACE_TIMEOUT_S = 10.0
-RETRY = -1  # the plan generation of retries: a re-plan never cancels a retry already under way
+RETRY = -1
+IDLE_S = 0.25
 
 
 @dataclass(order=True)
@@ -52,6 +54,7 @@ class Dispatcher:
         self._locks: dict[str, asyncio.Lock] = {}
         self._running: set[asyncio.Task[None]] = set()
         self._in_flight: dict[str, int] = {}
+        self._wake = asyncio.Event()
 
     def plan(self, task: Task) -> None:
         """(Re)plan the task's callbacks from its faults; callbacks already started are not sent again."""
@@ -64,6 +67,7 @@ class Dispatcher:
             at = task.created_at + planned.at
             due = Due(at, next(self._seq), task.id, planned.kind, planned.copy, generation=generation)
             heapq.heappush(self._heap, due)
+        self.wake()
 
     def outlook(self, task_id: str) -> dict[str, Any]:
         """What is still to come for a task: callbacks waiting on the clock, and attempts under way."""
@@ -98,7 +102,22 @@ class Dispatcher:
         while True:
             for due in self._pop_all_due():
                 self._spawn(due)
-            await asyncio.sleep(self.sandbox.config.tick_s)
+            await self._sleep()
+
+    def wake(self) -> None:
+        """Something new may be due (a new plan, a retry, a clock jump): look again now."""
+        self._wake.set()
+
+    async def _sleep(self) -> None:
+        # Sleep until the next callback is due in real time, or until woken; an idle sandbox wakes
+        # only every IDLE_S instead of every tick.
+        delay = IDLE_S
+        if self._heap:
+            ahead = self.sandbox.clock.real_seconds(self._heap[0].at - self.sandbox.now())
+            delay = min(IDLE_S, max(self.sandbox.config.tick_s, ahead))
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), delay)
 
     def _spawn(self, due: Due) -> None:
         running = asyncio.get_running_loop().create_task(self.deliver(due))
@@ -159,6 +178,7 @@ class Dispatcher:
         at = self.sandbox.now() + backoff
         retry = Due(at, next(self._seq), task.id, due.kind, due.copy, due.attempt + 1, RETRY)
         heapq.heappush(self._heap, retry)
+        self.wake()
 
     def _count(self, task: Task, due: Due, delivery: Delivery) -> None:
         counters = self.sandbox.counters
