@@ -78,15 +78,13 @@ class Dispatcher:
     def _is_live(self, due: Due) -> bool:
         return due.generation in (RETRY, self._generation.get(due.task_id))
 
-    def pop_due(self, task_id: str | None = None) -> list[Due]:
-        """Everything due now (of one task, or of all), in order; what is popped is never popped again."""
+    def _pop_due_of(self, task_id: str) -> list[Due]:
+        """The task's callbacks due now, in order, taken out of the heap."""
         now = self.sandbox.now()
-        due = [d for d in self._heap if d.at <= now and (task_id is None or d.task_id == task_id)]
-        if not due:
-            return []
-        taken = {id(d) for d in due}
-        self._heap = [d for d in self._heap if id(d) not in taken]
-        heapq.heapify(self._heap)
+        due = [d for d in self._heap if d.at <= now and d.task_id == task_id]
+        if due:
+            self._heap = [d for d in self._heap if not (d.at <= now and d.task_id == task_id)]
+            heapq.heapify(self._heap)
         return sorted(d for d in due if self._is_live(d))
 
     def _pop_all_due(self) -> list[Due]:
@@ -126,7 +124,7 @@ class Dispatcher:
 
     async def flush(self, task_id: str) -> None:
         """Send the task's due callbacks now and wait for them (the fast-callback mode)."""
-        for due in self.pop_due(task_id):
+        for due in self._pop_due_of(task_id):
             await self.deliver(due)
 
     async def deliver(self, due: Due) -> None:
