@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -15,11 +16,19 @@ from tests.sandbox.conftest import (
     control_post,
     create,
     generate_body,
+    sandbox_config,
     settled,
     wait_for,
 )
 
 CB = "http://127.0.0.1:9/cb"
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[SandboxServer]:
+    """One fast sandbox for the tests that look only at their own tasks."""
+    with SandboxServer(sandbox_config(create_limit=10_000)) as server:
+        yield server
 
 
 def kinds(receiver: Receiver, task_id: str) -> list[str]:
@@ -236,8 +245,9 @@ def test_the_task_list_shows_stage_and_every_callback_attempt(
 
 
 def test_counters_count_what_was_sent(
-    sandbox: SandboxServer, client: httpx.Client, receiver: Receiver
+    make_sandbox: MakeSandbox, client: httpx.Client, receiver: Receiver
 ) -> None:
+    sandbox = make_sandbox()
     task_id = music(client, sandbox, receiver)
     finish(client, sandbox, task_id)
     url = control_get(client, sandbox.url, f"/tasks/{task_id}")["files"]
