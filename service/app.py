@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -79,13 +80,20 @@ async def readyz(request: Request) -> JSONResponse:
     return error_response(503, "not_ready", "Redis does not answer PING")
 
 
-def error_response(status: int, error: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": error, "message": message, "status": status}, status_code=status)
+def error_response(
+    status: int,
+    error: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = {"error": error, "message": message, "status": status} | (details or {})
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 async def on_tapedeck_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, TapedeckError)
-    return error_response(exc.status_code, exc.code, exc.message)
+    return error_response(exc.status_code, exc.code, exc.message, exc.details, exc.headers)
 
 
 async def on_http_exception(request: Request, exc: Exception) -> Response:

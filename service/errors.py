@@ -19,14 +19,23 @@ TapedeckError                     500
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class TapedeckError(Exception):
     status_code = 500
     code = "internal_error"
 
-    def __init__(self, message: str) -> None:
+    def __init__(
+        self,
+        message: str,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
+        self.details = details or {}
+        self.headers = headers or {}
 
 
 class BadRequest(TapedeckError):
@@ -84,9 +93,35 @@ class InvalidParameter(Unprocessable):
     code = "invalid_parameter"
 
 
+class Conflict(TapedeckError):
+    status_code = 409
+    code = "conflict"
+
+
 class StoreUnavailable(TapedeckError):
     status_code = 503
     code = "store_unavailable"
+
+
+class UpstreamError(TapedeckError):
+    status_code = 502
+    code = "upstream_error"
+
+
+class UpstreamRejected(UpstreamError):
+    """Raised for a refusal that retrying will not change; `status_code` is set per refusal."""
+
+    code = "upstream_rejected"
+
+    def __init__(self, message: str, status_code: int, upstream_code: int | None) -> None:
+        super().__init__(message, details={"upstream_code": upstream_code})
+        self.status_code = status_code
+        self.upstream_code = upstream_code
+
+
+class UpstreamUnavailable(UpstreamError):
+    status_code = 503
+    code = "upstream_unavailable"
 
 
 class SettingsError(TapedeckError):

@@ -1,0 +1,213 @@
+"""The httpx clients for Kie and the sseedance gateway, and the one place their answers are judged.
+
+Both the HTTP status and the body `code` are checked (kie-api.md §1, §5): 429, 430, 455, 5xx,
+timeouts and transport errors are retried with backoff and jitter up to a bound, then raise
+UpstreamUnavailable; any other refusal raises UpstreamRejected at once. The API key never
+appears in a log line or an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+import httpx
+
+from service.errors import UpstreamRejected, UpstreamUnavailable
+from service.retry import Backoff, parse_retry_after
+
+log = logging.getLogger("tapedeck.upstream")
+
+RETRYABLE_CODES: Final = frozenset({405, 408, 429, 430, 455})  # 405 and 430: legacy rate limits
+RATE_LIMITED_CODES: Final = frozenset({405, 429, 430})
+TIMEOUT: Final = httpx.Timeout(30.0, connect=5.0)
+
+
+class CreateLimiter(Protocol):
+    async def acquire(self) -> float:
+        """Seconds to wait before a create may be sent; 0 means one was taken."""
+
+    async def pause(self, seconds: float) -> None:
+        """Holds every process's creates for `seconds` (the upstream said 429)."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """How one upstream response is judged: `data` when ok, else retry or reject."""
+
+    ok: bool
+    retry: bool = False
+    data: Any = None
+    code: int | None = None
+    message: str = ""
+    retry_after_s: float | None = None
+
+
+def judge_kie(status: int, body: Any, retry_after: str | None = None) -> Answer:
+    """Kie's envelope `{code, msg, data}`; a body code overrides a 200 HTTP status."""
+    code = body.get("code") if isinstance(body, dict) else None
+    code = code if isinstance(code, int) and not isinstance(code, bool) else status
+    msg = body.get("msg") if isinstance(body, dict) else None
+    message = msg if isinstance(msg, str) else ""
+    if code == 200 and status < 300:
+        return Answer(ok=True, data=body.get("data"), code=200, message=message)
+    data = body.get("data") if isinstance(body, dict) else None
+    return _failure(code, message or f"HTTP {status}", retry_after, data)
+
+
+def judge_sseedance(status: int, body: Any, retry_after: str | None = None) -> Answer:
+    """sseedance answers the object itself on success and `{"error": {"message"}}` otherwise."""
+    if 200 <= status < 300 and isinstance(body, dict) and "error" not in body:
+        return Answer(ok=True, data=body, code=status)
+    error = body.get("error") if isinstance(body, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    return _failure(status, message if isinstance(message, str) else f"HTTP {status}", retry_after)
+
+
+def _failure(code: int, message: str, retry_after: str | None, data: Any = None) -> Answer:
+    retry = code in RETRYABLE_CODES or code >= 500
+    return Answer(False, retry, data, code, message, parse_retry_after(retry_after))
+
+
+def rejection(name: str, answer: Answer) -> UpstreamRejected:
+    """The caller-facing error for a permanent refusal, keeping the upstream's code and message."""
+    code = answer.code
+    if code == 401:
+        return UpstreamRejected(f"{name} refused Tapedeck's API key: {answer.message}", 502, code)
+    status = {402: 402, 409: 409}.get(code or 0, 422 if code in (400, 404, 413, 422, 433, 451) else 502)
+    return UpstreamRejected(f"{name} refused the request (code {code}): {answer.message}", status, code)
+
+
+Judge = Callable[[int, Any, str | None], Answer]
+
+
+class UpstreamClient:
+    """One upstream API: bearer auth, bounded retries, the shared create limiter."""
+
+    name = "upstream"
+    judge: Judge = staticmethod(judge_kie)
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        api_key: str,
+        limiter: CreateLimiter | None = None,
+        backoff: Backoff | None = None,
+        max_attempts: int = 5,
+        max_queue_s: float = 60.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.http = http
+        self.headers = {"Authorization": f"Bearer {api_key}"}
+        self.limiter = limiter
+        self.backoff = backoff or Backoff()
+        self.max_attempts = max_attempts
+        self.max_queue_s = max_queue_s
+        self.sleep = sleep
+        self.rng = rng or random.Random()
+
+    async def call(self, method: str, path: str, *, create: bool = False, **kwargs: Any) -> Any:
+        """Raises UpstreamRejected or UpstreamUnavailable; returns the answer's data."""
+        answer = Answer(ok=False)
+        for attempt in range(1, self.max_attempts + 1):
+            if create and self.limiter:
+                await self._take_create_slot()
+            answer = await self._send(method, path, **kwargs)
+            if answer.ok:
+                return answer.data
+            if not answer.retry:
+                salvaged = self.salvage(path, answer)
+                if salvaged is not None:
+                    return salvaged
+                raise rejection(self.name, answer)
+            if create and self.limiter and answer.code in RATE_LIMITED_CODES:
+                await self.limiter.pause(answer.retry_after_s or 10.0)
+            if attempt < self.max_attempts:
+                delay = self.backoff.delay(attempt, self.rng, answer.retry_after_s)
+                log.warning(
+                    "%s %s %s: code %s (%s), retry %d in %.1fs",
+                    self.name, method, path, answer.code, answer.message, attempt, delay,
+                )  # fmt: skip
+                await self.sleep(delay)
+        retry_after = math.ceil(self.backoff.delay(self.max_attempts, self.rng, answer.retry_after_s))
+        raise UpstreamUnavailable(
+            f"{self.name} still failing after {self.max_attempts} attempts: "
+            f"code {answer.code} ({answer.message})",
+            details={"upstream_code": answer.code},
+            headers={"Retry-After": str(retry_after)},
+        )
+
+    def salvage(self, path: str, answer: Answer) -> Any:
+        """Data to use despite a refusal, where the upstream documents one; else None."""
+        return None
+
+    async def _send(self, method: str, path: str, **kwargs: Any) -> Answer:
+        try:
+            response = await self.http.request(method, path, headers=self.headers, **kwargs)
+        except httpx.TimeoutException:
+            return Answer(ok=False, retry=True, message="timed out")
+        except httpx.TransportError as exc:
+            return Answer(ok=False, retry=True, message=f"transport error: {type(exc).__name__}")
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        return type(self).judge(response.status_code, body, response.headers.get("retry-after"))
+
+    async def _take_create_slot(self) -> None:
+        assert self.limiter is not None
+        waited = 0.0
+        while (wait := await self.limiter.acquire()) > 0:
+            if waited + wait > self.max_queue_s:
+                raise UpstreamUnavailable(
+                    f"{self.name} create rate limit: the queue is longer than {self.max_queue_s:.0f}s",
+                    headers={"Retry-After": str(math.ceil(wait))},
+                )
+            # A little jitter so processes woken together do not race for the same slot.
+            wait += self.rng.random() * 0.05
+            await self.sleep(wait)
+            waited += wait
+
+
+class KieClient(UpstreamClient):
+    name = "Kie"
+    judge = staticmethod(judge_kie)
+
+    async def create(self, path: str, params: dict[str, Any]) -> str:
+        data = await self.call("POST", path, create=True, json=params)
+        task_id = data.get("taskId") if isinstance(data, dict) else None
+        if not isinstance(task_id, str) or not task_id:
+            raise UpstreamUnavailable(f"Kie answered {path} without a taskId", headers={"Retry-After": "5"})
+        return task_id
+
+    def salvage(self, path: str, answer: Answer) -> Any:
+        # A second cover for the same music task answers 400 with the existing taskId (§4.16).
+        if answer.code == 400 and path.endswith("/suno/cover/generate") and isinstance(answer.data, dict):
+            return answer.data if answer.data.get("taskId") else None
+        return None
+
+    async def boost_style(self, content: str) -> dict[str, Any]:
+        data = await self.call("POST", "/api/v1/style/generate", json={"content": content})
+        return data if isinstance(data, dict) else {"result": data}
+
+
+class SseedanceClient(UpstreamClient):
+    name = "sseedance"
+    judge = staticmethod(judge_sseedance)
+
+    async def create(self, params: dict[str, Any]) -> str:
+        data = await self.call("POST", "/v1/music/generations", create=True, json=params)
+        task_id = data.get("id") or (data.get("data") or {}).get("id")
+        if not isinstance(task_id, str) or not task_id:
+            raise UpstreamUnavailable("sseedance answered without a task id", headers={"Retry-After": "5"})
+        return task_id
+
+    async def task(self, task_id: str) -> dict[str, Any]:
+        data = await self.call("GET", f"/v1/tasks/{task_id}")
+        return data if isinstance(data, dict) else {}
