@@ -117,7 +117,9 @@ class Sandbox:
             self._record_info_windows = {key: window for key, window in windows if window.count(now)}
         window = self._record_info_windows.get(task_id)
         if window is None:
-            window = self._record_info_windows[task_id] = RollingWindow(self.config.record_info_per_s, 1.0)
+            window = self._record_info_windows[task_id] = RollingWindow(
+                self.config.record_info_per_s, self.config.record_info_window_s
+            )
         return window.admit(now)
 
     def charge(self, amount: float) -> bool:

@@ -179,7 +179,7 @@ def test_record_info_can_fail_for_every_task_for_a_while(
 ) -> None:
     server = make_sandbox(speed=1.0, record_info_per_s=1000)
     task_id = create(client, server.url, "/api/v1/generate", generate_body(CB))
-    control_post(client, server.url, "/record-info-fault", {"code": 455, "seconds": 0.3})
+    control_post(client, server.url, "/record-info-fault", {"code": 455, "seconds": 1.0})
     url = f"{server.url}/api/v1/generate/record-info"
     assert client.get(url, params={"taskId": task_id}).json()["code"] == 455
     wait_for(lambda: client.get(url, params={"taskId": task_id}).json()["code"] == 200, "the fault to pass")

@@ -271,7 +271,8 @@ def test_cover_uses_an_integer_success_flag_with_generating(
 def test_more_than_three_record_info_requests_a_second_for_one_task_answer_429(
     make_sandbox: MakeSandbox, client: httpx.Client
 ) -> None:
-    limited = make_sandbox(speed=1.0)
+    # A minute-long window: the limit must hold however slowly this machine answers four requests.
+    limited = make_sandbox(speed=1.0, record_info_window_s=60.0)
     task_id = create(client, limited.url, "/api/v1/generate", generate_body(CB))
     other = create(client, limited.url, "/api/v1/generate", generate_body(CB))
     url = f"{limited.url}/api/v1/generate/record-info"
