@@ -48,6 +48,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--file-bytes", type=_file_bytes, default=defaults.file_bytes)
     p.add_argument("--fast-callbacks", action="store_true", help="callbacks before the create response")
     p.add_argument("--credits", type=float, default=defaults.credits)
+    p.add_argument(
+        "--record-info-null-s",
+        type=float,
+        default=0.0,
+        help='record-info says "recordInfo is null" this long',
+    )
     return p
 
 
@@ -67,6 +73,7 @@ def config_from(args: argparse.Namespace) -> SandboxConfig:
         file_bytes=args.file_bytes,
         fast_callbacks=args.fast_callbacks,
         credits=args.credits,
+        record_info_null_s=args.record_info_null_s,
     )
 
 

@@ -49,6 +49,8 @@ class SandboxConfig:
     create_window_s: float = 10.0
     record_info_per_s: int = 3
     record_info_window_s: float = 1.0
+    # Simulated seconds after creation during which record-info says "recordInfo is null".
+    record_info_null_s: float = 0.0
     callback_timeout_s: float = 15.0
     callback_retries: int = 3
     # Real seconds a "stall" file fault holds the connection before giving up on it.

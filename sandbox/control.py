@@ -31,7 +31,7 @@ from sandbox.timeline import FAILURES, TaskFaults
 
 FAULT_CODES = (429, 455, 500)
 FILE_MODES = ("stall", "truncate", "403", "404")
-TASK_FAULT_KEYS = {"drop", "duplicate", "reorder", "delay_s", "fail", "fast"}
+TASK_FAULT_KEYS = {"drop", "duplicate", "reorder", "delay_s", "fail", "fast", "null_for_s"}
 
 
 def _stages(value: Any) -> frozenset[str]:
@@ -60,10 +60,11 @@ def parse_faults(doc: dict[str, Any], base: TaskFaults) -> TaskFaults:
             if not isinstance(doc[key], bool):
                 raise ValueError(f"{key} must be a boolean")
             changes[key] = doc[key]
-    if "delay_s" in doc:
-        if not isinstance(doc["delay_s"], int | float) or doc["delay_s"] < 0:
-            raise ValueError("delay_s must be a number >= 0")
-        changes["delay_s"] = float(doc["delay_s"])
+    for key in ("delay_s", "null_for_s"):
+        if key in doc:
+            if not isinstance(doc[key], int | float) or doc[key] < 0:
+                raise ValueError(f"{key} must be a number >= 0")
+            changes[key] = float(doc[key])
     if "fail" in doc:
         if doc["fail"] is not None and doc["fail"] not in FAILURES:
             raise ValueError(f"fail must be null or one of {', '.join(FAILURES)}")

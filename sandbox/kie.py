@@ -114,7 +114,7 @@ def record_info_handler(family: str) -> Handler:
         if not sandbox.admit_record_info(task_id):
             sandbox.counters["record_info.rate_limited"] += 1
             return reply(429, "Rate Limited - at most 3 requests per second per task")
-        if task is None or task.family != family:
+        if task is None or task.family != family or sandbox.now() - task.created_at < task.faults.null_for_s:
             return reply(422, "recordInfo is null")
         return reply(200, data=records.record_info(task, sandbox.stage(task)))
 

@@ -90,6 +90,7 @@ class Sandbox:
             reorder=config.reorder,
             fail=fail,
             fast=config.fast_callbacks,
+            null_for_s=config.record_info_null_s,
         )
 
     def take_pending(self) -> PendingFaults:

@@ -69,6 +69,9 @@ class TaskFaults:
     delay_s: float = 0.0
     fail: str | None = None
     fast: bool = False
+    # record-info answers "recordInfo is null" this long (simulated seconds) after creation, as
+    # integrators see right after a create (kie-api.md §8.1, §11.15).
+    null_for_s: float = 0.0
 
 
 @dataclass(frozen=True)

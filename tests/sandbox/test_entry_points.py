@@ -32,6 +32,7 @@ def test_the_cli_maps_every_option_onto_the_config() -> None:
     argv = ["--host", "0.0.0.0", "--port", "9000", "--api-key", "k", "--hmac-key", "h", "--speed", "60"]
     argv += ["--drop", "text,first", "--duplicate-rate", "0.5", "--reorder", "--fail-rate", "0.25"]
     argv += ["--retention-s", "3600", "--seed", "3", "--file-bytes", "2048", "--fast-callbacks"]
+    argv += ["--record-info-null-s", "4", "--credits", "50"]
     config = config_from(parser().parse_args(argv))
     assert config == SandboxConfig(
         host="0.0.0.0",
@@ -47,6 +48,8 @@ def test_the_cli_maps_every_option_onto_the_config() -> None:
         seed=3,
         file_bytes=2048,
         fast_callbacks=True,
+        record_info_null_s=4.0,
+        credits=50.0,
     )
 
 

@@ -174,6 +174,18 @@ def test_record_info_answers_an_injected_error_for_n_requests_then_recovers(
     assert [(a.status_code, a.json()["code"]) for a in answers] == [(http_status, code)] * 2 + [(200, 200)]
 
 
+def test_record_info_is_null_for_a_while_after_creation(
+    make_sandbox: MakeSandbox, client: httpx.Client
+) -> None:
+    server = make_sandbox(speed=1.0, record_info_per_s=1000)
+    control_post(client, server.url, "/next-faults", {"null_for_s": 5})
+    task_id = create(client, server.url, "/api/v1/generate", generate_body(CB))
+    url = f"{server.url}/api/v1/generate/record-info"
+    assert client.get(url, params={"taskId": task_id}).json()["msg"] == "recordInfo is null"
+    control_post(client, server.url, "/clock/advance", {"seconds": 5})
+    assert client.get(url, params={"taskId": task_id}).json()["data"]["status"] == "PENDING"
+
+
 def test_record_info_can_fail_for_every_task_for_a_while(
     make_sandbox: MakeSandbox, client: httpx.Client
 ) -> None:
