@@ -28,20 +28,16 @@ def create_time(task: Task) -> str | int:
 
 
 def music_item(task: Task, track: Track) -> Json:
+    urls = {f"{stem}_url": url for stem, url in task.track_urls(track).items()}
     return {
         "id": track.id,
-        "audio_url": task.url(f"{track.id}.mp3"),
-        "stream_audio_url": task.url(f"{track.id}_stream"),
-        "image_url": task.url(f"{track.id}.png"),
+        **urls,
         "prompt": track.prompt,
         "model_name": MODEL_NAMES.get(task.model, "chirp-v4-5"),
         "title": track.title,
         "tags": track.tags,
         "createTime": create_time(task),
         "duration": track.duration,
-        "source_audio_url": task.url(f"{track.id}_source.mp3"),
-        "source_stream_audio_url": task.url(f"{track.id}_source_stream"),
-        "source_image_url": task.url(f"{track.id}_source.png"),
     }
 
 

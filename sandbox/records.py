@@ -7,6 +7,7 @@ Music answers camelCase `response.sunoData[]` with a `status` string; WAV, separ
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from sandbox import stamps
@@ -56,15 +57,11 @@ def _errors(task: Task, stage: str) -> Json:
 
 def _suno_item(task: Task, track: Track, stage: str) -> Json:
     ready = is_published(task, stage, f"{track.id}.mp3")
-    url = task.url if ready else (lambda _name: "")
+    # Until its stage publishes the track, record-info lists it with empty URLs.
+    urls = {_camel(f"{stem}_url"): url if ready else "" for stem, url in task.track_urls(track).items()}
     return {
         "id": track.id,
-        "audioUrl": url(f"{track.id}.mp3"),
-        "streamAudioUrl": url(f"{track.id}_stream"),
-        "imageUrl": url(f"{track.id}.png"),
-        "sourceAudioUrl": url(f"{track.id}_source.mp3"),
-        "sourceStreamAudioUrl": url(f"{track.id}_source_stream"),
-        "sourceImageUrl": url(f"{track.id}_source.png"),
+        **urls,
         "prompt": track.prompt,
         "modelName": MODEL_NAMES.get(task.model, "chirp-v4-5"),
         "title": track.title,
@@ -105,7 +102,7 @@ def _lyrics(task: Task, stage: str) -> Json:
     }
 
 
-def _derived(task: Task, stage: str, when: Any, response: Json | None) -> Json:
+def _derived(task: Task, stage: str, when: Callable[[float], Any], response: Json | None) -> Json:
     """The WAV / separation / MP4 layout: one source track, a string successFlag."""
     complete_at = task.created_at + task.steps()[-1][0]
     return {

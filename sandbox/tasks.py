@@ -27,6 +27,15 @@ SPLIT_STEMS = (
     "woodwinds",
 )
 COVER_IMAGES = 2
+# The URLs of a music track: field stem (`audio` -> `audio_url` / `audioUrl`) -> file-name suffix.
+TRACK_FILES: dict[str, str] = {
+    "audio": ".mp3",
+    "stream_audio": "_stream",
+    "image": ".png",
+    "source_audio": "_source.mp3",
+    "source_stream_audio": "_source_stream",
+    "source_image": "_source.png",
+}
 
 
 @dataclass
@@ -125,8 +134,9 @@ class Task:
     def url(self, name: str) -> str:
         return f"{self.base_url}/files/{self.id}/{name}"
 
-    def track(self, audio_id: str) -> Track | None:
-        return next((track for track in self.tracks if track.id == audio_id), None)
+    def track_urls(self, track: Track) -> dict[str, str]:
+        """Field stem -> URL of each file of a music track (see TRACK_FILES)."""
+        return {stem: self.url(track.id + suffix) for stem, suffix in TRACK_FILES.items()}
 
 
 def files(task: Task) -> dict[str, str]:
@@ -135,7 +145,7 @@ def files(task: Task) -> dict[str, str]:
         early = "complete" if task.endpoint == "replace-section" else "first"
         names: dict[str, str] = {}
         for index, track in enumerate(task.tracks):
-            for suffix in (".mp3", "_stream", ".png", "_source.mp3", "_source_stream", "_source.png"):
+            for suffix in TRACK_FILES.values():
                 names[track.id + suffix] = early if index == 0 else "complete"
         return names
     extension = {WAV: ".wav", SEPARATION: ".mp3", MP4: ".mp4"}.get(task.family)
