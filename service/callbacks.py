@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 from typing import Any
 
 import orjson
@@ -25,6 +26,7 @@ KEPT_HEADERS = frozenset(
     {b"content-type", b"content-length", b"user-agent", b"x-webhook-timestamp", b"x-webhook-signature"}
 )
 ACK = b'{"code":200,"msg":"received"}'
+_SUBMISSION_ID = re.compile(r"^(sub_[0-9a-f]{32})?$")
 
 
 async def receive_kie_callback(request: Request) -> Response:
@@ -54,7 +56,10 @@ async def receive_kie_callback(request: Request) -> Response:
         )
         raise
     raw = raw_entry(request, body, now, task_id, {"http_status": 200})
-    applied = await ctx.store.apply_event(event, "callback", int(now * 1000), raw)
+    submission_id = request.query_params.get("sub", "") if request.scope.get("query_string") else ""
+    if not _SUBMISSION_ID.match(submission_id):
+        submission_id = ""
+    applied = await ctx.store.apply_event(event, "callback", int(now * 1000), raw, submission_id)
     if log.isEnabledFor(logging.DEBUG):
         log.debug(
             "callback task_id=%s stage=%s outcome=%s status=%s",

@@ -1,4 +1,4 @@
-"""What a request handler needs, built once per app in the lifespan: settings, store, clock."""
+"""What a request handler needs, built once per app in the lifespan."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 from service.settings import Settings
 from service.store import Store
+from service.submissions import Submitter
+from service.upstream import KieClient
 
 
 @dataclass(frozen=True)
@@ -15,3 +17,5 @@ class Context:
     settings: Settings
     store: Store
     clock: Callable[[], float] = field(default=time.time)
+    submitter: Submitter | None = None
+    kie: KieClient | None = None

@@ -66,6 +66,11 @@ class TokenError(Unauthorized):
     code = "bad_token"
 
 
+class Forbidden(TapedeckError):
+    status_code = 403
+    code = "forbidden"
+
+
 class NotFound(TapedeckError):
     status_code = 404
     code = "not_found"

@@ -7,6 +7,11 @@
     {p}:index:all              zset   all tasks, lexically ordered "created_ms:id" (newest last)
     {p}:index:status:{status}  zset   the same, one per status
     {p}:rawlog                 stream every HTTP callback received, accepted or not (capped)
+    {p}:sub:{id}               hash   a submission: provider, kind, params, metadata, state, task id
+    {p}:idem:{key}             string Idempotency-Key → submission id (24 h)
+    {p}:limit:{name}:window    zset   create times in the rolling window, shared by all processes
+    {p}:limit:{name}:pause     string until when creates are held (the upstream said 429)
+    {p}:boosts                 list   Boost Music Style results, newest first (capped)
 
 The transition script builds the same keys from the same templates (`lua_key_functions`).
 """
@@ -25,6 +30,11 @@ TEMPLATES: Final[dict[str, str]] = {
     "index_all": "{prefix}:index:all",
     "index_status": "{prefix}:index:status:{id}",
     "raw_log": "{prefix}:rawlog",
+    "submission": "{prefix}:sub:{id}",
+    "idempotency": "{prefix}:idem:{id}",
+    "limit_window": "{prefix}:limit:{id}:window",
+    "limit_pause": "{prefix}:limit:{id}:pause",
+    "boosts": "{prefix}:boosts",
 }
 
 
@@ -55,6 +65,21 @@ class Keys:
 
     def raw_log(self) -> str:
         return self._key("raw_log")
+
+    def submission(self, submission_id: str) -> str:
+        return self._key("submission", submission_id)
+
+    def idempotency(self, key: str) -> str:
+        return self._key("idempotency", key)
+
+    def limit_window(self, name: str) -> str:
+        return self._key("limit_window", name)
+
+    def limit_pause(self, name: str) -> str:
+        return self._key("limit_pause", name)
+
+    def boosts(self) -> str:
+        return self._key("boosts")
 
 
 def lua_key_functions() -> str:

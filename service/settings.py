@@ -32,6 +32,18 @@ class Settings:
     raw_log_rejected_body_bytes: int = 16 * 1024
     history_max_entries: int = 500
     public_base_url: str = "http://127.0.0.1:8000"
+    api_token: Secret | None = field(default=None, repr=False)
+    read_token: Secret | None = field(default=None, repr=False)
+    kie_api_base: str = "https://api.kie.ai"
+    kie_api_key: Secret | None = field(default=None, repr=False)
+    sseedance_api_base: str = "https://sseedance.com"
+    sseedance_api_key: Secret | None = field(default=None, repr=False)
+    create_limit: int = 18
+    create_window_s: float = 10.0
+    create_max_queue_s: float = 60.0
+    upstream_max_attempts: int = 5
+    upstream_timeout_s: float = 30.0
+    idempotency_ttl_s: int = 86_400
 
     @property
     def is_production(self) -> bool:
@@ -57,6 +69,18 @@ class Settings:
             ),
             history_max_entries=_number(env, "HISTORY_MAX_ENTRIES", int, cls.history_max_entries),
             public_base_url=env.get("PUBLIC_BASE_URL", cls.public_base_url).rstrip("/"),
+            api_token=_secret(env, "TAPEDECK_API_TOKEN"),
+            read_token=_secret(env, "TAPEDECK_READ_TOKEN"),
+            kie_api_base=env.get("KIE_API_BASE", cls.kie_api_base).rstrip("/"),
+            kie_api_key=_secret(env, "KIE_API_KEY"),
+            sseedance_api_base=env.get("SSEEDANCE_API_BASE", cls.sseedance_api_base).rstrip("/"),
+            sseedance_api_key=_secret(env, "SSEEDANCE_API_KEY"),
+            create_limit=_number(env, "KIE_CREATE_LIMIT", int, cls.create_limit),
+            create_window_s=_number(env, "KIE_CREATE_WINDOW_S", float, cls.create_window_s),
+            create_max_queue_s=_number(env, "CREATE_MAX_QUEUE_S", float, cls.create_max_queue_s),
+            upstream_max_attempts=_number(env, "UPSTREAM_MAX_ATTEMPTS", int, cls.upstream_max_attempts),
+            upstream_timeout_s=_number(env, "UPSTREAM_TIMEOUT_S", float, cls.upstream_timeout_s),
+            idempotency_ttl_s=_number(env, "IDEMPOTENCY_TTL_S", int, cls.idempotency_ttl_s),
         )
         settings.check()
         return settings
@@ -68,6 +92,10 @@ class Settings:
             raise SettingsError(
                 "TAPEDECK_ENV=production needs KIE_WEBHOOK_HMAC_KEY or CALLBACK_TOKEN set, "
                 "or anyone could forge callbacks"
+            )
+        if self.is_production and not self.api_token:
+            raise SettingsError(
+                "TAPEDECK_ENV=production needs TAPEDECK_API_TOKEN set, or anyone could submit tasks"
             )
         if not self.redis_prefix or ":" in self.redis_prefix:
             raise SettingsError("TAPEDECK_REDIS_PREFIX must be non-empty and contain no ':'")

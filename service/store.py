@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -32,15 +33,18 @@ RawEntry = Mapping[str, str | bytes]
 Args = list[str | bytes | int]
 
 
-def render_script() -> str:
-    """The transition script with the lifecycle table and the key templates written into it."""
+def render_script(name: str = "transition") -> str:
+    """A script with the shared prelude, the lifecycle table and the key templates written in."""
     table = ", ".join(
         f'["{status}|{stage}"] = {{"{d.outcome}", "{d.status}"}}'
         for (status, stage), d in TRANSITIONS.items()
     )
-    source = resources.files("service").joinpath("transition.lua").read_text()
+    files = resources.files("service")
+    common = files.joinpath("common.lua").read_text().replace("__KEY_FUNCTIONS__", lua_key_functions())
     return (
-        source.replace("__KEY_FUNCTIONS__", lua_key_functions())
+        files.joinpath(f"{name}.lua")
+        .read_text()
+        .replace("__COMMON__", common)
         .replace("__TRANSITIONS__", "{" + table + "}")
         .replace("__SUCCESS_STAGES__", "{" + ", ".join(f'"{s}"' for s in SUCCESS_STAGES) + "}")
     )
@@ -134,6 +138,47 @@ class TaskPage:
     next_cursor: str | None
 
 
+# A rolling-window limiter on Redis's own clock, so every process and machine counts the same
+# creates. Returns 0 and takes a slot, or the milliseconds until one frees up.
+LIMITER_SCRIPT = """
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
+local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
+if paused > now then return paused - now end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) < limit then
+  redis.call('ZADD', KEYS[1], now, ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], window)
+  return 0
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return math.max(1, tonumber(oldest[2]) + window - now)
+"""
+
+# Holds creates until now + ARGV[1] ms, never shortening a longer hold.
+PAUSE_SCRIPT = """
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
+local until_ms = now + tonumber(ARGV[1])
+if until_ms > tonumber(redis.call('GET', KEYS[1]) or '0') then
+  redis.call('SET', KEYS[1], until_ms, 'PX', tonumber(ARGV[1]))
+end
+return until_ms
+"""
+
+# Claims an Idempotency-Key for a new submission, atomically with creating that submission.
+BEGIN_SUBMISSION_SCRIPT = """
+if ARGV[1] ~= '' then
+  local existing = redis.call('GET', KEYS[2])
+  if existing then return existing end
+  redis.call('SET', KEYS[2], ARGV[2], 'EX', tonumber(ARGV[3]))
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+return ARGV[2]
+"""
+
+
 class Store:
     def __init__(
         self,
@@ -147,9 +192,18 @@ class Store:
         self.history_max = history_max
         self.raw_log_max = raw_log_max
         self._transition = EventBatcher(client, [keys.prefix, history_max, raw_log_max])
+        self._submit = client.register_script(render_script("submit"))
+        self._limit = client.register_script(LIMITER_SCRIPT)
+        self._pause = client.register_script(PAUSE_SCRIPT)
+        self._begin = client.register_script(BEGIN_SUBMISSION_SCRIPT)
 
     async def apply_event(
-        self, event: Event, source: Source, now_ms: int, raw: RawEntry | None = None
+        self,
+        event: Event,
+        source: Source,
+        now_ms: int,
+        raw: RawEntry | None = None,
+        submission_id: str = "",
     ) -> Applied:
         """Raises StoreUnavailable when Redis cannot be reached; the caller answers 503."""
         raw = raw or {}
@@ -163,6 +217,7 @@ class Store:
             event.msg,
             event.error or "",
             _json(event.result) if event.result else "",
+            submission_id,
             len(event.tracks),
             len(event.artifacts),
             len(raw),
@@ -217,7 +272,11 @@ class Store:
             task, tracks, artifacts, history = await pipe.execute()
         if not task:
             return None
+        submission = None
+        if task.get("submission_id"):
+            submission = await self.get_submission(task["submission_id"])
         return {
+            "submission": submission,
             "task": task,
             "tracks": [json.loads(v) for v in tracks.values()],
             "artifacts": [json.loads(v) for v in artifacts.values()],
@@ -246,6 +305,48 @@ class Store:
             if r[0]
         ]
         return TaskPage(tasks, page[-1] if more else None)
+
+    async def begin_submission(
+        self, submission_id: str, fields: Mapping[str, str | bytes], idempotency_key: str | None, ttl_s: int
+    ) -> str:
+        """Persists a submission before any upstream call; with a key, the existing one if any."""
+        flat: Args = [idempotency_key or "", submission_id, ttl_s]
+        for name, value in fields.items():
+            flat += [name, value]
+        idem = self.keys.idempotency(idempotency_key or "-")
+        return str(await self._begin(keys=[self.keys.submission(submission_id), idem], args=flat))
+
+    async def attach_submission(self, submission_id: str, task_id: str, family: str, now_ms: int) -> bool:
+        """Links a submission to the task it created; True when no callback had created it yet."""
+        args: Args = [self.keys.prefix, self.history_max, task_id, submission_id, family, now_ms]
+        _status, created = await self._submit(keys=[], args=args)
+        return bool(int(created))
+
+    async def end_submission(self, submission_id: str, state: str, fields: dict[str, str]) -> None:
+        mapping = {"state": state, **fields}
+        await self.client.hset(self.keys.submission(submission_id), mapping=mapping)  # type: ignore[arg-type]
+
+    async def get_submission(self, submission_id: str) -> dict[str, str] | None:
+        found = cast(dict[str, str], await self.client.hgetall(self.keys.submission(submission_id)))
+        return found or None
+
+    async def acquire_create_slot(self, name: str, limit: int, window_ms: int) -> int:
+        """0 when a create may go now (the slot is taken), else milliseconds to wait."""
+        keys = [self.keys.limit_window(name), self.keys.limit_pause(name)]
+        return int(await self._limit(keys=keys, args=[limit, window_ms, uuid.uuid4().hex]))
+
+    async def pause_creates(self, name: str, pause_ms: int) -> None:
+        await self._pause(keys=[self.keys.limit_pause(name)], args=[max(1, pause_ms)])
+
+    async def record_boost(self, entry: Mapping[str, Any], keep: int = 1000) -> None:
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.lpush(self.keys.boosts(), _json(entry))
+            pipe.ltrim(self.keys.boosts(), 0, keep - 1)
+            await pipe.execute()
+
+    async def list_boosts(self, limit: int) -> list[dict[str, Any]]:
+        entries = cast(list[str], await self.client.lrange(self.keys.boosts(), 0, limit - 1))
+        return [json.loads(e) for e in entries]
 
     async def ping(self) -> bool:
         try:

@@ -10,6 +10,7 @@ from typing import Any, Final
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from service.auth import authorize
 from service.context import Context
 from service.errors import InvalidParameter, UnknownTask
 from service.states import STAGES, STATUSES, Status
@@ -21,6 +22,7 @@ _STREAM_ID: Final = re.compile(r"^\d+-\d+$")
 
 
 async def get_task(request: Request) -> JSONResponse:
+    authorize(request, "read")
     ctx: Context = request.app.state.ctx
     task_id = request.path_params["task_id"]
     record = await ctx.store.get_task(task_id)
@@ -30,6 +32,7 @@ async def get_task(request: Request) -> JSONResponse:
 
 
 async def list_tasks(request: Request) -> JSONResponse:
+    authorize(request, "read")
     ctx: Context = request.app.state.ctx
     params = request.query_params
     status = params.get("status") or None
@@ -48,6 +51,7 @@ async def list_tasks(request: Request) -> JSONResponse:
 
 
 async def list_raw_callbacks(request: Request) -> JSONResponse:
+    authorize(request, "read")
     ctx: Context = request.app.state.ctx
     limit = parse_limit(request.query_params.get("limit"))
     before = request.query_params.get("before") or None
@@ -90,7 +94,24 @@ def task_view(record: dict[str, Any]) -> dict[str, Any]:
         ),
         "error": error,
         "result": json.loads(task["result"]) if task.get("result") else None,
+        "submission": submission_view(record.get("submission")),
         "history": [h | {"at": iso(h["at"])} for h in record["history"]],
+    }
+
+
+def submission_view(submission: dict[str, str] | None) -> dict[str, Any] | None:
+    if not submission:
+        return None
+    return {
+        "submission_id": submission.get("submission_id"),
+        "provider": submission.get("provider"),
+        "kind": submission.get("kind"),
+        "state": submission.get("state"),
+        "params": json.loads(submission.get("params", "{}")),
+        "metadata": json.loads(submission.get("metadata", "{}")),
+        "idempotency_key": submission.get("idempotency_key"),
+        "created_at": iso(submission.get("created_at")),
+        "submitted_at": iso(submission.get("submitted_at")),
     }
 
 

@@ -8,16 +8,15 @@
 -- or Sentinel-managed Redis, not Redis Cluster, where that would cross slots.
 --
 -- ARGV: prefix, history max, raw-log max, then per event:
---   task_id, stage, source, now_ms, family, code, msg, error, result_json,
+--   task_id, stage, source, now_ms, family, code, msg, error, result_json, submission id,
 --   #track pairs, #artifact pairs, #raw-log field pairs, then those pairs.
 -- Returns, per event: {outcome, status_before, status_after, created (0|1), new artifact names...}.
 
-__KEY_FUNCTIONS__
+local prefix, history_max, rawlog_max = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+__COMMON__
 local TRANSITIONS = __TRANSITIONS__
 local SUCCESS_STAGES = __SUCCESS_STAGES__
-
-local prefix, history_max, rawlog_max = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local FIXED_FIELDS = 12
+local FIXED_FIELDS = 13
 
 -- Tracks and artifacts arrive as name/JSON pairs already encoded by Python, so the common case
 -- (first sight) costs one HSETNX and no JSON work here.
@@ -45,27 +44,16 @@ end
 local function apply(at)
   local task_id, stage, source, now = ARGV[at], ARGV[at + 1], ARGV[at + 2], tonumber(ARGV[at + 3])
   local family, code, msg, error_text = ARGV[at + 4], ARGV[at + 5], ARGV[at + 6], ARGV[at + 7]
-  local result_json = ARGV[at + 8]
+  local result_json, submission_id = ARGV[at + 8], ARGV[at + 9]
   local tracks_from = at + FIXED_FIELDS
-  local artifacts_from = tracks_from + 2 * tonumber(ARGV[at + 9])
-  local raw_from = artifacts_from + 2 * tonumber(ARGV[at + 10])
-  local next_at = raw_from + 2 * tonumber(ARGV[at + 11])
+  local artifacts_from = tracks_from + 2 * tonumber(ARGV[at + 10])
+  local raw_from = artifacts_from + 2 * tonumber(ARGV[at + 11])
+  local next_at = raw_from + 2 * tonumber(ARGV[at + 12])
 
   local task_key = key_task(prefix, task_id)
-  local created = 0
-  local current = redis.call('HMGET', task_key, 'status', 'index_member')
-  local status, member = current[1], current[2]
-  if not status then
-    created = 1
-    status = 'pending'
-    member = string.format('%013d', now) .. ':' .. task_id
-    redis.call('HSET', task_key, 'task_id', task_id, 'status', status, 'created_at', now,
-      'updated_at', now, 'index_member', member)
-    redis.call('ZADD', key_index_all(prefix), 0, member)
-    redis.call('ZADD', key_index_status(prefix, status), 0, member)
-  end
-  if family ~= '' then
-    redis.call('HSETNX', task_key, 'family', family)
+  local status, member, created = ensure_task(task_key, task_id, now, family)
+  if submission_id ~= '' then
+    link_submission(task_key, task_id, submission_id)
   end
 
   local decision = TRANSITIONS[status .. '|' .. stage]

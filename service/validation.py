@@ -46,11 +46,12 @@ class KindSpec:
     checks: tuple[Check, ...] = field(default_factory=tuple)
 
 
-def validate(kind: str, params: Mapping[str, Any]) -> list[Violation]:
+def validate(kind: str, params: Mapping[str, Any], provider: str = "kie") -> list[Violation]:
     """All violations of `params` for `kind`; empty when the upstream should accept them."""
-    spec = KINDS.get(kind)
+    kinds = SSEEDANCE_KINDS if provider == "sseedance" else KINDS
+    spec = kinds.get(kind)
     if spec is None:
-        return [Violation("kind", "enum", f"kind must be one of {', '.join(KINDS)}; got {kind!r}")]
+        return [Violation("kind", "enum", f"kind must be one of {', '.join(kinds)}; got {kind!r}")]
     found = [v for check in (*spec.checks, _common) for v in check(params)]
     if "callBackUrl" in params:
         found.append(
@@ -221,6 +222,20 @@ def _separation(params: Mapping[str, Any]) -> list[Violation]:
     return found
 
 
+def _sseedance_mode(params: Mapping[str, Any]) -> list[Violation]:
+    """sseedance's own names (§10): lyrics, not prompt, carry the words in custom mode."""
+    found = _boolean("customMode", "instrumental")(params)
+    if params.get("customMode") is True:
+        needed = ["title", "style"] + ([] if params.get("instrumental") is True else ["lyrics"])
+        return found + _required(*needed)(params)
+    return found + _required("prompt")(params)
+
+
+def family_of(kind: str) -> str:
+    """The callback family a kind's task reports as (payloads.Family)."""
+    return kind if kind in ("lyrics", "wav", "vocal-removal", "midi", "mp4", "cover-image") else "music"
+
+
 def _common(params: Mapping[str, Any]) -> list[Violation]:
     """Tuning parameters valid wherever they appear (§3.4)."""
     found = []
@@ -333,4 +348,8 @@ KINDS: Final[dict[str, KindSpec]] = {
         (_required("taskId", "audioId"), _max_length("author", 50), _max_length("domainName", 50)),
     ),
     "cover-image": KindSpec("/api/v1/suno/cover/generate", (_required("taskId"),)),
+}
+
+SSEEDANCE_KINDS: Final[dict[str, KindSpec]] = {
+    "generate": KindSpec("/v1/music/generations", (_required("provider", "model"), _sseedance_mode)),
 }

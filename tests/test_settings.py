@@ -17,12 +17,18 @@ def test_defaults_need_no_environment() -> None:
 
 def test_production_refuses_to_start_without_callback_authentication() -> None:
     with pytest.raises(SettingsError, match="KIE_WEBHOOK_HMAC_KEY or CALLBACK_TOKEN"):
-        Settings.from_env({"TAPEDECK_ENV": "production"})
+        Settings.from_env({"TAPEDECK_ENV": "production", "TAPEDECK_API_TOKEN": "t"})
+
+
+def test_production_refuses_to_start_without_an_api_token() -> None:
+    with pytest.raises(SettingsError, match="TAPEDECK_API_TOKEN"):
+        Settings.from_env({"TAPEDECK_ENV": "production", "CALLBACK_TOKEN": "c"})
 
 
 @pytest.mark.parametrize("variable", ["KIE_WEBHOOK_HMAC_KEY", "CALLBACK_TOKEN"])
 def test_production_starts_with_either_authentication(variable: str) -> None:
-    assert Settings.from_env({"TAPEDECK_ENV": "production", variable: "x"}).is_production
+    env = {"TAPEDECK_ENV": "production", "TAPEDECK_API_TOKEN": "t", variable: "x"}
+    assert Settings.from_env(env).is_production
 
 
 @pytest.mark.parametrize(
@@ -40,6 +46,11 @@ def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None
 
 
 def test_secrets_do_not_appear_in_repr() -> None:
-    settings = Settings.from_env({"KIE_WEBHOOK_HMAC_KEY": "hunter2", "CALLBACK_TOKEN": "tok-123"})
-    assert "hunter2" not in repr(settings)
-    assert "tok-123" not in repr(settings)
+    env = {
+        "KIE_WEBHOOK_HMAC_KEY": "hunter2",
+        "CALLBACK_TOKEN": "tok-123",
+        "KIE_API_KEY": "kk-9",
+        "TAPEDECK_API_TOKEN": "api-7",
+    }
+    text = repr(Settings.from_env(env))
+    assert not [secret for secret in env.values() if secret in text]

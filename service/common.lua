@@ -1,0 +1,32 @@
+-- Shared by the Redis scripts: key builders (rendered from service/keys.py) and task creation,
+-- so a task is created the same way whether a callback or a submission reaches Redis first.
+__KEY_FUNCTIONS__
+
+-- Returns status, index member and 1 if the task was created now (else 0).
+local function ensure_task(task_key, task_id, now, family)
+  local current = redis.call('HMGET', task_key, 'status', 'index_member')
+  local status, member, created = current[1], current[2], 0
+  if not status then
+    created = 1
+    status = 'pending'
+    member = string.format('%013d', now) .. ':' .. task_id
+    redis.call('HSET', task_key, 'task_id', task_id, 'status', status, 'created_at', now,
+      'updated_at', now, 'index_member', member)
+    redis.call('ZADD', key_index_all(prefix), 0, member)
+    redis.call('ZADD', key_index_status(prefix, status), 0, member)
+  end
+  if family ~= '' then
+    redis.call('HSETNX', task_key, 'family', family)
+  end
+  return status, member, created
+end
+
+-- The task and its submission name each other, whichever of callback and create response
+-- arrives first; a submission whose create response was lost still finds its task.
+local function link_submission(task_key, task_id, submission_id)
+  redis.call('HSETNX', task_key, 'submission_id', submission_id)
+  local sub_key = key_submission(prefix, submission_id)
+  if redis.call('EXISTS', sub_key) == 1 then
+    redis.call('HSETNX', sub_key, 'task_id', task_id)
+  end
+end
