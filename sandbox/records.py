@@ -18,13 +18,12 @@ from sandbox.tasks import Task, Track, is_published
 Json = dict[str, Any]
 DONE = "complete"
 FAILED = "failed"
-# Failure name -> status string, per family; missing names fall back to the family's generic failure.
+# Failure name -> status string where a family's enum has one (kie-api.md §8.2); other failures fall
+# back to the family's generic failure. Music uses the failure's own status (timeline.FAILURES).
 FAILURE_STATUS: dict[str, dict[str, str]] = {
-    MUSIC: {},
     LYRICS: {"sensitive_word": "SENSITIVE_WORD_ERROR", "callback_exception": "CALLBACK_EXCEPTION"},
     WAV: {"callback_exception": "CALLBACK_EXCEPTION"},
     SEPARATION: {"callback_exception": "CALLBACK_EXCEPTION"},
-    MP4: {},
 }
 GENERIC_FAILURE = {
     LYRICS: "GENERATE_LYRICS_FAILED",
@@ -44,7 +43,7 @@ def status(task: Task, stage: str) -> str:
             return failure.status if failure else "GENERATE_AUDIO_FAILED"
         if name == "create_failed":
             return "CREATE_TASK_FAILED"
-        return FAILURE_STATUS[task.family].get(name, GENERIC_FAILURE[task.family])
+        return FAILURE_STATUS.get(task.family, {}).get(name, GENERIC_FAILURE[task.family])
     if task.family == MUSIC:
         return {"text": "TEXT_SUCCESS", "first": "FIRST_SUCCESS", DONE: "SUCCESS"}.get(stage, "PENDING")
     return "SUCCESS" if stage == DONE else "PENDING"
