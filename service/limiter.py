@@ -18,8 +18,11 @@ class RedisCreateLimiter:
         self.limit = limit
         self.window_ms = int(window_s * 1000)
 
-    async def acquire(self) -> float:
-        return await self.store.acquire_create_slot(self.name, self.limit, self.window_ms) / 1000
+    async def acquire(self, slot: str) -> float:
+        return await self.store.acquire_create_slot(self.name, self.limit, self.window_ms, slot) / 1000
+
+    async def settle(self, slot: str) -> None:
+        await self.store.settle_create_slot(self.name, slot)
 
     async def pause(self, seconds: float) -> None:
         await self.store.pause_creates(self.name, int(seconds * 1000))

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -156,6 +155,15 @@ local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return math.max(1, tonumber(oldest[2]) + window - now)
 """
 
+# Moves a taken slot to now: the upstream counted the create when it arrived, which can be
+# later than when it was sent, so the window is measured from the answer, not the send.
+SETTLE_SCRIPT = """
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
+redis.call('ZADD', KEYS[1], 'XX', now, ARGV[1])
+return now
+"""
+
 # Holds creates until now + ARGV[1] ms, never shortening a longer hold.
 PAUSE_SCRIPT = """
 local now_parts = redis.call('TIME')
@@ -195,6 +203,7 @@ class Store:
         self._submit = client.register_script(render_script("submit"))
         self._limit = client.register_script(LIMITER_SCRIPT)
         self._pause = client.register_script(PAUSE_SCRIPT)
+        self._settle = client.register_script(SETTLE_SCRIPT)
         self._begin = client.register_script(BEGIN_SUBMISSION_SCRIPT)
 
     async def apply_event(
@@ -330,10 +339,13 @@ class Store:
         found = cast(dict[str, str], await self.client.hgetall(self.keys.submission(submission_id)))
         return found or None
 
-    async def acquire_create_slot(self, name: str, limit: int, window_ms: int) -> int:
-        """0 when a create may go now (the slot is taken), else milliseconds to wait."""
+    async def acquire_create_slot(self, name: str, limit: int, window_ms: int, slot: str) -> int:
+        """0 when a create may go now (`slot` is taken), else milliseconds to wait."""
         keys = [self.keys.limit_window(name), self.keys.limit_pause(name)]
-        return int(await self._limit(keys=keys, args=[limit, window_ms, uuid.uuid4().hex]))
+        return int(await self._limit(keys=keys, args=[limit, window_ms, slot]))
+
+    async def settle_create_slot(self, name: str, slot: str) -> None:
+        await self._settle(keys=[self.keys.limit_window(name)], args=[slot])
 
     async def pause_creates(self, name: str, pause_ms: int) -> None:
         await self._pause(keys=[self.keys.limit_pause(name)], args=[max(1, pause_ms)])

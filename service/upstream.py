@@ -12,6 +12,7 @@ import asyncio
 import logging
 import math
 import random
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
@@ -29,8 +30,11 @@ TIMEOUT: Final = httpx.Timeout(30.0, connect=5.0)
 
 
 class CreateLimiter(Protocol):
-    async def acquire(self) -> float:
-        """Seconds to wait before a create may be sent; 0 means one was taken."""
+    async def acquire(self, slot: str) -> float:
+        """Seconds to wait before a create may be sent; 0 means `slot` was taken."""
+
+    async def settle(self, slot: str) -> None:
+        """The create sent in `slot` has been answered: count it from now."""
 
     async def pause(self, seconds: float) -> None:
         """Holds every process's creates for `seconds` (the upstream said 429)."""
@@ -117,8 +121,14 @@ class UpstreamClient:
         answer = Answer(ok=False)
         for attempt in range(1, self.max_attempts + 1):
             if create and self.limiter:
-                await self._take_create_slot()
-            answer = await self._send(method, path, **kwargs)
+                slot = uuid.uuid4().hex
+                await self._take_create_slot(slot)
+                try:
+                    answer = await self._send(method, path, **kwargs)
+                finally:
+                    await self.limiter.settle(slot)
+            else:
+                answer = await self._send(method, path, **kwargs)
             if answer.ok:
                 return answer.data
             if not answer.retry:
@@ -160,10 +170,10 @@ class UpstreamClient:
             body = None
         return type(self).judge(response.status_code, body, response.headers.get("retry-after"))
 
-    async def _take_create_slot(self) -> None:
+    async def _take_create_slot(self, slot: str) -> None:
         assert self.limiter is not None
         waited = 0.0
-        while (wait := await self.limiter.acquire()) > 0:
+        while (wait := await self.limiter.acquire(slot)) > 0:
             if waited + wait > self.max_queue_s:
                 raise UpstreamUnavailable(
                     f"{self.name} create rate limit: the queue is longer than {self.max_queue_s:.0f}s",

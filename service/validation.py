@@ -280,8 +280,9 @@ KINDS: Final[dict[str, KindSpec]] = {
         "/api/v1/generate/extend",
         (
             _model(EXTEND_MODELS),
-            _required("audioId"),
-            _default_param_flag(("prompt", "style", "title", "continueAt"), ()),
+            # The OpenAPI `required` list names prompt even when defaults are inherited (§3.3).
+            _required("audioId", "prompt"),
+            _default_param_flag(("style", "title", "continueAt"), ()),
         ),
     ),
     "upload-cover": KindSpec(

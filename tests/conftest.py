@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from service.app import create_app
-from service.redis_server import RedisServer
+from service.redis_server import RedisServer, free_port
 from service.settings import Settings
 from tests.live import serve
 
@@ -48,15 +48,17 @@ def tapedeck(redis_url: str) -> Iterator[TapedeckFactory]:
     """Starts Tapedeck over real HTTP: `with tapedeck(CALLBACK_TOKEN="t") as client: ...`.
 
     Keyword arguments are environment variables, read by `Settings.from_env` as in production;
-    `clock=` replaces the wall clock.
+    `clock=` replaces the wall clock. PUBLIC_BASE_URL is the server's own address.
     """
     from contextlib import contextmanager
 
     @contextmanager
     def start(clock: Callable[[], float] | None = None, **env: Any) -> Iterator[httpx.Client]:
-        settings = Settings.from_env({"REDIS_URL": redis_url, **{k: str(v) for k, v in env.items()}})
+        port = free_port()
+        environ = {"REDIS_URL": redis_url, "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}"}
+        settings = Settings.from_env(environ | {k: str(v) for k, v in env.items()})
         app = create_app(settings, clock=clock) if clock else create_app(settings)
-        with serve(app) as url, httpx.Client(base_url=url, timeout=10) as client:
+        with serve(app, port) as url, httpx.Client(base_url=url, timeout=30) as client:
             yield client
 
     yield start

@@ -14,9 +14,9 @@ from service.redis_server import free_port
 
 
 @contextmanager
-def serve(app: ASGIApp) -> Iterator[str]:
+def serve(app: ASGIApp, port: int | None = None) -> Iterator[str]:
     """Yields the base URL once the app's lifespan has started; stops the server on exit."""
-    port = free_port()
+    port = port or free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

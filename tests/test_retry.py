@@ -29,7 +29,8 @@ def test_same_seed_same_schedule() -> None:
 
 
 @pytest.mark.parametrize(
-    ("header", "seconds"), [("10", 10.0), (" 2.5 ", 2.5), ("-1", None), ("Wed, 21 Oct 2015", None), (None, None)]
+    ("header", "seconds"),
+    [("10", 10.0), (" 2.5 ", 2.5), ("-1", None), ("Wed, 21 Oct 2015", None), (None, None)],
 )
 def test_retry_after_header(header: str | None, seconds: float | None) -> None:
     assert parse_retry_after(header) == seconds

@@ -21,7 +21,7 @@ GEN_SIMPLE = {"customMode": False, "instrumental": False, "model": "V4", "prompt
 
 VALID: dict[str, dict[str, Any]] = {
     "generate": GEN_CUSTOM,
-    "extend": {"defaultParamFlag": False, "audioId": "a1", "model": "V5"},
+    "extend": {"defaultParamFlag": False, "audioId": "a1", "model": "V5", "prompt": "more"},
     "upload-cover": GEN_SIMPLE | {"uploadUrl": URL},
     "upload-extend": {"defaultParamFlag": False, "uploadUrl": URL, "prompt": "more", "model": "V4_5"},
     "add-instrumental": {"uploadUrl": URL, "title": "T", "negativeTags": "metal", "tags": "piano"},
