@@ -8,6 +8,7 @@ POST /_sandbox/tasks/{id}/cancel          cancel (sseedance reports `canceled`)
 POST /_sandbox/next-faults                faults for the next created task(s): same body, plus "count"
 POST /_sandbox/record-info-fault          {"code": 500|455|429, "count": N, "seconds": S} for every task;
                                           {"code": null} clears it
+POST /_sandbox/create-fault               the same, for every create endpoint (Kie and sseedance)
 GET  /_sandbox/clock                      {"now": simulated Unix seconds, "speed": N}
 POST /_sandbox/clock/advance              {"seconds": S}
 GET  /_sandbox/counters                   counters of everything sent and answered, and the credits
@@ -77,7 +78,7 @@ def parse_error_window(doc: Any, now: float) -> ErrorWindow | None:
         return None
     code, count, seconds = doc.get("code"), doc.get("count"), doc.get("seconds")
     if code not in FAULT_CODES:
-        raise ValueError(f"record_info.code must be one of {FAULT_CODES}")
+        raise ValueError(f"code must be one of {FAULT_CODES}")
     if count is None and seconds is None:
         count = 1
     return ErrorWindow(code, count, None if seconds is None else now + float(seconds))
@@ -207,6 +208,17 @@ async def record_info_fault(request: Request) -> Response:
     )
 
 
+async def create_fault(request: Request) -> Response:
+    sandbox, body = sandbox_of(request), await _body(request)
+    if isinstance(body, Response):
+        return body
+    try:
+        sandbox.create_fault = parse_error_window(body, sandbox.monotonic())
+    except (ValueError, TypeError) as exc:
+        return JSONResponse({"error": str(exc)}, 400)
+    return JSONResponse({"createFault": asdict(sandbox.create_fault) if sandbox.create_fault else None})
+
+
 async def clock(request: Request) -> Response:
     sandbox = sandbox_of(request)
     return JSONResponse({"now": sandbox.now(), "speed": sandbox.clock.speed})
@@ -250,6 +262,7 @@ def routes() -> list[Route]:
         Route("/_sandbox/tasks/{task_id}/cancel", cancel_task, methods=["POST"]),
         Route("/_sandbox/next-faults", next_faults, methods=["POST"]),
         Route("/_sandbox/record-info-fault", record_info_fault, methods=["POST"]),
+        Route("/_sandbox/create-fault", create_fault, methods=["POST"]),
         Route("/_sandbox/clock", clock, methods=["GET"]),
         Route("/_sandbox/clock/advance", advance_clock, methods=["POST"]),
         Route("/_sandbox/counters", counters, methods=["GET"]),

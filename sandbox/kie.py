@@ -79,6 +79,10 @@ def create_handler(endpoint: Endpoint) -> Handler:
         body = await read_object(request)
         if body is None:
             return reply(400)
+        fault = sandbox.create_fault
+        if fault is not None and fault.take(sandbox.monotonic()):
+            sandbox.counters[f"creates.fault.{fault.code}"] += 1
+            return reply(fault.code)
         if sandbox.creates.is_full(sandbox.monotonic()):
             # Over the limit the request is dropped, not queued (kie-api.md §9).
             sandbox.counters["creates.rate_limited"] += 1

@@ -43,6 +43,7 @@ class Sandbox:
         self.credits = config.credits
         self.creates = RollingWindow(config.create_limit, config.create_window_s)
         self.record_info_fault: ErrorWindow | None = None
+        self.create_fault: ErrorWindow | None = None
         self.pending_faults: list[PendingFaults] = []
         self.covers: dict[str, str] = {}  # music task id -> its cover task id
         self.wavs: dict[str, str] = {}  # audio id -> its WAV task id

@@ -260,6 +260,39 @@ def test_upstream_rate_limit_answers_are_retried_until_accepted(tapedeck: Tapede
     assert seen.get("creates.rate_limited", 0) > 0  # the upstream did refuse some, and they were retried
 
 
+@pytest.mark.parametrize("code", [455, 500, 429])
+def test_upstream_faults_on_create_are_retried(
+    tapedeck: TapedeckFactory, sandbox: SandboxServer, code: int
+) -> None:
+    httpx.post(f"{sandbox.url}/_sandbox/create-fault", json={"code": code, "count": 2}).raise_for_status()
+    with tapedeck_on(tapedeck, sandbox) as client:
+        response = submit(client, "lyrics", {"prompt": "home"})
+        assert response.status_code == 201, response.text
+        seen = counters(sandbox)
+    assert (seen.get(f"creates.fault.{code}"), seen.get("tasks.created.lyrics")) == (2, 1)
+
+
+def test_an_upstream_that_keeps_failing_gives_503_with_retry_after(
+    tapedeck: TapedeckFactory, sandbox: SandboxServer
+) -> None:
+    httpx.post(f"{sandbox.url}/_sandbox/create-fault", json={"code": 500, "count": 10}).raise_for_status()
+    with tapedeck_on(tapedeck, sandbox, UPSTREAM_MAX_ATTEMPTS=2) as client:
+        response = submit(client, "lyrics", {"prompt": "home"})
+        assert response.status_code == 503
+        assert response.json()["error"] == "upstream_unavailable"
+        assert int(response.headers["retry-after"]) >= 1
+        assert "sandbox-key" not in response.text
+
+
+def test_a_permanent_upstream_refusal_keeps_its_code_and_message(
+    tapedeck: TapedeckFactory, sandbox: SandboxServer
+) -> None:
+    httpx.post(f"{sandbox.url}/_sandbox/credits", json={"credits": 0}).raise_for_status()
+    with tapedeck_on(tapedeck, sandbox) as client:
+        response = submit(client, "lyrics", {"prompt": "home"})
+        assert (response.status_code, response.json()["upstream_code"]) == (402, 402)
+
+
 def test_boost_style_returns_and_keeps_the_result(tapedeck: TapedeckFactory, sandbox: SandboxServer) -> None:
     with tapedeck_on(tapedeck, sandbox) as client:
         response = client.post("/style/boost", json={"content": "Pop, Mysterious"})

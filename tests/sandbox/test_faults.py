@@ -197,6 +197,17 @@ def test_record_info_can_fail_for_every_task_for_a_while(
     wait_for(lambda: client.get(url, params={"taskId": task_id}).json()["code"] == 200, "the fault to pass")
 
 
+def test_creates_can_fail_a_given_number_of_times_then_recover(
+    make_sandbox: MakeSandbox, client: httpx.Client
+) -> None:
+    server = make_sandbox(speed=1.0)
+    control_post(client, server.url, "/create-fault", {"code": 500, "count": 2})
+    url = f"{server.url}/api/v1/generate"
+    answers = [client.post(url, json=generate_body(CB)) for _ in range(3)]
+    assert [(a.status_code, a.json()["code"]) for a in answers] == [(500, 500), (500, 500), (200, 200)]
+    assert control_get(client, server.url, "/counters")["counters"]["creates.fault.500"] == 2
+
+
 def file_task(client: httpx.Client, server: SandboxServer, fault: dict[str, Any]) -> str:
     task_id = create(client, server.url, "/api/v1/generate", generate_body(CB))
     control_post(client, server.url, f"/tasks/{task_id}/faults", {"file": fault})
@@ -287,6 +298,7 @@ BAD_CONTROL = [
     ("/next-faults", {"explode": True}, 400),
     ("/next-faults", {"file": {"mode": "slow"}}, 400),
     ("/record-info-fault", {"code": 502}, 400),
+    ("/create-fault", {"code": 502}, 400),
     ("/clock/advance", {"seconds": -1}, 400),
 ]
 
