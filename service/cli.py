@@ -7,6 +7,7 @@ import importlib
 import logging
 import sys
 
+from service import client_cli
 from service.errors import SettingsError
 from service.settings import Settings
 
@@ -23,7 +24,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    result: int = options.run(options)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request drowns everything else
+    try:
+        result: int = options.run(options)
+    except SettingsError as exc:
+        print(f"tapedeck: {exc.message}", file=sys.stderr)
+        return 2
     return result
 
 
@@ -41,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     dev = commands.add_parser("dev", help="run everything locally on an embedded Redis (make dev)")
     dev.add_argument("--port", type=int, default=8000)
     dev.add_argument("--data-dir", default=".data")
+    dev.add_argument("--sandbox-port", type=int, default=8090)
+    dev.add_argument("--sandbox-speed", type=float, default=10.0, help="sandbox time compression")
     dev.set_defaults(run=run_dev)
 
     callbacks = commands.add_parser("callbacks", help="inspect and replay the raw callback log")
@@ -54,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     again.add_argument("entry_id")
     callbacks.set_defaults(run=run_callbacks)
 
+    submit = commands.add_parser("submit", help="submit a task through Tapedeck (TAPEDECK_URL)")
+    status = commands.add_parser("status", help="show a task")
+    client_cli.add_arguments(submit, status)
+    submit.set_defaults(run=lambda o: client_cli.submit(Settings.from_env(), o))
+    status.set_defaults(run=lambda o: client_cli.status(Settings.from_env(), o))
+
     commands.add_parser("sandbox", help="run the local stand-in for the Kie API (see `tapedeck sandbox -h`)")
     return parser
 
@@ -61,11 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run_serve(options: argparse.Namespace) -> int:
     import uvicorn
 
-    try:
-        Settings.from_env()
-    except SettingsError as exc:
-        print(f"tapedeck: {exc.message}", file=sys.stderr)
-        return 2
+    Settings.from_env()  # refuse to start on bad settings before uvicorn forks anything
     uvicorn.run(
         "service.app:app_from_env",
         factory=True,
@@ -85,12 +95,7 @@ def run_callbacks(options: argparse.Namespace) -> int:
 
     from service.raw_log_cli import run
 
-    try:
-        settings = Settings.from_env()
-    except SettingsError as exc:
-        print(f"tapedeck: {exc.message}", file=sys.stderr)
-        return 2
-    return asyncio.run(run(settings, options))
+    return asyncio.run(run(Settings.from_env(), options))
 
 
 def run_dev(options: argparse.Namespace) -> int:
@@ -98,7 +103,7 @@ def run_dev(options: argparse.Namespace) -> int:
 
     from service.devrun import run
 
-    return run(Path(options.data_dir), options.port)
+    return run(Path(options.data_dir), options.port, options.sandbox_port, options.sandbox_speed)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """`make dev`: every part of Tapedeck on one machine, stopped together on Ctrl-C.
 
-Redis is embedded (data and AOF under `.data/redis`) unless REDIS_URL is set.
+Redis is embedded (data and AOF under `.data/redis`) unless REDIS_URL is set. The sandbox
+stands in for Kie and sseedance unless KIE_API_KEY is set (then the real upstream is used).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from service.redis_server import RedisServer, free_port
 
 
-def run(data_dir: Path, port: int) -> int:
+def run(data_dir: Path, port: int, sandbox_port: int, sandbox_speed: float) -> int:
     env = dict(os.environ)
     redis_server = None
     if not env.get("REDIS_URL"):
@@ -23,10 +24,24 @@ def run(data_dir: Path, port: int) -> int:
         redis_server.start()
         env["REDIS_URL"] = redis_server.url
     env.setdefault("PUBLIC_BASE_URL", f"http://127.0.0.1:{port}")
-    processes = {
-        "web": spawn(["serve", "--port", str(port)], env),
-    }
-    print_banner(env, port, redis_server is not None)
+    env.setdefault("TAPEDECK_URL", f"http://127.0.0.1:{port}")
+    processes = {}
+    if not env.get("KIE_API_KEY"):
+        sandbox_url = f"http://127.0.0.1:{sandbox_port}"
+        args = [
+            "sandbox",
+            "--port",
+            str(sandbox_port),
+            "--speed",
+            str(sandbox_speed),
+            "--api-key",
+            "sandbox-key",
+        ]
+        processes["sandbox"] = spawn(args, env)
+        env |= {"KIE_API_BASE": sandbox_url, "KIE_API_KEY": "sandbox-key"}
+        env |= {"SSEEDANCE_API_BASE": sandbox_url, "SSEEDANCE_API_KEY": "sandbox-key"}
+    processes["web"] = spawn(["serve", "--port", str(port)], env)
+    print_banner(env, port, redis_server is not None, "sandbox" in processes)
     try:
         return supervise(processes)
     finally:
@@ -64,9 +79,10 @@ def stop(processes: dict[str, subprocess.Popen[bytes]]) -> None:
             process.kill()
 
 
-def print_banner(env: dict[str, str], port: int, embedded: bool) -> None:
+def print_banner(env: dict[str, str], port: int, embedded: bool, sandboxed: bool) -> None:
     base = f"http://127.0.0.1:{port}"
     redis_note = "embedded, AOF on" if embedded else "from REDIS_URL"
+    upstream_note = "the sandbox (control API under /_sandbox/)" if sandboxed else "from KIE_API_BASE"
     print(
         "\n".join(
             [
@@ -76,6 +92,8 @@ def print_banner(env: dict[str, str], port: int, embedded: bool) -> None:
                 f"  raw callbacks  {base}/callbacks/log",
                 f"  health         {base}/healthz  {base}/readyz",
                 f"  redis          {env['REDIS_URL']} ({redis_note})",
+                f"  upstream       {env.get('KIE_API_BASE', 'https://api.kie.ai')} ({upstream_note})",
+                "  try            .venv/bin/tapedeck submit generate --prompt 'a calm piano piece' --wait",
             ]
         ),
         flush=True,

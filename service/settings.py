@@ -44,6 +44,7 @@ class Settings:
     upstream_max_attempts: int = 5
     upstream_timeout_s: float = 30.0
     idempotency_ttl_s: int = 86_400
+    tapedeck_url: str = "http://127.0.0.1:8000"
 
     @property
     def is_production(self) -> bool:
@@ -81,6 +82,7 @@ class Settings:
             upstream_max_attempts=_number(env, "UPSTREAM_MAX_ATTEMPTS", int, cls.upstream_max_attempts),
             upstream_timeout_s=_number(env, "UPSTREAM_TIMEOUT_S", float, cls.upstream_timeout_s),
             idempotency_ttl_s=_number(env, "IDEMPOTENCY_TTL_S", int, cls.idempotency_ttl_s),
+            tapedeck_url=env.get("TAPEDECK_URL", cls.tapedeck_url).rstrip("/"),
         )
         settings.check()
         return settings

@@ -311,3 +311,37 @@ def test_sseedance_submission_is_tracked_as_pending(
         assert response.status_code == 201, response.text
         task = response.json()
         assert (task["status"], task["submission"]["provider"]) == ("pending", "sseedance")
+
+
+def test_cli_submits_waits_for_completion_and_shows_the_task(
+    tapedeck: TapedeckFactory,
+    sandbox: SandboxServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from service.cli import main
+
+    with tapedeck_on(tapedeck, sandbox, TAPEDECK_API_TOKEN="w") as client:
+        monkeypatch.setenv("TAPEDECK_URL", str(client.base_url))
+        monkeypatch.setenv("TAPEDECK_API_TOKEN", "w")
+        assert main(["submit", "generate", "--prompt", "a calm piano piece", "--wait"]) == 0
+        task_id = capsys.readouterr().out.splitlines()[0]
+        assert main(["status", task_id]) == 0
+        shown = capsys.readouterr().out
+        assert shown.startswith(f"{task_id}  music  complete")
+        assert shown.count("  track ") == 2
+
+
+def test_cli_reports_every_violation(
+    tapedeck: TapedeckFactory,
+    sandbox: SandboxServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from service.cli import main
+
+    with tapedeck_on(tapedeck, sandbox) as client:
+        monkeypatch.setenv("TAPEDECK_URL", str(client.base_url))
+        assert main(["submit", "generate", "--custom", "--model", "V9"]) == 1
+        err = capsys.readouterr().err
+        assert "params.model: model must be one of" in err and "params.style: style is required" in err
