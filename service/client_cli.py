@@ -63,7 +63,8 @@ def build_params(options: argparse.Namespace) -> dict[str, Any]:
     return params
 
 
-def submit(settings: Settings, options: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def submit(settings: Settings, options: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
     body = {"provider": options.provider, "kind": options.kind, "params": build_params(options)}
     headers = auth_headers(settings)
     if options.idempotency_key:
@@ -93,7 +94,8 @@ def watch(http: httpx.Client, task_id: str, out: TextIO, interval_s: float = 0.5
         time.sleep(interval_s)
 
 
-def status(settings: Settings, options: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def status(settings: Settings, options: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
     with httpx.Client(base_url=settings.tapedeck_url, headers=auth_headers(settings), timeout=30) as http:
         response = http.get(f"/tasks/{options.task_id}")
     if response.status_code != 200:
