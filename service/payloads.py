@@ -299,3 +299,37 @@ _PARSERS: Final[tuple[tuple[Callable[[dict[str, Any]], bool], _Parser], ...]] = 
     (lambda d: "callbackType" in d, _parse_staged),
     (lambda d: "instruments" in d or "state" in d or "taskId" in d, _parse_midi),
 )
+
+
+RECORD_INFO_PATHS: Final[dict[str, str]] = {
+    "music": "/api/v1/generate/record-info",
+    "lyrics": "/api/v1/lyrics/record-info",
+    "wav": "/api/v1/wav/record-info",
+    "vocal-removal": "/api/v1/vocal-removal/record-info",
+    "midi": "/api/v1/midi/record-info",
+    "mp4": "/api/v1/mp4/record-info",
+    "cover-image": "/api/v1/suno/cover/record-info",
+}
+
+
+def record_info_artifacts(family: str, data: Any) -> tuple[Artifact, ...]:
+    """The file URLs in a record-info `data` (kie-api.md §8), named as the callbacks name them."""
+    if not isinstance(data, dict):
+        return ()
+    found = data.get("response")
+    response: dict[str, Any] = found if isinstance(found, dict) else {}
+    if family == "music":
+        tracks = tuple(_track(item) for item in _items(response.get("sunoData")) if _text(item.get("id")))
+        return _track_artifacts(tracks)
+    if family == "wav":
+        url = _text(response.get("audioWavUrl") or response.get("audio_wav_url"))
+        return (Artifact("wav", "wav", url),) if url else ()
+    if family == "vocal-removal":
+        return stem_artifacts({k: v for k, v in response.items() if k != "originData"})
+    if family == "mp4":
+        url = _text(response.get("videoUrl") or response.get("video_url"))
+        return (Artifact("video", "video", url),) if url else ()
+    if family == "cover-image":
+        urls = [u for u in _list(response.get("images")) if isinstance(u, str) and u]
+        return tuple(Artifact(f"cover-{i}", "cover", url) for i, url in enumerate(urls))
+    return ()

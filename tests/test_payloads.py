@@ -274,3 +274,35 @@ def test_shape_of_no_known_family_is_unrecognised() -> None:
 )
 def test_create_time_in_every_form(value: Any, expected: int | None) -> None:
     assert parse_create_time(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("family", "data", "names"),
+    [
+        (
+            "music",
+            {
+                "response": {
+                    "sunoData": [{"id": "t1", "audioUrl": "https://f/1.mp3", "imageUrl": "https://f/1.jpeg"}]
+                }
+            },
+            {"audio-t1": "https://f/1.mp3", "image-t1": "https://f/1.jpeg"},
+        ),
+        ("wav", {"response": {"audioWavUrl": "https://f/w.wav"}}, {"wav": "https://f/w.wav"}),
+        (
+            "vocal-removal",
+            {"response": {"vocalUrl": "https://f/v.mp3", "instrumentalUrl": "", "originData": [{"id": "x"}]}},
+            {"stem-vocal": "https://f/v.mp3"},
+        ),
+        ("mp4", {"response": {"videoUrl": "https://f/v.mp4"}}, {"video": "https://f/v.mp4"}),
+        ("cover-image", {"response": {"images": ["https://f/a.png"]}}, {"cover-0": "https://f/a.png"}),
+        ("music", None, {}),
+        ("lyrics", {"response": {"data": [{"text": "la"}]}}, {}),
+    ],
+)
+def test_record_info_artifacts_carry_the_callback_names(
+    family: str, data: Any, names: dict[str, str]
+) -> None:
+    from service.payloads import record_info_artifacts
+
+    assert {a.name: a.url for a in record_info_artifacts(family, data)} == names
