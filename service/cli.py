@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--sandbox-speed", type=float, default=10.0, help="sandbox time compression")
     dev.set_defaults(run=run_dev)
 
+    worker = commands.add_parser("worker", help="run a download worker (RQ, with the scheduler)")
+    worker.add_argument("--burst", action="store_true", help="work until the queues are empty, then exit")
+    worker.set_defaults(run=run_worker)
+
     callbacks = commands.add_parser("callbacks", help="inspect and replay the raw callback log")
     callbacks_commands = callbacks.add_subparsers(dest="action", required=True)
     listing = callbacks_commands.add_parser("list", help="the newest raw-log entries, one line each")
@@ -96,6 +100,12 @@ def run_callbacks(options: argparse.Namespace) -> int:
     from service.raw_log_cli import run
 
     return asyncio.run(run(Settings.from_env(), options))
+
+
+def run_worker(options: argparse.Namespace) -> int:
+    from workers.worker import run
+
+    return run(Settings.from_env(), burst=options.burst)
 
 
 def run_dev(options: argparse.Namespace) -> int:

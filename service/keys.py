@@ -12,6 +12,8 @@
     {p}:limit:{name}:window    zset   create times in the rolling window, shared by all processes
     {p}:limit:{name}:pause     string until when creates are held (the upstream said 429)
     {p}:boosts                 list   Boost Music Style results, newest first (capped)
+    {p}:downloads:new          list   "task_id name" of artifacts not yet given to a download job
+    {p}:downloads:leases       zset   "task_id name" of downloads in progress, by lease expiry (ms)
 
 The transition script builds the same keys from the same templates (`lua_key_functions`).
 """
@@ -35,6 +37,8 @@ TEMPLATES: Final[dict[str, str]] = {
     "limit_window": "{prefix}:limit:{id}:window",
     "limit_pause": "{prefix}:limit:{id}:pause",
     "boosts": "{prefix}:boosts",
+    "downloads_new": "{prefix}:downloads:new",
+    "downloads_leases": "{prefix}:downloads:leases",
 }
 
 
@@ -80,6 +84,12 @@ class Keys:
 
     def boosts(self) -> str:
         return self._key("boosts")
+
+    def downloads_new(self) -> str:
+        return self._key("downloads_new")
+
+    def downloads_leases(self) -> str:
+        return self._key("downloads_leases")
 
 
 def lua_key_functions() -> str:

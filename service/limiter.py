@@ -24,5 +24,6 @@ class RedisCreateLimiter:
     async def settle(self, slot: str) -> None:
         await self.store.settle_create_slot(self.name, slot)
 
-    async def pause(self, seconds: float) -> None:
-        await self.store.pause_creates(self.name, int(seconds * 1000))
+    async def pause(self, seconds: float | None) -> None:
+        # Kie drops what exceeds its window rather than queueing it: wait out a whole window.
+        await self.store.pause_creates(self.name, int(seconds * 1000) if seconds else self.window_ms)

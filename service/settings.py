@@ -13,6 +13,7 @@ from typing import TypeVar
 from starlette.datastructures import Secret
 
 from service.errors import SettingsError
+from service.safety import DEFAULT_ALLOWED_HOSTS, Policy
 
 T = TypeVar("T")
 
@@ -45,6 +46,16 @@ class Settings:
     upstream_timeout_s: float = 30.0
     idempotency_ttl_s: int = 86_400
     tapedeck_url: str = "http://127.0.0.1:8000"
+    storage_dir: str = ".data/files"
+    download_allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS
+    download_allowed_networks: tuple[str, ...] = ()
+    max_download_bytes: int = 1024 * MIB
+    artifact_ttl_s: float = 14 * 86_400.0
+    urgent_within_s: float = 86_400.0
+    download_retry_base_s: float = 5.0
+    download_retry_max_s: float = 3_600.0
+    download_lease_s: float = 60.0
+    download_timeout_s: float = 30.0
 
     @property
     def is_production(self) -> bool:
@@ -83,6 +94,16 @@ class Settings:
             upstream_timeout_s=_number(env, "UPSTREAM_TIMEOUT_S", float, cls.upstream_timeout_s),
             idempotency_ttl_s=_number(env, "IDEMPOTENCY_TTL_S", int, cls.idempotency_ttl_s),
             tapedeck_url=env.get("TAPEDECK_URL", cls.tapedeck_url).rstrip("/"),
+            storage_dir=env.get("STORAGE_DIR", cls.storage_dir),
+            download_allowed_hosts=_list(env, "DOWNLOAD_ALLOWED_HOSTS", cls.download_allowed_hosts),
+            download_allowed_networks=_list(env, "DOWNLOAD_ALLOWED_NETWORKS", cls.download_allowed_networks),
+            max_download_bytes=_number(env, "MAX_DOWNLOAD_BYTES", int, cls.max_download_bytes),
+            artifact_ttl_s=_number(env, "ARTIFACT_TTL_S", float, cls.artifact_ttl_s),
+            urgent_within_s=_number(env, "URGENT_WITHIN_S", float, cls.urgent_within_s),
+            download_retry_base_s=_number(env, "DOWNLOAD_RETRY_BASE_S", float, cls.download_retry_base_s),
+            download_retry_max_s=_number(env, "DOWNLOAD_RETRY_MAX_S", float, cls.download_retry_max_s),
+            download_lease_s=_number(env, "DOWNLOAD_LEASE_S", float, cls.download_lease_s),
+            download_timeout_s=_number(env, "DOWNLOAD_TIMEOUT_S", float, cls.download_timeout_s),
         )
         settings.check()
         return settings
@@ -99,8 +120,21 @@ class Settings:
             raise SettingsError(
                 "TAPEDECK_ENV=production needs TAPEDECK_API_TOKEN set, or anyone could submit tasks"
             )
+        try:
+            Policy.build(self.download_allowed_hosts, self.download_allowed_networks)
+        except ValueError as exc:
+            raise SettingsError(f"DOWNLOAD_ALLOWED_NETWORKS must be CIDRs: {exc}") from None
         if not self.redis_prefix or ":" in self.redis_prefix:
             raise SettingsError("TAPEDECK_REDIS_PREFIX must be non-empty and contain no ':'")
+
+
+def _list(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma-separated list; a leading '+' adds to the default instead of replacing it."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    items = tuple(part.strip() for part in raw.lstrip("+").split(",") if part.strip())
+    return default + items if raw.lstrip().startswith("+") else items
 
 
 def _secret(env: Mapping[str, str], name: str) -> Secret | None:

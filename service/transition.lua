@@ -33,10 +33,13 @@ local function merge_tracks(tracks_key, from, to)
   end
 end
 
-local function add_artifacts(artifacts_key, from, to, reply)
+-- A new artifact also goes to the downloads outbox, in this same atomic step, so the callback
+-- ack never waits on a job queue and no artifact is ever queued twice.
+local function add_artifacts(task_id, artifacts_key, from, to, reply)
   for i = from, to, 2 do
     if redis.call('HSETNX', artifacts_key, ARGV[i], ARGV[i + 1]) == 1 then
       reply[#reply + 1] = ARGV[i]
+      redis.call('RPUSH', key_downloads_new(prefix), task_id .. ' ' .. ARGV[i])
     end
   end
 end
@@ -78,7 +81,7 @@ local function apply(at)
       end
     end
     merge_tracks(key_tracks(prefix, task_id), tracks_from, artifacts_from - 1)
-    add_artifacts(key_artifacts(prefix, task_id), artifacts_from, raw_from - 1, reply)
+    add_artifacts(task_id, key_artifacts(prefix, task_id), artifacts_from, raw_from - 1, reply)
     if result_json ~= '' then redis.call('HSET', task_key, 'result', result_json) end
     redis.call('HSET', task_key, 'status', new_status, 'updated_at', now, 'last_event_at', now)
   else

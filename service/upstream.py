@@ -36,8 +36,8 @@ class CreateLimiter(Protocol):
     async def settle(self, slot: str) -> None:
         """The create sent in `slot` has been answered: count it from now."""
 
-    async def pause(self, seconds: float) -> None:
-        """Holds every process's creates for `seconds` (the upstream said 429)."""
+    async def pause(self, seconds: float | None) -> None:
+        """Holds every process's creates for `seconds`, or a whole window (the upstream said 429)."""
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,7 @@ class UpstreamClient:
                     return salvaged
                 raise rejection(self.name, answer)
             if create and self.limiter and answer.code in RATE_LIMITED_CODES:
-                await self.limiter.pause(answer.retry_after_s or 10.0)
+                await self.limiter.pause(answer.retry_after_s)
             if attempt < self.max_attempts:
                 delay = self.backoff.delay(attempt, self.rng, answer.retry_after_s)
                 log.warning(

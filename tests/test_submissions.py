@@ -247,7 +247,8 @@ def test_a_burst_of_100_stays_within_the_upstream_rate_limit(tapedeck: TapedeckF
 
 def test_upstream_rate_limit_answers_are_retried_until_accepted(tapedeck: TapedeckFactory) -> None:
     config = SandboxConfig(port=0, speed=1000, seed=3, create_limit=2, create_window_s=0.5)
-    with SandboxServer(config) as upstream, tapedeck_on(tapedeck, upstream, KIE_CREATE_LIMIT=100) as client:
+    limits = {"KIE_CREATE_LIMIT": 100, "KIE_CREATE_WINDOW_S": 0.5}
+    with SandboxServer(config) as upstream, tapedeck_on(tapedeck, upstream, **limits) as client:
         body = {"kind": "lyrics", "params": {"prompt": "home"}}
         with ThreadPoolExecutor(max_workers=6) as pool:
             url = str(client.base_url.join("/tasks"))
@@ -265,7 +266,7 @@ def test_upstream_faults_on_create_are_retried(
     tapedeck: TapedeckFactory, sandbox: SandboxServer, code: int
 ) -> None:
     httpx.post(f"{sandbox.url}/_sandbox/create-fault", json={"code": code, "count": 2}).raise_for_status()
-    with tapedeck_on(tapedeck, sandbox) as client:
+    with tapedeck_on(tapedeck, sandbox, KIE_CREATE_WINDOW_S=0.5) as client:
         response = submit(client, "lyrics", {"prompt": "home"})
         assert response.status_code == 201, response.text
         seen = counters(sandbox)

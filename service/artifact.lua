@@ -1,0 +1,40 @@
+-- Change one artifact atomically. ARGV: prefix, mode, task_id, name, now_ms, value, worker.
+--   claim   value = lease ms: take a waiting artifact (or one whose lease expired) for download
+--   renew   value = lease ms: extend the lease of a download in progress
+--   update  value = JSON fields to merge; leaving `downloading` ends the lease
+-- Returns {'claimed'|'ok', artifact JSON} or {'missing'|'done'|'busy'|'lost', state}.
+local prefix = ARGV[1]
+__COMMON__
+
+local mode, task_id, name, now = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local key = key_artifacts(prefix, task_id)
+local leases = key_downloads_leases(prefix)
+local member = task_id .. ' ' .. name
+local raw = redis.call('HGET', key, name)
+if not raw then return {'missing', ''} end
+local artifact = cjson.decode(raw)
+
+if mode == 'claim' then
+  local state = artifact.state
+  if state == 'stored' or state == 'expired' or state == 'failed' then return {'done', state} end
+  if state == 'downloading' and (tonumber(artifact.lease_until) or 0) > now then return {'busy', state} end
+  artifact.state = 'downloading'
+  artifact.attempts = (tonumber(artifact.attempts) or 0) + 1
+  artifact.lease_until = now + tonumber(ARGV[6])
+  artifact.worker = ARGV[7]
+  redis.call('ZADD', leases, artifact.lease_until, member)
+elseif mode == 'renew' then
+  if artifact.state ~= 'downloading' or artifact.worker ~= ARGV[7] then return {'lost', artifact.state} end
+  artifact.lease_until = now + tonumber(ARGV[6])
+  redis.call('ZADD', leases, artifact.lease_until, member)
+else
+  for k, v in pairs(cjson.decode(ARGV[6])) do artifact[k] = v end
+  if artifact.state ~= 'downloading' then
+    artifact.lease_until = nil
+    artifact.worker = nil
+    redis.call('ZREM', leases, member)
+  end
+end
+local encoded = cjson.encode(artifact)
+redis.call('HSET', key, name, encoded)
+return {mode == 'claim' and 'claimed' or 'ok', encoded}

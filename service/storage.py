@@ -1,0 +1,79 @@
+"""Where stored files live: `STORAGE_DIR/{taskId}/{artifact}.{ext}` with a JSON sidecar beside it.
+
+A download writes `.{artifact}.part` in the same directory and publishes it with `os.replace`,
+so a reader sees either no file or the whole, verified one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Final
+
+EXTENSIONS: Final = {
+    "audio/mpeg": "mp3",
+    "audio/mp3": "mp3",
+    "audio/wav": "wav",
+    "audio/x-wav": "wav",
+    "audio/wave": "wav",
+    "audio/flac": "flac",
+    "audio/ogg": "ogg",
+    "audio/mp4": "m4a",
+    "image/jpeg": "jpeg",
+    "image/png": "png",
+    "image/webp": "webp",
+    "video/mp4": "mp4",
+}
+EXPECTED_TYPE: Final = {
+    "audio": "audio/",
+    "stream": "audio/",
+    "wav": "audio/",
+    "stem": "audio/",
+    "image": "image/",
+    "cover": "image/",
+    "video": "video/",
+}
+FALLBACK_EXTENSION: Final = {"audio": "mp3", "stream": "mp3", "wav": "wav", "stem": "mp3", "image": "jpeg",
+                             "cover": "png", "video": "mp4"}  # fmt: skip
+
+
+def is_expected_type(kind: str, content_type: str) -> bool:
+    return content_type.split(";")[0].strip().lower().startswith(EXPECTED_TYPE.get(kind, ""))
+
+
+def extension(kind: str, content_type: str) -> str:
+    return EXTENSIONS.get(content_type.split(";")[0].strip().lower(), FALLBACK_EXTENSION.get(kind, "bin"))
+
+
+class Storage:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def task_dir(self, task_id: str) -> Path:
+        return self.root / task_id
+
+    def part_path(self, task_id: str, name: str) -> Path:
+        return self.task_dir(task_id) / f".{name}.part"
+
+    def final_path(self, task_id: str, name: str, ext: str) -> Path:
+        return self.task_dir(task_id) / f"{name}.{ext}"
+
+    def publish(self, task_id: str, name: str, ext: str, sidecar: dict[str, Any]) -> Path:
+        """Moves the verified part file into place, then writes its sidecar; both atomically."""
+        part, final = self.part_path(task_id, name), self.final_path(task_id, name, ext)
+        with part.open("rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(part, final)
+        meta = final.with_name(final.name + ".json")
+        temporary = meta.with_name(f".{meta.name}.tmp")
+        temporary.write_text(json.dumps(sidecar, indent=2))
+        os.replace(temporary, meta)
+        return final
+
+    def open_stored(self, task_id: str, path: str) -> Path | None:
+        """A stored file's path, only if it lies inside this task's directory."""
+        candidate = Path(path).resolve()
+        if candidate.parent != self.task_dir(task_id).resolve() or not candidate.is_file():
+            return None
+        return candidate

@@ -1,0 +1,83 @@
+"""Turns the downloads outbox into RQ jobs, and requeues downloads whose worker died.
+
+The transition script pushes each new artifact to the outbox inside the callback's own Redis
+call, so the web process never touches RQ; a worker drains the outbox in batches here.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Final
+
+from rq import Queue
+
+from service.artifacts import ArtifactStore
+from service.settings import Settings
+from workers.jobs import JOB_TIMEOUT_S, download, job_id
+
+log = logging.getLogger("tapedeck.dispatch")
+
+BATCH: Final = 100
+
+
+def dispatch_new(artifacts: ArtifactStore, queues: dict[bool, Queue], settings: Settings, now: float) -> int:
+    """Queues up to BATCH new artifacts; returns how many."""
+    items = artifacts.take_new(BATCH)
+    by_queue: dict[bool, list[tuple[str, str, str]]] = {False: [], True: []}
+    for task_id, name in items:
+        by_queue[is_urgent(artifacts, settings, task_id, now)].append((task_id, name, job_id(task_id, name)))
+    _enqueue(queues, by_queue)
+    return len(items)
+
+
+def requeue_abandoned(
+    artifacts: ArtifactStore, queues: dict[bool, Queue], settings: Settings, now: float
+) -> int:
+    """Downloads whose lease ran out (the worker was killed) go back on the queue."""
+    grace_ms = int(settings.download_lease_s * 1000)
+    items = artifacts.overdue_leases(int(now * 1000), BATCH, grace_ms)
+    by_queue: dict[bool, list[tuple[str, str, str]]] = {False: [], True: []}
+    for task_id, name in items:
+        suffix = f"-l{int(now)}"
+        by_queue[is_urgent(artifacts, settings, task_id, now)].append(
+            (task_id, name, job_id(task_id, name, suffix))
+        )
+        log.warning("download task_id=%s artifact=%s lease expired: requeued", task_id, name)
+    _enqueue(queues, by_queue)
+    return len(items)
+
+
+def is_urgent(artifacts: ArtifactStore, settings: Settings, task_id: str, now: float) -> bool:
+    created = int(artifacts.task(task_id).get("created_at") or now * 1000) / 1000
+    return created + settings.artifact_ttl_s - now < settings.urgent_within_s
+
+
+def _enqueue(queues: dict[bool, Queue], by_queue: dict[bool, list[tuple[str, str, str]]]) -> None:
+    for urgent, entries in by_queue.items():
+        if entries:
+            jobs = [
+                Queue.prepare_data(download, args=(task_id, name), job_id=jid, timeout=JOB_TIMEOUT_S)
+                for task_id, name, jid in entries
+            ]
+            queues[urgent].enqueue_many(jobs)
+
+
+def run(
+    artifacts: ArtifactStore, queues: dict[bool, Queue], settings: Settings, stop: threading.Event
+) -> None:
+    """The dispatcher loop of a worker process: drain the outbox, sweep leases every few seconds."""
+    swept = 0.0
+    while not stop.is_set():
+        now = time.time()
+        try:
+            moved = dispatch_new(artifacts, queues, settings, now)
+            if now - swept > 5:
+                swept = now
+                requeue_abandoned(artifacts, queues, settings, now)
+        except Exception:  # keep dispatching through a Redis blip; the outbox waits
+            log.exception("dispatch failed; retrying")
+            moved = 0
+        if moved < BATCH:
+            stop.wait(0.2)

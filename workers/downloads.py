@@ -1,0 +1,252 @@
+"""Fetching one artifact into storage: claim, stream, verify, publish, or retry before expiry.
+
+`fetch_artifact` takes every dependency as an argument (`Deps`); `workers/jobs.py` builds them
+once per worker process and is all RQ sees.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+import httpx
+
+from service.artifacts import ArtifactStore
+from service.retry import Backoff
+from service.safety import Policy, Resolver, Target, UnsafeURL
+from service.settings import Settings
+from service.storage import EXPECTED_TYPE, Storage, extension, is_expected_type
+
+log = logging.getLogger("tapedeck.downloads")
+
+CHUNK: Final = 64 * 1024  # measured: 0.94x curl; 1 MB chunks were slower (performance-notes.md)
+MAX_REDIRECTS: Final = 5
+ROTATED: Final = frozenset({403, 404, 410})
+
+
+class Refused(Exception):
+    """The artifact must not be fetched (unsafe URL, too large): it fails at once, for good."""
+
+
+class TransferFailed(Exception):
+    """This try failed; another may succeed. `rotated` says the URL itself may have changed."""
+
+    def __init__(self, reason: str, rotated: bool = False) -> None:
+        super().__init__(reason)
+        self.rotated = rotated
+
+
+@dataclass(frozen=True)
+class Deps:
+    settings: Settings
+    artifacts: ArtifactStore
+    storage: Storage
+    http: httpx.Client
+    policy: Policy
+    resolve: Resolver
+    refresh_url: Callable[[str, str, str], str | None]  # (task id, family, artifact name) → fresh URL
+    schedule_retry: Callable[[str, str, float, int, bool], None]  # task, name, delay s, attempt, urgent
+    worker_id: str
+    clock: Callable[[], float] = time.time
+    rng: random.Random = random.Random()  # noqa: RUF009 — jitter only; tests pass a seeded one
+
+
+def fetch_artifact(deps: Deps, task_id: str, name: str) -> str:
+    """Never raises for a download problem: records the outcome on the artifact and returns it."""
+    now = deps.clock()
+    lease_ms = int(deps.settings.download_lease_s * 1000)
+    claim = deps.artifacts.claim(task_id, name, _ms(now), lease_ms, deps.worker_id)
+    if claim.outcome != "claimed" or claim.artifact is None:
+        log.info("download task_id=%s artifact=%s skipped: %s %s", task_id, name, claim.outcome, claim.state)
+        return claim.outcome
+    artifact = claim.artifact
+    task = deps.artifacts.task(task_id)
+    expires_at = int(task.get("created_at") or _ms(now)) / 1000 + deps.settings.artifact_ttl_s
+    if now >= expires_at:
+        return _expire(deps, task_id, name, "past its upstream expiry before it could be stored")
+    try:
+        stored = transfer(deps, task_id, artifact)
+    except Refused as exc:
+        log.warning("download task_id=%s artifact=%s refused: %s", task_id, name, exc)
+        deps.storage.part_path(task_id, name).unlink(missing_ok=True)
+        deps.artifacts.update(
+            task_id, name, _ms(deps.clock()), state="failed", last_error=str(exc), refused=True
+        )
+        return "failed"
+    except TransferFailed as exc:
+        return _retry_later(deps, task_id, artifact, exc, task.get("family", ""), expires_at)
+    deps.artifacts.update(
+        task_id, name, _ms(deps.clock()), state="stored", last_error=None, next_try_at=None, **stored
+    )
+    log.info("download task_id=%s artifact=%s stored %s bytes", task_id, name, stored["bytes"])
+    return "stored"
+
+
+def transfer(deps: Deps, task_id: str, artifact: dict[str, Any]) -> dict[str, Any]:
+    """Streams the artifact to its part file and publishes it; resumes a part file with Range."""
+    name, kind = artifact["name"], artifact["kind"]
+    part = deps.storage.part_path(task_id, name)
+    part.parent.mkdir(parents=True, exist_ok=True)
+    offset = part.stat().st_size if part.exists() else 0
+    response = open_stream(deps, artifact["url"], offset)
+    try:
+        offset, total = _expected_range(response, offset)
+        content_type = response.headers.get("content-type", "")
+        if not is_expected_type(kind, content_type):
+            raise TransferFailed(f"content type {content_type!r} is not {EXPECTED_TYPE.get(kind, '?')}*")
+        limit = deps.settings.max_download_bytes
+        if total is not None and total > limit:
+            raise Refused(f"file of {total} bytes exceeds MAX_DOWNLOAD_BYTES ({limit})")
+        digest, size = _stream_to(deps, task_id, name, response, part, offset)
+    finally:
+        response.close()
+    if size == 0:
+        raise TransferFailed("the file host answered an empty body")
+    if total is not None and size != total:
+        raise TransferFailed(f"transfer ended at {size} of {total} bytes")  # the part file resumes next time
+    now = deps.clock()
+    ext = extension(kind, content_type)
+    result = {
+        "sha256": digest,
+        "bytes": size,
+        "content_type": content_type.split(";")[0].strip(),
+        "path": str(deps.storage.final_path(task_id, name, ext)),
+        "stored_at": _ms(now),
+    }
+    sidecar = result | {
+        "upstream_url": artifact["url"],
+        "attempts": artifact.get("attempts", 1),
+        "task_id": task_id,
+    }
+    deps.storage.publish(task_id, name, ext, sidecar)
+    return result
+
+
+def open_stream(deps: Deps, url: str, offset: int) -> httpx.Response:
+    """GET with redirects followed by hand, each hop checked by the policy and pinned to its address."""
+    for _ in range(MAX_REDIRECTS + 1):
+        try:
+            target = deps.policy.check(url, deps.resolve)
+        except UnsafeURL as exc:
+            raise Refused(exc.message) from None
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        try:
+            response = deps.http.send(pinned_request(deps.http, target, headers), stream=True)
+        except httpx.HTTPError as exc:
+            raise TransferFailed(f"{type(exc).__name__}: {exc}") from None
+        if not response.is_redirect:
+            if response.status_code in ROTATED:
+                response.close()
+                raise TransferFailed(f"HTTP {response.status_code} from the file host", rotated=True)
+            return response
+        location = response.headers.get("location", "")
+        response.close()
+        url = urljoin(url, location)
+    raise Refused(f"more than {MAX_REDIRECTS} redirects")
+
+
+def pinned_request(http: httpx.Client, target: Target, headers: dict[str, str]) -> httpx.Request:
+    """A request to the address the policy checked, with the URL's own Host and TLS name."""
+    parts = urlsplit(target.url)
+    address = f"[{target.address}]" if ":" in target.address else target.address
+    default_port = 443 if target.scheme == "https" else 80
+    host_header = target.host if target.port == default_port else f"{target.host}:{target.port}"
+    pinned = urlunsplit((parts.scheme, f"{address}:{target.port}", parts.path or "/", parts.query, ""))
+    extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+    return http.build_request("GET", pinned, headers={"Host": host_header, **headers}, extensions=extensions)
+
+
+def _expected_range(response: httpx.Response, offset: int) -> tuple[int, int | None]:
+    """The offset the body starts at, and the whole file's size when the server says it."""
+    status = response.status_code
+    if status == 206 and offset:
+        content_range = response.headers.get("content-range", "")  # bytes START-END/TOTAL
+        span, _, total = content_range.removeprefix("bytes ").partition("/")
+        if span.split("-")[0] != str(offset):
+            raise TransferFailed(f"asked for bytes from {offset}, got {content_range!r}")
+        return offset, int(total) if total.isdigit() else None
+    if status != 200:
+        raise TransferFailed(f"HTTP {status} from the file host")
+    length = response.headers.get("content-length", "")
+    return 0, int(length) if length.isdigit() else None  # 200 to a Range request: start over
+
+
+def _stream_to(
+    deps: Deps, task_id: str, name: str, response: httpx.Response, part: Path, offset: int
+) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    if offset:
+        with part.open("rb") as earlier:
+            while block := earlier.read(1024 * 1024):
+                digest.update(block)
+    size, renewed = offset, time.monotonic()
+    lease_ms = int(deps.settings.download_lease_s * 1000)
+    limit = deps.settings.max_download_bytes
+    with part.open("ab" if offset else "wb") as out:
+        try:
+            for chunk in response.iter_bytes(CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    out.truncate(0)
+                    raise Refused(f"file exceeds MAX_DOWNLOAD_BYTES ({limit}) after {size} bytes")
+                digest.update(chunk)
+                out.write(chunk)
+                if time.monotonic() - renewed > deps.settings.download_lease_s / 3:
+                    renewed = time.monotonic()
+                    if not deps.artifacts.renew(task_id, name, _ms(deps.clock()), lease_ms, deps.worker_id):
+                        raise TransferFailed("lost the download lease to another worker")
+        except httpx.HTTPError as exc:
+            raise TransferFailed(f"transfer interrupted after {size} bytes: {type(exc).__name__}") from None
+    return digest.hexdigest(), size
+
+
+def _retry_later(
+    deps: Deps,
+    task_id: str,
+    artifact: dict[str, Any],
+    failure: TransferFailed,
+    family: str,
+    expires_at: float,
+) -> str:
+    name, attempts = artifact["name"], int(artifact.get("attempts", 1))
+    fields: dict[str, Any] = {"last_error": str(failure)}
+    if failure.rotated:
+        fresh = _fresh_url(deps, task_id, family, name)
+        if fresh and fresh != artifact["url"]:
+            fields["url"] = fresh
+    backoff = Backoff(deps.settings.download_retry_base_s, 2.0, deps.settings.download_retry_max_s)
+    now = deps.clock()
+    delay = backoff.delay(attempts, deps.rng)
+    if now + delay >= expires_at:
+        return _expire(deps, task_id, name, f"gave up before expiry; last error: {failure}")
+    deps.artifacts.update(task_id, name, _ms(now), state="waiting", next_try_at=_ms(now + delay), **fields)
+    urgent = expires_at - (now + delay) < deps.settings.urgent_within_s
+    deps.schedule_retry(task_id, name, delay, attempts, urgent)
+    log.info("download task_id=%s artifact=%s retry %d in %.1fs: %s", task_id, name, attempts, delay, failure)
+    return "retrying"
+
+
+def _fresh_url(deps: Deps, task_id: str, family: str, name: str) -> str | None:
+    try:
+        return deps.refresh_url(task_id, family, name)
+    except Exception as exc:  # a failed refresh must not lose the retry; the old URL is tried again
+        log.warning("download task_id=%s artifact=%s could not refresh its URL: %s", task_id, name, exc)
+        return None
+
+
+def _expire(deps: Deps, task_id: str, name: str, reason: str) -> str:
+    deps.artifacts.update(task_id, name, _ms(deps.clock()), state="expired", last_error=reason)
+    deps.storage.part_path(task_id, name).unlink(missing_ok=True)
+    log.warning("download task_id=%s artifact=%s expired: %s", task_id, name, reason)
+    return "expired"
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
