@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from service.context import Context
-from service.errors import MalformedJSON, PayloadTooLarge, TapedeckError, TokenError
+from service.errors import MalformedJSON, PayloadTooLarge, TapedeckError, TokenError, UnrecognisedCallback
 from service.payloads import find_task_id, parse_callback
 from service.signing import is_token_valid, verify_kie_signature
 
@@ -26,7 +26,7 @@ KEPT_HEADERS = frozenset(
     {b"content-type", b"content-length", b"user-agent", b"x-webhook-timestamp", b"x-webhook-signature"}
 )
 ACK = b'{"code":200,"msg":"received"}'
-_SUBMISSION_ID = re.compile(r"^(sub_[0-9a-f]{32})?$")
+_SUBMISSION_ID = re.compile(r"(sub_[0-9a-f]{32})?")
 
 
 async def receive_kie_callback(request: Request) -> Response:
@@ -45,7 +45,11 @@ async def receive_kie_callback(request: Request) -> Response:
         task_id = find_task_id(payload)
         check_signature(request, ctx, task_id, now)
         event = parse_callback(payload)
-    except TapedeckError as exc:
+    except Exception as exc:
+        if not isinstance(exc, TapedeckError):
+            # A shape no parser expected must still be refused cleanly and kept, never a bare 500.
+            log.exception("callback task_id=%s could not be read", task_id or "-")
+            exc = UnrecognisedCallback(f"callback could not be read: {type(exc).__name__}")
         task_id = task_id or guess_task_id(body)
         kept = body[: ctx.settings.raw_log_rejected_body_bytes]
         truncated = len(kept) < len(body) or isinstance(exc, PayloadTooLarge)
@@ -54,10 +58,10 @@ async def receive_kie_callback(request: Request) -> Response:
         log.warning(
             "callback rejected task_id=%s status=%s reason=%s", task_id or "-", exc.status_code, exc.message
         )
-        raise
+        raise exc from None
     raw = raw_entry(request, body, now, task_id, {"http_status": 200})
     submission_id = request.query_params.get("sub", "") if request.scope.get("query_string") else ""
-    if not _SUBMISSION_ID.match(submission_id):
+    if not _SUBMISSION_ID.fullmatch(submission_id):
         submission_id = ""
     applied = await ctx.store.apply_event(event, "callback", int(now * 1000), raw, submission_id)
     if log.isEnabledFor(logging.DEBUG):

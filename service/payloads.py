@@ -26,7 +26,9 @@ Family = Literal["music", "lyrics", "wav", "vocal-removal", "midi", "mp4", "cove
 ArtifactKind = Literal["audio", "stream", "image", "wav", "stem", "video", "cover"]
 
 SUCCESS_CODE: Final = 200
-TASK_ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+TASK_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_INTEGER: Final = re.compile(r"-?[0-9]{1,18}")
+MAX_EPOCH_MS: Final = 10**15  # year 33658: anything above is not a time
 _UNSAFE_NAME_CHARS: Final = re.compile(r"[^A-Za-z0-9_-]")
 _CAMEL_HUMP: Final = re.compile(r"(?<=[a-z0-9])([A-Z])")
 
@@ -83,7 +85,7 @@ def find_task_id(body: Any) -> str:
     candidates += [body.get("taskId"), body.get("task_id")]
     for value in candidates:
         if isinstance(value, str) and value:
-            if not TASK_ID_PATTERN.match(value):
+            if not TASK_ID_PATTERN.fullmatch(value):
                 raise MissingTaskId(
                     f"task id {value[:64]!r} is not usable: expected 1-128 letters, digits, '_' or '-'"
                 )
@@ -247,11 +249,11 @@ def parse_create_time(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return int(value)
+        return int(value) if 0 <= value < MAX_EPOCH_MS else None
     if not isinstance(value, str) or not value:
         return None
-    if value.isdigit():
-        return int(value)
+    if _INTEGER.fullmatch(value):
+        return parse_create_time(int(value))
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
@@ -277,8 +279,8 @@ def _as_int(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.lstrip("-").isdigit():
+        return value if abs(value) < 10**18 else None
+    if isinstance(value, str) and _INTEGER.fullmatch(value):
         return int(value)
     return None
 

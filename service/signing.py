@@ -11,8 +11,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 
 from service.errors import SignatureError
+
+_SECONDS = re.compile(r"[0-9]{1,12}")
 
 
 def kie_signature(task_id: str, timestamp: str, key: str) -> str:
@@ -36,7 +39,7 @@ def verify_kie_signature(
             if not value
         ]
         raise SignatureError(f"missing signature header(s): {', '.join(missing)}")
-    if not timestamp.isdigit():
+    if not _SECONDS.fullmatch(timestamp):
         raise SignatureError("X-Webhook-Timestamp must be Unix seconds (digits only)")
     skew = abs(now - int(timestamp))
     if skew > tolerance_s:

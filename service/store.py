@@ -372,4 +372,7 @@ def _compact(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _json(value: Any) -> bytes:
-    return orjson.dumps(value)
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # integers beyond 64 bits, which callbacks may carry in free-form data
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()

@@ -16,7 +16,7 @@ from service.submissions import parse_request
 from service.tasks import parse_limit, task_view
 
 MAX_BODY_BYTES: Final = 1024 * 1024
-_IDEMPOTENCY_KEY: Final = re.compile(r"^[\x21-\x7e]{1,255}$")
+_IDEMPOTENCY_KEY: Final = re.compile(r"[\x21-\x7e]{1,255}")
 
 
 async def submit_task(request: Request) -> JSONResponse:
@@ -24,7 +24,7 @@ async def submit_task(request: Request) -> JSONResponse:
     ctx: Context = request.app.state.ctx
     assert ctx.submitter is not None
     key = request.headers.get("idempotency-key")
-    if key is not None and not _IDEMPOTENCY_KEY.match(key):
+    if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
         raise InvalidParameter("Idempotency-Key must be 1-255 printable ASCII characters without spaces")
     submitted = await ctx.submitter.submit(parse_request(await read_json(request)), key)
     record = await ctx.store.get_task(submitted.task_id)

@@ -13,19 +13,20 @@ from starlette.responses import JSONResponse
 from service.auth import authorize
 from service.context import Context
 from service.errors import InvalidParameter, UnknownTask
+from service.payloads import TASK_ID_PATTERN
 from service.states import STAGES, STATUSES, Status
 
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 200
-_CURSOR: Final = re.compile(r"^\d{13}:[A-Za-z0-9_-]{1,128}$")
-_STREAM_ID: Final = re.compile(r"^\d+-\d+$")
+_CURSOR: Final = re.compile(r"[0-9]{13}:[A-Za-z0-9_-]{1,128}")
+_STREAM_ID: Final = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 
 
 async def get_task(request: Request) -> JSONResponse:
     authorize(request, "read")
     ctx: Context = request.app.state.ctx
     task_id = request.path_params["task_id"]
-    record = await ctx.store.get_task(task_id)
+    record = await ctx.store.get_task(task_id) if TASK_ID_PATTERN.fullmatch(task_id) else None
     if record is None:
         raise UnknownTask(f"no task {task_id!r}: it was never submitted nor called back")
     return JSONResponse(task_view(record))
@@ -40,7 +41,7 @@ async def list_tasks(request: Request) -> JSONResponse:
         raise InvalidParameter(f"status must be one of {', '.join(STATUSES)}; got {status!r}")
     limit = parse_limit(params.get("limit"))
     cursor = params.get("cursor") or None
-    if cursor is not None and not _CURSOR.match(cursor):
+    if cursor is not None and not _CURSOR.fullmatch(cursor):
         raise InvalidParameter("cursor is not one this API returned: pass next_cursor from the previous page")
     page = await ctx.store.list_tasks(_as_status(status), limit, cursor)
     tasks = [
@@ -55,7 +56,7 @@ async def list_raw_callbacks(request: Request) -> JSONResponse:
     ctx: Context = request.app.state.ctx
     limit = parse_limit(request.query_params.get("limit"))
     before = request.query_params.get("before") or None
-    if before is not None and not _STREAM_ID.match(before):
+    if before is not None and not _STREAM_ID.fullmatch(before):
         raise InvalidParameter("before must be an entry id such as 1769670760000-0")
     entries = await ctx.store.raw_log(limit, before)
     next_before = entries[-1]["id"] if len(entries) == limit else None

@@ -236,3 +236,62 @@ def test_callback_when_redis_is_down_is_503_so_kie_retries(redis_url: str) -> No
         response = httpx.post(f"{url}/callbacks/kie", json=music("text"))
         assert (response.status_code, response.json()["error"]) == (503, "store_unavailable")
         assert httpx.get(f"{url}/readyz").status_code == 503
+
+
+ODD_BODIES = [
+    {"code": "--1", "data": {"callbackType": "text", "task_id": "odd1", "data": []}},
+    {"code": "²", "data": {"callbackType": "text", "task_id": "odd2", "data": []}},
+    {
+        "code": 200,
+        "data": {"callbackType": "first", "task_id": "odd3", "data": [{"id": "t", "createTime": "²"}]},
+    },
+    {
+        "code": 200,
+        "data": {"callbackType": "first", "task_id": "odd4", "data": [{"id": "t", "createTime": 10**30}]},
+    },
+    {
+        "code": 200,
+        "data": {"taskId": "odd5", "state": "complete", "instruments": [{"notes": [{"pitch": 10**30}]}]},
+    },
+    {"code": 10**30, "data": {"callbackType": "text", "task_id": "odd6", "data": []}},
+]
+
+
+@pytest.mark.parametrize("body", ODD_BODIES)
+def test_odd_values_are_never_a_bare_500(tapedeck: TapedeckFactory, body: dict[str, Any]) -> None:
+    with tapedeck() as client:
+        response = client.post("/callbacks/kie", json=body)
+        assert response.status_code in (200, 400, 422)
+        assert response.headers["content-type"] == "application/json"
+        assert client.get("/callbacks/log").json()["entries"], "the request must be kept"
+
+
+def test_a_non_ascii_digit_timestamp_is_a_signature_error(tapedeck: TapedeckFactory) -> None:
+    headers = {"X-Webhook-Timestamp": "\u00b2", "X-Webhook-Signature": "x"}
+    with tapedeck(KIE_WEBHOOK_HMAC_KEY="k") as client:
+        body = json.dumps(music("text")).encode()
+        response = client.post(
+            "/callbacks/kie", content=body, headers={k: v.encode() for k, v in headers.items()}
+        )  # type: ignore[misc]
+        assert (response.status_code, response.json()["error"]) == (401, "bad_signature")
+        assert len(rejected(client)) == 1
+
+
+@pytest.mark.parametrize("task_id", ["t6\n", "t1:history", "a b"])
+def test_ids_with_trailing_newlines_or_separators_are_refused(
+    tapedeck: TapedeckFactory, task_id: str
+) -> None:
+    with tapedeck() as client:
+        assert client.post("/callbacks/kie", json=music("text", task_id=task_id)).status_code == 400
+
+
+def test_reading_a_key_that_is_not_a_task_is_404(tapedeck: TapedeckFactory) -> None:
+    with tapedeck() as client:
+        client.post("/callbacks/kie", json=music("text", task_id="t1"))
+        assert client.get("/tasks/t1:history").status_code == 404
+
+
+def test_a_malformed_submission_id_in_the_callback_url_is_ignored(tapedeck: TapedeckFactory) -> None:
+    with tapedeck() as client:
+        assert client.post("/callbacks/kie?sub=sub_nothex", json=music("text")).status_code == 200
+        assert client.get(f"/tasks/{TID}").json()["submission"] is None
