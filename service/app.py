@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None, clock: Callable[[], float] = ti
         ],
         exception_handlers={
             TapedeckError: on_tapedeck_error,
+            RedisError: on_redis_error,
             HTTPException: on_http_exception,
             Exception: on_unexpected_error,
         },
@@ -128,6 +130,12 @@ def error_response(
 async def on_tapedeck_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, TapedeckError)
     return error_response(exc.status_code, exc.code, exc.message, exc.details, exc.headers)
+
+
+async def on_redis_error(request: Request, exc: Exception) -> Response:
+    log.warning("Redis error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+    return error_response(503, "store_unavailable", f"Redis is unavailable: {type(exc).__name__}", None,
+                          {"Retry-After": "5"})  # fmt: skip
 
 
 async def on_http_exception(request: Request, exc: Exception) -> Response:

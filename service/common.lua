@@ -22,11 +22,15 @@ local function ensure_task(task_key, task_id, now, family)
 end
 
 -- The task and its submission name each other, whichever of callback and create response
--- arrives first; a submission whose create response was lost still finds its task.
-local function link_submission(task_key, task_id, submission_id)
-  redis.call('HSETNX', task_key, 'submission_id', submission_id)
+-- arrives first; a submission whose create response was lost still finds its task. The create
+-- response is authoritative: it names the submission's task even if a callback guessed first.
+local function link_submission(task_key, task_id, submission_id, authoritative)
   local sub_key = key_submission(prefix, submission_id)
-  if redis.call('EXISTS', sub_key) == 1 then
+  if redis.call('EXISTS', sub_key) == 0 then return end
+  redis.call('HSETNX', task_key, 'submission_id', submission_id)
+  if authoritative then
+    redis.call('HSET', sub_key, 'task_id', task_id)
+  else
     redis.call('HSETNX', sub_key, 'task_id', task_id)
   end
 end

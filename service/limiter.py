@@ -22,7 +22,7 @@ class RedisCreateLimiter:
         return await self.store.acquire_create_slot(self.name, self.limit, self.window_ms, slot) / 1000
 
     async def settle(self, slot: str) -> None:
-        await self.store.settle_create_slot(self.name, slot)
+        await self.store.settle_create_slot(self.name, slot, self.window_ms)
 
     async def pause(self, seconds: float | None) -> None:
         # Kie drops what exceeds its window rather than queueing it: wait out a whole window.

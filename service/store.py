@@ -161,6 +161,7 @@ SETTLE_SCRIPT = """
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
 redis.call('ZADD', KEYS[1], 'XX', now, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
 return now
 """
 
@@ -176,13 +177,14 @@ return until_ms
 """
 
 # Claims an Idempotency-Key for a new submission, atomically with creating that submission.
+# ARGV[4] names an earlier owner the key may be taken from (its attempt failed or stalled).
 BEGIN_SUBMISSION_SCRIPT = """
 if ARGV[1] ~= '' then
   local existing = redis.call('GET', KEYS[2])
-  if existing then return existing end
+  if existing and existing ~= ARGV[4] then return existing end
   redis.call('SET', KEYS[2], ARGV[2], 'EX', tonumber(ARGV[3]))
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
 return ARGV[2]
 """
 
@@ -316,10 +318,15 @@ class Store:
         return TaskPage(tasks, page[-1] if more else None)
 
     async def begin_submission(
-        self, submission_id: str, fields: Mapping[str, str | bytes], idempotency_key: str | None, ttl_s: int
+        self,
+        submission_id: str,
+        fields: Mapping[str, str | bytes],
+        idempotency_key: str | None,
+        ttl_s: int,
+        take_over: str = "",
     ) -> str:
-        """Persists a submission before any upstream call; with a key, the existing one if any."""
-        flat: Args = [idempotency_key or "", submission_id, ttl_s]
+        """Persists a submission before any upstream call; with a key, its owner if another has it."""
+        flat: Args = [idempotency_key or "", submission_id, ttl_s, take_over]
         for name, value in fields.items():
             flat += [name, value]
         idem = self.keys.idempotency(idempotency_key or "-")
@@ -344,8 +351,8 @@ class Store:
         keys = [self.keys.limit_window(name), self.keys.limit_pause(name)]
         return int(await self._limit(keys=keys, args=[limit, window_ms, slot]))
 
-    async def settle_create_slot(self, name: str, slot: str) -> None:
-        await self._settle(keys=[self.keys.limit_window(name)], args=[slot])
+    async def settle_create_slot(self, name: str, slot: str, window_ms: int) -> None:
+        await self._settle(keys=[self.keys.limit_window(name)], args=[slot, window_ms])
 
     async def pause_creates(self, name: str, pause_ms: int) -> None:
         await self._pause(keys=[self.keys.limit_pause(name)], args=[max(1, pause_ms)])

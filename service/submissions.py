@@ -28,6 +28,8 @@ PROVIDERS: Final = ("kie", "sseedance")
 SUBMISSION_ID_PREFIX: Final = "sub_"
 MAX_METADATA_BYTES: Final = 16 * 1024
 IN_FLIGHT_WAIT_S: Final = 10.0
+# Longer than any submission can take (queueing for a slot plus every upstream retry).
+STALLED_AFTER_S: Final = 600.0
 
 
 @dataclass(frozen=True)
@@ -110,11 +112,20 @@ class Submitter:
         }
         if idempotency_key:
             fields["idempotency_key"] = idempotency_key
-        owner = await self.store.begin_submission(
-            submission_id, fields, idempotency_key, self.settings.idempotency_ttl_s
-        )
+        ttl = self.settings.idempotency_ttl_s
+        owner = await self.store.begin_submission(submission_id, fields, idempotency_key, ttl)
         if owner != submission_id:
-            return await self._earlier(owner, request.fingerprint)
+            earlier = await self._earlier(owner, request.fingerprint)
+            if earlier is not None:
+                return earlier
+            owner = await self.store.begin_submission(
+                submission_id, fields, idempotency_key, ttl, take_over=owner
+            )
+            if owner != submission_id:  # another retry took the key first; its outcome is this one's
+                taken = await self._earlier(owner, request.fingerprint)
+                if taken is None:
+                    raise Conflict("this Idempotency-Key is being retried elsewhere", headers={"Retry-After": "2"})
+                return taken
         try:
             task_id = await self._create(request, submission_id)
         except UpstreamError as exc:
@@ -142,8 +153,12 @@ class Submitter:
             query["token"] = str(self.settings.callback_token)
         return f"{self.settings.public_base_url}/callbacks/kie?{urlencode(query)}"
 
-    async def _earlier(self, submission_id: str, fingerprint: str) -> Submitted:
-        """The outcome of the submission an Idempotency-Key already belongs to."""
+    async def _earlier(self, submission_id: str, fingerprint: str) -> Submitted | None:
+        """The outcome of the submission an Idempotency-Key belongs to; None to take the key over.
+
+        A key is taken over when its attempt failed for a reason that may pass (a 503) or
+        stalled in `submitting` (its process died): a retry must be able to succeed.
+        """
         deadline = self.clock() + IN_FLIGHT_WAIT_S
         while True:
             earlier = await self.store.get_submission(submission_id) or {}
@@ -154,12 +169,15 @@ class Submitter:
                 )
             if earlier.get("task_id"):
                 return Submitted(earlier["task_id"], submission_id, created=False)
-            if earlier.get("state") in ("rejected", "failed"):
+            if earlier.get("state") == "rejected":
                 raise UpstreamRejected(
-                    f"the earlier submission with this Idempotency-Key failed: {earlier.get('error')}",
+                    f"the earlier submission with this Idempotency-Key was refused: {earlier.get('error')}",
                     int(earlier.get("error_status", "502")),
                     None,
                 )
+            started = int(earlier.get("created_at") or 0) / 1000
+            if earlier.get("state") == "failed" or self.clock() - started > STALLED_AFTER_S:
+                return None
             if self.clock() > deadline:
                 raise Conflict(
                     "a submission with this Idempotency-Key is still in progress; retry shortly",

@@ -8,7 +8,7 @@ __COMMON__
 local task_id, submission_id, family, now = ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
 local task_key = key_task(prefix, task_id)
 local status, _, created = ensure_task(task_key, task_id, now, family)
-link_submission(task_key, task_id, submission_id)
+link_submission(task_key, task_id, submission_id, true)
 redis.call('HSET', key_submission(prefix, submission_id), 'state', 'submitted', 'submitted_at', now)
 redis.call('HSET', task_key, 'submitted_at', now, 'last_event_at', now)
 local history_key = key_history(prefix, task_id)

@@ -56,7 +56,7 @@ local function apply(at)
   local task_key = key_task(prefix, task_id)
   local status, member, created = ensure_task(task_key, task_id, now, family)
   if submission_id ~= '' then
-    link_submission(task_key, task_id, submission_id)
+    link_submission(task_key, task_id, submission_id, false)
   end
 
   local decision = TRANSITIONS[status .. '|' .. stage]

@@ -95,3 +95,20 @@ def test_raw_log_lists_newest_first_with_paging(tapedeck: TapedeckFactory) -> No
         rest = client.get(f"/callbacks/log?limit=2&before={first['next_before']}").json()
         assert [e["task_id"] for e in rest["entries"]] == ["t0"]
         assert rest["next_before"] is None
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("GET", "/tasks"), ("GET", "/tasks/t1"), ("GET", "/callbacks/log")]
+)
+def test_reads_when_redis_is_down_are_503(method: str, path: str) -> None:
+    import httpx
+
+    from service.app import create_app
+    from service.redis_server import free_port
+    from service.settings import Settings
+    from tests.live import serve
+
+    settings = Settings.from_env({"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
+    with serve(create_app(settings)) as url:
+        response = httpx.request(method, f"{url}{path}")
+        assert (response.status_code, response.json()["error"]) == (503, "store_unavailable")

@@ -219,3 +219,38 @@ def test_script_is_reloaded_after_redis_forgets_it(redis_url: str, redis_client:
 
     assert with_store(redis_url, work) == "applied"
     assert redis_client.hget(KEYS.task("t1"), "status") == "first"
+
+
+def test_the_create_answer_names_the_submissions_task_even_after_a_callback_guessed(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    sub = "sub_" + "a" * 32
+
+    async def work(store: Store) -> None:
+        await store.begin_submission(sub, {"state": "submitting"}, None, 60)
+        await store.apply_event(event("t-first", "text"), "callback", 1, submission_id=sub)
+        await store.attach_submission(sub, "t-answer", "music", 2)
+
+    with_store(redis_url, work)
+    assert redis_client.hget(KEYS.submission(sub), "task_id") == "t-answer"
+
+
+def test_a_callback_naming_an_unknown_submission_links_nothing(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    with_store(
+        redis_url,
+        lambda s: s.apply_event(event("t1", "text"), "callback", 1, submission_id="sub_" + "b" * 32),
+    )
+    assert redis_client.hget(KEYS.task("t1"), "submission_id") is None
+
+
+def test_settling_a_create_slot_keeps_the_window_alive_from_the_answer(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    async def work(store: Store) -> None:
+        assert await store.acquire_create_slot("kie", 5, 1_000, "slot-1") == 0
+        await store.settle_create_slot("kie", "slot-1", 60_000)
+
+    with_store(redis_url, work)
+    assert redis_client.pttl(KEYS.limit_window("kie")) > 50_000

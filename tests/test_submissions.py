@@ -346,3 +346,30 @@ def test_cli_reports_every_violation(
         assert main(["submit", "generate", "--custom", "--model", "V9"]) == 1
         err = capsys.readouterr().err
         assert "params.model: model must be one of" in err and "params.style: style is required" in err
+
+
+def test_an_idempotency_key_can_be_retried_after_a_passing_upstream_fault(
+    tapedeck: TapedeckFactory, sandbox: SandboxServer
+) -> None:
+    httpx.post(f"{sandbox.url}/_sandbox/create-fault", json={"code": 500, "count": 2}).raise_for_status()
+    with tapedeck_on(tapedeck, sandbox, UPSTREAM_MAX_ATTEMPTS=2) as client:
+        body, headers = {"kind": "lyrics", "params": {"prompt": "home"}}, {"Idempotency-Key": "retry-me"}
+        assert client.post("/tasks", json=body, headers=headers).status_code == 503
+        retried = client.post("/tasks", json=body, headers=headers)
+        assert retried.status_code == 201
+        again = client.post("/tasks", json=body, headers=headers)
+        assert (again.status_code, again.json()["task_id"]) == (200, retried.json()["task_id"])
+
+
+def test_concurrent_requests_with_one_idempotency_key_make_one_task(
+    tapedeck: TapedeckFactory, sandbox: SandboxServer
+) -> None:
+    with tapedeck_on(tapedeck, sandbox) as client, ThreadPoolExecutor(max_workers=10) as pool:
+        url = str(client.base_url.join("/tasks"))
+        body, headers = {"kind": "lyrics", "params": {"prompt": "home"}}, {"Idempotency-Key": "same"}
+        responses = list(
+            pool.map(lambda _: httpx.post(url, json=body, headers=headers, timeout=60), range(10))
+        )
+        assert sorted(r.status_code for r in responses) == [200] * 9 + [201]
+        assert len({r.json()["task_id"] for r in responses}) == 1
+        assert counters(sandbox).get("tasks.created.lyrics") == 1
