@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None, clock: Callable[[], float] = ti
         )
         async with upstream_clients(settings, store) as (kie, sseedance):
             submitter = Submitter(store, settings, kie, sseedance, clock)
-            app.state.ctx = Context(settings, store, clock, submitter, kie)
+            app.state.ctx = Context(settings, store, clock, submitter)
             # Freezing the start-up heap keeps the GC from rescanning it: most of the p99 tail
             # on the callback path (shared/performance-notes.md).
             gc.collect()

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from service.settings import Settings
 from service.store import Store
 from service.submissions import Submitter
-from service.upstream import KieClient
 
 
 @dataclass(frozen=True)
@@ -18,4 +17,3 @@ class Context:
     store: Store
     clock: Callable[[], float] = field(default=time.time)
     submitter: Submitter | None = None
-    kie: KieClient | None = None

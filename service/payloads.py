@@ -63,7 +63,7 @@ class Artifact:
 @dataclass(frozen=True)
 class Event:
     task_id: str
-    family: Family
+    family: Family | None
     stage: Stage
     code: int | None
     msg: str
@@ -117,8 +117,12 @@ def _parse_staged(task_id: str, code: int | None, msg: str, data: dict[str, Any]
             f"data.callbackType {callback_type!r} is not one of text, first, complete, error"
         )
     items = _items(data.get("data"))
-    if _is_lyrics(code, data, items):
+    if _is_lyrics(items):
         return _lyrics_event(task_id, code, msg, data, items)
+    if callback_type == "complete" and code != SUCCESS_CODE and not items:
+        # A lyrics failure, or a music failure in an undocumented form: the shape cannot tell, so
+        # the family is left to the submission or to another callback.
+        return Event(task_id, None, "error", code, msg)
     failed = callback_type == "error" or code != SUCCESS_CODE
     stage: Stage = "error" if failed else callback_type
     tracks = tuple(_track(item) for item in items if _text(item.get("id")))
@@ -285,11 +289,8 @@ def _as_int(value: Any) -> int | None:
     return None
 
 
-def _is_lyrics(code: int | None, data: dict[str, Any], items: list[dict[str, Any]]) -> bool:
-    if items:
-        return any("text" in item and "audio_url" not in item for item in items)
-    # Only lyrics reports a failure as `complete` with a non-200 code (§6.3).
-    return data.get("callbackType") == "complete" and code != SUCCESS_CODE
+def _is_lyrics(items: list[dict[str, Any]]) -> bool:
+    return any("text" in item and "audio_url" not in item for item in items)
 
 
 _Parser = Callable[[str, int | None, str, dict[str, Any]], Event]

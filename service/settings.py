@@ -30,7 +30,7 @@ class Settings:
     callback_token: Secret | None = field(default=None, repr=False)
     max_callback_bytes: int = MIB
     raw_log_max_entries: int = 10_000
-    raw_log_rejected_body_bytes: int = 16 * 1024
+    raw_log_rejected_body_bytes: int = 4 * 1024
     history_max_entries: int = 500
     public_base_url: str = "http://127.0.0.1:8000"
     api_token: Secret | None = field(default=None, repr=False)

@@ -10,7 +10,6 @@ atomically inside Redis and the rule tested here cannot drift apart.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Final, Literal, NamedTuple
 
 Status = Literal["pending", "text", "first", "complete", "failed", "lost"]
@@ -65,15 +64,6 @@ TRANSITIONS: Final[dict[tuple[Status, Stage], Decision]] = _build_table()
 def decide(status: Status, stage: Stage) -> Decision:
     """What `stage` does to a task in `status`. Total over every status and stage."""
     return TRANSITIONS[status, stage]
-
-
-def skipped_stages(stage: Stage, recorded: Iterable[str]) -> list[Stage]:
-    """Success stages before `stage` that never arrived, once `stage` is applied."""
-    if stage not in SUCCESS_STAGES:
-        return []
-    earlier = SUCCESS_STAGES[: SUCCESS_STAGES.index(stage)]
-    seen = set(recorded)
-    return [s for s in earlier if s not in seen]
 
 
 def is_terminal(status: Status) -> bool:

@@ -223,7 +223,7 @@ class Store:
             event.stage,
             source,
             now_ms,
-            event.family,
+            event.family or "",
             "" if event.code is None else event.code,
             event.msg,
             event.error or "",

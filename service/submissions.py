@@ -124,7 +124,9 @@ class Submitter:
             if owner != submission_id:  # another retry took the key first; its outcome is this one's
                 taken = await self._earlier(owner, request.fingerprint)
                 if taken is None:
-                    raise Conflict("this Idempotency-Key is being retried elsewhere", headers={"Retry-After": "2"})
+                    raise Conflict(
+                        "this Idempotency-Key is being retried elsewhere", headers={"Retry-After": "2"}
+                    )
                 return taken
         try:
             task_id = await self._create(request, submission_id)

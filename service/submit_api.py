@@ -43,9 +43,10 @@ async def boost_style(request: Request) -> JSONResponse:
     content = body.get("content") if isinstance(body, dict) else None
     if not isinstance(content, str) or not content.strip():
         raise InvalidParameter('content is required: the style text to boost, e.g. "Pop, Mysterious"')
-    if ctx.kie is None:
+    kie = ctx.submitter.kie if ctx.submitter else None
+    if kie is None:
         raise UpstreamUnavailable("Kie is not configured: set KIE_API_KEY")
-    result = await ctx.kie.boost_style(content)
+    result = await kie.boost_style(content)
     entry = {"content": content, "result": result, "at": int(ctx.clock() * 1000)}
     await ctx.store.record_boost(entry)
     return JSONResponse(entry)

@@ -14,7 +14,7 @@ from service.auth import authorize
 from service.context import Context
 from service.errors import InvalidParameter, UnknownTask
 from service.payloads import TASK_ID_PATTERN
-from service.states import STAGES, STATUSES, Status
+from service.states import STAGES, STATUSES
 
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 200
@@ -43,7 +43,7 @@ async def list_tasks(request: Request) -> JSONResponse:
     cursor = params.get("cursor") or None
     if cursor is not None and not _CURSOR.fullmatch(cursor):
         raise InvalidParameter("cursor is not one this API returned: pass next_cursor from the previous page")
-    page = await ctx.store.list_tasks(_as_status(status), limit, cursor)
+    page = await ctx.store.list_tasks(status, limit, cursor)
     tasks = [
         row | {"created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"])}
         for row in page.tasks
@@ -143,10 +143,3 @@ def iso(epoch_ms: str | int | float | None) -> str | None:
         return None
     moment = datetime.fromtimestamp(int(float(epoch_ms)) / 1000, UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _as_status(value: str | None) -> Status | None:
-    for status in STATUSES:
-        if status == value:
-            return status
-    return None

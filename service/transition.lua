@@ -20,10 +20,10 @@ local FIXED_FIELDS = 13
 
 -- Tracks and artifacts arrive as name/JSON pairs already encoded by Python, so the common case
 -- (first sight) costs one HSETNX and no JSON work here.
-local function merge_tracks(tracks_key, from, to)
+local function merge_tracks(tracks_key, from, to, overwrite)
   for i = from, to, 2 do
     local id, encoded = ARGV[i], ARGV[i + 1]
-    if redis.call('HSETNX', tracks_key, id, encoded) == 0 then
+    if redis.call('HSETNX', tracks_key, id, encoded) == 0 and overwrite then
       local merged = cjson.decode(redis.call('HGET', tracks_key, id))
       for k, v in pairs(cjson.decode(encoded)) do
         if v ~= cjson.null and v ~= '' then merged[k] = v end
@@ -80,11 +80,17 @@ local function apply(at)
         redis.call('HSETNX', task_key, 'stage:' .. earlier, '{"skipped":true}')
       end
     end
-    merge_tracks(key_tracks(prefix, task_id), tracks_from, artifacts_from - 1)
+    merge_tracks(key_tracks(prefix, task_id), tracks_from, artifacts_from - 1, true)
     add_artifacts(task_id, key_artifacts(prefix, task_id), artifacts_from, raw_from - 1, reply)
     if result_json ~= '' then redis.call('HSET', task_key, 'result', result_json) end
     redis.call('HSET', task_key, 'status', new_status, 'updated_at', now, 'last_event_at', now)
   else
+    if outcome ~= 'duplicate' then
+      -- A stale or contradicting stage moves nothing, but the files it names exist upstream
+      -- and expire all the same: keep what is new, overwrite nothing.
+      merge_tracks(key_tracks(prefix, task_id), tracks_from, artifacts_from - 1, false)
+      add_artifacts(task_id, key_artifacts(prefix, task_id), artifacts_from, raw_from - 1, reply)
+    end
     redis.call('HSET', task_key, 'last_event_at', now)
   end
 

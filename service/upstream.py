@@ -26,7 +26,6 @@ log = logging.getLogger("tapedeck.upstream")
 
 RETRYABLE_CODES: Final = frozenset({405, 408, 429, 430, 455})  # 405 and 430: legacy rate limits
 RATE_LIMITED_CODES: Final = frozenset({405, 429, 430})
-TIMEOUT: Final = httpx.Timeout(30.0, connect=5.0)
 
 
 class CreateLimiter(Protocol):
@@ -213,7 +212,10 @@ class SseedanceClient(UpstreamClient):
 
     async def create(self, params: dict[str, Any]) -> str:
         data = await self.call("POST", "/v1/music/generations", create=True, json=params)
-        task_id = data.get("id") or (data.get("data") or {}).get("id")
+        inner = data.get("data") if isinstance(data, dict) else None
+        task_id = (data.get("id") if isinstance(data, dict) else None) or (
+            inner.get("id") if isinstance(inner, dict) else None
+        )
         if not isinstance(task_id, str) or not task_id:
             raise UpstreamUnavailable("sseedance answered without a task id", headers={"Retry-After": "5"})
         return task_id

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 MUSIC_MODELS: Final = ("V4", "V4_5", "V4_5PLUS", "V4_5ALL", "V5", "V5_5")
 EXTEND_MODELS: Final = ("V4", "V4_5", "V4_5PLUS", "V4_5ALL", "V5")
@@ -123,7 +124,10 @@ def _url(*names: str) -> Check:
 
 
 def is_http_url(value: Any) -> bool:
-    return isinstance(value, str) and value.startswith(("http://", "https://")) and len(value) > 8
+    if not isinstance(value, str) or any(c.isspace() for c in value):
+        return False
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def _mode_limits(

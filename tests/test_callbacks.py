@@ -162,6 +162,7 @@ def test_callback_token_is_required_when_configured(
     with tapedeck(CALLBACK_TOKEN="s3cret") as client:
         response = client.post(f"/callbacks/kie{query}", json=music("text"))
         assert response.status_code == (200 if accepted else 401)
+        assert len(rejected(client)) == (0 if accepted else 1)
         log = client.get("/callbacks/log").json()["entries"]
         assert "s3cret" not in json.dumps(log)
         assert "wrong" not in json.dumps(log)

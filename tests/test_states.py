@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from service.states import STAGES, STATUSES, TRANSITIONS, decide, is_terminal, skipped_stages
+from service.states import STAGES, STATUSES, TRANSITIONS, decide, is_terminal
 from tests.lifecycle_cases import CASES
 
 
@@ -23,23 +23,6 @@ def test_table_covers_every_status_and_stage_pair() -> None:
 def test_no_stage_moves_a_finished_task() -> None:
     for status, stage in itertools.product(("complete", "failed"), STAGES):
         assert decide(status, stage).status == status  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize(
-    ("stage", "recorded", "skipped"),
-    [
-        ("complete", [], ["text", "first"]),
-        ("complete", ["text"], ["first"]),
-        ("complete", ["text", "first"], []),
-        ("first", [], ["text"]),
-        ("text", [], []),
-        ("error", [], []),
-    ],
-)
-def test_skipped_stages_are_the_earlier_ones_never_received(
-    stage: str, recorded: list[str], skipped: list[str]
-) -> None:
-    assert skipped_stages(stage, recorded) == skipped  # type: ignore[arg-type]
 
 
 def test_only_complete_and_failed_are_terminal() -> None:

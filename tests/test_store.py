@@ -254,3 +254,29 @@ def test_settling_a_create_slot_keeps_the_window_alive_from_the_answer(
 
     with_store(redis_url, work)
     assert redis_client.pttl(KEYS.limit_window("kie")) > 50_000
+
+
+def test_files_named_by_a_conflicting_complete_are_still_kept(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    audio = Artifact("audio-a", "audio", "https://f/a.mp3", "a")
+
+    async def work(store: Store) -> tuple[str, tuple[str, ...]]:
+        await store.apply_event(Event("t1", "music", "error", 501, "failed"), "callback", 1)
+        late = await store.apply_event(event("t1", "complete", artifacts=(audio,)), "callback", 2)
+        return late.outcome, late.new_artifacts
+
+    assert with_store(redis_url, work) == ("conflict", ("audio-a",))
+    assert redis_client.hget(KEYS.task("t1"), "status") == "failed"
+    assert redis_client.lrange(KEYS.downloads_new(), 0, -1) == ["t1 audio-a"]
+
+
+def test_a_new_artifact_goes_to_the_downloads_outbox_once(redis_url: str, redis_client: redis.Redis) -> None:
+    audio = Artifact("audio-a", "audio", "https://f/a.mp3", "a")
+
+    async def work(store: Store) -> None:
+        for stage in ("first", "complete", "complete"):
+            await store.apply_event(event("t1", stage, artifacts=(audio,)), "callback", 1)
+
+    with_store(redis_url, work)
+    assert redis_client.lrange(KEYS.downloads_new(), 0, -1) == ["t1 audio-a"]
