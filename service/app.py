@@ -26,7 +26,7 @@ from service.settings import Settings
 from service.store import Store, connect
 from service.submissions import Submitter
 from service.submit_api import boost_style, list_boosts, submit_task
-from service.tasks import get_task, list_raw_callbacks, list_tasks
+from service.tasks import get_file, get_task, list_raw_callbacks, list_tasks
 from service.upstream import KieClient, SseedanceClient
 
 log = logging.getLogger("tapedeck.app")
@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None, clock: Callable[[], float] = ti
             Route("/style/boost", boost_style, methods=["POST"]),
             Route("/style/boosts", list_boosts, methods=["GET"]),
             Route("/tasks/{task_id}", get_task, methods=["GET"]),
+            Route("/tasks/{task_id}/files/{name}", get_file, methods=["GET", "HEAD"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
         ],

@@ -5,16 +5,18 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Final
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import FileResponse, JSONResponse, Response
 
 from service.auth import authorize
 from service.context import Context
-from service.errors import InvalidParameter, UnknownTask
+from service.errors import InvalidParameter, NotFound, UnknownTask
 from service.payloads import TASK_ID_PATTERN
 from service.states import STAGES, STATUSES
+from service.storage import Storage
 
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 200
@@ -30,6 +32,26 @@ async def get_task(request: Request) -> JSONResponse:
     if record is None:
         raise UnknownTask(f"no task {task_id!r}: it was never submitted nor called back")
     return JSONResponse(task_view(record))
+
+
+async def get_file(request: Request) -> Response:
+    """A stored artifact, by its name (with or without its extension), with Range support."""
+    authorize(request, "read")
+    ctx: Context = request.app.state.ctx
+    task_id, requested = request.path_params["task_id"], request.path_params["name"]
+    record = await ctx.store.get_task(task_id) if TASK_ID_PATTERN.fullmatch(task_id) else None
+    if record is None:
+        raise UnknownTask(f"no task {task_id!r}")
+    for artifact in record["artifacts"]:
+        path = artifact.get("path")
+        if artifact.get("state") != "stored" or not path:
+            continue
+        if requested in (artifact["name"], Path(path).name):
+            stored = Storage(Path(ctx.settings.storage_dir)).open_stored(task_id, path)
+            if stored is None:
+                break
+            return FileResponse(stored, media_type=artifact.get("content_type"), filename=Path(path).name)
+    raise NotFound(f"task {task_id} has no stored file named {requested!r}")
 
 
 async def list_tasks(request: Request) -> JSONResponse:
@@ -89,10 +111,8 @@ def task_view(record: dict[str, Any]) -> dict[str, Any]:
         "updated_at": iso(task["updated_at"]),
         "stages": {stage: stage_view(task.get(f"stage:{stage}")) for stage in STAGES},
         "tracks": [track_view(t) for t in tracks],
-        "artifacts": sorted(
-            (a | {"discovered_at": iso(a.get("discovered_at"))} for a in record["artifacts"]),
-            key=lambda a: str(a["name"]),
-        ),
+        "archive": archive_summary(record["artifacts"]),
+        "artifacts": sorted((artifact_view(a) for a in record["artifacts"]), key=lambda a: str(a["name"])),
         "error": error,
         "result": json.loads(task["result"]) if task.get("result") else None,
         "submission": submission_view(record.get("submission")),
@@ -114,6 +134,34 @@ def submission_view(submission: dict[str, str] | None) -> dict[str, Any] | None:
         "created_at": iso(submission.get("created_at")),
         "submitted_at": iso(submission.get("submitted_at")),
     }
+
+
+def archive_summary(artifacts: list[dict[str, Any]]) -> str | None:
+    """One word for the task's files: stored, partial, waiting, failed or expired (None: no files)."""
+    states = {a.get("state", "waiting") for a in artifacts}
+    if not states:
+        return None
+    if states == {"stored"}:
+        return "stored"
+    if states & {"waiting", "downloading"}:
+        return "partial" if "stored" in states else "waiting"
+    if "stored" in states:
+        return "partial"
+    return "failed" if "failed" in states else "expired"
+
+
+INTERNAL_ARTIFACT_FIELDS: Final = frozenset({"worker", "lease_until"})
+ARTIFACT_TIMES: Final = ("discovered_at", "stored_at", "next_try_at")
+
+
+def artifact_view(artifact: dict[str, Any]) -> dict[str, Any]:
+    view = {k: v for k, v in artifact.items() if k not in INTERNAL_ARTIFACT_FIELDS}
+    view.setdefault("attempts", 0)
+    view.setdefault("last_error", None)
+    for name in ARTIFACT_TIMES:
+        if name in view:
+            view[name] = iso(view[name])
+    return view
 
 
 def stage_view(raw: str | None) -> dict[str, Any] | None:
@@ -139,7 +187,7 @@ def raw_entry_view(entry: dict[str, str]) -> dict[str, Any]:
 
 
 def iso(epoch_ms: str | int | float | None) -> str | None:
-    if epoch_ms is None or epoch_ms == "":
+    if epoch_ms is None or epoch_ms == "" or not isinstance(epoch_ms, str | int | float):
         return None
     moment = datetime.fromtimestamp(int(float(epoch_ms)) / 1000, UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -26,7 +26,6 @@ from service.storage import EXPECTED_TYPE, Storage, extension, is_expected_type
 
 log = logging.getLogger("tapedeck.downloads")
 
-CHUNK: Final = 64 * 1024  # measured: 0.94x curl; 1 MB chunks were slower (performance-notes.md)
 MAX_REDIRECTS: Final = 5
 ROTATED: Final = frozenset({403, 404, 410})
 
@@ -54,6 +53,7 @@ class Deps:
     refresh_url: Callable[[str, str, str], str | None]  # (task id, family, artifact name) → fresh URL
     schedule_retry: Callable[[str, str, float, int, bool], None]  # task, name, delay s, attempt, urgent
     worker_id: str
+    close: Callable[[], None] = lambda: None
     clock: Callable[[], float] = time.time
     rng: random.Random = random.Random()  # noqa: RUF009 — jitter only; tests pass a seeded one
 
@@ -116,6 +116,7 @@ def transfer(deps: Deps, task_id: str, artifact: dict[str, Any]) -> dict[str, An
     result = {
         "sha256": digest,
         "bytes": size,
+        "resumed_from": offset,
         "content_type": content_type.split(";")[0].strip(),
         "path": str(deps.storage.final_path(task_id, name, ext)),
         "stored_at": _ms(now),
@@ -136,7 +137,8 @@ def open_stream(deps: Deps, url: str, offset: int) -> httpx.Response:
             target = deps.policy.check(url, deps.resolve)
         except UnsafeURL as exc:
             raise Refused(exc.message) from None
-        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        # identity: the bytes stored are the file's own, and Content-Length is the file's size.
+        headers = {"Accept-Encoding": "identity"} | ({"Range": f"bytes={offset}-"} if offset else {})
         try:
             response = deps.http.send(pinned_request(deps.http, target, headers), stream=True)
         except httpx.HTTPError as exc:
@@ -191,7 +193,9 @@ def _stream_to(
     limit = deps.settings.max_download_bytes
     with part.open("ab" if offset else "wb") as out:
         try:
-            for chunk in response.iter_bytes(CHUNK):
+            # Raw network reads (httpcore reads 64 KiB at a time): a re-chunking iterator would
+            # hold back what arrived before a cut, and the resume would start from less.
+            for chunk in response.iter_raw():
                 size += len(chunk)
                 if size > limit:
                     out.truncate(0)

@@ -43,14 +43,29 @@ def job_id(task_id: str, name: str, suffix: str = "") -> str:
 
 @cache
 def deps() -> Deps:
-    settings = Settings.from_env()
+    """The worker process's dependencies, built on first use from the environment."""
+    return build_deps(Settings.from_env())
+
+
+def close_deps() -> None:
+    """Closes the cached dependencies' connections (tests; a worker simply exits)."""
+    if deps.cache_info().currsize:
+        built = deps()
+        built.http.close()
+        built.artifacts.client.close()
+        built.close()
+    deps.cache_clear()
+
+
+def build_deps(settings: Settings) -> Deps:
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
     timeout = httpx.Timeout(settings.download_timeout_s, connect=10.0)
     http = httpx.Client(timeout=timeout, follow_redirects=False, headers={"User-Agent": "tapedeck/0.1"})
-    queues = {False: queue(settings, QUEUE), True: queue(settings, URGENT_QUEUE)}
+    rq_connection = redis.Redis.from_url(settings.redis_url)  # RQ needs bytes: no decode_responses
+    by_urgency = queues(rq_connection)
 
     def schedule_retry(task_id: str, name: str, delay_s: float, attempt: int, urgent: bool) -> None:
-        queues[urgent].enqueue_in(
+        by_urgency[urgent].enqueue_in(
             timedelta(seconds=delay_s),
             download,
             task_id,
@@ -69,12 +84,13 @@ def deps() -> Deps:
         refresh_url=record_info_refresher(settings, http),
         schedule_retry=schedule_retry,
         worker_id=f"{socket.gethostname()}:{os.getpid()}",
+        close=rq_connection.close,
     )
 
 
-def queue(settings: Settings, name: str) -> Queue:
-    # RQ needs bytes from Redis: its own connection, without decode_responses.
-    return Queue(name, connection=redis.Redis.from_url(settings.redis_url))
+def queues(connection: redis.Redis) -> dict[bool, Queue]:
+    """The download queues by urgency. `connection` must not decode responses: RQ needs bytes."""
+    return {False: Queue(QUEUE, connection=connection), True: Queue(URGENT_QUEUE, connection=connection)}
 
 
 def record_info_refresher(settings: Settings, http: httpx.Client) -> Callable[[str, str, str], str | None]:

@@ -27,17 +27,16 @@ MAINTENANCE_INTERVAL_S = 60
 
 def run(settings: Settings, burst: bool = False) -> int:
     deps = jobs.deps()  # preload: the first job pays nothing extra
-    queues = {False: jobs.queue(settings, jobs.QUEUE), True: jobs.queue(settings, jobs.URGENT_QUEUE)}
+    if burst:
+        work_burst(settings, deps.artifacts)
+        return 0
     connection = redis.Redis.from_url(settings.redis_url)
+    queues = jobs.queues(connection)
     worker = SimpleWorker(
         [queues[True], queues[False]],  # urgent first: RQ takes from the first non-empty queue
         connection=connection,
         maintenance_interval=MAINTENANCE_INTERVAL_S,
     )
-    if burst:
-        drain(deps.artifacts, queues, settings)
-        worker.work(burst=True, with_scheduler=True, logging_level="WARNING")
-        return 0
     stop = threading.Event()
     dispatcher = threading.Thread(
         target=dispatch.run, args=(deps.artifacts, queues, settings, stop), name="dispatcher", daemon=True
@@ -49,6 +48,18 @@ def run(settings: Settings, burst: bool = False) -> int:
         stop.set()
         dispatcher.join(timeout=5)
     return 0
+
+
+def work_burst(settings: Settings, artifacts: ArtifactStore) -> None:
+    """Queue what is waiting, run every due job, return: for tests, cron and catching up."""
+    connection = redis.Redis.from_url(settings.redis_url)
+    try:
+        queues = jobs.queues(connection)
+        drain(artifacts, queues, settings)
+        worker = SimpleWorker([queues[True], queues[False]], connection=connection)
+        worker.work(burst=True, with_scheduler=True, logging_level="WARNING")
+    finally:
+        connection.close()
 
 
 def drain(artifacts: ArtifactStore, queues: dict[bool, Queue], settings: Settings) -> None:

@@ -1,0 +1,246 @@
+"""Downloads end to end: the sandbox's files over real HTTP, a real Redis, real RQ jobs, real files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.responses import RedirectResponse
+from starlette.routing import Route
+
+from sandbox.config import SandboxConfig
+from sandbox.media import expected_sha256
+from sandbox.server import BackgroundServer, SandboxServer
+from service.settings import Settings
+from tests.conftest import TapedeckFactory
+from workers import jobs
+from workers.worker import work_burst
+
+FILE_BYTES = 64 * 1024
+GENERATE = {"customMode": False, "instrumental": False, "model": "V5", "prompt": "a calm piano piece"}
+
+
+@pytest.fixture
+def sandbox() -> Iterator[SandboxServer]:
+    with SandboxServer(SandboxConfig(port=0, speed=1000, seed=4, file_bytes=FILE_BYTES)) as server:
+        yield server
+
+
+@pytest.fixture
+def archive_env(
+    redis_url: str, sandbox: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, str]]:
+    """The settings of Tapedeck and of its workers, shared through the environment as in production."""
+    env = {
+        "REDIS_URL": redis_url,
+        "STORAGE_DIR": str(tmp_path / "files"),
+        "KIE_API_BASE": sandbox.url,
+        "KIE_API_KEY": "sandbox-key",
+        "DOWNLOAD_ALLOWED_HOSTS": "127.0.0.1",
+        "DOWNLOAD_ALLOWED_NETWORKS": "127.0.0.0/8",
+        "DOWNLOAD_RETRY_BASE_S": "0.05",
+        "DOWNLOAD_RETRY_MAX_S": "0.2",
+        "DOWNLOAD_TIMEOUT_S": "2",
+    }
+    yield configure(env, monkeypatch)
+    jobs.close_deps()
+
+
+def configure(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    jobs.close_deps()
+    return env
+
+
+def tapedeck_for(tapedeck: TapedeckFactory, env: dict[str, str]) -> AbstractContextManager[httpx.Client]:
+    return tapedeck(**{k: v for k, v in env.items() if k != "REDIS_URL"})
+
+
+def submit_and_complete(client: httpx.Client) -> str:
+    response = client.post("/tasks", json={"kind": "generate", "params": GENERATE})
+    assert response.status_code == 201, response.text
+    task_id: str = response.json()["task_id"]
+    wait_until(lambda: client.get(f"/tasks/{task_id}").json()["status"] == "complete")
+    return task_id
+
+
+def wait_until(condition: Any, timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def settle(client: httpx.Client, task_id: str, timeout_s: float = 30) -> dict[str, Any]:
+    """Runs the worker in bursts until no artifact of the task is waiting or downloading."""
+    settings = Settings.from_env()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        work_burst(settings, jobs.deps().artifacts)
+        task: dict[str, Any] = client.get(f"/tasks/{task_id}").json()
+        if task["archive"] in ("stored", "failed", "expired") or time.monotonic() > deadline:
+            return task
+        time.sleep(0.05)
+
+
+def fault(sandbox: SandboxServer, task_id: str, **file_fault: Any) -> None:
+    httpx.post(f"{sandbox.url}/_sandbox/tasks/{task_id}/faults", json={"file": file_fault}).raise_for_status()
+
+
+def counters(sandbox: SandboxServer) -> dict[str, int]:
+    return dict(httpx.get(f"{sandbox.url}/_sandbox/counters").json()["counters"])
+
+
+def test_a_completed_tasks_files_all_land_with_the_sandboxs_sha256(
+    tapedeck: TapedeckFactory, archive_env: dict[str, str]
+) -> None:
+    with tapedeck_for(tapedeck, archive_env) as client:
+        task_id = submit_and_complete(client)
+        task = settle(client, task_id)
+        assert task["archive"] == "stored"
+        assert {a["kind"] for a in task["artifacts"]} == {"audio", "stream", "image"}
+        for artifact in task["artifacts"]:
+            path = Path(artifact["path"])
+            assert artifact["state"] == "stored" and artifact["attempts"] == 1
+            assert artifact["sha256"] == expected_sha256(artifact["url"], FILE_BYTES)
+            assert hashlib.sha256(path.read_bytes()).hexdigest() == artifact["sha256"]
+            assert path.parent.name == task_id and path.name.startswith(artifact["name"] + ".")
+            sidecar = json.loads(path.with_name(path.name + ".json").read_text())
+            assert (sidecar["upstream_url"], sidecar["sha256"], sidecar["bytes"]) == (
+                artifact["url"],
+                artifact["sha256"],
+                path.stat().st_size,
+            )
+            served = client.get(f"/tasks/{task_id}/files/{artifact['name']}")
+            assert (served.status_code, served.content) == (200, path.read_bytes())
+            assert served.headers["content-type"].startswith(artifact["content_type"])
+            ranged = client.get(f"/tasks/{task_id}/files/{path.name}", headers={"Range": "bytes=0-9"})
+            assert (ranged.status_code, ranged.content) == (206, path.read_bytes()[:10])
+
+
+def test_duplicate_and_reordered_callbacks_download_each_file_once(
+    tapedeck: TapedeckFactory, archive_env: dict[str, str], sandbox: SandboxServer
+) -> None:
+    faults = {"duplicate": True, "reorder": True, "count": 1}
+    httpx.post(f"{sandbox.url}/_sandbox/next-faults", json=faults).raise_for_status()
+    with tapedeck_for(tapedeck, archive_env) as client:
+        task_id = submit_and_complete(client)
+        task = settle(client, task_id)
+        assert task["archive"] == "stored"
+        assert [a["attempts"] for a in task["artifacts"]] == [1] * len(task["artifacts"])
+        assert counters(sandbox)["files.completed"] == len(task["artifacts"])
+
+
+def test_a_truncated_transfer_resumes_and_the_file_is_verified(
+    tapedeck: TapedeckFactory, archive_env: dict[str, str], sandbox: SandboxServer
+) -> None:
+    with tapedeck_for(tapedeck, archive_env) as client:
+        task_id = submit_and_complete(client)
+        fault(sandbox, task_id, mode="truncate", count=1)
+        task = settle(client, task_id)
+        assert task["archive"] == "stored"
+        assert sorted(a["attempts"] for a in task["artifacts"]) == [1] * (len(task["artifacts"]) - 1) + [2]
+        for artifact in task["artifacts"]:
+            assert artifact["sha256"] == expected_sha256(artifact["url"], FILE_BYTES)
+        assert counters(sandbox)["files.fault.truncate"] == 1
+        (retried,) = [a for a in task["artifacts"] if a["attempts"] == 2]
+        # The retry asked only for the missing bytes, and the whole file still hashes right.
+        assert 0 < retried["resumed_from"] < retried["bytes"]
+
+
+def test_a_404_asks_record_info_for_a_fresh_url_then_stores(
+    tapedeck: TapedeckFactory, archive_env: dict[str, str], sandbox: SandboxServer
+) -> None:
+    with tapedeck_for(tapedeck, archive_env) as client:
+        task_id = submit_and_complete(client)
+        fault(sandbox, task_id, mode="404", count=1)
+        before = counters(sandbox).get("record_info.requests", 0)
+        task = settle(client, task_id)
+        assert task["archive"] == "stored"
+        assert sorted(a["attempts"] for a in task["artifacts"]) == [1] * (len(task["artifacts"]) - 1) + [2]
+        assert counters(sandbox)["record_info.requests"] == before + 1
+
+
+def test_an_artifact_past_its_expiry_is_expired_with_the_reason(
+    tapedeck: TapedeckFactory, archive_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = configure(archive_env | {"ARTIFACT_TTL_S": "0.001"}, monkeypatch)
+    with tapedeck_for(tapedeck, env) as client:
+        task_id = submit_and_complete(client)
+        task = settle(client, task_id)
+        assert task["archive"] == "expired"
+        assert all("expiry" in a["last_error"] for a in task["artifacts"])
+        assert not any(Path(env["STORAGE_DIR"]).rglob("*.mp3"))
+
+
+def test_loopback_is_refused_unless_its_network_is_allowed(
+    tapedeck: TapedeckFactory, archive_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = configure(archive_env | {"DOWNLOAD_ALLOWED_NETWORKS": "10.0.0.0/8"}, monkeypatch)
+    with tapedeck_for(tapedeck, env) as client:
+        task_id = submit_and_complete(client)
+        task = settle(client, task_id)
+        assert task["archive"] == "failed"
+        assert all("loopback address 127.0.0.1" in a["last_error"] for a in task["artifacts"])
+        assert all(a["refused"] for a in task["artifacts"])
+
+
+def post_first(client: httpx.Client, task_id: str, image_url: str) -> None:
+    item = {"id": "trk-1", "image_url": image_url, "createTime": 1786343609818}
+    body = {"code": 200, "msg": "ok", "data": {"callbackType": "first", "task_id": task_id, "data": [item]}}
+    assert client.post("/callbacks/kie", json=body).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://169.254.169.254/latest/meta-data/", "metadata address 169.254.169.254"),
+        ("file:///etc/passwd", "scheme 'file'"),
+        ("https://evil.example/a.png", "not in DOWNLOAD_ALLOWED_HOSTS"),
+    ],
+)
+def test_unsafe_urls_are_refused_and_the_reason_recorded(
+    tapedeck: TapedeckFactory,
+    archive_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    url: str,
+    reason: str,
+) -> None:
+    env = configure(archive_env | {"DOWNLOAD_ALLOWED_HOSTS": "127.0.0.1,169.254.169.254"}, monkeypatch)
+    with tapedeck_for(tapedeck, env) as client:
+        post_first(client, "unsafe1", url)
+        (artifact,) = settle(client, "unsafe1")["artifacts"]
+        assert artifact["state"] == "failed"
+        assert reason in artifact["last_error"]
+
+
+def test_a_redirect_to_a_host_off_the_list_is_refused(
+    tapedeck: TapedeckFactory, archive_env: dict[str, str]
+) -> None:
+    redirector = Starlette(routes=[Route("/a.png", lambda r: RedirectResponse("http://evil.example/a.png"))])
+    with BackgroundServer(redirector) as server, tapedeck_for(tapedeck, archive_env) as client:
+        post_first(client, "redir1", f"{server.url}/a.png")
+        (artifact,) = settle(client, "redir1")["artifacts"]
+        assert artifact["state"] == "failed"
+        assert "evil.example" in artifact["last_error"]
+
+
+def test_a_file_over_the_size_limit_is_refused(
+    tapedeck: TapedeckFactory, archive_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = configure(archive_env | {"MAX_DOWNLOAD_BYTES": str(FILE_BYTES // 2)}, monkeypatch)
+    with tapedeck_for(tapedeck, env) as client:
+        task_id = submit_and_complete(client)
+        task = settle(client, task_id)
+        oversize = [a for a in task["artifacts"] if a["kind"] != "image"]
+        assert oversize and all("MAX_DOWNLOAD_BYTES" in a["last_error"] for a in oversize)
+        assert all(a["state"] == "failed" for a in oversize)
