@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
@@ -244,3 +248,57 @@ def test_a_file_over_the_size_limit_is_refused(
         oversize = [a for a in task["artifacts"] if a["kind"] != "image"]
         assert oversize and all("MAX_DOWNLOAD_BYTES" in a["last_error"] for a in oversize)
         assert all(a["state"] == "failed" for a in oversize)
+
+
+def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "worker"], env=os.environ | env, stdout=out, stderr=out
+        )
+
+
+def test_a_worker_killed_mid_download_leaves_the_job_to_another_and_the_file_is_whole(
+    tapedeck: TapedeckFactory, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = SandboxConfig(port=0, speed=1000, seed=5, file_bytes=1024 * 1024, stall_s=60)
+    with SandboxServer(config) as upstream:
+        env = {
+            "REDIS_URL": redis_url,
+            "STORAGE_DIR": str(tmp_path / "files"),
+            "KIE_API_BASE": upstream.url,
+            "KIE_API_KEY": "sandbox-key",
+            "DOWNLOAD_ALLOWED_HOSTS": "127.0.0.1",
+            "DOWNLOAD_ALLOWED_NETWORKS": "127.0.0.0/8",
+            "DOWNLOAD_LEASE_S": "1",
+            "DOWNLOAD_TIMEOUT_S": "30",
+        }
+        configure(env, monkeypatch)
+        with tapedeck_for(tapedeck, env) as client:
+            task_id = submit_and_complete(client)
+            fault(upstream, task_id, mode="stall", count=1)
+            first = start_worker(env, tmp_path / "worker-1.log")
+            try:
+                wait_until(lambda: counters(upstream).get("files.fault.stall") == 1, timeout_s=30)
+                stalled = [
+                    a
+                    for a in client.get(f"/tasks/{task_id}").json()["artifacts"]
+                    if a["state"] == "downloading"
+                ]
+                assert len(stalled) == 1, "the worker is in the middle of a download"
+            finally:
+                first.send_signal(signal.SIGKILL)
+                first.wait()
+            second = start_worker(env, tmp_path / "worker-2.log")
+            try:
+                wait_until(
+                    lambda: client.get(f"/tasks/{task_id}").json()["archive"] == "stored", timeout_s=60
+                )
+            finally:
+                second.terminate()
+                second.wait(timeout=10)
+            task = client.get(f"/tasks/{task_id}").json()
+        for artifact in task["artifacts"]:
+            assert artifact["sha256"] == expected_sha256(artifact["url"], config.file_bytes)
+            assert hashlib.sha256(Path(artifact["path"]).read_bytes()).hexdigest() == artifact["sha256"]
+        (retaken,) = [a for a in task["artifacts"] if a["name"] == stalled[0]["name"]]
+        assert retaken["attempts"] == 2
