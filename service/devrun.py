@@ -40,7 +40,13 @@ def run(data_dir: Path, port: int, sandbox_port: int, sandbox_speed: float) -> i
         processes["sandbox"] = spawn(args, env)
         env |= {"KIE_API_BASE": sandbox_url, "KIE_API_KEY": "sandbox-key"}
         env |= {"SSEEDANCE_API_BASE": sandbox_url, "SSEEDANCE_API_KEY": "sandbox-key"}
+    env.setdefault("STORAGE_DIR", str((data_dir / "files").resolve()))
+    if "sandbox" in processes:
+        # The sandbox serves its files from 127.0.0.1: let the workers fetch from it.
+        env.setdefault("DOWNLOAD_ALLOWED_HOSTS", "+127.0.0.1")
+        env.setdefault("DOWNLOAD_ALLOWED_NETWORKS", "127.0.0.0/8")
     processes["web"] = spawn(["serve", "--port", str(port)], env)
+    processes["worker"] = spawn(["worker"], env)
     print_banner(env, port, redis_server is not None, "sandbox" in processes)
     try:
         return supervise(processes)
@@ -92,6 +98,7 @@ def print_banner(env: dict[str, str], port: int, embedded: bool, sandboxed: bool
                 f"  raw callbacks  {base}/callbacks/log",
                 f"  health         {base}/healthz  {base}/readyz",
                 f"  redis          {env['REDIS_URL']} ({redis_note})",
+                f"  files          {env['STORAGE_DIR']} (one download worker with the RQ scheduler)",
                 f"  upstream       {env.get('KIE_API_BASE', 'https://api.kie.ai')} ({upstream_note})",
                 "  try            .venv/bin/tapedeck submit generate --prompt 'a calm piano piece' --wait",
             ]
