@@ -2,7 +2,8 @@
 --   claim   value = lease ms: take a waiting artifact (or one whose lease expired) for download
 --   renew   value = lease ms: extend the lease of a download in progress
 --   update  value = JSON fields to merge; leaving `downloading` ends the lease
--- Returns {'claimed'|'ok', artifact JSON} or {'missing'|'done'|'busy'|'lost', state}.
+-- Returns {'claimed'|'ok', artifact JSON, task created_at, task family} or
+-- {'missing'|'done'|'busy'|'lost', state}.
 local prefix = ARGV[1]
 __COMMON__
 
@@ -37,4 +38,5 @@ else
 end
 local encoded = cjson.encode(artifact)
 redis.call('HSET', key, name, encoded)
-return {mode == 'claim' and 'claimed' or 'ok', encoded}
+local task = redis.call('HMGET', key_task(prefix, task_id), 'created_at', 'family')
+return {mode == 'claim' and 'claimed' or 'ok', encoded, task[1] or '', task[2] or ''}

@@ -21,6 +21,8 @@ class Claim:
     outcome: str  # claimed | missing | done | busy | lost
     artifact: dict[str, Any] | None = None
     state: str = ""
+    task_created_ms: int | None = None
+    family: str = ""
 
 
 class ArtifactStore:
@@ -40,9 +42,11 @@ class ArtifactStore:
 
     def _change(self, mode: str, task_id: str, name: str, now_ms: int, value: str, worker: str) -> Claim:
         args: list[str | int] = [self.keys.prefix, mode, task_id, name, now_ms, value, worker]
-        outcome, payload = cast(list[str], self._artifact(keys=[], args=args))
+        outcome, payload, *task = cast(list[str], self._artifact(keys=[], args=args))
         if outcome in ("claimed", "ok"):
-            return Claim(outcome, json.loads(payload), json.loads(payload).get("state", ""))
+            artifact = json.loads(payload)
+            created = int(task[0]) if task and task[0] else None
+            return Claim(outcome, artifact, artifact.get("state", ""), created, task[1] if task else "")
         return Claim(outcome, None, payload)
 
     def artifact(self, task_id: str, name: str) -> dict[str, Any] | None:

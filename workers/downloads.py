@@ -67,8 +67,7 @@ def fetch_artifact(deps: Deps, task_id: str, name: str) -> str:
         log.info("download task_id=%s artifact=%s skipped: %s %s", task_id, name, claim.outcome, claim.state)
         return claim.outcome
     artifact = claim.artifact
-    task = deps.artifacts.task(task_id)
-    expires_at = int(task.get("created_at") or _ms(now)) / 1000 + deps.settings.artifact_ttl_s
+    expires_at = (claim.task_created_ms or _ms(now)) / 1000 + deps.settings.artifact_ttl_s
     if now >= expires_at:
         return _expire(deps, task_id, name, "past its upstream expiry before it could be stored")
     try:
@@ -81,7 +80,7 @@ def fetch_artifact(deps: Deps, task_id: str, name: str) -> str:
         )
         return "failed"
     except TransferFailed as exc:
-        return _retry_later(deps, task_id, artifact, exc, task.get("family", ""), expires_at)
+        return _retry_later(deps, task_id, artifact, exc, claim.family, expires_at)
     deps.artifacts.update(
         task_id, name, _ms(deps.clock()), state="stored", last_error=None, next_try_at=None, **stored
     )

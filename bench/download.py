@@ -1,0 +1,243 @@
+"""Download throughput and memory against curl, and the worker's per-job overhead.
+
+In one run, against the sandbox on loopback:
+  1. the same 10 MB and 100 MB files fetched by curl and by Tapedeck's download code, each in its
+     own child process so its peak RSS is its own (os.wait4); MB/s, ratio to curl, peak RSS;
+  2. 200 tiny artifacts through the real path (outbox → dispatcher → RQ SimpleWorker → job →
+     stored), timed: jobs/s and ms per job.
+
+    python bench/download.py [--rounds 3]
+
+Targets (issue #5): >= 0.8x curl's throughput; the job's peak RSS the same within 10 % for 10 MB
+and 100 MB; <= 5 ms per job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import redis
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from service.redis_server import RedisServer, free_port  # noqa: E402
+
+MB = 1024 * 1024
+
+
+def sandbox_file(sandbox_url: str) -> str:
+    """The audio URL of a fresh, completed sandbox task."""
+    body = {"customMode": False, "instrumental": False, "model": "V5", "prompt": "bench",
+            "callBackUrl": "http://127.0.0.1:9/cb"}  # fmt: skip
+    created = httpx.post(
+        f"{sandbox_url}/api/v1/generate", json=body, headers={"Authorization": "Bearer sandbox-key"}
+    )
+    task_id = created.json()["data"]["taskId"]
+    described = httpx.post(f"{sandbox_url}/_sandbox/tasks/{task_id}/stage", json={"stage": "complete"}).json()
+    return str(described["files"][described["tracks"][0]["id"] + ".mp3"])
+
+
+def curl_run(url: str, out: Path) -> tuple[float, float]:
+    """Seconds and peak RSS (MiB) of curl fetching `url`, RSS as GNU time reports it."""
+    started = time.perf_counter()
+    done = subprocess.run(
+        ["/usr/bin/time", "-f", "%M", "curl", "-s", "-o", str(out), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return time.perf_counter() - started, int(done.stderr.strip().splitlines()[-1]) / 1024
+
+
+def job_run(url: str, redis_url: str, out_dir: Path) -> tuple[float, float]:
+    """Seconds of Tapedeck's transfer of `url` and peak RSS (MiB), in a fresh child process."""
+    code = (
+        f"import sys; sys.path.insert(0, {str(HERE)!r}); import download; download.job_child(*sys.argv[1:])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, url, redis_url, str(out_dir)], capture_output=True, text=True, check=True
+    )
+    seconds, rss = done.stdout.split()
+    return float(seconds), float(rss)
+
+
+def job_child(url: str, redis_url: str, out_dir: str) -> None:
+    """In a child process: one transfer exactly as a download job does it; prints seconds and peak RSS.
+
+    Peak RSS is VmHWM, which belongs to this program image (ru_maxrss would include the parent's
+    pages from before exec).
+    """
+    from service.settings import Settings
+    from workers.downloads import transfer
+    from workers.jobs import build_deps
+
+    env = {"REDIS_URL": redis_url, "STORAGE_DIR": out_dir, "DOWNLOAD_ALLOWED_HOSTS": "127.0.0.1",
+           "DOWNLOAD_ALLOWED_NETWORKS": "127.0.0.0/8", "MAX_DOWNLOAD_BYTES": str(1024 * MB)}  # fmt: skip
+    deps = build_deps(Settings.from_env(env))
+    artifact = {"name": "audio-bench", "kind": "audio", "url": url, "attempts": 1}
+    started = time.perf_counter()
+    transfer(deps, "bench", artifact)
+    elapsed = time.perf_counter() - started
+    status = Path("/proc/self/status").read_text()
+    peak_kib = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")))
+    print(elapsed, peak_kib / 1024)
+
+
+def throughput(size_mb: int, rounds: int, redis_url: str, tmp: Path) -> dict[str, float]:
+    with sandbox_process(size_mb * MB) as sandbox_url:
+        url = sandbox_file(sandbox_url)
+        curl, job = [], []
+        for round_ in range(rounds):
+            # Both start from clean page cache state, and take turns going first: writeback of
+            # one run's dirty pages must not throttle the other.
+            for side in ("curl", "job") if round_ % 2 == 0 else ("job", "curl"):
+                os.sync()
+                if side == "curl":
+                    curl.append(curl_run(url, tmp / "curl.out"))
+                else:
+                    job.append(job_run(url, redis_url, tmp / "job"))
+            (tmp / "curl.out").unlink(missing_ok=True)
+            shutil.rmtree(tmp / "job", ignore_errors=True)
+    return {
+        "curl_mbs": size_mb / statistics.median(t for t, _ in curl),
+        "job_mbs": size_mb / statistics.median(t for t, _ in job),
+        "curl_rss_mb": statistics.median(r for _, r in curl),
+        "job_rss_mb": statistics.median(r for _, r in job),
+    }
+
+
+@contextmanager
+def sandbox_process(file_bytes: int) -> Iterator[str]:
+    """The sandbox in its own process, so serving files does not share this one's GIL."""
+    port = free_port()
+    args = [
+        sys.executable,
+        "-m",
+        "sandbox",
+        "--port",
+        str(port),
+        "--speed",
+        "1000",
+        "--file-bytes",
+        str(file_bytes),
+    ]
+    process = subprocess.Popen(args, cwd=HERE.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                httpx.get(f"{url}/_sandbox/clock", timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def noop() -> None:
+    """The baseline job: RQ's own cost per job, with nothing to do."""
+
+
+def noop_job_cost(redis_url: str, count: int = 200) -> float:
+    """Seconds per no-op job through the same SimpleWorker on the same Redis."""
+    from rq import Queue, SimpleWorker
+
+    connection = redis.Redis.from_url(redis_url)
+    queue = Queue("bench-noop", connection=connection)
+    queue.enqueue_many([Queue.prepare_data(noop, job_id=f"noop-{i}") for i in range(count)])
+    started = time.perf_counter()
+    SimpleWorker([queue], connection=connection).work(burst=True, logging_level="WARNING")
+    elapsed = time.perf_counter() - started
+    connection.close()
+    return elapsed / count
+
+
+def per_job_overhead(redis_url: str, tmp: Path, count: int = 200) -> float:
+    """Seconds per job for `count` tiny artifacts through outbox, dispatcher, RQ and the job."""
+    import asyncio
+
+    from service.keys import Keys
+    from service.payloads import Artifact, Event
+    from service.settings import Settings
+    from service.store import Store, connect
+    from workers import jobs
+    from workers.worker import work_burst
+
+    with sandbox_process(1024) as sandbox_url:
+        url = sandbox_file(sandbox_url)
+        env = {"REDIS_URL": redis_url, "STORAGE_DIR": str(tmp / "tiny"), "DOWNLOAD_ALLOWED_HOSTS": "127.0.0.1",
+               "DOWNLOAD_ALLOWED_NETWORKS": "127.0.0.0/8"}  # fmt: skip
+        os.environ.update(env)
+        jobs.close_deps()
+        artifacts = tuple(Artifact(f"audio-{i}", "audio", url) for i in range(count))
+
+        async def record() -> None:
+            client = connect(redis_url)
+            event = Event("tinytask", "music", "complete", 200, "ok", artifacts=artifacts)
+            await Store(client, Keys()).apply_event(event, "callback", int(time.time() * 1000))
+            await client.aclose()
+
+        asyncio.run(record())
+        settings = Settings.from_env()
+        deps = jobs.deps()  # preloaded, as `tapedeck worker` does before its first job
+        started = time.perf_counter()
+        work_burst(settings, deps.artifacts)
+        elapsed = time.perf_counter() - started
+        stored = sum(1 for a in deps.artifacts.artifacts("tinytask") if a["state"] == "stored")
+        jobs.close_deps()
+        if stored != count:
+            raise RuntimeError(f"only {stored} of {count} tiny artifacts were stored")
+        return elapsed / count
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    options = parser.parse_args()
+    if not shutil.which("curl"):
+        print("bench/download.py needs curl: apt-get install curl", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory() as name, RedisServer(Path(name) / "redis") as server:
+        tmp = Path(name)
+        results = {size: throughput(size, options.rounds, server.url, tmp) for size in (10, 100)}
+        redis.Redis.from_url(server.url).flushall()
+        per_noop = noop_job_cost(server.url)
+        per_job = per_job_overhead(server.url, tmp)
+    print(f"download throughput, medians of {options.rounds} rounds (sandbox on loopback)")
+    print(f"{'file':>6} {'curl MB/s':>10} {'job MB/s':>10} {'ratio':>6} {'curl RSS':>9} {'job RSS':>8}")
+    for size, r in results.items():
+        ratio = r["job_mbs"] / r["curl_mbs"]
+        print(f"{size:>4}MB {r['curl_mbs']:>10.0f} {r['job_mbs']:>10.0f} {ratio:>6.2f} "
+              f"{r['curl_rss_mb']:>7.1f}MB {r['job_rss_mb']:>6.1f}MB")  # fmt: skip
+    rss_ratio = results[100]["job_rss_mb"] / results[10]["job_rss_mb"]
+    print(f"job peak RSS 100 MB / 10 MB: {rss_ratio:.2f} (target within 1.10)")
+    print(f"RQ SimpleWorker no-op job (baseline, same run): {per_noop * 1000:.2f} ms/job")
+    own_ms = (per_job - per_noop) * 1000
+    print(f"tiny artifact downloaded end to end: {per_job * 1000:.2f} ms/job, {1 / per_job:.0f} jobs/s")
+    print(
+        f"  = {per_job / per_noop:.2f}x the no-op job; Tapedeck's own share {own_ms:.2f} ms (target <= 5 ms)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
