@@ -182,8 +182,12 @@ def per_job_overhead(redis_url: str, tmp: Path, count: int = 200) -> float:
 
     with sandbox_process(1024) as sandbox_url:
         url = sandbox_file(sandbox_url)
-        env = {"REDIS_URL": redis_url, "STORAGE_DIR": str(tmp / "tiny"), "DOWNLOAD_ALLOWED_HOSTS": "127.0.0.1",
-               "DOWNLOAD_ALLOWED_NETWORKS": "127.0.0.0/8"}  # fmt: skip
+        env = {
+            "REDIS_URL": redis_url,
+            "STORAGE_DIR": str(tmp / "tiny"),
+            "DOWNLOAD_ALLOWED_HOSTS": "127.0.0.1",
+            "DOWNLOAD_ALLOWED_NETWORKS": "127.0.0.0/8",
+        }
         os.environ.update(env)
         jobs.close_deps()
         artifacts = tuple(Artifact(f"audio-{i}", "audio", url) for i in range(count))
