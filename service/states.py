@@ -51,19 +51,23 @@ def _build_table() -> dict[tuple[Status, Stage], Decision]:
         )
     for stage in SUCCESS_STAGES:
         table["failed", stage] = Decision("conflict", "failed")
-        # `lost` only means "we stopped hearing": any word from upstream brings the task back.
-        table["lost", stage] = Decision("applied", REACHES[stage])
     table["failed", "error"] = Decision("duplicate", "failed")
-    table["lost", "error"] = Decision("applied", "failed")
     return table
 
 
 TRANSITIONS: Final[dict[tuple[Status, Stage], Decision]] = _build_table()
 
 
-def decide(status: Status, stage: Stage) -> Decision:
-    """What `stage` does to a task in `status`. Total over every status and stage."""
-    return TRANSITIONS[status, stage]
+def decide(status: Status, stage: Stage, reached: Status = "pending") -> Decision:
+    """What `stage` does to a task in `status`. Total over every status and stage.
+
+    `lost` only means "we stopped hearing" (the poller gave up): the task is judged from the
+    stage it had `reached`, and only real progress brings it back; anything else leaves it lost.
+    """
+    if status != "lost":
+        return TRANSITIONS[status, stage]
+    base = TRANSITIONS[reached, stage]
+    return base if base.outcome == "applied" else Decision(base.outcome, "lost")
 
 
 def is_terminal(status: Status) -> bool:

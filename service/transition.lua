@@ -59,11 +59,21 @@ local function apply(at)
     link_submission(task_key, task_id, submission_id, false)
   end
 
-  local decision = TRANSITIONS[status .. '|' .. stage]
+  -- A lost task is judged from the stage it had reached (states.decide); only progress revives it.
+  local judged = status
+  if status == 'lost' then
+    judged = 'pending'
+    for _, reached in ipairs({'text', 'first'}) do
+      local record = redis.call('HGET', task_key, 'stage:' .. reached)
+      if record and not string.find(record, 'skipped', 1, true) then judged = reached end
+    end
+  end
+  local decision = TRANSITIONS[judged .. '|' .. stage]
   if not decision then
-    error('no transition for status ' .. status .. ' and stage ' .. stage)
+    error('no transition for status ' .. judged .. ' and stage ' .. stage)
   end
   local outcome, new_status = decision[1], decision[2]
+  if status == 'lost' and outcome ~= 'applied' then new_status = 'lost' end
   local reply = {outcome, status, new_status, created}
 
   if outcome == 'applied' then

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Final
 
-# (status before, stage received, outcome, status after)
+# (status before, stage received, outcome, status after). "lost@first" is a lost task that had
+# reached `first` before the poller gave up on it.
 CASES: Final[list[tuple[str, str, str, str]]] = [
     ("pending", "text", "applied", "text"),
     ("pending", "first", "applied", "first"),
@@ -30,8 +31,14 @@ CASES: Final[list[tuple[str, str, str, str]]] = [
     ("failed", "first", "conflict", "failed"),
     ("failed", "complete", "conflict", "failed"),
     ("failed", "error", "duplicate", "failed"),
-    ("lost", "text", "applied", "text"),
-    ("lost", "first", "applied", "first"),
-    ("lost", "complete", "applied", "complete"),
-    ("lost", "error", "applied", "failed"),
+    ("lost@pending", "text", "applied", "text"),
+    ("lost@pending", "first", "applied", "first"),
+    ("lost@pending", "complete", "applied", "complete"),
+    ("lost@pending", "error", "applied", "failed"),
+    ("lost@text", "text", "duplicate", "lost"),
+    ("lost@text", "first", "applied", "first"),
+    ("lost@first", "text", "stale", "lost"),
+    ("lost@first", "first", "duplicate", "lost"),
+    ("lost@first", "complete", "applied", "complete"),
+    ("lost@first", "error", "applied", "failed"),
 ]

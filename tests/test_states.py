@@ -10,14 +10,15 @@ from tests.lifecycle_cases import CASES
 
 @pytest.mark.parametrize(("status", "stage", "outcome", "after"), CASES)
 def test_decide_follows_the_lifecycle_table(status: str, stage: str, outcome: str, after: str) -> None:
-    decision = decide(status, stage)  # type: ignore[arg-type]
+    current, _, reached = status.partition("@")
+    decision = decide(current, stage, reached or "pending")  # type: ignore[arg-type]
     assert (decision.outcome, decision.status) == (outcome, after)
 
 
 def test_table_covers_every_status_and_stage_pair() -> None:
     pairs = set(itertools.product(STATUSES, STAGES))
-    assert {(s, e) for s, e, _, _ in CASES} == pairs
-    assert set(TRANSITIONS) == pairs
+    assert {(s.partition("@")[0], e) for s, e, _, _ in CASES} == pairs
+    assert set(TRANSITIONS) == {(s, e) for s, e in pairs if s != "lost"}
 
 
 def test_no_stage_moves_a_finished_task() -> None:

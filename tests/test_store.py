@@ -40,16 +40,23 @@ REACH: dict[str, str] = {"text": "text", "first": "first", "complete": "complete
 
 
 def put_in_status(redis_client: redis.Redis, store_url: str, task_id: str, status: str) -> None:
-    """Drive a task to `status` through real events (or, for `lost`, as the poller will)."""
+    """Drive a task to `status` through real events; "lost@first" reaches `first`, then is lost."""
+    status, _, reached = status.partition("@")
     if status == "pending":
         return  # an unknown task is created pending by its first event
-    stage = REACH.get(status, "first")
-    with_store(store_url, lambda s: s.apply_event(event(task_id, stage), "callback", 1_000))
     if status == "lost":
+        sub = "sub_" + "c" * 32
+        with_store(store_url, lambda s: s.begin_submission(sub, {"state": "submitting"}, None, 60))
+        with_store(store_url, lambda s: s.attach_submission(sub, task_id, "music", 1_000))
+        if reached != "pending":
+            with_store(store_url, lambda s: s.apply_event(event(task_id, reached), "callback", 1_000))
         member = str(redis_client.hget(KEYS.task(task_id), "index_member"))
         redis_client.hset(KEYS.task(task_id), "status", "lost")
-        redis_client.zrem(KEYS.index_status("first"), member)
+        redis_client.zrem(KEYS.index_status(reached), member)
         redis_client.zadd(KEYS.index_status("lost"), {member: 0})
+        return
+    stage = REACH[status]
+    with_store(store_url, lambda s: s.apply_event(event(task_id, stage), "callback", 1_000))
 
 
 @pytest.mark.parametrize(("before", "stage", "outcome", "after"), CASES)
@@ -58,6 +65,7 @@ def test_script_follows_the_lifecycle_table(
 ) -> None:
     put_in_status(redis_client, redis_url, "t1", before)
     applied = with_store(redis_url, lambda s: s.apply_event(event("t1", stage), "callback", 2_000))
+    before = before.partition("@")[0]
     assert (applied.status_before, applied.outcome, applied.status) == (before, outcome, after)
     assert redis_client.hget(KEYS.task("t1"), "status") == after
     member = redis_client.hget(KEYS.task("t1"), "index_member")
