@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None, clock: Callable[[], float] = ti
             Keys(settings.redis_prefix),
             history_max=settings.history_max_entries,
             raw_log_max=settings.raw_log_max_entries,
+            poll_deadlines_ms=settings.poll_deadlines_ms,
         )
         async with upstream_clients(settings, store) as (kie, sseedance):
             submitter = Submitter(store, settings, kie, sseedance, clock)

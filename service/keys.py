@@ -14,6 +14,7 @@
     {p}:boosts                 list   Boost Music Style results, newest first (capped)
     {p}:downloads:new          list   "task_id name" of artifacts not yet given to a download job
     {p}:downloads:leases       zset   "task_id name" of downloads in progress, by lease expiry (ms)
+    {p}:polls:due              zset   task id of every unfinished task, by when to poll it next (ms)
 
 The transition script builds the same keys from the same templates (`lua_key_functions`).
 """
@@ -39,6 +40,7 @@ TEMPLATES: Final[dict[str, str]] = {
     "boosts": "{prefix}:boosts",
     "downloads_new": "{prefix}:downloads:new",
     "downloads_leases": "{prefix}:downloads:leases",
+    "polls_due": "{prefix}:polls:due",
 }
 
 
@@ -90,6 +92,9 @@ class Keys:
 
     def downloads_leases(self) -> str:
         return self._key("downloads_leases")
+
+    def polls_due(self) -> str:
+        return self._key("polls_due")
 
 
 def lua_key_functions() -> str:

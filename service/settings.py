@@ -56,6 +56,24 @@ class Settings:
     download_retry_max_s: float = 3_600.0
     download_lease_s: float = 60.0
     download_timeout_s: float = 30.0
+    poll_after_submit_s: float = 90.0
+    poll_after_text_s: float = 120.0
+    poll_after_first_s: float = 180.0
+    poll_backoff_min_s: float = 30.0
+    poll_backoff_max_s: float = 600.0
+    poll_give_up_s: float = 86_400.0
+    poll_rate_per_s: int = 10
+    poll_lease_s: float = 120.0
+    sseedance_poll_s: float = 15.0
+
+    @property
+    def poll_deadlines_ms(self) -> tuple[int, int, int]:
+        """How long a task may sit in pending, text and first before it is polled."""
+        return (
+            int(self.poll_after_submit_s * 1000),
+            int(self.poll_after_text_s * 1000),
+            int(self.poll_after_first_s * 1000),
+        )
 
     @property
     def is_production(self) -> bool:
@@ -104,6 +122,15 @@ class Settings:
             download_retry_max_s=_number(env, "DOWNLOAD_RETRY_MAX_S", float, cls.download_retry_max_s),
             download_lease_s=_number(env, "DOWNLOAD_LEASE_S", float, cls.download_lease_s),
             download_timeout_s=_number(env, "DOWNLOAD_TIMEOUT_S", float, cls.download_timeout_s),
+            poll_after_submit_s=_number(env, "POLL_AFTER_SUBMIT_S", float, cls.poll_after_submit_s),
+            poll_after_text_s=_number(env, "POLL_AFTER_TEXT_S", float, cls.poll_after_text_s),
+            poll_after_first_s=_number(env, "POLL_AFTER_FIRST_S", float, cls.poll_after_first_s),
+            poll_backoff_min_s=_number(env, "POLL_BACKOFF_MIN_S", float, cls.poll_backoff_min_s),
+            poll_backoff_max_s=_number(env, "POLL_BACKOFF_MAX_S", float, cls.poll_backoff_max_s),
+            poll_give_up_s=_number(env, "POLL_GIVE_UP_S", float, cls.poll_give_up_s),
+            poll_rate_per_s=_number(env, "POLL_RATE_PER_S", int, cls.poll_rate_per_s),
+            poll_lease_s=_number(env, "POLL_LEASE_S", float, cls.poll_lease_s),
+            sseedance_poll_s=_number(env, "SSEEDANCE_POLL_S", float, cls.sseedance_poll_s),
         )
         settings.check()
         return settings

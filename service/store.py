@@ -49,6 +49,48 @@ def render_script(name: str = "transition") -> str:
     )
 
 
+def script_head(
+    keys: Keys, history_max: int, raw_log_max: int, poll_deadlines_ms: tuple[int, int, int]
+) -> Args:
+    """The arguments of the transition script before its events."""
+    return [keys.prefix, history_max, raw_log_max, *poll_deadlines_ms]
+
+
+def event_args(
+    event: Event, source: Source, now_ms: int, raw: RawEntry | None = None, submission_id: str = ""
+) -> Args:
+    """One event's arguments for the transition script, tracks and artifacts pre-encoded."""
+    raw = raw or {}
+    args: Args = [
+        event.task_id,
+        event.stage,
+        source,
+        now_ms,
+        event.family or "",
+        "" if event.code is None else event.code,
+        event.msg,
+        event.error or "",
+        _json(event.result) if event.result else "",
+        submission_id,
+        len(event.tracks),
+        len(event.artifacts),
+        len(raw),
+    ]
+    for track in event.tracks:
+        args += [track.id, _json(_compact(vars(track)))]
+    for artifact in event.artifacts:
+        state = {"state": "waiting", "discovered_at": now_ms}
+        args += [artifact.name, _json(_compact(vars(artifact)) | state)]
+    for name, value in raw.items():
+        args += [name, value]
+    return args
+
+
+def applied_from(reply: list[Any]) -> Applied:
+    outcome, before, after, created, *names = reply
+    return Applied(outcome, before, after, bool(int(created)), tuple(names))
+
+
 class HiredisPackingConnection(Connection):
     """Packs commands with hiredis, as redis-py's sync client already does.
 
@@ -196,12 +238,15 @@ class Store:
         keys: Keys,
         history_max: int = 500,
         raw_log_max: int = 10_000,
+        poll_deadlines_ms: tuple[int, int, int] = (90_000, 120_000, 180_000),
     ) -> None:
         self.client = client
         self.keys = keys
         self.history_max = history_max
         self.raw_log_max = raw_log_max
-        self._transition = EventBatcher(client, [keys.prefix, history_max, raw_log_max])
+        self._transition = EventBatcher(
+            client, script_head(keys, history_max, raw_log_max, poll_deadlines_ms)
+        )
         self._submit = client.register_script(render_script("submit"))
         self._limit = client.register_script(LIMITER_SCRIPT)
         self._pause = client.register_script(PAUSE_SCRIPT)
@@ -217,35 +262,12 @@ class Store:
         submission_id: str = "",
     ) -> Applied:
         """Raises StoreUnavailable when Redis cannot be reached; the caller answers 503."""
-        raw = raw or {}
-        args: Args = [
-            event.task_id,
-            event.stage,
-            source,
-            now_ms,
-            event.family or "",
-            "" if event.code is None else event.code,
-            event.msg,
-            event.error or "",
-            _json(event.result) if event.result else "",
-            submission_id,
-            len(event.tracks),
-            len(event.artifacts),
-            len(raw),
-        ]
-        for track in event.tracks:
-            args += [track.id, _json(_compact(vars(track)))]
-        for artifact in event.artifacts:
-            state = {"state": "waiting", "discovered_at": now_ms}
-            args += [artifact.name, _json(_compact(vars(artifact)) | state)]
-        for name, value in raw.items():
-            args += [name, value]
+        args = event_args(event, source, now_ms, raw, submission_id)
         try:
             reply = await self._transition(args)
         except RedisError as exc:
             raise StoreUnavailable(f"Redis is unavailable: {type(exc).__name__}") from exc
-        outcome, before, after, created, *names = reply
-        return Applied(outcome, before, after, bool(int(created)), tuple(names))
+        return applied_from(reply)
 
     async def log_rejected(self, raw: RawEntry, outcome: str) -> None:
         """Keeps a rejected request for inspection. Never raises: a rejection is answered regardless."""
@@ -332,9 +354,19 @@ class Store:
         idem = self.keys.idempotency(idempotency_key or "-")
         return str(await self._begin(keys=[self.keys.submission(submission_id), idem], args=flat))
 
-    async def attach_submission(self, submission_id: str, task_id: str, family: str, now_ms: int) -> bool:
+    async def attach_submission(
+        self, submission_id: str, task_id: str, family: str, now_ms: int, first_poll_ms: int
+    ) -> bool:
         """Links a submission to the task it created; True when no callback had created it yet."""
-        args: Args = [self.keys.prefix, self.history_max, task_id, submission_id, family, now_ms]
+        args: Args = [
+            self.keys.prefix,
+            self.history_max,
+            task_id,
+            submission_id,
+            family,
+            now_ms,
+            first_poll_ms,
+        ]
         _status, created = await self._submit(keys=[], args=args)
         return bool(int(created))
 

@@ -136,7 +136,15 @@ class Submitter:
                 submission_id, state, {"error": exc.message, "error_status": str(exc.status_code)}
             )
             raise
-        await self.store.attach_submission(submission_id, task_id, family_of(request.kind), self._now_ms())
+        first_poll_s = (
+            self.settings.sseedance_poll_s
+            if request.provider == "sseedance"
+            else self.settings.poll_after_submit_s
+        )
+        now_ms = self._now_ms()
+        await self.store.attach_submission(
+            submission_id, task_id, family_of(request.kind), now_ms, now_ms + int(first_poll_s * 1000)
+        )
         return Submitted(task_id, submission_id, created=True)
 
     async def _create(self, request: SubmissionRequest, submission_id: str) -> str:

@@ -7,12 +7,14 @@
 -- passed in KEYS, because one call serves events of many tasks; Tapedeck runs on standalone
 -- or Sentinel-managed Redis, not Redis Cluster, where that would cross slots.
 --
--- ARGV: prefix, history max, raw-log max, then per event:
+-- ARGV: prefix, history max, raw-log max, poll deadlines after pending/text/first (ms), then per event:
 --   task_id, stage, source, now_ms, family, code, msg, error, result_json, submission id,
 --   #track pairs, #artifact pairs, #raw-log field pairs, then those pairs.
 -- Returns, per event: {outcome, status_before, status_after, created (0|1), new artifact names...}.
 
 local prefix, history_max, rawlog_max = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local POLL_AFTER = {pending = tonumber(ARGV[4]), text = tonumber(ARGV[5]), first = tonumber(ARGV[6])}
+local FIRST_EVENT = 7
 __COMMON__
 local TRANSITIONS = __TRANSITIONS__
 local SUCCESS_STAGES = __SUCCESS_STAGES__
@@ -93,7 +95,13 @@ local function apply(at)
     merge_tracks(key_tracks(prefix, task_id), tracks_from, artifacts_from - 1, true)
     add_artifacts(task_id, key_artifacts(prefix, task_id), artifacts_from, raw_from - 1, reply)
     if result_json ~= '' then redis.call('HSET', task_key, 'result', result_json) end
-    redis.call('HSET', task_key, 'status', new_status, 'updated_at', now, 'last_event_at', now)
+    redis.call('HSET', task_key, 'status', new_status, 'updated_at', now, 'last_event_at', now, 'poll_streak', 0)
+    -- The next poll is due when this stage has had its time to move on; a finished task has none.
+    if POLL_AFTER[new_status] then
+      redis.call('ZADD', key_polls_due(prefix), now + POLL_AFTER[new_status], task_id)
+    else
+      redis.call('ZREM', key_polls_due(prefix), task_id)
+    end
   else
     if outcome ~= 'duplicate' then
       -- A stale or contradicting stage moves nothing, but the files it names exist upstream
@@ -117,7 +125,7 @@ local function apply(at)
 end
 
 local replies = {}
-local at = 4
+local at = FIRST_EVENT
 while at <= #ARGV do
   local reply
   reply, at = apply(at)

@@ -47,7 +47,7 @@ def put_in_status(redis_client: redis.Redis, store_url: str, task_id: str, statu
     if status == "lost":
         sub = "sub_" + "c" * 32
         with_store(store_url, lambda s: s.begin_submission(sub, {"state": "submitting"}, None, 60))
-        with_store(store_url, lambda s: s.attach_submission(sub, task_id, "music", 1_000))
+        with_store(store_url, lambda s: s.attach_submission(sub, task_id, "music", 1_000, 2_000))
         if reached != "pending":
             with_store(store_url, lambda s: s.apply_event(event(task_id, reached), "callback", 1_000))
         member = str(redis_client.hget(KEYS.task(task_id), "index_member"))
@@ -237,7 +237,7 @@ def test_the_create_answer_names_the_submissions_task_even_after_a_callback_gues
     async def work(store: Store) -> None:
         await store.begin_submission(sub, {"state": "submitting"}, None, 60)
         await store.apply_event(event("t-first", "text"), "callback", 1, submission_id=sub)
-        await store.attach_submission(sub, "t-answer", "music", 2)
+        await store.attach_submission(sub, "t-answer", "music", 2, 3)
 
     with_store(redis_url, work)
     assert redis_client.hget(KEYS.submission(sub), "task_id") == "t-answer"
@@ -288,3 +288,38 @@ def test_a_new_artifact_goes_to_the_downloads_outbox_once(redis_url: str, redis_
 
     with_store(redis_url, work)
     assert redis_client.lrange(KEYS.downloads_new(), 0, -1) == ["t1 audio-a"]
+
+
+@pytest.mark.parametrize(
+    ("stages", "due"),
+    [
+        (["text"], 1_000 + 120_000),
+        (["first"], 1_000 + 180_000),
+        (["text", "complete"], None),
+        (["error"], None),
+    ],
+)
+def test_each_applied_stage_sets_when_the_task_is_next_polled(
+    redis_url: str, redis_client: redis.Redis, stages: list[str], due: int | None
+) -> None:
+    async def work(store: Store) -> None:
+        for stage in stages:
+            await store.apply_event(event("t1", stage), "callback", 1_000)
+
+    with_store(redis_url, work)
+    assert redis_client.zscore(KEYS.polls_due(), "t1") == due
+
+
+def test_a_submission_schedules_its_first_poll_unless_a_callback_did(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    async def work(store: Store) -> None:
+        for sub in ("sub_" + "d" * 32, "sub_" + "e" * 32):
+            await store.begin_submission(sub, {"state": "submitting"}, None, 60)
+        await store.apply_event(event("t-called", "text"), "callback", 1_000)
+        await store.attach_submission("sub_" + "d" * 32, "t-new", "music", 1_000, 91_000)
+        await store.attach_submission("sub_" + "e" * 32, "t-called", "music", 1_000, 91_000)
+
+    with_store(redis_url, work)
+    assert redis_client.zscore(KEYS.polls_due(), "t-new") == 91_000
+    assert redis_client.zscore(KEYS.polls_due(), "t-called") == 121_000

@@ -1,4 +1,4 @@
-"""The workers' side of the store: artifact claims, leases and results, and the downloads outbox.
+"""The workers' side of the store: artifact claims, leases and results, polls, and the outbox.
 
 Synchronous, because RQ jobs are. Keys come from `keys.py`; every artifact change goes through
 `artifact.lua`, so a claim, a lease renewal and a result can never interleave.
@@ -25,7 +25,7 @@ class Claim:
     family: str = ""
 
 
-class ArtifactStore:
+class WorkerStore:
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self.client = client
         self.keys = keys
