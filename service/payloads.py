@@ -116,7 +116,7 @@ def _parse_staged(task_id: str, code: int | None, msg: str, data: dict[str, Any]
         raise UnrecognisedCallback(
             f"data.callbackType {callback_type!r} is not one of text, first, complete, error"
         )
-    items = _items(data.get("data"))
+    items = dict_items(data.get("data"))
     if _is_lyrics(items):
         return _lyrics_event(task_id, code, msg, data, items)
     if callback_type == "complete" and code != SUCCESS_CODE and not items:
@@ -125,9 +125,9 @@ def _parse_staged(task_id: str, code: int | None, msg: str, data: dict[str, Any]
         return Event(task_id, None, "error", code, msg)
     failed = callback_type == "error" or code != SUCCESS_CODE
     stage: Stage = "error" if failed else callback_type
-    tracks = tuple(_track(item) for item in items if _text(item.get("id")))
-    error = _text(data.get("error")) if failed else None
-    return Event(task_id, "music", stage, code, msg, tracks, _track_artifacts(tracks), error or None)
+    tracks = tuple(track_from_item(item) for item in items if as_text(item.get("id")))
+    error = as_text(data.get("error")) if failed else None
+    return Event(task_id, "music", stage, code, msg, tracks, track_artifacts(tracks), error or None)
 
 
 def _lyrics_event(
@@ -137,10 +137,10 @@ def _lyrics_event(
     stage: Stage = "complete" if code == SUCCESS_CODE and data.get("callbackType") != "error" else "error"
     variants = [
         {
-            "title": _text(item.get("title")),
-            "text": _text(item.get("text")),
-            "status": _text(item.get("status")),
-            "error_message": _text(item.get("error_message") or item.get("errorMessage")),
+            "title": as_text(item.get("title")),
+            "text": as_text(item.get("text")),
+            "status": as_text(item.get("status")),
+            "error_message": as_text(item.get("error_message") or item.get("errorMessage")),
         }
         for item in items
     ]
@@ -149,7 +149,7 @@ def _lyrics_event(
 
 def _parse_wav(task_id: str, code: int | None, msg: str, data: dict[str, Any]) -> Event:
     family: Family = "wav"
-    url = _text(data.get("audioWavUrl") or data.get("audio_wav_url"))
+    url = as_text(data.get("audioWavUrl") or data.get("audio_wav_url"))
     artifacts = (Artifact("wav", "wav", url),) if url else ()
     return _single_event(task_id, family, code, msg, artifacts)
 
@@ -162,7 +162,7 @@ def _parse_separation(task_id: str, code: int | None, msg: str, data: dict[str, 
 
 def _parse_mp4(task_id: str, code: int | None, msg: str, data: dict[str, Any]) -> Event:
     family: Family = "mp4"
-    url = _text(data.get("video_url"))
+    url = as_text(data.get("video_url"))
     artifacts = (Artifact("video", "video", url),) if url else ()
     # The MP4 callback schema calls 0 success (§4.15); a 0 with a video is a success.
     effective = SUCCESS_CODE if code == 0 and url else code
@@ -171,15 +171,17 @@ def _parse_mp4(task_id: str, code: int | None, msg: str, data: dict[str, Any]) -
 
 def _parse_cover(task_id: str, code: int | None, msg: str, data: dict[str, Any]) -> Event:
     family: Family = "cover-image"
-    urls = [u for u in _list(data.get("images")) if isinstance(u, str) and u]
+    urls = [u for u in as_list(data.get("images")) if isinstance(u, str) and u]
     artifacts = tuple(Artifact(f"cover-{i}", "cover", url) for i, url in enumerate(urls))
     return _single_event(task_id, family, code, msg, artifacts)
 
 
 def _parse_midi(task_id: str, code: int | None, msg: str, data: dict[str, Any]) -> Event:
     family: Family = "midi"
-    instruments = _list(data.get("instruments"))
-    result = {"midi": {"state": _text(data.get("state")), "instruments": instruments}} if instruments else {}
+    instruments = as_list(data.get("instruments"))
+    result = (
+        {"midi": {"state": as_text(data.get("state")), "instruments": instruments}} if instruments else {}
+    )
     event = _single_event(task_id, family, code, msg, ())
     return Event(event.task_id, family, event.stage, code, msg, result=result, error=event.error)
 
@@ -197,7 +199,7 @@ def stem_artifacts(info: dict[str, Any]) -> tuple[Artifact, ...]:
     """One artifact per non-empty stem URL; snake (`vocal_url`) and camel (`vocalUrl`) keys alike."""
     artifacts = []
     for key, value in info.items():
-        url = _text(value)
+        url = as_text(value)
         if not url or not (key.endswith("_url") or key.endswith("Url")):
             continue
         stem = _CAMEL_HUMP.sub(r"_\1", key[:-4] if key.endswith("_url") else key[:-3]).lower()
@@ -205,7 +207,7 @@ def stem_artifacts(info: dict[str, Any]) -> tuple[Artifact, ...]:
     return tuple(artifacts)
 
 
-def _track_artifacts(tracks: tuple[Track, ...]) -> tuple[Artifact, ...]:
+def track_artifacts(tracks: tuple[Track, ...]) -> tuple[Artifact, ...]:
     artifacts = []
     for track in tracks:
         safe_id = _UNSAFE_NAME_CHARS.sub("_", track.id)
@@ -219,11 +221,11 @@ def _track_artifacts(tracks: tuple[Track, ...]) -> tuple[Artifact, ...]:
     return tuple(artifacts)
 
 
-def _track(item: dict[str, Any]) -> Track:
+def track_from_item(item: dict[str, Any]) -> Track:
     """A track from a callback item (snake_case) or a record-info item (camelCase)."""
     duration = item.get("duration")
     return Track(
-        id=_text(item.get("id")),
+        id=as_text(item.get("id")),
         title=_pick(item, "title"),
         duration=float(duration) if isinstance(duration, int | float) else None,
         tags=_pick(item, "tags"),
@@ -267,15 +269,15 @@ def parse_create_time(value: Any) -> int | None:
     return int(parsed.timestamp() * 1000)
 
 
-def _list(value: Any) -> list[Any]:
+def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def _items(value: Any) -> list[dict[str, Any]]:
-    return [item for item in _list(value) if isinstance(item, dict)]
+def dict_items(value: Any) -> list[dict[str, Any]]:
+    return [item for item in as_list(value) if isinstance(item, dict)]
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
@@ -315,6 +317,11 @@ RECORD_INFO_PATHS: Final[dict[str, str]] = {
 }
 
 
+def suno_tracks(response: dict[str, Any]) -> tuple[Track, ...]:
+    """The tracks of a music record-info `response` (camelCase `sunoData`)."""
+    return tuple(track_from_item(i) for i in dict_items(response.get("sunoData")) if as_text(i.get("id")))
+
+
 def record_info_artifacts(family: str, data: Any) -> tuple[Artifact, ...]:
     """The file URLs in a record-info `data` (kie-api.md §8), named as the callbacks name them."""
     if not isinstance(data, dict):
@@ -322,17 +329,19 @@ def record_info_artifacts(family: str, data: Any) -> tuple[Artifact, ...]:
     found = data.get("response")
     response: dict[str, Any] = found if isinstance(found, dict) else {}
     if family == "music":
-        tracks = tuple(_track(item) for item in _items(response.get("sunoData")) if _text(item.get("id")))
-        return _track_artifacts(tracks)
+        tracks = tuple(
+            track_from_item(item) for item in dict_items(response.get("sunoData")) if as_text(item.get("id"))
+        )
+        return track_artifacts(tracks)
     if family == "wav":
-        url = _text(response.get("audioWavUrl") or response.get("audio_wav_url"))
+        url = as_text(response.get("audioWavUrl") or response.get("audio_wav_url"))
         return (Artifact("wav", "wav", url),) if url else ()
     if family == "vocal-removal":
         return stem_artifacts({k: v for k, v in response.items() if k != "originData"})
     if family == "mp4":
-        url = _text(response.get("videoUrl") or response.get("video_url"))
+        url = as_text(response.get("videoUrl") or response.get("video_url"))
         return (Artifact("video", "video", url),) if url else ()
     if family == "cover-image":
-        urls = [u for u in _list(response.get("images")) if isinstance(u, str) and u]
+        urls = [u for u in as_list(response.get("images")) if isinstance(u, str) and u]
         return tuple(Artifact(f"cover-{i}", "cover", url) for i, url in enumerate(urls))
     return ()
