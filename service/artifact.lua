@@ -9,7 +9,8 @@ __COMMON__
 
 local mode, task_id, name, now = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local key = key_artifacts(prefix, task_id)
-local leases = key_downloads_leases(prefix)
+local due = key_downloads_due(prefix)
+local DOWNLOAD_GRACE_MS = __DOWNLOAD_GRACE_MS__
 local member = task_id .. ' ' .. name
 local raw = redis.call('HGET', key, name)
 if not raw then return {'missing', ''} end
@@ -23,17 +24,22 @@ if mode == 'claim' then
   artifact.attempts = (tonumber(artifact.attempts) or 0) + 1
   artifact.lease_until = now + tonumber(ARGV[6])
   artifact.worker = ARGV[7]
-  redis.call('ZADD', leases, artifact.lease_until, member)
+  redis.call('ZADD', due, artifact.lease_until, member)
 elseif mode == 'renew' then
   if artifact.state ~= 'downloading' or artifact.worker ~= ARGV[7] then return {'lost', artifact.state} end
   artifact.lease_until = now + tonumber(ARGV[6])
-  redis.call('ZADD', leases, artifact.lease_until, member)
+  redis.call('ZADD', due, artifact.lease_until, member)
 else
   for k, v in pairs(cjson.decode(ARGV[6])) do artifact[k] = v end
   if artifact.state ~= 'downloading' then
     artifact.lease_until = nil
     artifact.worker = nil
-    redis.call('ZREM', leases, member)
+  end
+  -- A waiting artifact must be retried by its next try (plus grace); a settled one is off the list.
+  if artifact.state == 'waiting' then
+    redis.call('ZADD', due, (tonumber(artifact.next_try_at) or now) + DOWNLOAD_GRACE_MS, member)
+  elseif artifact.state ~= 'downloading' then
+    redis.call('ZREM', due, member)
   end
 end
 local encoded = cjson.encode(artifact)

@@ -13,7 +13,8 @@
     {p}:limit:{name}:pause     string until when creates are held (the upstream said 429)
     {p}:boosts                 list   Boost Music Style results, newest first (capped)
     {p}:downloads:new          list   "task_id name" of artifacts not yet given to a download job
-    {p}:downloads:leases       zset   "task_id name" of downloads in progress, by lease expiry (ms)
+    {p}:downloads:due          zset   "task_id name" of every unfinished artifact, by when it must next
+                                      make progress (queued, retry time, or lease end; ms)
     {p}:polls:due              zset   task id of every unfinished task, by when to poll it next (ms)
 
 The transition script builds the same keys from the same templates (`lua_key_functions`).
@@ -39,7 +40,7 @@ TEMPLATES: Final[dict[str, str]] = {
     "limit_pause": "{prefix}:limit:{id}:pause",
     "boosts": "{prefix}:boosts",
     "downloads_new": "{prefix}:downloads:new",
-    "downloads_leases": "{prefix}:downloads:leases",
+    "downloads_due": "{prefix}:downloads:due",
     "polls_due": "{prefix}:polls:due",
 }
 
@@ -90,8 +91,8 @@ class Keys:
     def downloads_new(self) -> str:
         return self._key("downloads_new")
 
-    def downloads_leases(self) -> str:
-        return self._key("downloads_leases")
+    def downloads_due(self) -> str:
+        return self._key("downloads_due")
 
     def polls_due(self) -> str:
         return self._key("polls_due")

@@ -29,6 +29,8 @@ from service.payloads import Event
 from service.states import SUCCESS_STAGES, TRANSITIONS, Outcome, Source, Status
 
 RawEntry = Mapping[str, str | bytes]
+# How long a queued download, or a scheduled retry, may wait before the sweep queues it again.
+DOWNLOAD_GRACE_MS = 120_000
 Args = list[str | bytes | int]
 
 
@@ -46,6 +48,7 @@ def render_script(name: str = "transition") -> str:
         .replace("__COMMON__", common)
         .replace("__TRANSITIONS__", "{" + table + "}")
         .replace("__SUCCESS_STAGES__", "{" + ", ".join(f'"{s}"' for s in SUCCESS_STAGES) + "}")
+        .replace("__DOWNLOAD_GRACE_MS__", str(DOWNLOAD_GRACE_MS))
     )
 
 

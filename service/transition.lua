@@ -15,6 +15,7 @@
 local prefix, history_max, rawlog_max = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local POLL_AFTER = {pending = tonumber(ARGV[4]), text = tonumber(ARGV[5]), first = tonumber(ARGV[6])}
 local FIRST_EVENT = 7
+local DOWNLOAD_GRACE_MS = __DOWNLOAD_GRACE_MS__
 __COMMON__
 local TRANSITIONS = __TRANSITIONS__
 local SUCCESS_STAGES = __SUCCESS_STAGES__
@@ -37,11 +38,12 @@ end
 
 -- A new artifact also goes to the downloads outbox, in this same atomic step, so the callback
 -- ack never waits on a job queue and no artifact is ever queued twice.
-local function add_artifacts(task_id, artifacts_key, from, to, reply)
+local function add_artifacts(task_id, artifacts_key, from, to, reply, now)
   for i = from, to, 2 do
     if redis.call('HSETNX', artifacts_key, ARGV[i], ARGV[i + 1]) == 1 then
       reply[#reply + 1] = ARGV[i]
       redis.call('RPUSH', key_downloads_new(prefix), task_id .. ' ' .. ARGV[i])
+      redis.call('ZADD', key_downloads_due(prefix), now + DOWNLOAD_GRACE_MS, task_id .. ' ' .. ARGV[i])
     end
   end
 end
@@ -93,7 +95,7 @@ local function apply(at)
       end
     end
     merge_tracks(key_tracks(prefix, task_id), tracks_from, artifacts_from - 1, true)
-    add_artifacts(task_id, key_artifacts(prefix, task_id), artifacts_from, raw_from - 1, reply)
+    add_artifacts(task_id, key_artifacts(prefix, task_id), artifacts_from, raw_from - 1, reply, now)
     if result_json ~= '' then redis.call('HSET', task_key, 'result', result_json) end
     redis.call('HSET', task_key, 'status', new_status, 'updated_at', now, 'last_event_at', now, 'poll_streak', 0)
     -- The next poll is due when this stage has had its time to move on; a finished task has none.
@@ -107,7 +109,7 @@ local function apply(at)
       -- A stale or contradicting stage moves nothing, but the files it names exist upstream
       -- and expire all the same: keep what is new, overwrite nothing.
       merge_tracks(key_tracks(prefix, task_id), tracks_from, artifacts_from - 1, false)
-      add_artifacts(task_id, key_artifacts(prefix, task_id), artifacts_from, raw_from - 1, reply)
+      add_artifacts(task_id, key_artifacts(prefix, task_id), artifacts_from, raw_from - 1, reply, now)
     end
     redis.call('HSET', task_key, 'last_event_at', now)
   end

@@ -15,6 +15,16 @@ import redis
 from service.keys import Keys
 from service.store import render_script
 
+# Takes the members due by ARGV[1] (at most ARGV[2]) and pushes each to ARGV[3], atomically, so
+# two workers sweeping at once never take the same member.
+TAKE_DUE_SCRIPT = """
+local members = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, member in ipairs(members) do
+  redis.call('ZADD', KEYS[1], 'XX', ARGV[3], member)
+end
+return members
+"""
+
 
 @dataclass(frozen=True)
 class Claim:
@@ -30,6 +40,7 @@ class WorkerStore:
         self.client = client
         self.keys = keys
         self._artifact = client.register_script(render_script("artifact"))
+        self._take = client.register_script(TAKE_DUE_SCRIPT)
 
     def claim(self, task_id: str, name: str, now_ms: int, lease_ms: int, worker: str) -> Claim:
         return self._change("claim", task_id, name, now_ms, str(lease_ms), worker)
@@ -65,12 +76,35 @@ class WorkerStore:
         popped = cast(list[str] | None, self.client.lpop(self.keys.downloads_new(), limit)) or []
         return [cast(tuple[str, str], tuple(item.split(" ", 1))) for item in popped]
 
-    def overdue_leases(self, now_ms: int, limit: int, grace_ms: int) -> list[tuple[str, str]]:
-        """Downloads whose worker stopped renewing; each is pushed `grace_ms` ahead once returned."""
-        members = cast(
-            list[str],
-            self.client.zrangebyscore(self.keys.downloads_leases(), "-inf", now_ms, start=0, num=limit),
-        )
-        if members:
-            self.client.zadd(self.keys.downloads_leases(), {m: now_ms + grace_ms for m in members}, xx=True)
+    def overdue_downloads(self, now_ms: int, limit: int, grace_ms: int) -> list[tuple[str, str]]:
+        """Artifacts that should have progressed by now: a worker died mid-download, a queued job
+        or a scheduled retry was lost. Each returned one is pushed `grace_ms` ahead."""
+        members = self._take_due(self.keys.downloads_due(), now_ms, limit, now_ms + grace_ms)
         return [cast(tuple[str, str], tuple(m.split(" ", 1))) for m in members]
+
+    def due_polls(self, now_ms: int, limit: int, lease_ms: int) -> list[str]:
+        """Tasks whose next check has come; each is leased `lease_ms` ahead, so one worker polls it."""
+        return self._take_due(self.keys.polls_due(), now_ms, limit, now_ms + lease_ms)
+
+    def _take_due(self, key: str, now_ms: int, limit: int, until_ms: int) -> list[str]:
+        return cast(list[str], self._take(keys=[key], args=[now_ms, limit, until_ms]))
+
+    def unscheduled_tasks(self, statuses: tuple[str, ...], limit: int) -> list[str]:
+        """Unfinished tasks with no next check at all (a deleted schedule); a sweep reschedules them."""
+        found: list[str] = []
+        for status in statuses:
+            members = cast(list[str], self.client.zrange(self.keys.index_status(status), 0, -1))
+            for chunk in range(0, len(members), 500):
+                ids = [m.split(":", 1)[1] for m in members[chunk : chunk + 500]]
+                with self.client.pipeline(transaction=False) as pipe:
+                    for task_id in ids:
+                        pipe.zscore(self.keys.polls_due(), task_id)
+                    scores = pipe.execute()
+                found += [task_id for task_id, score in zip(ids, scores, strict=True) if score is None]
+                if len(found) >= limit:
+                    return found[:limit]
+        return found
+
+    def schedule_polls(self, task_ids: list[str], at_ms: int) -> None:
+        if task_ids:
+            self.client.zadd(self.keys.polls_due(), dict.fromkeys(task_ids, at_ms), nx=True)

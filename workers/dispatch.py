@@ -13,8 +13,8 @@ from typing import Final
 
 from rq import Queue
 
-from service.artifacts import ArtifactStore
 from service.settings import Settings
+from service.worker_store import WorkerStore
 from workers.jobs import JOB_TIMEOUT_S, download, job_id
 
 log = logging.getLogger("tapedeck.dispatch")
@@ -22,7 +22,7 @@ log = logging.getLogger("tapedeck.dispatch")
 BATCH: Final = 100
 
 
-def dispatch_new(artifacts: ArtifactStore, queues: dict[bool, Queue], settings: Settings, now: float) -> int:
+def dispatch_new(artifacts: WorkerStore, queues: dict[bool, Queue], settings: Settings, now: float) -> int:
     """Queues up to BATCH new artifacts; returns how many."""
     items = artifacts.take_new(BATCH)
     by_queue: dict[bool, list[tuple[str, str, str]]] = {False: [], True: []}
@@ -33,23 +33,24 @@ def dispatch_new(artifacts: ArtifactStore, queues: dict[bool, Queue], settings: 
 
 
 def requeue_abandoned(
-    artifacts: ArtifactStore, queues: dict[bool, Queue], settings: Settings, now: float
+    artifacts: WorkerStore, queues: dict[bool, Queue], settings: Settings, now: float
 ) -> int:
-    """Downloads whose lease ran out (the worker was killed) go back on the queue."""
+    """Downloads overdue for progress go back on the queue: a killed worker's (its lease ran out),
+    or one whose queued job or scheduled retry was lost."""
     grace_ms = int(settings.download_lease_s * 1000)
-    items = artifacts.overdue_leases(int(now * 1000), BATCH, grace_ms)
+    items = artifacts.overdue_downloads(int(now * 1000), BATCH, grace_ms)
     by_queue: dict[bool, list[tuple[str, str, str]]] = {False: [], True: []}
     for task_id, name in items:
         suffix = f"-l{int(now)}"
         by_queue[is_urgent(artifacts, settings, task_id, now)].append(
             (task_id, name, job_id(task_id, name, suffix))
         )
-        log.warning("download task_id=%s artifact=%s lease expired: requeued", task_id, name)
+        log.warning("download task_id=%s artifact=%s overdue: requeued", task_id, name)
     _enqueue(queues, by_queue)
     return len(items)
 
 
-def is_urgent(artifacts: ArtifactStore, settings: Settings, task_id: str, now: float) -> bool:
+def is_urgent(artifacts: WorkerStore, settings: Settings, task_id: str, now: float) -> bool:
     created = int(artifacts.task(task_id).get("created_at") or now * 1000) / 1000
     return created + settings.artifact_ttl_s - now < settings.urgent_within_s
 
@@ -64,9 +65,7 @@ def _enqueue(queues: dict[bool, Queue], by_queue: dict[bool, list[tuple[str, str
             queues[urgent].enqueue_many(jobs)
 
 
-def run(
-    artifacts: ArtifactStore, queues: dict[bool, Queue], settings: Settings, stop: threading.Event
-) -> None:
+def run(artifacts: WorkerStore, queues: dict[bool, Queue], settings: Settings, stop: threading.Event) -> None:
     """The dispatcher loop of a worker process: drain the outbox, sweep leases every few seconds."""
     swept = 0.0
     while not stop.is_set():

@@ -18,11 +18,11 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 
-from service.artifacts import ArtifactStore
 from service.retry import Backoff
 from service.safety import Policy, Resolver, Target, UnsafeURL
 from service.settings import Settings
 from service.storage import EXPECTED_TYPE, Storage, extension, is_expected_type
+from service.worker_store import WorkerStore
 
 log = logging.getLogger("tapedeck.downloads")
 
@@ -45,7 +45,7 @@ class TransferFailed(Exception):
 @dataclass(frozen=True)
 class Deps:
     settings: Settings
-    artifacts: ArtifactStore
+    artifacts: WorkerStore
     storage: Storage
     http: httpx.Client
     policy: Policy

@@ -18,13 +18,13 @@ import httpx
 import redis
 from rq import Queue
 
-from service.artifacts import ArtifactStore
 from service.keys import Keys
 from service.payloads import RECORD_INFO_PATHS, record_info_artifacts
 from service.safety import Policy, system_resolver
 from service.settings import Settings
 from service.storage import Storage
 from service.upstream import judge_kie
+from service.worker_store import WorkerStore
 from workers.downloads import Deps, fetch_artifact
 
 QUEUE: Final = "downloads"
@@ -76,7 +76,7 @@ def build_deps(settings: Settings) -> Deps:
 
     return Deps(
         settings=settings,
-        artifacts=ArtifactStore(client, Keys(settings.redis_prefix)),
+        artifacts=WorkerStore(client, Keys(settings.redis_prefix)),
         storage=Storage(Path(settings.storage_dir)),
         http=http,
         policy=Policy.build(settings.download_allowed_hosts, settings.download_allowed_networks),

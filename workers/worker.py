@@ -16,8 +16,8 @@ import time
 import redis
 from rq import Queue, SimpleWorker
 
-from service.artifacts import ArtifactStore
 from service.settings import Settings
+from service.worker_store import WorkerStore
 from workers import dispatch, jobs
 
 log = logging.getLogger("tapedeck.worker")
@@ -50,7 +50,7 @@ def run(settings: Settings, burst: bool = False) -> int:
     return 0
 
 
-def work_burst(settings: Settings, artifacts: ArtifactStore) -> None:
+def work_burst(settings: Settings, artifacts: WorkerStore) -> None:
     """Queue what is waiting, run every due job, return: for tests, cron and catching up."""
     connection = redis.Redis.from_url(settings.redis_url)
     try:
@@ -62,7 +62,7 @@ def work_burst(settings: Settings, artifacts: ArtifactStore) -> None:
         connection.close()
 
 
-def drain(artifacts: ArtifactStore, queues: dict[bool, Queue], settings: Settings) -> None:
+def drain(artifacts: WorkerStore, queues: dict[bool, Queue], settings: Settings) -> None:
     """Queues everything waiting in the outbox and every abandoned download, then returns."""
     while dispatch.dispatch_new(artifacts, queues, settings, time.time()) == dispatch.BATCH:
         pass
