@@ -255,6 +255,7 @@ class Store:
         self._pause = client.register_script(PAUSE_SCRIPT)
         self._settle = client.register_script(SETTLE_SCRIPT)
         self._begin = client.register_script(BEGIN_SUBMISSION_SCRIPT)
+        self._poll = client.register_script(render_script("poll"))
 
     async def apply_event(
         self,
@@ -311,6 +312,8 @@ class Store:
         submission = None
         if task.get("submission_id"):
             submission = await self.get_submission(task["submission_id"])
+        next_check = await self.client.zscore(self.keys.polls_due(), task_id)
+        task["next_check_at"] = str(int(next_check)) if next_check is not None else ""
         return {
             "submission": submission,
             "task": task,
@@ -401,6 +404,44 @@ class Store:
     async def list_boosts(self, limit: int) -> list[dict[str, Any]]:
         entries = cast(list[str], await self.client.lrange(self.keys.boosts(), 0, limit - 1))
         return [json.loads(e) for e in entries]
+
+    async def poll_subject(self, task_id: str) -> dict[str, str] | None:
+        """What a poll needs to know of a task: its status, family, creation and provider."""
+        task = cast(
+            list[str | None],
+            await self.client.hmget(
+                self.keys.task(task_id), ["status", "family", "created_at", "submission_id"]
+            ),
+        )
+        if task[0] is None:
+            return None
+        provider = "kie"
+        if task[3]:
+            provider = (
+                cast(str | None, await self.client.hget(self.keys.submission(task[3]), "provider")) or "kie"
+            )
+        return {
+            "status": task[0],
+            "family": task[1] or "music",
+            "created_at": task[2] or "0",
+            "provider": provider,
+        }
+
+    async def record_poll(
+        self,
+        task_id: str,
+        now_ms: int,
+        news: bool,
+        backoff_ms: tuple[int, int],
+        give_up_at_ms: int,
+        stop_at_ms: int,
+        answer: str,
+    ) -> tuple[str, str]:
+        """Counts a poll and schedules the next; gives the task up as `lost` when its time has come."""
+        args: Args = [self.keys.prefix, self.history_max, task_id, now_ms, int(news), *backoff_ms,
+                      give_up_at_ms, stop_at_ms, answer]  # fmt: skip
+        state, status = await self._poll(keys=[], args=args)
+        return str(state), str(status)
 
     async def ping(self) -> bool:
         try:

@@ -116,8 +116,26 @@ def task_view(record: dict[str, Any]) -> dict[str, Any]:
         "error": error,
         "result": json.loads(task["result"]) if task.get("result") else None,
         "submission": submission_view(record.get("submission")),
+        "polling": {
+            "count": int(task.get("poll_count") or 0),
+            "last_at": iso(task.get("last_poll_at")),
+            "next_check_at": iso(task.get("next_check_at")),
+            "last_answer": _json_or_text(task.get("last_poll_answer")),
+        },
+        "lost": {"at": iso(task["lost_at"]), "reason": task.get("lost_reason")}
+        if task.get("lost_at")
+        else None,
         "history": [h | {"at": iso(h["at"])} for h in record["history"]],
     }
+
+
+def _json_or_text(value: str | None) -> Any:
+    if not value:
+        return None
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
 
 
 def submission_view(submission: dict[str, str] | None) -> dict[str, Any] | None:

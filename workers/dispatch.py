@@ -11,11 +11,12 @@ import threading
 import time
 from typing import Final
 
+import redis
 from rq import Queue
 
 from service.settings import Settings
 from service.worker_store import WorkerStore
-from workers.jobs import JOB_TIMEOUT_S, download, job_id
+from workers.jobs import JOB_TIMEOUT_S, POLL_QUEUE, POLL_TIMEOUT_S, download, job_id, poll
 
 log = logging.getLogger("tapedeck.dispatch")
 
@@ -50,6 +51,31 @@ def requeue_abandoned(
     return len(items)
 
 
+def dispatch_polls(store: WorkerStore, connection: redis.Redis, settings: Settings, now: float) -> int:
+    """Queues a poll for every task whose next check has come (each leased to this dispatcher)."""
+    lease_ms = int(settings.poll_lease_s * 1000)
+    due = store.due_polls(int(now * 1000), BATCH, lease_ms)
+    if due:
+        stamp = int(now * 1000)
+        jobs = [
+            Queue.prepare_data(
+                poll, args=(task_id,), job_id=f"poll-{task_id}-{stamp}", timeout=POLL_TIMEOUT_S, result_ttl=0
+            )
+            for task_id in due
+        ]
+        Queue(POLL_QUEUE, connection=connection).enqueue_many(jobs)
+    return len(due)
+
+
+def reschedule_forgotten(store: WorkerStore, settings: Settings, now: float) -> int:
+    """An unfinished task with no next check (its schedule was deleted) is checked again now."""
+    forgotten = store.unscheduled_tasks(("pending", "text", "first", "lost"), 1000)
+    store.schedule_polls(forgotten, int(now * 1000))
+    for task_id in forgotten:
+        log.warning("poll task_id=%s had no next check: rescheduled", task_id)
+    return len(forgotten)
+
+
 def is_urgent(artifacts: WorkerStore, settings: Settings, task_id: str, now: float) -> bool:
     created = int(artifacts.task(task_id).get("created_at") or now * 1000) / 1000
     return created + settings.artifact_ttl_s - now < settings.urgent_within_s
@@ -65,16 +91,27 @@ def _enqueue(queues: dict[bool, Queue], by_queue: dict[bool, list[tuple[str, str
             queues[urgent].enqueue_many(jobs)
 
 
-def run(artifacts: WorkerStore, queues: dict[bool, Queue], settings: Settings, stop: threading.Event) -> None:
-    """The dispatcher loop of a worker process: drain the outbox, sweep leases every few seconds."""
-    swept = 0.0
+def run(
+    artifacts: WorkerStore,
+    queues: dict[bool, Queue],
+    settings: Settings,
+    stop: threading.Event,
+    connection: redis.Redis,
+) -> None:
+    """The dispatcher loop of a worker process: drain the outbox and the due polls; every few
+    seconds requeue overdue downloads, every half minute reschedule forgotten tasks."""
+    swept = reconciled = 0.0
     while not stop.is_set():
         now = time.time()
         try:
             moved = dispatch_new(artifacts, queues, settings, now)
+            moved += dispatch_polls(artifacts, connection, settings, now)
             if now - swept > 5:
                 swept = now
                 requeue_abandoned(artifacts, queues, settings, now)
+            if now - reconciled > 30:
+                reconciled = now
+                reschedule_forgotten(artifacts, settings, now)
         except Exception:  # keep dispatching through a Redis blip; the outbox waits
             log.exception("dispatch failed; retrying")
             moved = 0

@@ -33,13 +33,16 @@ def run(settings: Settings, burst: bool = False) -> int:
     connection = redis.Redis.from_url(settings.redis_url)
     queues = jobs.queues(connection)
     worker = SimpleWorker(
-        [queues[True], queues[False]],  # urgent first: RQ takes from the first non-empty queue
+        jobs.worker_queues(connection),  # RQ takes from the first non-empty queue
         connection=connection,
         maintenance_interval=MAINTENANCE_INTERVAL_S,
     )
     stop = threading.Event()
     dispatcher = threading.Thread(
-        target=dispatch.run, args=(deps.artifacts, queues, settings, stop), name="dispatcher", daemon=True
+        target=dispatch.run,
+        args=(deps.artifacts, queues, settings, stop, connection),
+        name="dispatcher",
+        daemon=True,
     )
     dispatcher.start()
     try:
@@ -56,7 +59,10 @@ def work_burst(settings: Settings, artifacts: WorkerStore) -> None:
     try:
         queues = jobs.queues(connection)
         drain(artifacts, queues, settings)
-        worker = SimpleWorker([queues[True], queues[False]], connection=connection)
+        dispatch.reschedule_forgotten(artifacts, settings, time.time())
+        while dispatch.dispatch_polls(artifacts, connection, settings, time.time()) == dispatch.BATCH:
+            pass
+        worker = SimpleWorker(jobs.worker_queues(connection), connection=connection)
         worker.work(burst=True, with_scheduler=True, logging_level="WARNING")
     finally:
         connection.close()
