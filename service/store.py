@@ -443,6 +443,25 @@ class Store:
         state, status = await self._poll(keys=[], args=args)
         return str(state), str(status)
 
+    async def list_overdue(self, now_ms: int, limit: int) -> TaskPage:
+        """Unfinished tasks whose next check has come and gone, most overdue first."""
+        ids = cast(
+            list[str],
+            await self.client.zrangebyscore(self.keys.polls_due(), "-inf", now_ms, start=0, num=limit),
+        )
+        async with self.client.pipeline(transaction=False) as pipe:
+            for task_id in ids:
+                pipe.hmget(
+                    self.keys.task(task_id), ["task_id", "family", "status", "created_at", "updated_at"]
+                )
+            rows = await pipe.execute() if ids else []
+        tasks = [
+            {"task_id": r[0], "family": r[1], "status": r[2], "created_at": r[3], "updated_at": r[4]}
+            for r in rows
+            if r[0]
+        ]
+        return TaskPage(tasks, None)
+
     async def ping(self) -> bool:
         try:
             return bool(await self.client.ping())

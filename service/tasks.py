@@ -6,7 +6,7 @@ import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
@@ -15,10 +15,11 @@ from service.auth import authorize
 from service.context import Context
 from service.errors import InvalidParameter, NotFound, UnknownTask
 from service.payloads import TASK_ID_PATTERN
-from service.states import STAGES, STATUSES
+from service.states import STAGES, STATUSES, Status
 from service.storage import Storage
 
 DEFAULT_LIMIT: Final = 50
+OVERDUE: Final = "overdue"  # not a status: unfinished tasks whose next check has passed
 MAX_LIMIT: Final = 200
 _CURSOR: Final = re.compile(r"[0-9]{13}:[A-Za-z0-9_-]{1,128}")
 _STREAM_ID: Final = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
@@ -59,13 +60,16 @@ async def list_tasks(request: Request) -> JSONResponse:
     ctx: Context = request.app.state.ctx
     params = request.query_params
     status = params.get("status") or None
-    if status is not None and status not in STATUSES:
-        raise InvalidParameter(f"status must be one of {', '.join(STATUSES)}; got {status!r}")
+    if status is not None and status not in (*STATUSES, OVERDUE):
+        raise InvalidParameter(f"status must be one of {', '.join((*STATUSES, OVERDUE))}; got {status!r}")
     limit = parse_limit(params.get("limit"))
     cursor = params.get("cursor") or None
     if cursor is not None and not _CURSOR.fullmatch(cursor):
         raise InvalidParameter("cursor is not one this API returned: pass next_cursor from the previous page")
-    page = await ctx.store.list_tasks(status, limit, cursor)
+    if status == OVERDUE:
+        page = await ctx.store.list_overdue(int(ctx.clock() * 1000), limit)
+    else:
+        page = await ctx.store.list_tasks(cast(Status | None, status), limit, cursor)
     tasks = [
         row | {"created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"])}
         for row in page.tasks

@@ -54,7 +54,7 @@ def test_task_listing_filters_by_status(tapedeck: TapedeckFactory) -> None:
 @pytest.mark.parametrize(
     ("query", "message"),
     [
-        ("status=done", "status must be one of pending, text, first, complete, failed, lost"),
+        ("status=done", "status must be one of pending, text, first, complete, failed, lost, overdue"),
         ("limit=0", "limit must be a whole number from 1 to 200"),
         ("limit=201", "limit must be a whole number from 1 to 200"),
         ("limit=ten", "limit must be a whole number from 1 to 200"),
@@ -112,3 +112,14 @@ def test_reads_when_redis_is_down_are_503(method: str, path: str) -> None:
     with serve(create_app(settings)) as url:
         response = httpx.request(method, f"{url}{path}")
         assert (response.status_code, response.json()["error"]) == (503, "store_unavailable")
+
+
+def test_overdue_lists_unfinished_tasks_whose_next_check_has_passed(tapedeck: TapedeckFactory) -> None:
+    with tapedeck(POLL_AFTER_TEXT_S=0.001, POLL_AFTER_FIRST_S=3600) as client:
+        post_text(client, "late")
+        first = {"code": 200, "msg": "ok", "data": {"callbackType": "first", "task_id": "fresh", "data": []}}
+        client.post("/callbacks/kie", json=first)
+        import time
+
+        time.sleep(0.01)
+        assert [t["task_id"] for t in client.get("/tasks?status=overdue").json()["tasks"]] == ["late"]
