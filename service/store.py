@@ -331,18 +331,7 @@ class Store:
             await self.client.zrange(index, start, "-", desc=True, bylex=True, offset=0, num=limit + 1),
         )
         page, more = members[:limit], len(members) > limit
-        async with self.client.pipeline(transaction=False) as pipe:
-            for member in page:
-                pipe.hmget(
-                    self.keys.task(member.split(":", 1)[1]),
-                    ["task_id", "family", "status", "created_at", "updated_at"],
-                )
-            rows = await pipe.execute() if page else []
-        tasks = [
-            {"task_id": r[0], "family": r[1], "status": r[2], "created_at": r[3], "updated_at": r[4]}
-            for r in rows
-            if r[0]
-        ]
+        tasks = await self._summaries([member.split(":", 1)[1] for member in page])
         return TaskPage(tasks, page[-1] if more else None)
 
     async def begin_submission(
@@ -443,23 +432,24 @@ class Store:
         state, status = await self._poll(keys=[], args=args)
         return str(state), str(status)
 
+    async def _summaries(self, task_ids: list[str]) -> list[dict[str, Any]]:
+        """One round trip for the listing fields of many tasks; vanished tasks are skipped."""
+        if not task_ids:
+            return []
+        fields = ["task_id", "family", "status", "created_at", "updated_at"]
+        async with self.client.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.hmget(self.keys.task(task_id), fields)
+            rows = await pipe.execute()
+        return [dict(zip(fields, row, strict=True)) for row in rows if row[0]]
+
     async def list_overdue(self, now_ms: int, limit: int) -> TaskPage:
         """Unfinished tasks whose next check has come and gone, most overdue first."""
         ids = cast(
             list[str],
             await self.client.zrangebyscore(self.keys.polls_due(), "-inf", now_ms, start=0, num=limit),
         )
-        async with self.client.pipeline(transaction=False) as pipe:
-            for task_id in ids:
-                pipe.hmget(
-                    self.keys.task(task_id), ["task_id", "family", "status", "created_at", "updated_at"]
-                )
-            rows = await pipe.execute() if ids else []
-        tasks = [
-            {"task_id": r[0], "family": r[1], "status": r[2], "created_at": r[3], "updated_at": r[4]}
-            for r in rows
-            if r[0]
-        ]
+        tasks = await self._summaries(ids)
         return TaskPage(tasks, None)
 
     async def ping(self) -> bool:
