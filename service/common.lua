@@ -4,7 +4,7 @@ __KEY_FUNCTIONS__
 
 -- Returns status, index member and 1 if the task was created now (else 0).
 local function ensure_task(task_key, task_id, now, family)
-  local current = redis.call('HMGET', task_key, 'status', 'index_member')
+  local current = redis.call('HMGET', task_key, 'status', 'index_member', 'family')
   local status, member, created = current[1], current[2], 0
   if not status then
     created = 1
@@ -15,8 +15,8 @@ local function ensure_task(task_key, task_id, now, family)
     redis.call('ZADD', key_index_all(prefix), 0, member)
     redis.call('ZADD', key_index_status(prefix, status), 0, member)
   end
-  if family ~= '' then
-    redis.call('HSETNX', task_key, 'family', family)
+  if family ~= '' and not current[3] then
+    redis.call('HSET', task_key, 'family', family)
   end
   return status, member, created
 end

@@ -39,12 +39,19 @@ end
 -- A new artifact also goes to the downloads outbox, in this same atomic step, so the callback
 -- ack never waits on a job queue and no artifact is ever queued twice.
 local function add_artifacts(task_id, artifacts_key, from, to, reply, now)
+  local outbox, due = {}, {}
   for i = from, to, 2 do
     if redis.call('HSETNX', artifacts_key, ARGV[i], ARGV[i + 1]) == 1 then
       reply[#reply + 1] = ARGV[i]
-      redis.call('RPUSH', key_downloads_new(prefix), task_id .. ' ' .. ARGV[i])
-      redis.call('ZADD', key_downloads_due(prefix), now + DOWNLOAD_GRACE_MS, task_id .. ' ' .. ARGV[i])
+      local member = task_id .. ' ' .. ARGV[i]
+      outbox[#outbox + 1] = member
+      due[#due + 1] = now + DOWNLOAD_GRACE_MS
+      due[#due + 1] = member
     end
+  end
+  if #outbox > 0 then
+    redis.call('RPUSH', key_downloads_new(prefix), unpack(outbox))
+    redis.call('ZADD', key_downloads_due(prefix), unpack(due))
   end
 end
 
