@@ -49,8 +49,9 @@ def sandbox_file(sandbox_url: str) -> str:
     return str(described["files"][described["tracks"][0]["id"] + ".mp3"])
 
 
-def curl_run(url: str, out: Path) -> tuple[float, float]:
-    """Seconds and peak RSS (MiB) of curl fetching `url`, RSS as GNU time reports it."""
+def curl_run(url: str, out: Path) -> tuple[float, float, float]:
+    """Seconds of curl fetching `url`, seconds until its file is also on disk (fsync, as the job
+    guarantees before recording `stored`), and peak RSS (MiB) as GNU time reports it."""
     started = time.perf_counter()
     done = subprocess.run(
         ["/usr/bin/time", "-f", "%M", "curl", "-s", "-o", str(out), url],
@@ -58,7 +59,11 @@ def curl_run(url: str, out: Path) -> tuple[float, float]:
         text=True,
         check=True,
     )
-    return time.perf_counter() - started, int(done.stderr.strip().splitlines()[-1]) / 1024
+    fetched = time.perf_counter() - started
+    with out.open("rb") as handle:
+        os.fsync(handle.fileno())
+    durable = time.perf_counter() - started
+    return fetched, durable, int(done.stderr.strip().splitlines()[-1]) / 1024
 
 
 def job_run(url: str, redis_url: str, out_dir: Path) -> tuple[float, float]:
