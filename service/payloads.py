@@ -203,7 +203,9 @@ def stem_artifacts(info: dict[str, Any]) -> tuple[Artifact, ...]:
         if not url or not (key.endswith("_url") or key.endswith("Url")):
             continue
         stem = _CAMEL_HUMP.sub(r"_\1", key[:-4] if key.endswith("_url") else key[:-3]).lower()
-        artifacts.append(Artifact(f"stem-{stem.replace('_', '-')}", "stem", url))
+        # Upstream keys become file and job names: nothing but letters, digits and '-' survives.
+        safe = _UNSAFE_NAME_CHARS.sub("-", stem.replace("_", "-")).strip("-")[:64] or "unnamed"
+        artifacts.append(Artifact(f"stem-{safe}", "stem", url))
     return tuple(artifacts)
 
 

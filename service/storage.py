@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Final
 
+_SAFE_COMPONENT: Final = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,199}")
 EXTENSIONS: Final = {
     "audio/mpeg": "mp3",
     "audio/mp3": "mp3",
@@ -46,18 +48,25 @@ def extension(kind: str, content_type: str) -> str:
     return EXTENSIONS.get(content_type.split(";")[0].strip().lower(), FALLBACK_EXTENSION.get(kind, "bin"))
 
 
+def _checked(part: str) -> str:
+    """A path component made only of safe characters; anything else is a bug upstream of here."""
+    if not _SAFE_COMPONENT.fullmatch(part):
+        raise ValueError(f"unsafe path component {part!r}")
+    return part
+
+
 class Storage:
     def __init__(self, root: Path) -> None:
         self.root = root
 
     def task_dir(self, task_id: str) -> Path:
-        return self.root / task_id
+        return self.root / _checked(task_id)
 
     def part_path(self, task_id: str, name: str) -> Path:
-        return self.task_dir(task_id) / f".{name}.part"
+        return self.task_dir(task_id) / f".{_checked(name)}.part"
 
     def final_path(self, task_id: str, name: str, ext: str) -> Path:
-        return self.task_dir(task_id) / f"{name}.{ext}"
+        return self.task_dir(task_id) / f"{_checked(name)}.{_checked(ext)}"
 
     def publish(self, task_id: str, name: str, ext: str, sidecar: dict[str, Any]) -> Path:
         """Moves the verified part file into place, then writes its sidecar; both atomically."""

@@ -307,3 +307,16 @@ def test_record_info_artifacts_carry_the_callback_names(
     from service.payloads import record_info_artifacts
 
     assert {a.name: a.url for a in record_info_artifacts(family, data)} == names
+
+
+@pytest.mark.parametrize(
+    ("key", "name"),
+    [
+        ("/../../../../tmp/pwned_url", "stem-tmp-pwned"),
+        ("vocal.lead_url", "stem-vocal-lead"),
+        ("Ω_url", "stem-unnamed"),
+    ],
+)
+def test_stem_names_from_upstream_keys_are_safe_file_and_job_names(key: str, name: str) -> None:
+    (artifact,) = stem_artifacts({key: "https://f/x.mp3"})
+    assert artifact.name == name
