@@ -2,6 +2,7 @@
 --   claim   value = lease ms: take a waiting artifact (or one whose lease expired) for download
 --   renew   value = lease ms: extend the lease of a download in progress
 --   update  value = JSON fields to merge; leaving `downloading` ends the lease
+-- `worker` is the claim's token: renew and update refuse a caller whose claim is no longer current.
 -- Returns {'claimed'|'ok', artifact JSON, task created_at, task family} or
 -- {'missing'|'done'|'busy'|'lost', state}.
 local prefix = ARGV[1]
@@ -23,13 +24,16 @@ if mode == 'claim' then
   artifact.state = 'downloading'
   artifact.attempts = (tonumber(artifact.attempts) or 0) + 1
   artifact.lease_until = now + tonumber(ARGV[6])
-  artifact.worker = ARGV[7]
+  artifact.worker = ARGV[7] .. '#' .. artifact.attempts
   redis.call('ZADD', due, artifact.lease_until, member)
 elseif mode == 'renew' then
   if artifact.state ~= 'downloading' or artifact.worker ~= ARGV[7] then return {'lost', artifact.state} end
   artifact.lease_until = now + tonumber(ARGV[6])
   redis.call('ZADD', due, artifact.lease_until, member)
 else
+  if ARGV[7] ~= '' and (artifact.state ~= 'downloading' or artifact.worker ~= ARGV[7]) then
+    return {'lost', artifact.state}
+  end
   for k, v in pairs(cjson.decode(ARGV[6])) do artifact[k] = v end
   if artifact.state ~= 'downloading' then
     artifact.lease_until = nil

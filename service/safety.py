@@ -38,6 +38,12 @@ class UnsafeURL(TapedeckError):
     code = "unsafe_url"
 
 
+class HostUnresolved(UnsafeURL):
+    """Raised when the host does not resolve now; unlike a policy refusal, it may pass."""
+
+    code = "host_unresolved"
+
+
 @dataclass(frozen=True)
 class Target:
     """A URL that passed the policy, and the address to connect to."""
@@ -77,9 +83,9 @@ class Policy:
         try:
             addresses = [ipaddress.ip_address(a) for a in resolve(host, port)]
         except (OSError, ValueError) as exc:
-            raise UnsafeURL(f"host {host!r} does not resolve: {exc}") from None
+            raise HostUnresolved(f"host {host!r} does not resolve: {exc}") from None
         if not addresses:
-            raise UnsafeURL(f"host {host!r} resolves to no address")
+            raise HostUnresolved(f"host {host!r} resolves to no address")
         for address in addresses:
             self._check_address(host, address)
         return Target(url, parts.scheme, host, port, str(addresses[0]))

@@ -45,11 +45,13 @@ class WorkerStore:
     def claim(self, task_id: str, name: str, now_ms: int, lease_ms: int, worker: str) -> Claim:
         return self._change("claim", task_id, name, now_ms, str(lease_ms), worker)
 
-    def renew(self, task_id: str, name: str, now_ms: int, lease_ms: int, worker: str) -> bool:
-        return self._change("renew", task_id, name, now_ms, str(lease_ms), worker).outcome == "ok"
+    def renew(self, task_id: str, name: str, now_ms: int, lease_ms: int, token: str) -> bool:
+        """False when the claim behind `token` is no longer current (its lease ran out)."""
+        return self._change("renew", task_id, name, now_ms, str(lease_ms), token).outcome == "ok"
 
-    def update(self, task_id: str, name: str, now_ms: int, **fields: Any) -> dict[str, Any] | None:
-        return self._change("update", task_id, name, now_ms, json.dumps(fields), "").artifact
+    def update(self, task_id: str, name: str, now_ms: int, token: str = "", **fields: Any) -> bool:
+        """Merges `fields`; with a claim `token`, only while that claim is current. True if done."""
+        return self._change("update", task_id, name, now_ms, json.dumps(fields), token).outcome == "ok"
 
     def _change(self, mode: str, task_id: str, name: str, now_ms: int, value: str, worker: str) -> Claim:
         args: list[str | int] = [self.keys.prefix, mode, task_id, name, now_ms, value, worker]

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from starlette.applications import Starlette
 from starlette.responses import RedirectResponse
 from starlette.routing import Route
@@ -302,3 +303,56 @@ def test_a_worker_killed_mid_download_leaves_the_job_to_another_and_the_file_is_
             assert hashlib.sha256(Path(artifact["path"]).read_bytes()).hexdigest() == artifact["sha256"]
         (retaken,) = [a for a in task["artifacts"] if a["name"] == stalled[0]["name"]]
         assert retaken["attempts"] == 2
+
+
+def test_a_worker_whose_lease_ran_out_can_change_nothing(redis_url: str, redis_client: redis.Redis) -> None:
+    from service.keys import Keys
+    from service.worker_store import WorkerStore
+
+    keys = Keys()
+    redis_client.hset(
+        keys.artifacts("t1"),
+        "audio-a",
+        json.dumps({"name": "audio-a", "kind": "audio", "url": "u", "state": "waiting"}),
+    )
+    store = WorkerStore(redis_client, keys)
+    first = store.claim("t1", "audio-a", 1_000, 10, "worker-a")
+    second = store.claim("t1", "audio-a", 2_000, 60_000, "worker-b")  # worker-a's 10 ms lease is long gone
+    assert (first.outcome, second.outcome) == ("claimed", "claimed")
+    assert first.artifact and second.artifact
+    assert not store.renew("t1", "audio-a", 2_001, 60_000, first.artifact["worker"])
+    assert not store.update("t1", "audio-a", 2_002, first.artifact["worker"], state="stored")
+    assert store.update("t1", "audio-a", 2_003, second.artifact["worker"], state="stored")
+    assert store.claim("t1", "audio-a", 3_000, 60_000, "worker-c").outcome == "done"
+
+
+def test_a_complete_part_file_answered_with_416_is_published(
+    tapedeck: TapedeckFactory, archive_env: dict[str, str], sandbox: SandboxServer
+) -> None:
+    with tapedeck_for(tapedeck, archive_env) as client:
+        task_id = submit_and_complete(client)
+        artifact = next(
+            a for a in client.get(f"/tasks/{task_id}").json()["artifacts"] if a["kind"] == "audio"
+        )
+        part = Path(archive_env["STORAGE_DIR"]) / task_id / f".{artifact['name']}.part"
+        part.parent.mkdir(parents=True)
+        whole = httpx.get(artifact["url"]).content
+        part.write_bytes(whole)  # a worker died after the last byte, before publishing
+        part.with_name(part.name + ".json").write_text(
+            json.dumps({"url": artifact["url"], "content_type": "audio/mpeg"})
+        )
+        task = settle(client, task_id)
+        (stored,) = [a for a in task["artifacts"] if a["name"] == artifact["name"]]
+        assert (stored["state"], stored["attempts"], stored["resumed_from"]) == ("stored", 1, len(whole))
+        assert stored["sha256"] == expected_sha256(artifact["url"], FILE_BYTES)
+
+
+def test_a_host_that_does_not_resolve_now_is_retried_not_refused(
+    tapedeck: TapedeckFactory, archive_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = configure(archive_env | {"DOWNLOAD_ALLOWED_HOSTS": "127.0.0.1,nowhere.invalid"}, monkeypatch)
+    with tapedeck_for(tapedeck, env) as client:
+        post_first(client, "dns1", "https://nowhere.invalid/a.png")
+        work_burst(Settings.from_env(), jobs.deps().artifacts)
+        (artifact,) = client.get("/tasks/dns1").json()["artifacts"]
+        assert artifact["state"] == "waiting" and "does not resolve" in artifact["last_error"]

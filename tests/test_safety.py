@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from service.safety import Policy, UnsafeURL
+from service.safety import HostUnresolved, Policy, UnsafeURL
 
 DNS = {
     "tempfile.aiquickdraw.com": ["104.18.1.1"],
@@ -66,7 +66,7 @@ def test_a_listed_network_admits_the_local_sandbox() -> None:
         SANDBOX.check("https://rebind.aiquickdraw.com/a.mp3", resolve)
 
 
-def test_an_unresolvable_host_is_refused() -> None:
+def test_an_unresolvable_host_is_a_passing_failure_not_a_refusal() -> None:
     policy = Policy.build(["nowhere.aiquickdraw.com"], [])
-    with pytest.raises(UnsafeURL, match="does not resolve"):
+    with pytest.raises(HostUnresolved, match="does not resolve"):
         policy.check("https://nowhere.aiquickdraw.com/a.mp3", resolve)

@@ -6,7 +6,9 @@ once per worker process and is all RQ sees.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import json
 import logging
 import os
 import random
@@ -20,7 +22,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 import httpx
 
 from service.retry import Backoff
-from service.safety import Policy, Resolver, Target, UnsafeURL
+from service.safety import HostUnresolved, Policy, Resolver, Target, UnsafeURL
 from service.settings import Settings
 from service.storage import EXPECTED_TYPE, Storage, extension, is_expected_type
 from service.worker_store import WorkerStore
@@ -60,6 +62,29 @@ class Deps:
     rng: random.Random = random.Random()  # noqa: RUF009 — jitter only; tests pass a seeded one
 
 
+@dataclass
+class Lease:
+    """A claim on one artifact: its token, and when it was last renewed (monotonic seconds)."""
+
+    task_id: str
+    name: str
+    token: str
+    renewed: float
+
+    def keep(self, deps: Deps, force: bool = False) -> None:
+        """Renews the lease when a third of it has passed (or now); raises TransferFailed if lost."""
+        if not force and time.monotonic() - self.renewed < deps.settings.download_lease_s / 3:
+            return
+        lease_ms = int(deps.settings.download_lease_s * 1000)
+        if not deps.artifacts.renew(self.task_id, self.name, _ms(deps.clock()), lease_ms, self.token):
+            raise LeaseLost("the download lease passed to another worker")
+        self.renewed = time.monotonic()
+
+
+class LeaseLost(TransferFailed):
+    """This worker's claim ran out and another may hold the artifact now: touch nothing more."""
+
+
 def fetch_artifact(deps: Deps, task_id: str, name: str) -> str:
     """Never raises for a download problem: records the outcome on the artifact and returns it."""
     now = deps.clock()
@@ -69,77 +94,178 @@ def fetch_artifact(deps: Deps, task_id: str, name: str) -> str:
         log.info("download task_id=%s artifact=%s skipped: %s %s", task_id, name, claim.outcome, claim.state)
         return claim.outcome
     artifact = claim.artifact
+    lease = Lease(task_id, name, str(artifact["worker"]), time.monotonic())
     expires_at = (claim.task_created_ms or _ms(now)) / 1000 + deps.settings.artifact_ttl_s
     if now >= expires_at:
-        return _expire(deps, task_id, name, "past its upstream expiry before it could be stored")
+        return _expire(deps, lease, "past its upstream expiry before it could be stored")
     try:
-        stored = transfer(deps, task_id, artifact)
+        stored = transfer(deps, task_id, artifact, lease)
+    except LeaseLost as exc:
+        log.warning("download task_id=%s artifact=%s stopped: %s", task_id, name, exc)
+        return "lost"
     except Refused as exc:
         log.warning("download task_id=%s artifact=%s refused: %s", task_id, name, exc)
-        deps.storage.part_path(task_id, name).unlink(missing_ok=True)
-        deps.artifacts.update(
-            task_id, name, _ms(deps.clock()), state="failed", last_error=str(exc), refused=True
-        )
+        if deps.artifacts.update(task_id, name, _ms(deps.clock()), lease.token, state="failed",
+                                 last_error=str(exc), refused=True):  # fmt: skip
+            deps.storage.part_path(task_id, name).unlink(missing_ok=True)
         return "failed"
     except TransferFailed as exc:
-        return _retry_later(deps, task_id, artifact, exc, claim.family, expires_at)
+        return _retry_later(deps, lease, artifact, exc, claim.family, expires_at)
     deps.artifacts.update(
-        task_id, name, _ms(deps.clock()), state="stored", last_error=None, next_try_at=None, **stored
+        task_id,
+        name,
+        _ms(deps.clock()),
+        lease.token,
+        state="stored",
+        last_error=None,
+        next_try_at=None,
+        **stored,
     )
     log.info("download task_id=%s artifact=%s stored %s bytes", task_id, name, stored["bytes"])
     return "stored"
 
 
-def transfer(deps: Deps, task_id: str, artifact: dict[str, Any]) -> dict[str, Any]:
-    """Streams the artifact to its part file and publishes it; resumes a part file with Range."""
-    name, kind = artifact["name"], artifact["kind"]
+def transfer(deps: Deps, task_id: str, artifact: dict[str, Any], lease: Lease) -> dict[str, Any]:
+    """Streams the artifact to its part file and publishes it; resumes a part file with Range.
+
+    The part file is locked while this worker writes it (a killed worker's lock dies with it), so
+    two workers never interleave bytes, and it is only resumed for the same URL and validator.
+    """
+    name, kind, url = artifact["name"], artifact["kind"], artifact["url"]
     part = deps.storage.part_path(task_id, name)
     part.parent.mkdir(parents=True, exist_ok=True)
-    offset = part.stat().st_size if part.exists() else 0
-    response = open_stream(deps, artifact["url"], offset)
-    try:
-        offset, total = _expected_range(response, offset)
-        content_type = response.headers.get("content-type", "")
-        if not is_expected_type(kind, content_type):
-            raise TransferFailed(f"content type {content_type!r} is not {EXPECTED_TYPE.get(kind, '?')}*")
-        limit = deps.settings.max_download_bytes
-        if total is not None and total > limit:
-            raise Refused(f"file of {total} bytes exceeds MAX_DOWNLOAD_BYTES ({limit})")
-        digest, size = _stream_to(deps, task_id, name, response, part, offset)
-    finally:
-        response.close()
-    if size == 0:
-        raise TransferFailed("the file host answered an empty body")
-    if total is not None and size != total:
-        raise TransferFailed(f"transfer ended at {size} of {total} bytes")  # the part file resumes next time
-    now = deps.clock()
-    ext = extension(kind, content_type)
-    result = {
-        "sha256": digest,
-        "bytes": size,
-        "resumed_from": offset,
-        "content_type": content_type.split(";")[0].strip(),
-        "path": str(deps.storage.final_path(task_id, name, ext)),
-        "stored_at": _ms(now),
-    }
-    sidecar = result | {
-        "upstream_url": artifact["url"],
-        "attempts": artifact.get("attempts", 1),
-        "task_id": task_id,
-    }
-    deps.storage.publish(task_id, name, ext, sidecar)
+    with PartFile(part) as held:
+        validator = held.resume_validator(url)
+        offset = part.stat().st_size if validator is not None else 0
+        response = open_stream(deps, url, offset, validator)
+        try:
+            if response.status_code == 416 and offset:
+                if _range_total(response) != offset:
+                    held.discard()
+                    raise TransferFailed(
+                        "the kept partial file no longer fits the remote file; starting over"
+                    )
+                # Every byte had arrived already (the worker died before publishing).
+                total: int | None = offset
+                content_type = held.content_type
+                digest, size = _hash_file(part), offset
+            else:
+                offset, total = _expected_range(response, offset)
+                content_type = response.headers.get("content-type", "")
+                if not is_expected_type(kind, content_type):
+                    raise TransferFailed(
+                        f"content type {content_type!r} is not {EXPECTED_TYPE.get(kind, '?')}*"
+                    )
+                limit = deps.settings.max_download_bytes
+                if total is not None and total > limit:
+                    raise Refused(f"file of {total} bytes exceeds MAX_DOWNLOAD_BYTES ({limit})")
+                held.begin(url, response.headers.get("etag", ""), content_type, fresh=offset == 0)
+                digest, size = _stream_to(deps, lease, response, held.fd, offset)
+        finally:
+            response.close()
+        if size == 0:
+            raise TransferFailed("the file host answered an empty body")
+        if total is not None and size != total:
+            raise TransferFailed(
+                f"transfer ended at {size} of {total} bytes"
+            )  # the part file resumes next time
+        lease.keep(deps, force=True)  # still ours, just before it becomes visible
+        now = deps.clock()
+        ext = extension(kind, content_type)
+        result = {
+            "sha256": digest,
+            "bytes": size,
+            "resumed_from": offset,
+            "content_type": content_type.split(";")[0].strip(),
+            "path": str(deps.storage.final_path(task_id, name, ext)),
+            "stored_at": _ms(now),
+        }
+        sidecar = result | {"upstream_url": url, "attempts": artifact.get("attempts", 1), "task_id": task_id}
+        deps.storage.publish(task_id, name, ext, sidecar)
+        held.forget()
     return result
 
 
-def open_stream(deps: Deps, url: str, offset: int) -> httpx.Response:
+class PartFile:
+    """The part file of one artifact, locked for one writer, with what it was fetched from.
+
+    `.{name}.part.json` beside it records the URL, validator (ETag) and content type, so a resume
+    asks the same file (`If-Range`) and a changed URL starts over.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.meta_path = path.with_name(path.name + ".json")
+        self.fd = -1
+        self.content_type = ""
+
+    def __enter__(self) -> PartFile:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            raise TransferFailed("another worker is still writing this file") from None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+
+    def resume_validator(self, url: str) -> str | None:
+        """The ETag ('' if none) to resume with, or None when the bytes kept cannot be resumed."""
+        try:
+            meta = json.loads(self.meta_path.read_text())
+        except (OSError, ValueError):
+            meta = {}
+        if meta.get("url") != url or os.fstat(self.fd).st_size == 0:
+            self.discard()
+            return None
+        self.content_type = str(meta.get("content_type", ""))
+        return str(meta.get("etag", ""))
+
+    def begin(self, url: str, etag: str, content_type: str, fresh: bool) -> None:
+        if fresh:
+            os.ftruncate(self.fd, 0)
+            self.meta_path.write_text(json.dumps({"url": url, "etag": etag, "content_type": content_type}))
+        os.lseek(self.fd, 0, os.SEEK_END)
+
+    def discard(self) -> None:
+        os.ftruncate(self.fd, 0)
+        self.meta_path.unlink(missing_ok=True)
+
+    def forget(self) -> None:
+        """After publishing: the part file has become the stored file; its record goes too."""
+        self.meta_path.unlink(missing_ok=True)
+
+
+def _hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1024 * 1024):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _range_total(response: httpx.Response) -> int | None:
+    total = response.headers.get("content-range", "").rpartition("/")[2]
+    return int(total) if total.isdigit() else None
+
+
+def open_stream(deps: Deps, url: str, offset: int, validator: str | None = None) -> httpx.Response:
     """GET with redirects followed by hand, each hop checked by the policy and pinned to its address."""
     for _ in range(MAX_REDIRECTS + 1):
         try:
             target = deps.policy.check(url, deps.resolve)
+        except HostUnresolved as exc:
+            raise TransferFailed(exc.message) from None  # DNS may answer next time
         except UnsafeURL as exc:
             raise Refused(exc.message) from None
         # identity: the bytes stored are the file's own, and Content-Length is the file's size.
-        headers = {"Accept-Encoding": "identity"} | ({"Range": f"bytes={offset}-"} if offset else {})
+        headers = {"Accept-Encoding": "identity"}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+            if validator:
+                headers["If-Range"] = validator  # a changed file comes back whole, as a 200
         try:
             response = deps.http.send(pinned_request(deps.http, target, headers), stream=True)
         except httpx.HTTPError as exc:
@@ -181,52 +307,51 @@ def _expected_range(response: httpx.Response, offset: int) -> tuple[int, int | N
     return 0, int(length) if length.isdigit() else None  # 200 to a Range request: start over
 
 
-def _stream_to(
-    deps: Deps, task_id: str, name: str, response: httpx.Response, part: Path, offset: int
-) -> tuple[str, int]:
+def _stream_to(deps: Deps, lease: Lease, response: httpx.Response, fd: int, offset: int) -> tuple[str, int]:
     digest = hashlib.sha256()
     if offset:
-        with part.open("rb") as earlier:
-            while block := earlier.read(1024 * 1024):
-                digest.update(block)
-    size, renewed, written_back = offset, time.monotonic(), offset
-    lease_ms = int(deps.settings.download_lease_s * 1000)
+        os.lseek(fd, 0, os.SEEK_SET)
+        while block := os.read(fd, 1024 * 1024):
+            digest.update(block)
+    size = written_back = offset
     limit = deps.settings.max_download_bytes
-    with part.open("ab" if offset else "wb") as out:
-        try:
-            # Raw network reads (httpcore reads 64 KiB at a time): a re-chunking iterator would
-            # hold back what arrived before a cut, and the resume would start from less.
-            for chunk in response.iter_raw():
-                size += len(chunk)
-                if size > limit:
-                    out.truncate(0)
-                    raise Refused(f"file exceeds MAX_DOWNLOAD_BYTES ({limit}) after {size} bytes")
-                digest.update(chunk)
-                out.write(chunk)
-                if size - written_back >= WRITEBACK_BYTES:
-                    # Start writing back what is already on disk while the rest arrives, so the
-                    # final fsync has little left to wait for (measured: +15-25 % MB/s here).
-                    out.flush()
-                    os.posix_fadvise(out.fileno(), written_back, size - written_back, os.POSIX_FADV_DONTNEED)
-                    written_back = size
-                if time.monotonic() - renewed > deps.settings.download_lease_s / 3:
-                    renewed = time.monotonic()
-                    if not deps.artifacts.renew(task_id, name, _ms(deps.clock()), lease_ms, deps.worker_id):
-                        raise TransferFailed("lost the download lease to another worker")
-        except httpx.HTTPError as exc:
-            raise TransferFailed(f"transfer interrupted after {size} bytes: {type(exc).__name__}") from None
+    os.lseek(fd, offset, os.SEEK_SET)
+    try:
+        # Raw network reads (httpcore reads 64 KiB at a time): a re-chunking iterator would hold
+        # back what arrived before a cut, and the resume would start from less.
+        for chunk in response.iter_raw():
+            size += len(chunk)
+            if size > limit:
+                os.ftruncate(fd, 0)
+                raise Refused(f"file exceeds MAX_DOWNLOAD_BYTES ({limit}) after {size} bytes")
+            digest.update(chunk)
+            _write_all(fd, chunk)
+            if size - written_back >= WRITEBACK_BYTES:
+                # Start writing back what is already on disk while the rest arrives, so the final
+                # fsync has little left to wait for (measured: +15-25 % MB/s here).
+                os.posix_fadvise(fd, written_back, size - written_back, os.POSIX_FADV_DONTNEED)
+                written_back = size
+            lease.keep(deps)
+    except httpx.HTTPError as exc:
+        raise TransferFailed(f"transfer interrupted after {size} bytes: {type(exc).__name__}") from None
     return digest.hexdigest(), size
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _retry_later(
     deps: Deps,
-    task_id: str,
+    lease: Lease,
     artifact: dict[str, Any],
     failure: TransferFailed,
     family: str,
     expires_at: float,
 ) -> str:
-    name, attempts = artifact["name"], int(artifact.get("attempts", 1))
+    task_id, name, attempts = lease.task_id, lease.name, int(artifact.get("attempts", 1))
     fields: dict[str, Any] = {"last_error": str(failure)}
     if failure.rotated:
         fresh = _fresh_url(deps, task_id, family, name)
@@ -234,10 +359,15 @@ def _retry_later(
             fields["url"] = fresh
     backoff = Backoff(deps.settings.download_retry_base_s, 2.0, deps.settings.download_retry_max_s)
     now = deps.clock()
-    delay = backoff.delay(attempts, deps.rng)
-    if now + delay >= expires_at:
-        return _expire(deps, task_id, name, f"gave up before expiry; last error: {failure}")
-    deps.artifacts.update(task_id, name, _ms(now), state="waiting", next_try_at=_ms(now + delay), **fields)
+    left = expires_at - now - 1.0  # the last try must still finish before the files are deleted
+    if left <= 0:
+        return _expire(deps, lease, f"gave up at expiry; last error: {failure}")
+    delay = min(backoff.delay(attempts, deps.rng), left)
+    retry_at = _ms(now + delay)
+    if not deps.artifacts.update(
+        task_id, name, _ms(now), lease.token, state="waiting", next_try_at=retry_at, **fields
+    ):
+        return "lost"
     urgent = expires_at - (now + delay) < deps.settings.urgent_within_s
     deps.schedule_retry(task_id, name, delay, attempts, urgent)
     log.info("download task_id=%s artifact=%s retry %d in %.1fs: %s", task_id, name, attempts, delay, failure)
@@ -252,10 +382,12 @@ def _fresh_url(deps: Deps, task_id: str, family: str, name: str) -> str | None:
         return None
 
 
-def _expire(deps: Deps, task_id: str, name: str, reason: str) -> str:
-    deps.artifacts.update(task_id, name, _ms(deps.clock()), state="expired", last_error=reason)
-    deps.storage.part_path(task_id, name).unlink(missing_ok=True)
-    log.warning("download task_id=%s artifact=%s expired: %s", task_id, name, reason)
+def _expire(deps: Deps, lease: Lease, reason: str) -> str:
+    if not deps.artifacts.update(lease.task_id, lease.name, _ms(deps.clock()), lease.token, state="expired",
+                                 last_error=reason):  # fmt: skip
+        return "lost"
+    deps.storage.part_path(lease.task_id, lease.name).unlink(missing_ok=True)
+    log.warning("download task_id=%s artifact=%s expired: %s", lease.task_id, lease.name, reason)
     return "expired"
 
 
