@@ -84,16 +84,23 @@ def job_child(url: str, redis_url: str, out_dir: str) -> None:
     Peak RSS is VmHWM, which belongs to this program image (ru_maxrss would include the parent's
     pages from before exec).
     """
+    import json
+
     from service.settings import Settings
-    from workers.downloads import transfer
+    from workers.downloads import Lease, transfer
     from workers.jobs import build_deps
 
     env = {"REDIS_URL": redis_url, "STORAGE_DIR": out_dir, "DOWNLOAD_ALLOWED_HOSTS": "127.0.0.1",
            "DOWNLOAD_ALLOWED_NETWORKS": "127.0.0.0/8", "MAX_DOWNLOAD_BYTES": str(1024 * MB)}  # fmt: skip
     deps = build_deps(Settings.from_env(env))
-    artifact = {"name": "audio-bench", "kind": "audio", "url": url, "attempts": 1}
+    name = f"audio-{time.time_ns()}"
+    record = {"name": name, "kind": "audio", "url": url, "state": "waiting"}
+    deps.artifacts.client.hset(deps.artifacts.keys.artifacts("bench"), name, json.dumps(record))
+    claim = deps.artifacts.claim("bench", name, int(time.time() * 1000), 600_000, "bench")  # as a job does
+    assert claim.artifact is not None
+    lease = Lease("bench", name, str(claim.artifact["worker"]), time.monotonic())
     started = time.perf_counter()
-    transfer(deps, "bench", artifact)
+    transfer(deps, "bench", claim.artifact, lease)
     elapsed = time.perf_counter() - started
     status = Path("/proc/self/status").read_text()
     peak_kib = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")))
