@@ -22,8 +22,9 @@ if status == 'complete' or status == 'failed' then
   return {'finished', status}
 end
 if now >= stop_at then
-  -- Past the files' retention nothing more can be saved: stop asking.
+  -- Past the files' retention nothing more can be saved: stop asking, for good.
   redis.call('ZREM', due_key, task_id)
+  redis.call('HSET', task_key, 'polling_stopped', now)
   return {'stopped', status}
 end
 if not news then
@@ -32,7 +33,7 @@ if not news then
   redis.call('ZADD', due_key, now + delay, task_id)
 end
 local state = 'ok'
-if now >= give_up_at and status ~= 'lost' then
+if now >= give_up_at and status ~= 'lost' and not news then
   local member = redis.call('HGET', task_key, 'index_member')
   redis.call('ZREM', key_index_status(prefix, status), member)
   redis.call('ZADD', key_index_status(prefix, 'lost'), 0, member)

@@ -101,8 +101,14 @@ class WorkerStore:
                 with self.client.pipeline(transaction=False) as pipe:
                     for task_id in ids:
                         pipe.zscore(self.keys.polls_due(), task_id)
-                    scores = pipe.execute()
-                found += [task_id for task_id, score in zip(ids, scores, strict=True) if score is None]
+                        pipe.hget(self.keys.task(task_id), "polling_stopped")
+                    answers = pipe.execute()
+                scores, stopped = answers[0::2], answers[1::2]
+                found += [
+                    t
+                    for t, score, done in zip(ids, scores, stopped, strict=True)
+                    if score is None and not done
+                ]
                 if len(found) >= limit:
                     return found[:limit]
         return found

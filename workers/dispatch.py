@@ -54,7 +54,13 @@ def requeue_abandoned(
 def dispatch_polls(store: WorkerStore, connection: redis.Redis, settings: Settings, now: float) -> int:
     """Queues a poll for every task whose next check has come (each leased to this dispatcher)."""
     lease_ms = int(settings.poll_lease_s * 1000)
-    due = store.due_polls(int(now * 1000), BATCH, lease_ms)
+    queue = Queue(POLL_QUEUE, connection=connection)
+    # Lease no more than the budget can poll in ~10 s: a backlog waits in the due list, where its
+    # leases cannot run out while jobs sit in the queue.
+    room = min(BATCH, settings.poll_rate_per_s * 10 - queue.count)
+    if room <= 0:
+        return 0
+    due = store.due_polls(int(now * 1000), room, lease_ms)
     if due:
         stamp = int(now * 1000)
         jobs = [
@@ -63,7 +69,7 @@ def dispatch_polls(store: WorkerStore, connection: redis.Redis, settings: Settin
             )
             for task_id in due
         ]
-        Queue(POLL_QUEUE, connection=connection).enqueue_many(jobs)
+        queue.enqueue_many(jobs)
     return len(due)
 
 

@@ -70,16 +70,16 @@ def pollers() -> tuple[asyncio.Runner, Poller]:
 
 
 async def _clients(settings: Settings, store: Store) -> tuple[KieClient | None, SseedanceClient | None]:
+    """Clients for polls: one attempt each, so a budget slot is one request; a failed poll is
+    retried by the due list's backoff instead."""
     timeout = httpx.Timeout(settings.upstream_timeout_s, connect=5.0)
     kie = sseedance = None
     if settings.kie_api_key:
         http = httpx.AsyncClient(base_url=settings.kie_api_base, timeout=timeout)
-        kie = KieClient(http, str(settings.kie_api_key), max_attempts=settings.upstream_max_attempts)
+        kie = KieClient(http, str(settings.kie_api_key), max_attempts=1)
     if settings.sseedance_api_key:
         http = httpx.AsyncClient(base_url=settings.sseedance_api_base, timeout=timeout)
-        sseedance = SseedanceClient(
-            http, str(settings.sseedance_api_key), max_attempts=settings.upstream_max_attempts
-        )
+        sseedance = SseedanceClient(http, str(settings.sseedance_api_key), max_attempts=1)
     return kie, sseedance
 
 

@@ -44,7 +44,11 @@ class Poller:
         if subject is None:
             return "missing"
         news, answer = False, ""
+        created_ms = int(subject["created_at"])
+        stop_at_ms = created_ms + int(self.settings.artifact_ttl_s * 1000)
         try:
+            if self._now_ms() >= stop_at_ms:
+                raise UpstreamRejected("past the files' retention: no more polls", 410, None)
             await self._wait_for_budget()
             event, answer = await self._ask(task_id, subject)
             if event is not None:
@@ -54,14 +58,15 @@ class Poller:
         except UpstreamError as exc:
             answer = json.dumps({"error": exc.message})
             log.warning("poll task_id=%s failed: %s", task_id, exc.message)
-        created_ms = int(subject["created_at"])
+            if exc.details.get("upstream_code") in (429, 430, 455):
+                await self.budget.pause(None)  # the whole account waits, not just this task
         state, _ = await self.store.record_poll(
             task_id,
             self._now_ms(),
             news,
             (int(self.settings.poll_backoff_min_s * 1000), int(self.settings.poll_backoff_max_s * 1000)),
             created_ms + int(self.settings.poll_give_up_s * 1000),
-            created_ms + int(self.settings.artifact_ttl_s * 1000),
+            stop_at_ms,
             answer[:ANSWER_CHARS],
         )
         if state == "lost":
