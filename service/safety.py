@@ -25,6 +25,8 @@ DEFAULT_ALLOWED_HOSTS: Final = (
     "cdn1.suno.ai",
 )
 METADATA_ADDRESSES: Final = frozenset({"169.254.169.254", "fd00:ec2::254", "100.100.100.200"})
+NAT64_NETWORKS: Final = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+STANDARD_PORTS: Final = frozenset({80, 443})
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -72,7 +74,7 @@ class Policy:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https"):
             raise UnsafeURL(f"scheme {parts.scheme or 'none'!r} is not http or https")
-        host = (parts.hostname or "").lower()
+        host = (parts.hostname or "").lower().rstrip(".")
         if not host:
             raise UnsafeURL("the URL has no host")
         if parts.username or parts.password:
@@ -88,11 +90,20 @@ class Policy:
             raise HostUnresolved(f"host {host!r} resolves to no address")
         for address in addresses:
             self._check_address(host, address)
+            if port not in STANDARD_PORTS and not self._is_allowed_network(address):
+                raise UnsafeURL(f"port {port} is not 80 or 443 (only listed networks may use others)")
         return Target(url, parts.scheme, host, port, str(addresses[0]))
 
+    def _is_allowed_network(self, address: Address) -> bool:
+        return any(address in network for network in self.allowed_networks)
+
     def _check_address(self, host: str, address: Address) -> None:
-        if any(address in network for network in self.allowed_networks):
+        if self._is_allowed_network(address):
             return
+        embedded = embedded_ipv4(address)
+        if embedded is not None:
+            # An IPv4 address carried inside IPv6 (mapped, NAT64, 6to4, Teredo) is judged as itself.
+            self._check_address(host, embedded)
         if str(address) in METADATA_ADDRESSES:
             raise UnsafeURL(f"host {host!r} resolves to the metadata address {address}")
         if not address.is_global or address.is_multicast:
@@ -108,6 +119,20 @@ class Policy:
                 f"host {host!r} resolves to {kind.replace('_', '-')} address {address}, "
                 "not in DOWNLOAD_ALLOWED_NETWORKS"
             )
+
+
+def embedded_ipv4(address: Address) -> ipaddress.IPv4Address | None:
+    if not isinstance(address, ipaddress.IPv6Address):
+        return None
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    if any(address in network for network in NAT64_NETWORKS):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
 
 
 def system_resolver(host: str, port: int) -> list[str]:

@@ -356,3 +356,44 @@ def test_a_host_that_does_not_resolve_now_is_retried_not_refused(
         work_burst(Settings.from_env(), jobs.deps().artifacts)
         (artifact,) = client.get("/tasks/dns1").json()["artifacts"]
         assert artifact["state"] == "waiting" and "does not resolve" in artifact["last_error"]
+
+
+@pytest.mark.parametrize(
+    ("target", "url", "host", "sni"),
+    [
+        (
+            ("https", "file.aiquickdraw.com", 443, "104.18.1.1"),
+            "https://104.18.1.1/s/a.mp3?x=1",
+            "file.aiquickdraw.com",
+            "file.aiquickdraw.com",
+        ),
+        (
+            ("http", "127.0.0.1", 8090, "127.0.0.1"),
+            "http://127.0.0.1:8090/s/a.mp3?x=1",
+            "127.0.0.1:8090",
+            None,
+        ),
+        (
+            ("https", "2001:db8::1", 8443, "2001:db8::1"),
+            "https://[2001:db8::1]:8443/s/a.mp3?x=1",
+            "[2001:db8::1]:8443",
+            "2001:db8::1",
+        ),
+    ],
+)
+def test_a_request_goes_to_the_checked_address_with_the_urls_own_host(
+    target: tuple[str, str, int, str], url: str, host: str, sni: str | None
+) -> None:
+    from service.safety import Target
+    from workers.downloads import pinned_request
+
+    scheme, name, port, address = target
+    netloc = f"[{name}]" if ":" in name else name
+    checked = Target(f"{scheme}://{netloc}:{port}/s/a.mp3?x=1", scheme, name, port, address)
+    with httpx.Client() as http:
+        request = pinned_request(http, checked, {})
+    assert (str(request.url), request.headers["host"], request.extensions.get("sni_hostname")) == (
+        url,
+        host,
+        sni,
+    )

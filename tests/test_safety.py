@@ -70,3 +70,27 @@ def test_an_unresolvable_host_is_a_passing_failure_not_a_refusal() -> None:
     policy = Policy.build(["nowhere.aiquickdraw.com"], [])
     with pytest.raises(HostUnresolved, match="does not resolve"):
         policy.check("https://nowhere.aiquickdraw.com/a.mp3", resolve)
+
+
+@pytest.mark.parametrize(
+    ("address", "reason"),
+    [
+        ("64:ff9b::a9fe:a9fe", "metadata address 169.254.169.254"),
+        ("::ffff:10.0.0.5", "private address 10.0.0.5"),
+        ("2002:7f00:1::1", "loopback address 127.0.0.1"),
+    ],
+)
+def test_ipv4_carried_inside_ipv6_is_judged_as_itself(address: str, reason: str) -> None:
+    policy = Policy.build(["wrapped.aiquickdraw.com"], [])
+    with pytest.raises(UnsafeURL, match=re.escape(reason)):
+        policy.check("https://wrapped.aiquickdraw.com/a.mp3", lambda host, port: [address])
+
+
+def test_a_trailing_dot_names_the_same_allowed_host() -> None:
+    assert STRICT.check("https://tempfile.aiquickdraw.com./a.mp3", resolve).host == "tempfile.aiquickdraw.com"
+
+
+def test_only_standard_ports_unless_the_network_is_listed() -> None:
+    with pytest.raises(UnsafeURL, match="port 6379"):
+        STRICT.check("https://tempfile.aiquickdraw.com:6379/", resolve)
+    assert SANDBOX.check("http://127.0.0.1:8090/files/a.mp3", resolve).port == 8090

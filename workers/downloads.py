@@ -286,7 +286,8 @@ def pinned_request(http: httpx.Client, target: Target, headers: dict[str, str]) 
     parts = urlsplit(target.url)
     address = f"[{target.address}]" if ":" in target.address else target.address
     default_port = 443 if target.scheme == "https" else 80
-    host_header = target.host if target.port == default_port else f"{target.host}:{target.port}"
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    host_header = host if target.port == default_port else f"{host}:{target.port}"
     pinned = urlunsplit((parts.scheme, f"{address}:{target.port}", parts.path or "/", parts.query, ""))
     extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
     return http.build_request("GET", pinned, headers={"Host": host_header, **headers}, extensions=extensions)
