@@ -42,7 +42,7 @@ class Run:
 
 
 def start_uvicorn(
-    app: str, env: dict[str, str], factory: bool = False
+    app: str, env: dict[str, str], factory: bool = False, workers: int = 1
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     args = [
@@ -57,7 +57,7 @@ def start_uvicorn(
         "--http",
         "httptools",
     ]
-    args += ["--no-access-log", "--log-level", "warning", "--app-dir", str(HERE)]
+    args += ["--workers", str(workers), "--no-access-log", "--log-level", "warning", "--app-dir", str(HERE)]
     if factory:
         args.append("--factory")
     process = subprocess.Popen(args, env=env, cwd=HERE.parent)
@@ -94,6 +94,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn workers, the same for both apps")
     options = parser.parse_args()
     if not shutil.which("wrk"):
         print("bench/ingest.py needs wrk: apt-get install wrk", file=sys.stderr)
@@ -106,7 +107,7 @@ def main() -> int:
                 ("bare", "bare_app:app", False),
                 ("ingest", "service.app:app_from_env", True),
             ):
-                process, url = start_uvicorn(app, env, factory)
+                process, url = start_uvicorn(app, env, factory, options.workers)
                 try:
                     wrk(url, 2, options.connections)  # warm-up
                     results[name].append(wrk(url, options.seconds, options.connections))
@@ -123,7 +124,8 @@ def report(results: dict[str, list[Run]], options: argparse.Namespace, stored: i
         return float(statistics.median(getattr(r, field) for r in results[name]))
 
     rounds = f"{options.rounds} rounds of {options.seconds}s"
-    print(f"callback ingest, {options.connections} connections, {rounds} (medians)")
+    workers = f"{options.workers} uvicorn worker(s)"
+    print(f"callback ingest, {options.connections} connections, {workers}, {rounds} (medians)")
     print(f"{'':8} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
     for name in ("bare", "ingest"):
         errors = sum(r.errors for r in results[name])
