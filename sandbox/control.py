@@ -196,27 +196,24 @@ async def next_faults(request: Request) -> Response:
 
 
 async def record_info_fault(request: Request) -> Response:
-    sandbox, body = sandbox_of(request), await _body(request)
-    if isinstance(body, Response):
-        return body
-    try:
-        sandbox.record_info_fault = parse_error_window(body, sandbox.monotonic())
-    except (ValueError, TypeError) as exc:
-        return JSONResponse({"error": str(exc)}, 400)
-    return JSONResponse(
-        {"recordInfoFault": asdict(sandbox.record_info_fault) if sandbox.record_info_fault else None}
-    )
+    return await _set_error_window(request, "record_info_fault", "recordInfoFault")
 
 
 async def create_fault(request: Request) -> Response:
+    return await _set_error_window(request, "create_fault", "createFault")
+
+
+async def _set_error_window(request: Request, attribute: str, label: str) -> Response:
+    """Sets one of the sandbox-wide error windows (every task's record-info, or every create)."""
     sandbox, body = sandbox_of(request), await _body(request)
     if isinstance(body, Response):
         return body
     try:
-        sandbox.create_fault = parse_error_window(body, sandbox.monotonic())
+        window = parse_error_window(body, sandbox.monotonic())
     except (ValueError, TypeError) as exc:
         return JSONResponse({"error": str(exc)}, 400)
-    return JSONResponse({"createFault": asdict(sandbox.create_fault) if sandbox.create_fault else None})
+    setattr(sandbox, attribute, window)
+    return JSONResponse({label: asdict(window) if window else None})
 
 
 async def clock(request: Request) -> Response:

@@ -118,7 +118,10 @@ class Dispatcher:
             await asyncio.wait_for(self._wake.wait(), delay)
 
     def _spawn(self, due: Due) -> None:
-        running = asyncio.get_running_loop().create_task(self.deliver(due))
+        # Counted in flight before the task first runs: between leaving the heap and starting, a
+        # callback must still show in `outlook`, or a reader would think the task had settled.
+        self._in_flight[due.task_id] = self._in_flight.get(due.task_id, 0) + 1
+        running = asyncio.get_running_loop().create_task(self.deliver(due, counted=True))
         self._running.add(running)
         running.add_done_callback(self._running.discard)
 
@@ -127,10 +130,11 @@ class Dispatcher:
         for due in self._pop_due_of(task_id):
             await self.deliver(due)
 
-    async def deliver(self, due: Due) -> None:
+    async def deliver(self, due: Due, counted: bool = False) -> None:
         task = self.sandbox.tasks[due.task_id]
         lock = self._locks.setdefault(task.id, asyncio.Lock())
-        self._in_flight[task.id] = self._in_flight.get(task.id, 0) + 1
+        if not counted:
+            self._in_flight[task.id] = self._in_flight.get(task.id, 0) + 1
         try:
             async with lock:
                 task.started.add((due.kind, due.copy))
