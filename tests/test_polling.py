@@ -208,8 +208,11 @@ def test_a_thousand_overdue_tasks_are_polled_within_the_account_budget(
         int(redis_client.hget(keys.task(f"late{i:04d}"), "last_poll_at") or 0) for i in range(1000)
     )
     assert polled[0] > 0, "every overdue task was polled"
-    # No `budget + 1` polls ever fell within one second (50 ms of slack for clock reading).
-    assert min(b - a for a, b in zip(polled, polled[budget:], strict=False)) >= 950
+    # Any 4 x budget consecutive polls span at least ~4 s. A poll's time is recorded just after its
+    # answer, so 200 ms of slack absorb scheduling jitter; without the budget, RQ alone runs ~70
+    # polls/s here, and 160 polls would take ~2.3 s.
+    window = 4 * budget
+    assert min(b - a for a, b in zip(polled, polled[window:], strict=False)) >= 4 * 1000 - 200
 
 
 def test_a_deleted_poll_schedule_is_restored_by_the_sweep(
