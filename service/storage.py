@@ -80,9 +80,13 @@ class Storage:
         os.replace(temporary, meta)
         return final
 
+    def relative(self, task_id: str, name: str, ext: str) -> str:
+        """How a stored file is recorded: relative to STORAGE_DIR, so machines may mount it anywhere."""
+        return str(self.final_path(task_id, name, ext).relative_to(self.root))
+
     def open_stored(self, task_id: str, path: str) -> Path | None:
-        """A stored file's path, only if it lies inside this task's directory."""
-        candidate = Path(path).resolve()
+        """A stored file's path (as recorded), only if it lies inside this task's directory."""
+        candidate = (self.root / path).resolve()
         if candidate.parent != self.task_dir(task_id).resolve() or not candidate.is_file():
             return None
         return candidate

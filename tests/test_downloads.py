@@ -114,7 +114,8 @@ def test_a_completed_tasks_files_all_land_with_the_sandboxs_sha256(
         assert task["archive"] == "stored"
         assert {a["kind"] for a in task["artifacts"]} == {"audio", "stream", "image"}
         for artifact in task["artifacts"]:
-            path = Path(artifact["path"])
+            path = Path(archive_env["STORAGE_DIR"]) / artifact["path"]
+            assert artifact["path"] == f"{task_id}/{path.name}"
             assert artifact["state"] == "stored" and artifact["attempts"] == 1
             assert artifact["sha256"] == expected_sha256(artifact["url"], FILE_BYTES)
             assert hashlib.sha256(path.read_bytes()).hexdigest() == artifact["sha256"]
@@ -300,7 +301,8 @@ def test_a_worker_killed_mid_download_leaves_the_job_to_another_and_the_file_is_
             task = client.get(f"/tasks/{task_id}").json()
         for artifact in task["artifacts"]:
             assert artifact["sha256"] == expected_sha256(artifact["url"], config.file_bytes)
-            assert hashlib.sha256(Path(artifact["path"]).read_bytes()).hexdigest() == artifact["sha256"]
+            stored = tmp_path / "files" / artifact["path"]
+            assert hashlib.sha256(stored.read_bytes()).hexdigest() == artifact["sha256"]
         (retaken,) = [a for a in task["artifacts"] if a["name"] == stalled[0]["name"]]
         assert retaken["attempts"] == 2
 

@@ -177,7 +177,7 @@ def transfer(deps: Deps, task_id: str, artifact: dict[str, Any], lease: Lease) -
             "bytes": size,
             "resumed_from": offset,
             "content_type": content_type.split(";")[0].strip(),
-            "path": str(deps.storage.final_path(task_id, name, ext)),
+            "path": deps.storage.relative(task_id, name, ext),
             "stored_at": _ms(now),
         }
         sidecar = result | {"upstream_url": url, "attempts": artifact.get("attempts", 1), "task_id": task_id}
