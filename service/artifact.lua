@@ -4,7 +4,7 @@
 --   update  value = JSON fields to merge; leaving `downloading` ends the lease
 -- `worker` is the claim's token: renew and update refuse a caller whose claim is no longer current.
 -- Returns {'claimed'|'ok', artifact JSON, task created_at, task family} or
--- {'missing'|'done'|'busy'|'lost', state}.
+-- {'missing'|'done'|'busy'|'early'|'lost', state}.
 local prefix = ARGV[1]
 __COMMON__
 
@@ -21,6 +21,8 @@ if mode == 'claim' then
   local state = artifact.state
   if state == 'stored' or state == 'expired' or state == 'failed' then return {'done', state} end
   if state == 'downloading' and (tonumber(artifact.lease_until) or 0) > now then return {'busy', state} end
+  -- A retry waits for its time (a second early, for the scheduler's precision), whoever asks.
+  if state == 'waiting' and (tonumber(artifact.next_try_at) or 0) > now + 1000 then return {'early', state} end
   artifact.state = 'downloading'
   artifact.attempts = (tonumber(artifact.attempts) or 0) + 1
   artifact.lease_until = now + tonumber(ARGV[6])

@@ -28,7 +28,7 @@ return members
 
 @dataclass(frozen=True)
 class Claim:
-    outcome: str  # claimed | missing | done | busy | lost
+    outcome: str  # claimed | missing | done | busy | early | lost
     artifact: dict[str, Any] | None = None
     state: str = ""
     task_created_ms: int | None = None

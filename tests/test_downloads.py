@@ -399,3 +399,14 @@ def test_a_request_goes_to_the_checked_address_with_the_urls_own_host(
         host,
         sni,
     )
+
+
+def test_a_claim_before_the_retry_time_waits(redis_url: str, redis_client: redis.Redis) -> None:
+    from service.keys import Keys
+    from service.worker_store import WorkerStore
+
+    record = {"name": "audio-a", "kind": "audio", "url": "u", "state": "waiting", "next_try_at": 10_000}
+    redis_client.hset(Keys().artifacts("t1"), "audio-a", json.dumps(record))
+    store = WorkerStore(redis_client, Keys())
+    assert store.claim("t1", "audio-a", 5_000, 60_000, "w").outcome == "early"
+    assert store.claim("t1", "audio-a", 9_500, 60_000, "w").outcome == "claimed"
