@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -21,13 +20,12 @@ from service.callbacks import receive_kie_callback
 from service.context import Context
 from service.errors import TapedeckError
 from service.keys import Keys
-from service.limiter import RedisCreateLimiter
 from service.settings import Settings
 from service.store import Store, connect
 from service.submissions import Submitter
 from service.submit_api import boost_style, list_boosts, submit_task
 from service.tasks import get_file, get_task, list_raw_callbacks, list_tasks
-from service.upstream import KieClient, SseedanceClient
+from service.upstream import upstream_clients
 
 log = logging.getLogger("tapedeck.app")
 
@@ -45,7 +43,7 @@ def create_app(settings: Settings | None = None, clock: Callable[[], float] = ti
             raw_log_max=settings.raw_log_max_entries,
             poll_deadlines_ms=settings.poll_deadlines_ms,
         )
-        async with upstream_clients(settings, store) as (kie, sseedance):
+        async with upstream_clients(settings, store, settings.upstream_max_attempts) as (kie, sseedance):
             submitter = Submitter(store, settings, kie, sseedance, clock)
             app.state.ctx = Context(settings, store, clock, submitter)
             # Freezing the start-up heap keeps the GC from rescanning it: most of the p99 tail
@@ -76,30 +74,6 @@ def create_app(settings: Settings | None = None, clock: Callable[[], float] = ti
         },
         lifespan=lifespan,
     )
-
-
-@asynccontextmanager
-async def upstream_clients(
-    settings: Settings, store: Store
-) -> AsyncIterator[tuple[KieClient | None, SseedanceClient | None]]:
-    """The Kie and sseedance clients (None when their key is unset), sharing one create limiter each."""
-    timeout = httpx.Timeout(settings.upstream_timeout_s, connect=5.0)
-    options: dict[str, Any] = {
-        "max_attempts": settings.upstream_max_attempts,
-        "max_queue_s": settings.create_max_queue_s,
-    }
-    async with (
-        httpx.AsyncClient(base_url=settings.kie_api_base, timeout=timeout) as kie_http,
-        httpx.AsyncClient(base_url=settings.sseedance_api_base, timeout=timeout) as sseedance_http,
-    ):
-        kie = sseedance = None
-        if settings.kie_api_key:
-            limiter = RedisCreateLimiter(store, "kie", settings.create_limit, settings.create_window_s)
-            kie = KieClient(kie_http, str(settings.kie_api_key), limiter, **options)
-        if settings.sseedance_api_key:
-            limiter = RedisCreateLimiter(store, "sseedance", settings.create_limit, settings.create_window_s)
-            sseedance = SseedanceClient(sseedance_http, str(settings.sseedance_api_key), limiter, **options)
-        yield kie, sseedance
 
 
 def app_from_env() -> Starlette:

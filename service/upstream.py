@@ -13,14 +13,18 @@ import logging
 import math
 import random
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 import httpx
 
 from service.errors import UpstreamRejected, UpstreamUnavailable
+from service.limiter import RedisCreateLimiter
 from service.retry import Backoff, parse_retry_after
+from service.settings import Settings
+from service.store import Store
 
 log = logging.getLogger("tapedeck.upstream")
 
@@ -223,3 +227,31 @@ class SseedanceClient(UpstreamClient):
     async def task(self, task_id: str) -> dict[str, Any]:
         data = await self.call("GET", f"/v1/tasks/{task_id}")
         return data if isinstance(data, dict) else {}
+
+
+@asynccontextmanager
+async def upstream_clients(
+    settings: Settings, store: Store | None, max_attempts: int
+) -> AsyncIterator[tuple[KieClient | None, SseedanceClient | None]]:
+    """The Kie and sseedance clients (None when their key is unset). With a store, each holds its
+    creates to the account-wide limiter; the HTTP connections close when the context ends."""
+    timeout = httpx.Timeout(settings.upstream_timeout_s, connect=5.0)
+
+    def limiter(name: str) -> CreateLimiter | None:
+        if store is None:
+            return None
+        return RedisCreateLimiter(store, name, settings.create_limit, settings.create_window_s)
+
+    async with (
+        httpx.AsyncClient(base_url=settings.kie_api_base, timeout=timeout) as kie_http,
+        httpx.AsyncClient(base_url=settings.sseedance_api_base, timeout=timeout) as sseedance_http,
+    ):
+        options: dict[str, Any] = {"max_attempts": max_attempts, "max_queue_s": settings.create_max_queue_s}
+        kie = sseedance = None
+        if settings.kie_api_key:
+            kie = KieClient(kie_http, str(settings.kie_api_key), limiter("kie"), **options)
+        if settings.sseedance_api_key:
+            sseedance = SseedanceClient(
+                sseedance_http, str(settings.sseedance_api_key), limiter("sseedance"), **options
+            )
+        yield kie, sseedance

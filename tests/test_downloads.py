@@ -57,12 +57,14 @@ def archive_env(
     }
     yield configure(env, monkeypatch)
     jobs.close_deps()
+    jobs.close_pollers()
 
 
 def configure(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     jobs.close_deps()
+    jobs.close_pollers()  # URL refreshes ask record-info through the poller
     return env
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Final
+from typing import Any, Final
 
 import redis
 from rq import Queue
@@ -26,10 +26,7 @@ BATCH: Final = 100
 def dispatch_new(artifacts: WorkerStore, queues: dict[bool, Queue], settings: Settings, now: float) -> int:
     """Queues up to BATCH new artifacts; returns how many."""
     items = artifacts.take_new(BATCH)
-    by_queue: dict[bool, list[tuple[str, str, str]]] = {False: [], True: []}
-    for task_id, name in items:
-        by_queue[is_urgent(artifacts, settings, task_id, now)].append((task_id, name, job_id(task_id, name)))
-    _enqueue(queues, by_queue)
+    _enqueue_downloads(artifacts, queues, settings, now, items)
     return len(items)
 
 
@@ -40,14 +37,9 @@ def requeue_abandoned(
     or one whose queued job or scheduled retry was lost."""
     grace_ms = int(settings.download_lease_s * 1000)
     items = artifacts.overdue_downloads(int(now * 1000), BATCH, grace_ms)
-    by_queue: dict[bool, list[tuple[str, str, str]]] = {False: [], True: []}
     for task_id, name in items:
-        suffix = f"-l{int(now)}"
-        by_queue[is_urgent(artifacts, settings, task_id, now)].append(
-            (task_id, name, job_id(task_id, name, suffix))
-        )
         log.warning("download task_id=%s artifact=%s overdue: requeued", task_id, name)
-    _enqueue(queues, by_queue)
+    _enqueue_downloads(artifacts, queues, settings, now, items, suffix=f"-l{int(now)}")
     return len(items)
 
 
@@ -87,14 +79,26 @@ def is_urgent(artifacts: WorkerStore, settings: Settings, task_id: str, now: flo
     return created + settings.artifact_ttl_s - now < settings.urgent_within_s
 
 
-def _enqueue(queues: dict[bool, Queue], by_queue: dict[bool, list[tuple[str, str, str]]]) -> None:
-    for urgent, entries in by_queue.items():
-        if entries:
-            jobs = [
-                Queue.prepare_data(download, args=(task_id, name), job_id=jid, timeout=JOB_TIMEOUT_S)
-                for task_id, name, jid in entries
-            ]
-            queues[urgent].enqueue_many(jobs)
+def _enqueue_downloads(
+    artifacts: WorkerStore,
+    queues: dict[bool, Queue],
+    settings: Settings,
+    now: float,
+    items: list[tuple[str, str]],
+    suffix: str = "",
+) -> None:
+    """One download job per artifact, on the urgent queue when its task is near expiry."""
+    urgent = {task_id: is_urgent(artifacts, settings, task_id, now) for task_id in {t for t, _ in items}}
+    by_queue: dict[bool, list[Any]] = {False: [], True: []}
+    for task_id, name in items:
+        by_queue[urgent[task_id]].append(
+            Queue.prepare_data(
+                download, args=(task_id, name), job_id=job_id(task_id, name, suffix), timeout=JOB_TIMEOUT_S
+            )
+        )
+    for on_urgent, jobs in by_queue.items():
+        if jobs:
+            queues[on_urgent].enqueue_many(jobs)
 
 
 def run(

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache
 from pathlib import Path
@@ -21,12 +22,11 @@ from rq import Queue
 
 from service.keys import Keys
 from service.limiter import RedisCreateLimiter
-from service.payloads import RECORD_INFO_PATHS, record_info_artifacts
 from service.safety import Policy, system_resolver
 from service.settings import Settings
 from service.storage import Storage
 from service.store import Store, connect
-from service.upstream import KieClient, SseedanceClient, judge_kie
+from service.upstream import upstream_clients
 from service.worker_store import WorkerStore
 from workers.downloads import Deps, fetch_artifact
 from workers.polls import Poller
@@ -45,57 +45,52 @@ def download(task_id: str, name: str) -> str:
 
 def poll(task_id: str) -> str:
     """The RQ job: ask the upstream about one task and apply what it says."""
-    runner, poller = pollers()
-    return runner.run(poller.poll(task_id))
+    runtime = pollers()
+    return runtime.runner.run(runtime.poller.poll(task_id))
+
+
+@dataclass
+class PollerRuntime:
+    """The worker process's one event loop, and what lives on it until the process exits."""
+
+    runner: asyncio.Runner
+    poller: Poller
+    resources: AsyncExitStack
 
 
 @cache
-def pollers() -> tuple[asyncio.Runner, Poller]:
-    """One event loop per worker process, kept across jobs, with the async store and clients on it."""
+def pollers() -> PollerRuntime:
+    """Built on first use: the async store and the upstream clients, on a loop kept across jobs.
+
+    Polls make one attempt per request (a budget slot is one request); a failed poll is retried
+    by the due list's backoff instead.
+    """
     settings = Settings.from_env()
     runner = asyncio.Runner()
 
-    async def build() -> Poller:
+    async def build() -> tuple[Poller, AsyncExitStack]:
+        resources = AsyncExitStack()
         store = Store(
             connect(settings.redis_url),
             Keys(settings.redis_prefix),
             history_max=settings.history_max_entries,
             poll_deadlines_ms=settings.poll_deadlines_ms,
         )
-        kie, sseedance = await _clients(settings, store)
+        resources.push_async_callback(store.client.aclose)
+        kie, sseedance = await resources.enter_async_context(upstream_clients(settings, None, max_attempts=1))
         budget = RedisCreateLimiter(store, "poll", settings.poll_rate_per_s, 1.0)
-        return Poller(store, settings, kie, sseedance, budget)
+        return Poller(store, settings, kie, sseedance, budget), resources
 
-    return runner, runner.run(build())
-
-
-async def _clients(settings: Settings, store: Store) -> tuple[KieClient | None, SseedanceClient | None]:
-    """Clients for polls: one attempt each, so a budget slot is one request; a failed poll is
-    retried by the due list's backoff instead."""
-    timeout = httpx.Timeout(settings.upstream_timeout_s, connect=5.0)
-    kie = sseedance = None
-    if settings.kie_api_key:
-        http = httpx.AsyncClient(base_url=settings.kie_api_base, timeout=timeout)
-        kie = KieClient(http, str(settings.kie_api_key), max_attempts=1)
-    if settings.sseedance_api_key:
-        http = httpx.AsyncClient(base_url=settings.sseedance_api_base, timeout=timeout)
-        sseedance = SseedanceClient(http, str(settings.sseedance_api_key), max_attempts=1)
-    return kie, sseedance
+    poller, resources = runner.run(build())
+    return PollerRuntime(runner, poller, resources)
 
 
 def close_pollers() -> None:
     """Closes the cached poller's event loop and connections (tests; a worker simply exits)."""
     if pollers.cache_info().currsize:
-        runner, poller = pollers()
-
-        async def close() -> None:
-            for client in (poller.kie, poller.sseedance):
-                if client is not None:
-                    await client.http.aclose()
-            await poller.store.client.aclose()
-
-        runner.run(close())
-        runner.close()
+        runtime = pollers()
+        runtime.runner.run(runtime.resources.aclose())
+        runtime.runner.close()
     pollers.cache_clear()
 
 
@@ -143,7 +138,7 @@ def build_deps(settings: Settings) -> Deps:
         http=http,
         policy=Policy.build(settings.download_allowed_hosts, settings.download_allowed_networks),
         resolve=system_resolver,
-        refresh_url=record_info_refresher(settings, http),
+        refresh_url=refresh_url,
         schedule_retry=schedule_retry,
         worker_id=f"{socket.gethostname()}:{os.getpid()}",
         close=rq_connection.close,
@@ -161,21 +156,7 @@ def worker_queues(connection: redis.Redis) -> list[Queue]:
     return [by_urgency[True], Queue(POLL_QUEUE, connection=connection), by_urgency[False]]
 
 
-def record_info_refresher(settings: Settings, http: httpx.Client) -> Callable[[str, str, str], str | None]:
-    """Asks the task's record-info for the artifact's current URL (Kie may rotate them)."""
-
-    def refresh(task_id: str, family: str, name: str) -> str | None:
-        path = RECORD_INFO_PATHS.get(family)
-        if path is None or settings.kie_api_key is None:
-            return None
-        response = http.get(
-            f"{settings.kie_api_base}{path}",
-            params={"taskId": task_id},
-            headers={"Authorization": f"Bearer {settings.kie_api_key}"},
-        )
-        answer = judge_kie(response.status_code, response.json(), response.headers.get("retry-after"))
-        if not answer.ok:
-            return None
-        return next((a.url for a in record_info_artifacts(family, answer.data) if a.name == name), None)
-
-    return refresh
+def refresh_url(task_id: str, family: str, name: str) -> str | None:
+    """An artifact's current URL from record-info, asked like a poll (same client, same budget)."""
+    runtime = pollers()
+    return runtime.runner.run(runtime.poller.fresh_url(task_id, family, name))

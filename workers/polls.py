@@ -18,7 +18,7 @@ from typing import Any
 
 from service.errors import UpstreamError, UpstreamRejected
 from service.limiter import RedisCreateLimiter
-from service.payloads import RECORD_INFO_PATHS, Event
+from service.payloads import RECORD_INFO_PATHS, Event, record_info_artifacts
 from service.record_info import record_info_event, sseedance_event
 from service.settings import Settings
 from service.store import Store
@@ -79,16 +79,27 @@ class Poller:
                 raise UpstreamRejected("sseedance is not configured: set SSEEDANCE_API_KEY", 503, None)
             task = await self.sseedance.task(task_id)
             return sseedance_event(task_id, task), _summary(task)
-        if self.kie is None:
-            raise UpstreamRejected("Kie is not configured: set KIE_API_KEY", 503, None)
-        path = RECORD_INFO_PATHS.get(subject["family"], RECORD_INFO_PATHS["music"])
+        family = subject["family"] if subject["family"] in RECORD_INFO_PATHS else "music"
         try:
-            data = await self.kie.call("GET", path, params={"taskId": task_id})
+            data = await self._record_info(task_id, family)
         except UpstreamRejected as exc:
             if exc.upstream_code == 422:  # "recordInfo is null": not known upstream yet
                 return None, json.dumps({"code": 422, "msg": exc.message})
             raise
-        return record_info_event(task_id, subject["family"], data), _summary(data)  # type: ignore[arg-type]
+        return record_info_event(task_id, family, data), _summary(data)  # type: ignore[arg-type]
+
+    async def fresh_url(self, task_id: str, family: str, name: str) -> str | None:
+        """The artifact's current URL per record-info (Kie may rotate them); None if unknown."""
+        if self.kie is None or family not in RECORD_INFO_PATHS:
+            return None
+        await self._wait_for_budget()
+        data = await self._record_info(task_id, family)
+        return next((a.url for a in record_info_artifacts(family, data) if a.name == name), None)
+
+    async def _record_info(self, task_id: str, family: str) -> Any:
+        if self.kie is None:
+            raise UpstreamRejected("Kie is not configured: set KIE_API_KEY", 503, None)
+        return await self.kie.call("GET", RECORD_INFO_PATHS[family], params={"taskId": task_id})
 
     async def _wait_for_budget(self) -> None:
         slot = uuid.uuid4().hex
