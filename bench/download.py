@@ -32,7 +32,7 @@ import redis
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from service.redis_server import RedisServer, free_port  # noqa: E402
+from service.cli.redis_server import RedisServer, free_port  # noqa: E402
 
 MB = 1024 * 1024
 
@@ -88,11 +88,11 @@ def job_child(url: str, redis_url: str, out_dir: str) -> None:
 
     from service.settings import Settings
     from workers.downloads import Lease, transfer
-    from workers.jobs import build_deps
+    from workers.runtime import WorkerRuntime
 
     env = {"REDIS_URL": redis_url, "STORAGE_DIR": out_dir, "DOWNLOAD_ALLOWED_HOSTS": "127.0.0.1",
            "DOWNLOAD_ALLOWED_NETWORKS": "127.0.0.0/8", "MAX_DOWNLOAD_BYTES": str(1024 * MB)}  # fmt: skip
-    deps = build_deps(Settings.from_env(env))
+    deps = WorkerRuntime.build(Settings.from_env(env)).downloads
     name = f"audio-{time.time_ns()}"
     record = {"name": name, "kind": "audio", "url": url, "state": "waiting"}
     deps.artifacts.client.hset(deps.artifacts.keys.artifacts("bench"), name, json.dumps(record))
@@ -187,11 +187,11 @@ def per_job_overhead(redis_url: str, tmp: Path, count: int = 200) -> float:
     """Seconds per job for `count` tiny artifacts through outbox, dispatcher, RQ and the job."""
     import asyncio
 
-    from service.keys import Keys
-    from service.payloads import Artifact, Event
+    from service.core.events import Artifact, Event
     from service.settings import Settings
-    from service.store import Store, connect
-    from workers import jobs
+    from service.store.connection import connect
+    from service.store.tasks import TaskStore
+    from workers.runtime import WorkerRuntime
     from workers.worker import work_burst
 
     with sandbox_process(1024) as sandbox_url:
@@ -202,24 +202,24 @@ def per_job_overhead(redis_url: str, tmp: Path, count: int = 200) -> float:
             "DOWNLOAD_ALLOWED_HOSTS": "127.0.0.1",
             "DOWNLOAD_ALLOWED_NETWORKS": "127.0.0.0/8",
         }
-        os.environ.update(env)
-        jobs.close_deps()
+        settings = Settings.from_env(env)
         artifacts = tuple(Artifact(f"audio-{i}", "audio", url) for i in range(count))
 
         async def record() -> None:
             client = connect(redis_url)
             event = Event("tinytask", "music", "complete", 200, "ok", artifacts=artifacts)
-            await Store(client, Keys()).apply_event(event, "callback", int(time.time() * 1000))
+            await TaskStore.from_settings(client, settings).apply_event(
+                event, "callback", int(time.time() * 1000)
+            )
             await client.aclose()
 
         asyncio.run(record())
-        settings = Settings.from_env()
-        deps = jobs.deps()  # preloaded, as `tapedeck worker` does before its first job
+        runtime = WorkerRuntime.build(settings)  # preloaded, as `tapedeck worker` does before its first job
         started = time.perf_counter()
-        work_burst(settings, deps.artifacts)
+        work_burst(runtime)
         elapsed = time.perf_counter() - started
-        stored = sum(1 for a in deps.artifacts.artifacts("tinytask") if a["state"] == "stored")
-        jobs.close_deps()
+        stored = sum(1 for a in runtime.artifacts.artifacts("tinytask") if a["state"] == "stored")
+        runtime.close()
         if stored != count:
             raise RuntimeError(f"only {stored} of {count} tiny artifacts were stored")
         return elapsed / count

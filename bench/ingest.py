@@ -30,7 +30,7 @@ import redis
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from service.redis_server import RedisServer, free_port  # noqa: E402
+from service.cli.redis_server import RedisServer, free_port  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ def main() -> int:
         for _ in range(options.rounds):
             for name, app, factory in (
                 ("bare", "bare_app:app", False),
-                ("ingest", "service.app:app_from_env", True),
+                ("ingest", "service.web.app:app_from_env", True),
             ):
                 process, url = start_uvicorn(app, env, factory, options.workers)
                 try:

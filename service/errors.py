@@ -1,4 +1,4 @@
-"""Tapedeck's one exception tree; `app.py` maps it to HTTP status in one place.
+"""Tapedeck's one exception tree, whole; `web/app.py` maps it to HTTP status in one place.
 
 TapedeckError                     500
 ├── BadRequest                    400
@@ -7,14 +7,26 @@ TapedeckError                     500
 ├── Unauthorized                  401
 │   ├── SignatureError
 │   └── TokenError
+├── Forbidden                     403   a read token on a write
 ├── NotFound                      404
-│   └── UnknownTask
+│   ├── UnknownTask
+│   └── UnknownRawEntry
+├── Conflict                      409   an Idempotency-Key still in flight
 ├── PayloadTooLarge               413
 ├── Unprocessable                 422
 │   ├── UnrecognisedCallback
-│   └── InvalidParameter
+│   ├── InvalidParameter
+│   └── UnsafeURL                       the download URL policy refused a URL
+│       └── HostUnresolved              ...because its host does not resolve now (may pass)
 ├── StoreUnavailable              503
-└── SettingsError                 (start-up only, never reaches HTTP)
+├── UpstreamError                 502   Kie or sseedance, mapped at the client boundary
+│   ├── UpstreamRejected          per refusal (402, 409, 422, 502)
+│   └── UpstreamUnavailable       503   still failing after every retry
+├── DownloadError                       a download job's outcome; never reaches HTTP
+│   ├── Refused                         must not be fetched (unsafe, too large): fails for good
+│   └── TransferFailed                  this try failed; a later one may succeed
+│       └── LeaseLost                   another worker holds the artifact now
+└── SettingsError                       start-up only, never reaches HTTP
 """
 
 from __future__ import annotations
@@ -80,6 +92,10 @@ class UnknownTask(NotFound):
     code = "unknown_task"
 
 
+class UnknownRawEntry(NotFound):
+    code = "unknown_raw_entry"
+
+
 class PayloadTooLarge(TapedeckError):
     status_code = 413
     code = "payload_too_large"
@@ -96,6 +112,18 @@ class UnrecognisedCallback(Unprocessable):
 
 class InvalidParameter(Unprocessable):
     code = "invalid_parameter"
+
+
+class UnsafeURL(Unprocessable):
+    """Raised for a URL a download must not fetch; the message is the reason, kept on the artifact."""
+
+    code = "unsafe_url"
+
+
+class HostUnresolved(UnsafeURL):
+    """Raised when the host does not resolve now; unlike a policy refusal, it may pass."""
+
+    code = "host_unresolved"
 
 
 class Conflict(TapedeckError):
@@ -127,6 +155,34 @@ class UpstreamRejected(UpstreamError):
 class UpstreamUnavailable(UpstreamError):
     status_code = 503
     code = "upstream_unavailable"
+
+
+class DownloadError(TapedeckError):
+    """How one download attempt ended badly; recorded on the artifact, never sent over HTTP."""
+
+    code = "download_error"
+
+
+class Refused(DownloadError):
+    """The artifact must not be fetched (unsafe URL, too large): it fails at once, for good."""
+
+    code = "download_refused"
+
+
+class TransferFailed(DownloadError):
+    """This try failed; another may succeed. `rotated` says the URL itself may have changed."""
+
+    code = "transfer_failed"
+
+    def __init__(self, message: str, rotated: bool = False) -> None:
+        super().__init__(message)
+        self.rotated = rotated
+
+
+class LeaseLost(TransferFailed):
+    """This worker's claim ran out and another may hold the artifact now: touch nothing more."""
+
+    code = "lease_lost"
 
 
 class SettingsError(TapedeckError):

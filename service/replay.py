@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 
-from service.callbacks import parse_json
-from service.errors import NotFound, Unprocessable
-from service.payloads import parse_callback
-from service.store import Applied, Store
+import orjson
 
-
-class UnknownRawEntry(NotFound):
-    code = "unknown_raw_entry"
+from service.core.callbacks import parse_callback
+from service.errors import UnknownRawEntry, Unprocessable
+from service.store.scripts import Applied
+from service.store.tasks import TaskStore
 
 
-async def replay(store: Store, entry_id: str, now: float | None = None) -> Applied:
-    """Raises UnknownRawEntry, Unprocessable for a truncated entry, or the parse errors."""
+async def replay(store: TaskStore, entry_id: str, now: float) -> Applied:
+    """Raises UnknownRawEntry, Unprocessable for a truncated or unreadable entry, or the parse errors."""
     entry = await store.raw_entry(entry_id)
     if entry is None:
         raise UnknownRawEntry(f"no raw-log entry {entry_id!r} (it may have been trimmed)")
@@ -30,6 +27,9 @@ async def replay(store: Store, entry_id: str, now: float | None = None) -> Appli
     body = entry.get("body", "").encode()
     if entry.get("body_encoding") == "base64":
         body = base64.b64decode(body)
-    event = parse_callback(parse_json(body))
-    moment = time.time() if now is None else now
-    return await store.apply_event(event, "replay", int(moment * 1000))
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise Unprocessable(f"raw-log entry {entry_id} is not valid JSON; it cannot be replayed") from None
+    event = parse_callback(payload)
+    return await store.apply_event(event, "replay", int(now * 1000))

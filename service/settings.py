@@ -8,14 +8,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, Final
 
 from starlette.datastructures import Secret
 
+from service.core.url_policy import DEFAULT_ALLOWED_HOSTS, Policy
 from service.errors import SettingsError
-from service.safety import DEFAULT_ALLOWED_HOSTS, Policy
-
-T = TypeVar("T")
 
 MIB = 1024 * 1024
 
@@ -83,55 +81,13 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Raises SettingsError naming the variable that is wrong."""
         env = os.environ if environ is None else environ
-        settings = cls(
-            redis_url=env.get("REDIS_URL", cls.redis_url),
-            redis_prefix=env.get("TAPEDECK_REDIS_PREFIX", cls.redis_prefix),
-            env=env.get("TAPEDECK_ENV", cls.env),
-            kie_webhook_hmac_key=_secret(env, "KIE_WEBHOOK_HMAC_KEY"),
-            kie_webhook_tolerance_s=_number(
-                env, "KIE_WEBHOOK_TOLERANCE_S", float, cls.kie_webhook_tolerance_s
-            ),
-            callback_token=_secret(env, "CALLBACK_TOKEN"),
-            max_callback_bytes=_number(env, "MAX_CALLBACK_BYTES", int, cls.max_callback_bytes),
-            raw_log_max_entries=_number(env, "RAW_LOG_MAX_ENTRIES", int, cls.raw_log_max_entries),
-            raw_log_rejected_body_bytes=_number(
-                env, "RAW_LOG_REJECTED_BODY_BYTES", int, cls.raw_log_rejected_body_bytes
-            ),
-            history_max_entries=_number(env, "HISTORY_MAX_ENTRIES", int, cls.history_max_entries),
-            public_base_url=env.get("PUBLIC_BASE_URL", cls.public_base_url).rstrip("/"),
-            api_token=_secret(env, "TAPEDECK_API_TOKEN"),
-            read_token=_secret(env, "TAPEDECK_READ_TOKEN"),
-            kie_api_base=env.get("KIE_API_BASE", cls.kie_api_base).rstrip("/"),
-            kie_api_key=_secret(env, "KIE_API_KEY"),
-            sseedance_api_base=env.get("SSEEDANCE_API_BASE", cls.sseedance_api_base).rstrip("/"),
-            sseedance_api_key=_secret(env, "SSEEDANCE_API_KEY"),
-            create_limit=_number(env, "KIE_CREATE_LIMIT", int, cls.create_limit),
-            create_window_s=_number(env, "KIE_CREATE_WINDOW_S", float, cls.create_window_s),
-            create_max_queue_s=_number(env, "CREATE_MAX_QUEUE_S", float, cls.create_max_queue_s),
-            upstream_max_attempts=_number(env, "UPSTREAM_MAX_ATTEMPTS", int, cls.upstream_max_attempts),
-            upstream_timeout_s=_number(env, "UPSTREAM_TIMEOUT_S", float, cls.upstream_timeout_s),
-            idempotency_ttl_s=_number(env, "IDEMPOTENCY_TTL_S", int, cls.idempotency_ttl_s),
-            tapedeck_url=env.get("TAPEDECK_URL", cls.tapedeck_url).rstrip("/"),
-            storage_dir=env.get("STORAGE_DIR", cls.storage_dir),
-            download_allowed_hosts=_list(env, "DOWNLOAD_ALLOWED_HOSTS", cls.download_allowed_hosts),
-            download_allowed_networks=_list(env, "DOWNLOAD_ALLOWED_NETWORKS", cls.download_allowed_networks),
-            max_download_bytes=_number(env, "MAX_DOWNLOAD_BYTES", int, cls.max_download_bytes),
-            artifact_ttl_s=_number(env, "ARTIFACT_TTL_S", float, cls.artifact_ttl_s),
-            urgent_within_s=_number(env, "URGENT_WITHIN_S", float, cls.urgent_within_s),
-            download_retry_base_s=_number(env, "DOWNLOAD_RETRY_BASE_S", float, cls.download_retry_base_s),
-            download_retry_max_s=_number(env, "DOWNLOAD_RETRY_MAX_S", float, cls.download_retry_max_s),
-            download_lease_s=_number(env, "DOWNLOAD_LEASE_S", float, cls.download_lease_s),
-            download_timeout_s=_number(env, "DOWNLOAD_TIMEOUT_S", float, cls.download_timeout_s),
-            poll_after_submit_s=_number(env, "POLL_AFTER_SUBMIT_S", float, cls.poll_after_submit_s),
-            poll_after_text_s=_number(env, "POLL_AFTER_TEXT_S", float, cls.poll_after_text_s),
-            poll_after_first_s=_number(env, "POLL_AFTER_FIRST_S", float, cls.poll_after_first_s),
-            poll_backoff_min_s=_number(env, "POLL_BACKOFF_MIN_S", float, cls.poll_backoff_min_s),
-            poll_backoff_max_s=_number(env, "POLL_BACKOFF_MAX_S", float, cls.poll_backoff_max_s),
-            poll_give_up_s=_number(env, "POLL_GIVE_UP_S", float, cls.poll_give_up_s),
-            poll_rate_per_s=_number(env, "POLL_RATE_PER_S", int, cls.poll_rate_per_s),
-            poll_lease_s=_number(env, "POLL_LEASE_S", float, cls.poll_lease_s),
-            sseedance_poll_s=_number(env, "SSEEDANCE_POLL_S", float, cls.sseedance_poll_s),
-        )
+        defaults = cls()
+        values: dict[str, Any] = {}
+        for name, variable, cast in VARIABLES:
+            raw = env.get(variable)
+            if raw is not None and raw.strip() != "":
+                values[name] = cast(variable, raw, getattr(defaults, name))
+        settings = cls(**values)
         settings.check()
         return settings
 
@@ -155,29 +111,87 @@ class Settings:
             raise SettingsError("TAPEDECK_REDIS_PREFIX must be non-empty and contain no ':'")
 
 
-def _list(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+Cast = Callable[[str, str, Any], Any]
+
+
+def _text(variable: str, raw: str, default: Any) -> str:
+    return raw
+
+
+def _base_url(variable: str, raw: str, default: Any) -> str:
+    return raw.rstrip("/")
+
+
+def _secret(variable: str, raw: str, default: Any) -> Secret:
+    return Secret(raw)
+
+
+def _list(variable: str, raw: str, default: tuple[str, ...]) -> tuple[str, ...]:
     """A comma-separated list; a leading '+' adds to the default instead of replacing it."""
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    items = tuple(part.strip() for part in raw.lstrip("+").split(",") if part.strip())
+    items = tuple(part.strip() for part in raw.lstrip().lstrip("+").split(",") if part.strip())
     return default + items if raw.lstrip().startswith("+") else items
 
 
-def _secret(env: Mapping[str, str], name: str) -> Secret | None:
-    value = env.get(name, "")
-    return Secret(value) if value else None
+def _positive(kind: type[int] | type[float]) -> Cast:
+    def cast(variable: str, raw: str, default: Any) -> int | float:
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise SettingsError(f"{variable} must be {WHAT[kind]}, got {raw!r}") from None
+        if value <= 0:
+            raise SettingsError(f"{variable} must be positive, got {raw!r}")
+        return value
+
+    return cast
 
 
-def _number(env: Mapping[str, str], name: str, cast: Callable[[str], T], default: T) -> T:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = cast(raw)
-    except ValueError:
-        kind = "a whole number" if cast is int else "a number"
-        raise SettingsError(f"{name} must be {kind}, got {raw!r}") from None
-    if isinstance(value, int | float) and value <= 0:
-        raise SettingsError(f"{name} must be positive, got {raw!r}")
-    return value
+WHAT: Final = {int: "a whole number", float: "a number"}
+_int, _float = _positive(int), _positive(float)
+
+# field → environment variable → cast; the default is the field's own (deploy/env.example
+# documents each).
+VARIABLES: Final[tuple[tuple[str, str, Cast], ...]] = (
+    ("redis_url", "REDIS_URL", _text),
+    ("redis_prefix", "TAPEDECK_REDIS_PREFIX", _text),
+    ("env", "TAPEDECK_ENV", _text),
+    ("kie_webhook_hmac_key", "KIE_WEBHOOK_HMAC_KEY", _secret),
+    ("kie_webhook_tolerance_s", "KIE_WEBHOOK_TOLERANCE_S", _float),
+    ("callback_token", "CALLBACK_TOKEN", _secret),
+    ("max_callback_bytes", "MAX_CALLBACK_BYTES", _int),
+    ("raw_log_max_entries", "RAW_LOG_MAX_ENTRIES", _int),
+    ("raw_log_rejected_body_bytes", "RAW_LOG_REJECTED_BODY_BYTES", _int),
+    ("history_max_entries", "HISTORY_MAX_ENTRIES", _int),
+    ("public_base_url", "PUBLIC_BASE_URL", _base_url),
+    ("api_token", "TAPEDECK_API_TOKEN", _secret),
+    ("read_token", "TAPEDECK_READ_TOKEN", _secret),
+    ("kie_api_base", "KIE_API_BASE", _base_url),
+    ("kie_api_key", "KIE_API_KEY", _secret),
+    ("sseedance_api_base", "SSEEDANCE_API_BASE", _base_url),
+    ("sseedance_api_key", "SSEEDANCE_API_KEY", _secret),
+    ("create_limit", "KIE_CREATE_LIMIT", _int),
+    ("create_window_s", "KIE_CREATE_WINDOW_S", _float),
+    ("create_max_queue_s", "CREATE_MAX_QUEUE_S", _float),
+    ("upstream_max_attempts", "UPSTREAM_MAX_ATTEMPTS", _int),
+    ("upstream_timeout_s", "UPSTREAM_TIMEOUT_S", _float),
+    ("idempotency_ttl_s", "IDEMPOTENCY_TTL_S", _int),
+    ("tapedeck_url", "TAPEDECK_URL", _base_url),
+    ("storage_dir", "STORAGE_DIR", _text),
+    ("download_allowed_hosts", "DOWNLOAD_ALLOWED_HOSTS", _list),
+    ("download_allowed_networks", "DOWNLOAD_ALLOWED_NETWORKS", _list),
+    ("max_download_bytes", "MAX_DOWNLOAD_BYTES", _int),
+    ("artifact_ttl_s", "ARTIFACT_TTL_S", _float),
+    ("urgent_within_s", "URGENT_WITHIN_S", _float),
+    ("download_retry_base_s", "DOWNLOAD_RETRY_BASE_S", _float),
+    ("download_retry_max_s", "DOWNLOAD_RETRY_MAX_S", _float),
+    ("download_lease_s", "DOWNLOAD_LEASE_S", _float),
+    ("download_timeout_s", "DOWNLOAD_TIMEOUT_S", _float),
+    ("poll_after_submit_s", "POLL_AFTER_SUBMIT_S", _float),
+    ("poll_after_text_s", "POLL_AFTER_TEXT_S", _float),
+    ("poll_after_first_s", "POLL_AFTER_FIRST_S", _float),
+    ("poll_backoff_min_s", "POLL_BACKOFF_MIN_S", _float),
+    ("poll_backoff_max_s", "POLL_BACKOFF_MAX_S", _float),
+    ("poll_give_up_s", "POLL_GIVE_UP_S", _float),
+    ("poll_rate_per_s", "POLL_RATE_PER_S", _int),
+    ("poll_lease_s", "POLL_LEASE_S", _float),
+    ("sseedance_poll_s", "SSEEDANCE_POLL_S", _float),
+)

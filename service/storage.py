@@ -1,16 +1,19 @@
 """Where stored files live: `STORAGE_DIR/{taskId}/{artifact}.{ext}` with a JSON sidecar beside it.
 
-A download writes `.{artifact}.part` in the same directory and publishes it with `os.replace`,
-so a reader sees either no file or the whole, verified one.
+A download writes `.{artifact}.part` in the same directory (`PartFile`, locked for one writer)
+and publishes it with `os.replace`, so a reader sees either no file or the whole, verified one.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 from pathlib import Path
 from typing import Any, Final
+
+from service.errors import TransferFailed
 
 _SAFE_COMPONENT: Final = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,199}")
 EXTENSIONS: Final = {
@@ -90,3 +93,55 @@ class Storage:
         if candidate.parent != self.task_dir(task_id).resolve() or not candidate.is_file():
             return None
         return candidate
+
+
+class PartFile:
+    """The part file of one artifact, locked for one writer, with what it was fetched from.
+
+    `.{name}.part.json` beside it records the URL, validator (ETag) and content type, so a resume
+    asks the same file (`If-Range`) and a changed URL starts over.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.meta_path = path.with_name(path.name + ".json")
+        self.fd = -1
+        self.content_type = ""
+
+    def __enter__(self) -> PartFile:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            raise TransferFailed("another worker is still writing this file") from None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+
+    def resume_validator(self, url: str) -> str | None:
+        """The ETag ('' if none) to resume with, or None when the bytes kept cannot be resumed."""
+        try:
+            meta = json.loads(self.meta_path.read_text())
+        except (OSError, ValueError):
+            meta = {}
+        if meta.get("url") != url or os.fstat(self.fd).st_size == 0:
+            self.discard()
+            return None
+        self.content_type = str(meta.get("content_type", ""))
+        return str(meta.get("etag", ""))
+
+    def begin(self, url: str, etag: str, content_type: str, fresh: bool) -> None:
+        if fresh:
+            os.ftruncate(self.fd, 0)
+            self.meta_path.write_text(json.dumps({"url": url, "etag": etag, "content_type": content_type}))
+        os.lseek(self.fd, 0, os.SEEK_END)
+
+    def discard(self) -> None:
+        os.ftruncate(self.fd, 0)
+        self.meta_path.unlink(missing_ok=True)
+
+    def forget(self) -> None:
+        """After publishing: the part file has become the stored file; its record goes too."""
+        self.meta_path.unlink(missing_ok=True)

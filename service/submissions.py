@@ -18,13 +18,13 @@ from urllib.parse import urlencode
 
 import orjson
 
+from service.core.catalog import KINDS, PROVIDERS, family_of
+from service.core.validation import validate
 from service.errors import Conflict, InvalidParameter, UpstreamError, UpstreamRejected, UpstreamUnavailable
 from service.settings import Settings
-from service.store import Store
+from service.store.submissions import SubmissionStore
 from service.upstream import KieClient, SseedanceClient
-from service.validation import KINDS, family_of, validate
 
-PROVIDERS: Final = ("kie", "sseedance")
 SUBMISSION_ID_PREFIX: Final = "sub_"
 MAX_METADATA_BYTES: Final = 16 * 1024
 IN_FLIGHT_WAIT_S: Final = 10.0
@@ -91,7 +91,7 @@ def _problem(field: str, rule: str, message: str) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Submitter:
-    store: Store
+    store: SubmissionStore
     settings: Settings
     kie: KieClient | None
     sseedance: SseedanceClient | None
@@ -113,14 +113,12 @@ class Submitter:
         if idempotency_key:
             fields["idempotency_key"] = idempotency_key
         ttl = self.settings.idempotency_ttl_s
-        owner = await self.store.begin_submission(submission_id, fields, idempotency_key, ttl)
+        owner = await self.store.begin(submission_id, fields, idempotency_key, ttl)
         if owner != submission_id:
             earlier = await self._earlier(owner, request.fingerprint)
             if earlier is not None:
                 return earlier
-            owner = await self.store.begin_submission(
-                submission_id, fields, idempotency_key, ttl, take_over=owner
-            )
+            owner = await self.store.begin(submission_id, fields, idempotency_key, ttl, take_over=owner)
             if owner != submission_id:  # another retry took the key first; its outcome is this one's
                 taken = await self._earlier(owner, request.fingerprint)
                 if taken is None:
@@ -132,7 +130,7 @@ class Submitter:
             task_id = await self._create(request, submission_id)
         except UpstreamError as exc:
             state = "rejected" if isinstance(exc, UpstreamRejected) else "failed"
-            await self.store.end_submission(
+            await self.store.end(
                 submission_id, state, {"error": exc.message, "error_status": str(exc.status_code)}
             )
             raise
@@ -142,7 +140,7 @@ class Submitter:
             else self.settings.poll_after_submit_s
         )
         now_ms = self._now_ms()
-        await self.store.attach_submission(
+        await self.store.attach(
             submission_id, task_id, family_of(request.kind), now_ms, now_ms + int(first_poll_s * 1000)
         )
         return Submitted(task_id, submission_id, created=True)
@@ -155,7 +153,7 @@ class Submitter:
         if self.kie is None:
             raise UpstreamUnavailable("Kie is not configured: set KIE_API_KEY")
         body = request.params | {"callBackUrl": self.callback_url(submission_id)}
-        return await self.kie.create(KINDS[request.kind].path, body)
+        return await self.kie.create(KINDS[request.kind].create_path, body)
 
     def callback_url(self, submission_id: str) -> str:
         query = {"sub": submission_id}
@@ -171,7 +169,7 @@ class Submitter:
         """
         deadline = self.clock() + IN_FLIGHT_WAIT_S
         while True:
-            earlier = await self.store.get_submission(submission_id) or {}
+            earlier = await self.store.get(submission_id) or {}
             if earlier.get("fingerprint") != fingerprint:
                 raise InvalidParameter(
                     "this Idempotency-Key was used for a different request; use a new key",

@@ -20,11 +20,10 @@ from typing import Any, Final, Protocol
 
 import httpx
 
+from service.core.catalog import SSEEDANCE_KINDS
+from service.core.retry import Backoff, parse_retry_after
 from service.errors import UpstreamRejected, UpstreamUnavailable
-from service.limiter import RedisCreateLimiter
-from service.retry import Backoff, parse_retry_after
 from service.settings import Settings
-from service.store import Store
 
 log = logging.getLogger("tapedeck.upstream")
 
@@ -33,6 +32,8 @@ RATE_LIMITED_CODES: Final = frozenset({405, 429, 430})
 
 
 class CreateLimiter(Protocol):
+    """What a client needs of a rolling budget (`store/limiter.py`'s RollingBudget is one)."""
+
     async def acquire(self, slot: str) -> float:
         """Seconds to wait before a create may be sent; 0 means `slot` was taken."""
 
@@ -215,7 +216,7 @@ class SseedanceClient(UpstreamClient):
     judge = staticmethod(judge_sseedance)
 
     async def create(self, params: dict[str, Any]) -> str:
-        data = await self.call("POST", "/v1/music/generations", create=True, json=params)
+        data = await self.call("POST", SSEEDANCE_KINDS["generate"].create_path, create=True, json=params)
         inner = data.get("data") if isinstance(data, dict) else None
         task_id = (data.get("id") if isinstance(data, dict) else None) or (
             inner.get("id") if isinstance(inner, dict) else None
@@ -229,18 +230,20 @@ class SseedanceClient(UpstreamClient):
         return data if isinstance(data, dict) else {}
 
 
+LimiterFactory = Callable[[str], CreateLimiter]
+
+
 @asynccontextmanager
 async def upstream_clients(
-    settings: Settings, store: Store | None, max_attempts: int
+    settings: Settings, limiters: LimiterFactory | None, max_attempts: int
 ) -> AsyncIterator[tuple[KieClient | None, SseedanceClient | None]]:
-    """The Kie and sseedance clients (None when their key is unset). With a store, each holds its
-    creates to the account-wide limiter; the HTTP connections close when the context ends."""
+    """The Kie and sseedance clients (None when their key is unset). With `limiters` (upstream
+    name → its account-wide create budget), each holds its creates to it; the HTTP connections
+    close when the context ends."""
     timeout = httpx.Timeout(settings.upstream_timeout_s, connect=5.0)
 
     def limiter(name: str) -> CreateLimiter | None:
-        if store is None:
-            return None
-        return RedisCreateLimiter(store, name, settings.create_limit, settings.create_window_s)
+        return limiters(name) if limiters else None
 
     async with (
         httpx.AsyncClient(base_url=settings.kie_api_base, timeout=timeout) as kie_http,

@@ -14,9 +14,9 @@ import httpx
 import pytest
 import redis
 
-from service.app import create_app
-from service.redis_server import RedisServer, free_port
+from service.cli.redis_server import RedisServer, free_port
 from service.settings import Settings
+from service.web.app import create_app
 from tests.live import serve
 
 TapedeckFactory = Callable[..., AbstractContextManager[httpx.Client]]

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import uvicorn
 from starlette.types import ASGIApp
 
-from service.redis_server import free_port
+from service.cli.redis_server import free_port
 
 
 @contextmanager

@@ -1,14 +1,12 @@
 """Fetching one artifact into storage: claim, stream, verify, publish, or retry before expiry.
 
-`fetch_artifact` takes every dependency as an argument (`Deps`); `workers/jobs.py` builds them
-once per worker process and is all RQ sees.
+`fetch_artifact` takes every dependency as an argument (`Deps`); the worker process builds them
+once (`workers/runtime.py`), and a test builds its own (an `httpx.MockTransport`, a seeded rng).
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import json
 import logging
 import os
 import random
@@ -21,11 +19,14 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 
-from service.retry import Backoff
-from service.safety import HostUnresolved, Policy, Resolver, Target, UnsafeURL
+from service.core.lifecycle import expires_at, is_urgent
+from service.core.retry import Backoff
+from service.core.times import to_ms
+from service.core.url_policy import Policy, Resolver, Target
+from service.errors import HostUnresolved, LeaseLost, Refused, TransferFailed, UnsafeURL
 from service.settings import Settings
-from service.storage import EXPECTED_TYPE, Storage, extension, is_expected_type
-from service.worker_store import WorkerStore
+from service.storage import EXPECTED_TYPE, PartFile, Storage, extension, is_expected_type
+from service.store.artifacts import ArtifactStore
 
 log = logging.getLogger("tapedeck.downloads")
 
@@ -34,22 +35,10 @@ WRITEBACK_BYTES: Final = 8 * 1024 * 1024
 ROTATED: Final = frozenset({403, 404, 410})
 
 
-class Refused(Exception):
-    """The artifact must not be fetched (unsafe URL, too large): it fails at once, for good."""
-
-
-class TransferFailed(Exception):
-    """This try failed; another may succeed. `rotated` says the URL itself may have changed."""
-
-    def __init__(self, reason: str, rotated: bool = False) -> None:
-        super().__init__(reason)
-        self.rotated = rotated
-
-
 @dataclass(frozen=True)
 class Deps:
     settings: Settings
-    artifacts: WorkerStore
+    artifacts: ArtifactStore
     storage: Storage
     http: httpx.Client
     policy: Policy
@@ -57,7 +46,6 @@ class Deps:
     refresh_url: Callable[[str, str, str], str | None]  # (task id, family, artifact name) → fresh URL
     schedule_retry: Callable[[str, str, float, int, bool], None]  # task, name, delay s, attempt, urgent
     worker_id: str
-    close: Callable[[], None] = lambda: None
     clock: Callable[[], float] = time.time
     rng: random.Random = random.Random()  # noqa: RUF009 — jitter only; tests pass a seeded one
 
@@ -76,27 +64,23 @@ class Lease:
         if not force and time.monotonic() - self.renewed < deps.settings.download_lease_s / 3:
             return
         lease_ms = int(deps.settings.download_lease_s * 1000)
-        if not deps.artifacts.renew(self.task_id, self.name, _ms(deps.clock()), lease_ms, self.token):
+        if not deps.artifacts.renew(self.task_id, self.name, to_ms(deps.clock()), lease_ms, self.token):
             raise LeaseLost("the download lease passed to another worker")
         self.renewed = time.monotonic()
-
-
-class LeaseLost(TransferFailed):
-    """This worker's claim ran out and another may hold the artifact now: touch nothing more."""
 
 
 def fetch_artifact(deps: Deps, task_id: str, name: str) -> str:
     """Never raises for a download problem: records the outcome on the artifact and returns it."""
     now = deps.clock()
     lease_ms = int(deps.settings.download_lease_s * 1000)
-    claim = deps.artifacts.claim(task_id, name, _ms(now), lease_ms, deps.worker_id)
+    claim = deps.artifacts.claim(task_id, name, to_ms(now), lease_ms, deps.worker_id)
     if claim.outcome != "claimed" or claim.artifact is None:
         log.info("download task_id=%s artifact=%s skipped: %s %s", task_id, name, claim.outcome, claim.state)
         return claim.outcome
     artifact = claim.artifact
     lease = Lease(task_id, name, str(artifact["worker"]), time.monotonic())
-    expires_at = (claim.task_created_ms or _ms(now)) / 1000 + deps.settings.artifact_ttl_s
-    if now >= expires_at:
+    expiry = expires_at((claim.task_created_ms or to_ms(now)) / 1000, deps.settings.artifact_ttl_s)
+    if now >= expiry:
         return _expire(deps, lease, "past its upstream expiry before it could be stored")
     try:
         stored = transfer(deps, task_id, artifact, lease)
@@ -105,21 +89,14 @@ def fetch_artifact(deps: Deps, task_id: str, name: str) -> str:
         return "lost"
     except Refused as exc:
         log.warning("download task_id=%s artifact=%s refused: %s", task_id, name, exc)
-        if deps.artifacts.update(task_id, name, _ms(deps.clock()), lease.token, state="failed",
+        if deps.artifacts.finish(task_id, name, to_ms(deps.clock()), lease.token, "failed",
                                  last_error=str(exc), refused=True):  # fmt: skip
             deps.storage.part_path(task_id, name).unlink(missing_ok=True)
         return "failed"
     except TransferFailed as exc:
-        return _retry_later(deps, lease, artifact, exc, claim.family, expires_at)
-    deps.artifacts.update(
-        task_id,
-        name,
-        _ms(deps.clock()),
-        lease.token,
-        state="stored",
-        last_error=None,
-        next_try_at=None,
-        **stored,
+        return _retry_later(deps, lease, artifact, exc, claim.family, expiry)
+    deps.artifacts.finish(
+        task_id, name, to_ms(deps.clock()), lease.token, "stored", last_error=None, next_try_at=None, **stored
     )
     log.info("download task_id=%s artifact=%s stored %s bytes", task_id, name, stored["bytes"])
     return "stored"
@@ -178,64 +155,12 @@ def transfer(deps: Deps, task_id: str, artifact: dict[str, Any], lease: Lease) -
             "resumed_from": offset,
             "content_type": content_type.split(";")[0].strip(),
             "path": deps.storage.relative(task_id, name, ext),
-            "stored_at": _ms(now),
+            "stored_at": to_ms(now),
         }
         sidecar = result | {"upstream_url": url, "attempts": artifact.get("attempts", 1), "task_id": task_id}
         deps.storage.publish(task_id, name, ext, sidecar)
         held.forget()
     return result
-
-
-class PartFile:
-    """The part file of one artifact, locked for one writer, with what it was fetched from.
-
-    `.{name}.part.json` beside it records the URL, validator (ETag) and content type, so a resume
-    asks the same file (`If-Range`) and a changed URL starts over.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.meta_path = path.with_name(path.name + ".json")
-        self.fd = -1
-        self.content_type = ""
-
-    def __enter__(self) -> PartFile:
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self.fd)
-            raise TransferFailed("another worker is still writing this file") from None
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        os.close(self.fd)
-
-    def resume_validator(self, url: str) -> str | None:
-        """The ETag ('' if none) to resume with, or None when the bytes kept cannot be resumed."""
-        try:
-            meta = json.loads(self.meta_path.read_text())
-        except (OSError, ValueError):
-            meta = {}
-        if meta.get("url") != url or os.fstat(self.fd).st_size == 0:
-            self.discard()
-            return None
-        self.content_type = str(meta.get("content_type", ""))
-        return str(meta.get("etag", ""))
-
-    def begin(self, url: str, etag: str, content_type: str, fresh: bool) -> None:
-        if fresh:
-            os.ftruncate(self.fd, 0)
-            self.meta_path.write_text(json.dumps({"url": url, "etag": etag, "content_type": content_type}))
-        os.lseek(self.fd, 0, os.SEEK_END)
-
-    def discard(self) -> None:
-        os.ftruncate(self.fd, 0)
-        self.meta_path.unlink(missing_ok=True)
-
-    def forget(self) -> None:
-        """After publishing: the part file has become the stored file; its record goes too."""
-        self.meta_path.unlink(missing_ok=True)
 
 
 def _hash_file(path: Path) -> str:
@@ -350,7 +275,7 @@ def _retry_later(
     artifact: dict[str, Any],
     failure: TransferFailed,
     family: str,
-    expires_at: float,
+    expiry: float,
 ) -> str:
     task_id, name, attempts = lease.task_id, lease.name, int(artifact.get("attempts", 1))
     fields: dict[str, Any] = {"last_error": str(failure)}
@@ -360,16 +285,16 @@ def _retry_later(
             fields["url"] = fresh
     backoff = Backoff(deps.settings.download_retry_base_s, 2.0, deps.settings.download_retry_max_s)
     now = deps.clock()
-    left = expires_at - now - 1.0  # the last try must still finish before the files are deleted
+    left = expiry - now - 1.0  # the last try must still finish before the files are deleted
     if left <= 0:
         return _expire(deps, lease, f"gave up at expiry; last error: {failure}")
     delay = min(backoff.delay(attempts, deps.rng), left)
-    retry_at = _ms(now + delay)
-    if not deps.artifacts.update(
-        task_id, name, _ms(now), lease.token, state="waiting", next_try_at=retry_at, **fields
+    retry_at = to_ms(now + delay)
+    if not deps.artifacts.finish(
+        task_id, name, to_ms(now), lease.token, "waiting", next_try_at=retry_at, **fields
     ):
         return "lost"
-    urgent = expires_at - (now + delay) < deps.settings.urgent_within_s
+    urgent = is_urgent(expiry, now + delay, deps.settings.urgent_within_s)
     deps.schedule_retry(task_id, name, delay, attempts, urgent)
     log.info("download task_id=%s artifact=%s retry %d in %.1fs: %s", task_id, name, attempts, delay, failure)
     return "retrying"
@@ -384,13 +309,9 @@ def _fresh_url(deps: Deps, task_id: str, family: str, name: str) -> str | None:
 
 
 def _expire(deps: Deps, lease: Lease, reason: str) -> str:
-    if not deps.artifacts.update(lease.task_id, lease.name, _ms(deps.clock()), lease.token, state="expired",
+    if not deps.artifacts.finish(lease.task_id, lease.name, to_ms(deps.clock()), lease.token, "expired",
                                  last_error=reason):  # fmt: skip
         return "lost"
     deps.storage.part_path(lease.task_id, lease.name).unlink(missing_ok=True)
     log.warning("download task_id=%s artifact=%s expired: %s", lease.task_id, lease.name, reason)
     return "expired"
-
-
-def _ms(seconds: float) -> int:
-    return int(seconds * 1000)

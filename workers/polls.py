@@ -1,8 +1,8 @@
 """Asking the upstream about a task whose callbacks are late, and feeding its answer through
 the same lifecycle as a callback (source `poll`).
 
-`Poller.poll` takes its store, clients, limiter and clock as arguments; `workers/jobs.py` runs
-it on the worker's one event loop.
+`Poller.poll` takes its store, clients, budget, clock and rng as arguments; the worker runs it
+on its runtime's one event loop (`workers/runtime.py`).
 """
 
 from __future__ import annotations
@@ -10,19 +10,22 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from service.core.catalog import RECORD_INFO_PATHS, as_family
+from service.core.events import Event, Family
+from service.core.record_info import record_info_artifacts, record_info_event, sseedance_event
+from service.core.retry import Backoff
+from service.core.times import to_ms
 from service.errors import UpstreamError, UpstreamRejected
-from service.limiter import RedisCreateLimiter
-from service.payloads import RECORD_INFO_PATHS, Event, record_info_artifacts
-from service.record_info import record_info_event, sseedance_event
 from service.settings import Settings
-from service.store import Store
-from service.upstream import KieClient, SseedanceClient
+from service.store.tasks import TaskStore
+from service.upstream import CreateLimiter, KieClient, SseedanceClient
 
 log = logging.getLogger("tapedeck.polls")
 
@@ -31,12 +34,13 @@ ANSWER_CHARS = 500
 
 @dataclass
 class Poller:
-    store: Store
+    store: TaskStore
     settings: Settings
     kie: KieClient | None
     sseedance: SseedanceClient | None
-    budget: RedisCreateLimiter  # the account-wide polls per second, shared by every process
+    budget: CreateLimiter  # the account-wide polls per second, shared by every process
     clock: Callable[[], float] = time.time
+    rng: random.Random = field(default_factory=random.Random)  # backoff jitter; tests seed it
 
     async def poll(self, task_id: str) -> str:
         """Never raises for an upstream problem: it is recorded and the next check backs off."""
@@ -45,7 +49,7 @@ class Poller:
             return "missing"
         news, answer = False, ""
         created_ms = int(subject["created_at"])
-        stop_at_ms = created_ms + int(self.settings.artifact_ttl_s * 1000)
+        stop_at_ms = created_ms + to_ms(self.settings.artifact_ttl_s)
         try:
             if self._now_ms() >= stop_at_ms:
                 raise UpstreamRejected("past the files' retention: no more polls", 410, None)
@@ -60,15 +64,17 @@ class Poller:
             log.warning("poll task_id=%s failed: %s", task_id, exc.message)
             if exc.details.get("upstream_code") in (429, 430, 455):
                 await self.budget.pause(None)  # the whole account waits, not just this task
-        state, _ = await self.store.record_poll(
+        record = await self.store.record_poll(
             task_id,
             self._now_ms(),
             news,
-            (int(self.settings.poll_backoff_min_s * 1000), int(self.settings.poll_backoff_max_s * 1000)),
-            created_ms + int(self.settings.poll_give_up_s * 1000),
-            stop_at_ms,
-            answer[:ANSWER_CHARS],
+            delay_ms=self._backoff_ms(int(subject["poll_streak"]) + 1),
+            lost_recheck_ms=to_ms(self.settings.poll_backoff_max_s),
+            give_up_at_ms=created_ms + to_ms(self.settings.poll_give_up_s),
+            stop_at_ms=stop_at_ms,
+            answer=answer[:ANSWER_CHARS],
         )
+        state = record.state
         if state == "lost":
             log.warning("poll task_id=%s given up: lost", task_id)
         return "news" if news else state
@@ -79,24 +85,24 @@ class Poller:
                 raise UpstreamRejected("sseedance is not configured: set SSEEDANCE_API_KEY", 503, None)
             task = await self.sseedance.task(task_id)
             return sseedance_event(task_id, task), _summary(task)
-        family = subject["family"] if subject["family"] in RECORD_INFO_PATHS else "music"
+        family = as_family(subject["family"])
         try:
             data = await self._record_info(task_id, family)
         except UpstreamRejected as exc:
             if exc.upstream_code == 422:  # "recordInfo is null": not known upstream yet
                 return None, json.dumps({"code": 422, "msg": exc.message})
             raise
-        return record_info_event(task_id, family, data), _summary(data)  # type: ignore[arg-type]
+        return record_info_event(task_id, family, data), _summary(data)
 
     async def fresh_url(self, task_id: str, family: str, name: str) -> str | None:
         """The artifact's current URL per record-info (Kie may rotate them); None if unknown."""
         if self.kie is None or family not in RECORD_INFO_PATHS:
             return None
         await self._wait_for_budget()
-        data = await self._record_info(task_id, family)
+        data = await self._record_info(task_id, as_family(family))
         return next((a.url for a in record_info_artifacts(family, data) if a.name == name), None)
 
-    async def _record_info(self, task_id: str, family: str) -> Any:
+    async def _record_info(self, task_id: str, family: Family) -> Any:
         if self.kie is None:
             raise UpstreamRejected("Kie is not configured: set KIE_API_KEY", 503, None)
         return await self.kie.call("GET", RECORD_INFO_PATHS[family], params={"taskId": task_id})
@@ -106,8 +112,14 @@ class Poller:
         while (wait := await self.budget.acquire(slot)) > 0:
             await asyncio.sleep(wait)
 
+    def _backoff_ms(self, attempt: int) -> int:
+        """The wait after a poll with nothing new: doubling from POLL_BACKOFF_MIN_S, with jitter."""
+        settings = self.settings
+        backoff = Backoff(settings.poll_backoff_min_s, 2.0, settings.poll_backoff_max_s)
+        return to_ms(backoff.delay(attempt, self.rng))
+
     def _now_ms(self) -> int:
-        return int(self.clock() * 1000)
+        return to_ms(self.clock())
 
 
 def _summary(data: Any) -> str:

@@ -1,9 +1,10 @@
-"""`tapedeck worker`: RQ's non-forking SimpleWorker on the download queues, plus the dispatcher.
+"""`tapedeck worker`: RQ's non-forking SimpleWorker on the download and poll queues, plus the
+dispatcher thread.
 
 Non-forking because a fork per job costs ~13 ms here (performance-notes.md) against a 5 ms
-budget per job; everything a job needs (httpx, the job modules, clients) is built once in
-`jobs.deps()`. Job timeouts are still enforced: SimpleWorker runs jobs in the main thread,
-where RQ's SIGALRM death penalty works. A worker killed mid-download stops renewing its
+budget per job; everything a job needs (httpx, the job modules, clients) is built once in the
+process's `WorkerRuntime`. Job timeouts are still enforced: SimpleWorker runs jobs in the main
+thread, where RQ's SIGALRM death penalty works. A worker killed mid-download stops renewing its
 artifact lease, and any worker's dispatcher requeues the download once the lease runs out.
 """
 
@@ -13,12 +14,11 @@ import logging
 import threading
 import time
 
-import redis
-from rq import Queue, SimpleWorker
+from rq import SimpleWorker
 
 from service.settings import Settings
-from service.worker_store import WorkerStore
 from workers import dispatch, jobs
+from workers.runtime import WorkerRuntime
 
 log = logging.getLogger("tapedeck.worker")
 
@@ -26,50 +26,52 @@ MAINTENANCE_INTERVAL_S = 60
 
 
 def run(settings: Settings, burst: bool = False) -> int:
-    deps = jobs.deps()  # preload: the first job pays nothing extra
-    if burst:
-        work_burst(settings, deps.artifacts)
-        return 0
-    connection = redis.Redis.from_url(settings.redis_url)
-    queues = jobs.queues(connection)
+    runtime = WorkerRuntime.build(settings)  # preload: the first job pays nothing extra
+    jobs.bind(runtime)
+    try:
+        if burst:
+            work_burst(runtime)
+        else:
+            work_forever(runtime)
+    finally:
+        jobs.bind(None)
+        runtime.close()
+    return 0
+
+
+def work_forever(runtime: WorkerRuntime) -> None:
     worker = SimpleWorker(
-        jobs.worker_queues(connection),  # RQ takes from the first non-empty queue
-        connection=connection,
+        runtime.queues.in_drain_order(),  # RQ takes from the first non-empty queue
+        connection=runtime.rq_connection,
         maintenance_interval=MAINTENANCE_INTERVAL_S,
     )
     stop = threading.Event()
-    dispatcher = threading.Thread(
-        target=dispatch.run,
-        args=(deps.artifacts, queues, settings, stop, connection),
-        name="dispatcher",
-        daemon=True,
-    )
+    dispatcher = threading.Thread(target=dispatch.run, args=(runtime, stop), name="dispatcher", daemon=True)
     dispatcher.start()
     try:
         worker.work(with_scheduler=True, logging_level="INFO")
     finally:
         stop.set()
         dispatcher.join(timeout=5)
-    return 0
 
 
-def work_burst(settings: Settings, artifacts: WorkerStore) -> None:
-    """Queue what is waiting, run every due job, return: for tests, cron and catching up."""
-    connection = redis.Redis.from_url(settings.redis_url)
+def work_burst(runtime: WorkerRuntime) -> None:
+    """Queue what is waiting, run every due job with `runtime` bound, return: for tests, cron and
+    catching up."""
+    previous = jobs.bind(runtime)
     try:
-        queues = jobs.queues(connection)
-        drain(artifacts, queues, settings)
-        dispatch.reschedule_forgotten(artifacts, settings, time.time())
-        while dispatch.dispatch_polls(artifacts, connection, settings, time.time()) == dispatch.BATCH:
+        drain(runtime)
+        dispatch.reschedule_forgotten(runtime, time.time())
+        while dispatch.dispatch_polls(runtime, time.time()) == dispatch.BATCH:
             pass
-        worker = SimpleWorker(jobs.worker_queues(connection), connection=connection)
+        worker = SimpleWorker(runtime.queues.in_drain_order(), connection=runtime.rq_connection)
         worker.work(burst=True, with_scheduler=True, logging_level="WARNING")
     finally:
-        connection.close()
+        jobs.bind(previous)
 
 
-def drain(artifacts: WorkerStore, queues: dict[bool, Queue], settings: Settings) -> None:
+def drain(runtime: WorkerRuntime) -> None:
     """Queues everything waiting in the outbox and every abandoned download, then returns."""
-    while dispatch.dispatch_new(artifacts, queues, settings, time.time()) == dispatch.BATCH:
+    while dispatch.dispatch_new(runtime, time.time()) == dispatch.BATCH:
         pass
-    dispatch.requeue_abandoned(artifacts, queues, settings, time.time())
+    dispatch.requeue_abandoned(runtime, time.time())

@@ -1,0 +1,1 @@
+"""The command-line edge: `tapedeck` and its subcommands, the dev supervisor, a Redis launcher."""

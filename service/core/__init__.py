@@ -1,0 +1,1 @@
+"""The pure core: rules with no I/O, standard library only. Nothing here imports a wing of ours."""

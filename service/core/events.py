@@ -1,0 +1,227 @@
+"""The one internal `Event` every upstream answer becomes, and the rules both parsers share. Pure.
+
+A callback (`core/callbacks.py`) and a record-info answer (`core/record_info.py`) must describe
+the same task identically: above all they must name each file the same way, because the name
+is what de-duplicates a file reported twice. So every naming and value rule lives here, once.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+from service.core.lifecycle import Stage
+
+Family = Literal["music", "lyrics", "wav", "vocal-removal", "midi", "mp4", "cover-image"]
+ArtifactKind = Literal["audio", "stream", "image", "wav", "stem", "video", "cover"]
+
+FAMILIES: Final[tuple[Family, ...]] = (
+    "music",
+    "lyrics",
+    "wav",
+    "vocal-removal",
+    "midi",
+    "mp4",
+    "cover-image",
+)
+SUCCESS_CODE: Final = 200
+TASK_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_INTEGER: Final = re.compile(r"-?[0-9]{1,18}")
+MAX_EPOCH_MS: Final = 10**15  # year 33658: anything above is not a time
+_UNSAFE_NAME_CHARS: Final = re.compile(r"[^A-Za-z0-9_-]")
+_CAMEL_HUMP: Final = re.compile(r"(?<=[a-z0-9])([A-Z])")
+
+
+@dataclass(frozen=True)
+class Track:
+    id: str
+    title: str | None = None
+    duration: float | None = None
+    tags: str | None = None
+    model_name: str | None = None
+    prompt: str | None = None
+    audio_url: str | None = None
+    stream_url: str | None = None
+    image_url: str | None = None
+    source_audio_url: str | None = None
+    source_stream_url: str | None = None
+    source_image_url: str | None = None
+    created_at_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A file upstream will delete after ~14 days; `name` is unique within its task."""
+
+    name: str
+    kind: ArtifactKind
+    url: str
+    track_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    task_id: str
+    family: Family | None
+    stage: Stage
+    code: int | None
+    msg: str
+    tracks: tuple[Track, ...] = ()
+    artifacts: tuple[Artifact, ...] = ()
+    error: str | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+# Naming: the de-duplication key of every file ---------------------------------------------
+
+
+def track_artifacts(tracks: tuple[Track, ...]) -> tuple[Artifact, ...]:
+    """`audio-<track>`, `stream-<track>`, `image-<track>` for each URL a track carries."""
+    artifacts = []
+    for track in tracks:
+        safe_id = _UNSAFE_NAME_CHARS.sub("_", track.id)
+        urls: tuple[tuple[ArtifactKind, str | None], ...] = (
+            ("audio", track.audio_url),
+            ("stream", track.stream_url),
+            ("image", track.image_url),
+        )
+        artifacts += [Artifact(f"{kind}-{safe_id}", kind, url, track.id) for kind, url in urls if url]
+    return tuple(artifacts)
+
+
+def stem_artifacts(info: dict[str, Any]) -> tuple[Artifact, ...]:
+    """One artifact per non-empty stem URL; snake (`vocal_url`) and camel (`vocalUrl`) keys alike."""
+    artifacts = []
+    for key, value in info.items():
+        url = as_text(value)
+        if not url or not (key.endswith("_url") or key.endswith("Url")):
+            continue
+        stem = _CAMEL_HUMP.sub(r"_\1", key[:-4] if key.endswith("_url") else key[:-3]).lower()
+        # Upstream keys become file and job names: nothing but letters, digits and '-' survives.
+        safe = _UNSAFE_NAME_CHARS.sub("-", stem.replace("_", "-")).strip("-")[:64] or "unnamed"
+        artifacts.append(Artifact(f"stem-{safe}", "stem", url))
+    return tuple(artifacts)
+
+
+def wav_artifacts(url: str) -> tuple[Artifact, ...]:
+    return (Artifact("wav", "wav", url),) if url else ()
+
+
+def video_artifacts(url: str) -> tuple[Artifact, ...]:
+    return (Artifact("video", "video", url),) if url else ()
+
+
+def numbered_artifacts(prefix: str, kind: ArtifactKind, urls: Any) -> tuple[Artifact, ...]:
+    """`cover-0`, `cover-1`... (cover images) or `audio-0`... (sseedance): the URLs in list order."""
+    found = [u for u in as_list(urls) if isinstance(u, str) and u]
+    return tuple(Artifact(f"{prefix}-{i}", kind, url) for i, url in enumerate(found))
+
+
+# Shared shapes -------------------------------------------------------------------------------
+
+
+def tracks_from_items(items: Any) -> tuple[Track, ...]:
+    """The tracks of a callback's `data.data` or a record-info `sunoData`: items with an id."""
+    return tuple(track_from_item(item) for item in dict_items(items) if as_text(item.get("id")))
+
+
+def track_from_item(item: dict[str, Any]) -> Track:
+    """A track from a callback item (snake_case) or a record-info item (camelCase)."""
+    duration = item.get("duration")
+    return Track(
+        id=as_text(item.get("id")),
+        title=_pick(item, "title"),
+        duration=float(duration) if isinstance(duration, int | float) else None,
+        tags=_pick(item, "tags"),
+        model_name=_pick(item, "model_name", "modelName"),
+        prompt=_pick(item, "prompt"),
+        audio_url=_pick(item, "audio_url", "audioUrl"),
+        stream_url=_pick(item, "stream_audio_url", "streamAudioUrl"),
+        image_url=_pick(item, "image_url", "imageUrl"),
+        source_audio_url=_pick(item, "source_audio_url", "sourceAudioUrl"),
+        source_stream_url=_pick(item, "source_stream_audio_url", "sourceStreamAudioUrl"),
+        source_image_url=_pick(item, "source_image_url", "sourceImageUrl"),
+        created_at_ms=parse_create_time(item.get("createTime")),
+    )
+
+
+def lyrics_result(items: Any) -> dict[str, Any]:
+    """The lyrics variants of a callback or a record-info answer, as the task's `result`."""
+    variants = [
+        {
+            "title": as_text(item.get("title")),
+            "text": as_text(item.get("text")),
+            "status": as_text(item.get("status")),
+            "error_message": as_text(item.get("error_message") or item.get("errorMessage")),
+        }
+        for item in dict_items(items)
+    ]
+    return {"lyrics": variants} if variants else {}
+
+
+def midi_result(midi: Any) -> dict[str, Any]:
+    """The MIDI transcription (`state`, `instruments`) as the task's `result`; {} without instruments."""
+    if not isinstance(midi, dict):
+        return {}
+    instruments = as_list(midi.get("instruments"))
+    return {"midi": {"state": as_text(midi.get("state")), "instruments": instruments}} if instruments else {}
+
+
+# Values ---------------------------------------------------------------------------------------
+
+
+def _pick(item: dict[str, Any], *keys: str) -> str | None:
+    """The first non-empty string among `keys`: one spelling from callbacks, one from record-info."""
+    for key in keys:
+        value = item.get(key)
+        if value and isinstance(value, str):
+            return value
+    return None
+
+
+def parse_create_time(value: Any) -> int | None:
+    """`createTime` as epoch ms, from epoch ms (number or digits) or "YYYY-MM-DD HH:MM:SS" (UTC)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return int(value) if 0 <= value < MAX_EPOCH_MS else None
+    if not isinstance(value, str) or not value:
+        return None
+    if _INTEGER.fullmatch(value):
+        return parse_create_time(int(value))
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1000)
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def dict_items(value: Any) -> list[dict[str, Any]]:
+    return [item for item in as_list(value) if isinstance(item, dict)]
+
+
+def as_text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def as_int(value: Any) -> int | None:
+    """An integer code from a JSON number or digits; None for booleans, floats and huge values."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if abs(value) < 10**18 else None
+    if isinstance(value, str) and _INTEGER.fullmatch(value):
+        return int(value)
+    return None

@@ -1,0 +1,126 @@
+"""The workers' side of Redis: artifact claims, leases and results, the downloads outbox, and
+the due lists of downloads and polls.
+
+Synchronous, because RQ jobs are. Every artifact change goes through `lua/artifact.lua`, which
+follows the file lifecycle of `core/lifecycle.py`, so a claim, a lease renewal and a result can
+never interleave, and no file moves where the lifecycle does not allow.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, cast
+
+import redis
+
+from service.core.lifecycle import ArtifactState
+from service.store import scripts
+from service.store.keys import Keys
+from service.store.scripts import Claim
+
+
+class ArtifactStore:
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+
+    def claim(self, task_id: str, name: str, now_ms: int, lease_ms: int, worker: str) -> Claim:
+        return self._change("claim", task_id, name, now_ms, str(lease_ms), worker)
+
+    def renew(self, task_id: str, name: str, now_ms: int, lease_ms: int, token: str) -> bool:
+        """False when the claim behind `token` is no longer current (its lease ran out)."""
+        return self._change("renew", task_id, name, now_ms, str(lease_ms), token).outcome == "ok"
+
+    def finish(
+        self, task_id: str, name: str, now_ms: int, token: str, state: ArtifactState, **fields: Any
+    ) -> bool:
+        """Moves a claimed artifact to `state` with `fields`, while the claim behind `token` is current.
+
+        False when the claim has passed to another worker, or the lifecycle forbids the move.
+        """
+        value = json.dumps(fields | {"state": state})
+        return self._change("update", task_id, name, now_ms, value, token).outcome == "ok"
+
+    def _change(self, mode: str, task_id: str, name: str, now_ms: int, value: str, worker: str) -> Claim:
+        args = scripts.ARTIFACT.encode(
+            prefix=self.keys.prefix,
+            mode=mode,
+            task_id=task_id,
+            name=name,
+            now=now_ms,
+            value=value,
+            worker=worker,
+        )
+        return scripts.decode_claim(cast(list[str], scripts.call_sync(self.client, scripts.ARTIFACT, args)))
+
+    def artifact(self, task_id: str, name: str) -> dict[str, Any] | None:
+        raw = cast(str | None, self.client.hget(self.keys.artifacts(task_id), name))
+        return json.loads(raw) if raw else None
+
+    def artifacts(self, task_id: str) -> list[dict[str, Any]]:
+        found = cast(dict[str, str], self.client.hgetall(self.keys.artifacts(task_id)))
+        return [json.loads(v) for v in found.values()]
+
+    def task(self, task_id: str) -> dict[str, str]:
+        return cast(dict[str, str], self.client.hgetall(self.keys.task(task_id)))
+
+    def created_at(self, task_ids: set[str]) -> dict[str, int | None]:
+        """Each task's creation time (epoch ms), in one round trip; None for a vanished task."""
+        ordered = sorted(task_ids)
+        with self.client.pipeline(transaction=False) as pipe:
+            for task_id in ordered:
+                pipe.hget(self.keys.task(task_id), "created_at")
+            found = pipe.execute()
+        return {t: int(c) if c else None for t, c in zip(ordered, found, strict=True)}
+
+    def take_new(self, limit: int) -> list[tuple[str, str]]:
+        """Pops up to `limit` artifacts from the outbox, oldest first."""
+        popped = cast(list[str] | None, self.client.lpop(self.keys.downloads_new(), limit)) or []
+        return [_pair(item) for item in popped]
+
+    def overdue_downloads(self, now_ms: int, limit: int, grace_ms: int) -> list[tuple[str, str]]:
+        """Artifacts that should have progressed by now: a worker died mid-download, a queued job
+        or a scheduled retry was lost. Each returned one is pushed `grace_ms` ahead."""
+        return [_pair(m) for m in self._take_due("downloads", now_ms, limit, now_ms + grace_ms)]
+
+    def due_polls(self, now_ms: int, limit: int, lease_ms: int) -> list[str]:
+        """Tasks whose next check has come; each is leased `lease_ms` ahead, so one worker polls it."""
+        return self._take_due("polls", now_ms, limit, now_ms + lease_ms)
+
+    def _take_due(self, due_list: str, now_ms: int, limit: int, until_ms: int) -> list[str]:
+        args = scripts.TAKE_DUE.encode(
+            prefix=self.keys.prefix, list=due_list, now=now_ms, limit=limit, until_ms=until_ms
+        )
+        return cast(list[str], scripts.call_sync(self.client, scripts.TAKE_DUE, args))
+
+    def unscheduled_tasks(self, statuses: tuple[str, ...], limit: int) -> list[str]:
+        """Unfinished tasks with no next check at all (a deleted schedule); a sweep reschedules them."""
+        found: list[str] = []
+        for status in statuses:
+            members = cast(list[str], self.client.zrange(self.keys.index_status(status), 0, -1))
+            for chunk in range(0, len(members), 500):
+                ids = [m.split(":", 1)[1] for m in members[chunk : chunk + 500]]
+                with self.client.pipeline(transaction=False) as pipe:
+                    for task_id in ids:
+                        pipe.zscore(self.keys.polls_due(), task_id)
+                        pipe.hget(self.keys.task(task_id), "polling_stopped")
+                    answers = pipe.execute()
+                scores, stopped = answers[0::2], answers[1::2]
+                found += [
+                    t
+                    for t, score, done in zip(ids, scores, stopped, strict=True)
+                    if score is None and not done
+                ]
+                if len(found) >= limit:
+                    return found[:limit]
+        return found
+
+    def schedule_polls(self, task_ids: list[str], at_ms: int) -> None:
+        if task_ids:
+            self.client.zadd(self.keys.polls_due(), dict.fromkeys(task_ids, at_ms), nx=True)
+
+
+def _pair(member: str) -> tuple[str, str]:
+    """A due-list or outbox member, "task_id name", as its two parts."""
+    task_id, _, name = member.partition(" ")
+    return task_id, name

@@ -1,0 +1,49 @@
+-- Change one artifact atomically, following the file lifecycle of core/lifecycle.py.
+--   claim   value = lease ms: take the artifact for download, as CLAIMS decides
+--   renew   value = lease ms: extend the lease of a download in progress
+--   update  value = JSON fields to merge; its `state` must be one FINISHES allows
+-- `worker` is the claim's token: renew and update refuse a caller whose claim is no longer current.
+-- Returns {'claimed'|'ok', artifact JSON, task created_at, task family} or
+-- {'missing'|'done'|'busy'|'early'|'lost'|'refused', state}. Every check precedes every write.
+
+local mode, task_id, name, now = A.mode, A.task_id, A.name, tonumber(A.now)
+local key = key_artifacts(prefix, task_id)
+local due = key_downloads_due(prefix)
+local member = task_id .. ' ' .. name
+local raw = redis.call('HGET', key, name)
+if not raw then return {'missing', ''} end
+local artifact = cjson.decode(raw)
+local holds = artifact.state == 'downloading' and artifact.worker == A.worker
+
+if mode == 'claim' then
+  local leased = (tonumber(artifact.lease_until) or 0) > now
+  local early = (tonumber(artifact.next_try_at) or 0) > now + 1000
+  local outcome = CLAIMS[artifact.state .. '|' .. (leased and 1 or 0) .. '|' .. (early and 1 or 0)]
+  if outcome ~= 'claimed' then return {outcome or 'refused', artifact.state} end
+  artifact.state = 'downloading'
+  artifact.attempts = (tonumber(artifact.attempts) or 0) + 1
+  artifact.lease_until = now + tonumber(A.value)
+  artifact.worker = A.worker .. '#' .. artifact.attempts
+  redis.call('ZADD', due, artifact.lease_until, member)
+elseif mode == 'renew' then
+  if not holds then return {'lost', artifact.state} end
+  artifact.lease_until = now + tonumber(A.value)
+  redis.call('ZADD', due, artifact.lease_until, member)
+else
+  if not holds then return {'lost', artifact.state} end
+  local fields = cjson.decode(A.value)
+  if not FINISHES[fields.state] then return {'refused', artifact.state} end
+  for k, v in pairs(fields) do artifact[k] = v end
+  artifact.lease_until = nil
+  artifact.worker = nil
+  -- A waiting artifact must be retried by its next try (plus grace); a settled one is off the list.
+  if artifact.state == 'waiting' then
+    redis.call('ZADD', due, (tonumber(artifact.next_try_at) or now) + DOWNLOAD_GRACE_MS, member)
+  else
+    redis.call('ZREM', due, member)
+  end
+end
+local encoded = cjson.encode(artifact)
+redis.call('HSET', key, name, encoded)
+local task = redis.call('HMGET', key_task(prefix, task_id), 'created_at', 'family')
+return {mode == 'claim' and 'claimed' or 'ok', encoded, task[1] or '', task[2] or ''}

@@ -1,0 +1,55 @@
+-- Helpers every script shares, so each rule of the data model is written once.
+
+-- Redis's own clock in ms: every process and machine then counts the same time.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Appends one entry to a task's history and keeps the newest `history_max`.
+local function append_history(task_id, entry, history_max)
+  local history_key = key_history(prefix, task_id)
+  redis.call('RPUSH', history_key, cjson.encode(entry))
+  redis.call('LTRIM', history_key, -history_max, -1)
+end
+
+-- Moves a task's index member from one status index to another.
+local function move_index(member, from, to)
+  if from == to then return end
+  redis.call('ZREM', key_index_status(prefix, from), member)
+  redis.call('ZADD', key_index_status(prefix, to), 0, member)
+end
+
+-- Creates the task if unknown, the same way whether a callback or a submission reaches Redis
+-- first. Returns status, index member and 1 if the task was created now (else 0).
+local function ensure_task(task_key, task_id, now, family)
+  local current = redis.call('HMGET', task_key, 'status', 'index_member', 'family')
+  local status, member, created = current[1], current[2], 0
+  if not status then
+    created = 1
+    status = 'pending'
+    member = string.format('%013d', now) .. ':' .. task_id
+    redis.call('HSET', task_key, 'task_id', task_id, 'status', status, 'created_at', now,
+      'updated_at', now, 'index_member', member)
+    redis.call('ZADD', key_index_all(prefix), 0, member)
+    redis.call('ZADD', key_index_status(prefix, status), 0, member)
+  end
+  if family ~= '' and not current[3] then
+    redis.call('HSET', task_key, 'family', family)
+  end
+  return status, member, created
+end
+
+-- The task and its submission name each other, whichever of callback and create response
+-- arrives first; a submission whose create response was lost still finds its task. The create
+-- response is authoritative: it names the submission's task even if a callback guessed first.
+local function link_submission(task_key, task_id, submission_id, authoritative)
+  local sub_key = key_submission(prefix, submission_id)
+  if redis.call('EXISTS', sub_key) == 0 then return end
+  redis.call('HSETNX', task_key, 'submission_id', submission_id)
+  if authoritative then
+    redis.call('HSET', sub_key, 'task_id', task_id)
+  else
+    redis.call('HSETNX', sub_key, 'task_id', task_id)
+  end
+end

@@ -1,0 +1,17 @@
+-- Attach a submission to the upstream task it created: create the task if no callback did
+-- yet, link both ways, mark the submission submitted and append the `submit` history entry.
+-- Returns {status, created (0|1)}.
+
+local task_id, submission_id, now = A.task_id, A.submission_id, tonumber(A.now)
+local task_key = key_task(prefix, task_id)
+local status, _, created = ensure_task(task_key, task_id, now, A.family)
+link_submission(task_key, task_id, submission_id, true)
+redis.call('HSET', key_submission(prefix, submission_id), 'state', 'submitted', 'submitted_at', now)
+redis.call('HSET', task_key, 'submitted_at', now, 'last_event_at', now)
+append_history(task_id, {stage = 'submit', source = 'submit', outcome = 'applied', at = now, from = status,
+  to = status, submission_id = submission_id}, tonumber(A.history_max))
+-- Unless a callback already finished the task or set its next check, the first poll is due.
+if not TERMINAL[status] then
+  redis.call('ZADD', key_polls_due(prefix), 'NX', tonumber(A.first_poll_at), task_id)
+end
+return {status, created}

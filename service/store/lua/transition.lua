@@ -1,0 +1,141 @@
+-- Apply a batch of stage events atomically, in one round trip: for each event, create the task
+-- if unknown, decide the outcome from the lifecycle table (rendered from core/lifecycle.py),
+-- move status and indexes, record stage times (and skipped stages), merge tracks and
+-- artifacts, append the history entry and the raw-log entry.
+--
+-- Keys are built here from the templates of store/keys.py rather than passed in KEYS, because
+-- one call serves events of many tasks; Tapedeck runs on standalone or Sentinel-managed Redis,
+-- not Redis Cluster, where that would cross slots.
+--
+-- ARGV: the head named in scripts.TRANSITION, then per event the fields of scripts.EVENT_FIELDS
+-- followed by its track, artifact and raw-log name/value pairs.
+-- Returns, per event: {outcome, status_before, status_after, created (0|1), new artifact names...}.
+
+local history_max, rawlog_max = tonumber(A.history_max), tonumber(A.raw_log_max)
+local POLL_AFTER = {pending = tonumber(A.poll_after_pending), text = tonumber(A.poll_after_text),
+  first = tonumber(A.poll_after_first)}
+
+-- Tracks and artifacts arrive as name/JSON pairs already encoded by Python, so the common case
+-- (first sight) costs one HSETNX and no JSON work here.
+local function merge_tracks(tracks_key, from, to, overwrite)
+  for i = from, to, 2 do
+    local id, encoded = ARGV[i], ARGV[i + 1]
+    if redis.call('HSETNX', tracks_key, id, encoded) == 0 and overwrite then
+      local merged = cjson.decode(redis.call('HGET', tracks_key, id))
+      for k, v in pairs(cjson.decode(encoded)) do
+        if v ~= cjson.null and v ~= '' then merged[k] = v end
+      end
+      redis.call('HSET', tracks_key, id, cjson.encode(merged))
+    end
+  end
+end
+
+-- A new artifact also goes to the downloads outbox, in this same atomic step, so the callback
+-- ack never waits on a job queue and no artifact is ever queued twice.
+local function add_artifacts(task_id, artifacts_key, from, to, reply, now)
+  local outbox, due = {}, {}
+  for i = from, to, 2 do
+    if redis.call('HSETNX', artifacts_key, ARGV[i], ARGV[i + 1]) == 1 then
+      reply[#reply + 1] = ARGV[i]
+      local member = task_id .. ' ' .. ARGV[i]
+      outbox[#outbox + 1] = member
+      due[#due + 1] = now + DOWNLOAD_GRACE_MS
+      due[#due + 1] = member
+    end
+  end
+  if #outbox > 0 then
+    redis.call('RPUSH', key_downloads_new(prefix), unpack(outbox))
+    redis.call('ZADD', key_downloads_due(prefix), unpack(due))
+  end
+end
+
+-- The event starting at ARGV[at], by name, and where its pairs and the next event start.
+local function read_event(at)
+  local e = {}
+  for name, offset in pairs(EVENT) do e[name] = ARGV[at + offset] end
+  e.now = tonumber(e.now)
+  e.tracks_from = at + EVENT_FIELDS
+  e.artifacts_from = e.tracks_from + 2 * tonumber(e.track_pairs)
+  e.raw_from = e.artifacts_from + 2 * tonumber(e.artifact_pairs)
+  e.next_at = e.raw_from + 2 * tonumber(e.raw_pairs)
+  return e
+end
+
+-- A lost task is judged from the stage it had reached (lifecycle.decide); only progress revives it.
+local function judged_status(task_key, status)
+  if status ~= 'lost' then return status end
+  local judged = 'pending'
+  for _, reached in ipairs({'text', 'first'}) do
+    local record = redis.call('HGET', task_key, 'stage:' .. reached)
+    if record and not string.find(record, 'skipped', 1, true) then judged = reached end
+  end
+  return judged
+end
+
+local function apply(at)
+  local e = read_event(at)
+  local task_id, stage, now = e.task_id, e.stage, e.now
+  local task_key = key_task(prefix, task_id)
+  local status, member, created = ensure_task(task_key, task_id, now, e.family)
+  if e.submission_id ~= '' then
+    link_submission(task_key, task_id, e.submission_id, false)
+  end
+
+  local judged = judged_status(task_key, status)
+  local decision = TRANSITIONS[judged .. '|' .. stage]
+  if not decision then
+    error('no transition for status ' .. judged .. ' and stage ' .. stage)
+  end
+  local outcome, new_status = decision[1], decision[2]
+  if status == 'lost' and outcome ~= 'applied' then new_status = 'lost' end
+  local reply = {outcome, status, new_status, created}
+
+  if outcome == 'applied' then
+    move_index(member, status, new_status)
+    redis.call('HSETNX', task_key, 'stage:' .. stage, cjson.encode({at = now, source = e.source}))
+    if stage == 'error' then
+      redis.call('HSET', task_key, 'error_code', e.code, 'error_message', e.error ~= '' and e.error or e.msg)
+    else
+      for _, earlier in ipairs(SUCCESS_STAGES) do
+        if earlier == stage then break end
+        redis.call('HSETNX', task_key, 'stage:' .. earlier, '{"skipped":true}')
+      end
+    end
+    merge_tracks(key_tracks(prefix, task_id), e.tracks_from, e.artifacts_from - 1, true)
+    add_artifacts(task_id, key_artifacts(prefix, task_id), e.artifacts_from, e.raw_from - 1, reply, now)
+    if e.result ~= '' then redis.call('HSET', task_key, 'result', e.result) end
+    redis.call('HSET', task_key, 'status', new_status, 'updated_at', now, 'last_event_at', now, 'poll_streak', 0)
+    -- The next poll is due when this stage has had its time to move on; a finished task has none.
+    if POLL_AFTER[new_status] then
+      redis.call('ZADD', key_polls_due(prefix), now + POLL_AFTER[new_status], task_id)
+    else
+      redis.call('ZREM', key_polls_due(prefix), task_id)
+    end
+  else
+    if outcome ~= 'duplicate' then
+      -- A stale or contradicting stage moves nothing, but the files it names exist upstream
+      -- and expire all the same: keep what is new, overwrite nothing.
+      merge_tracks(key_tracks(prefix, task_id), e.tracks_from, e.artifacts_from - 1, false)
+      add_artifacts(task_id, key_artifacts(prefix, task_id), e.artifacts_from, e.raw_from - 1, reply, now)
+    end
+    redis.call('HSET', task_key, 'last_event_at', now)
+  end
+
+  local entry = {stage = stage, source = e.source, outcome = outcome, at = now,
+    from = status, to = new_status, code = tonumber(e.code), msg = e.msg}
+  if e.next_at > e.raw_from then
+    entry.raw_id = redis.call('XADD', key_raw_log(prefix), 'MAXLEN', '~', rawlog_max, '*',
+      'outcome', outcome, 'task_status', new_status, unpack(ARGV, e.raw_from, e.next_at - 1))
+  end
+  append_history(task_id, entry, history_max)
+  return reply, e.next_at
+end
+
+local replies = {}
+local at = ARG_COUNT + 1
+while at <= #ARGV do
+  local reply
+  reply, at = apply(at)
+  replies[#replies + 1] = reply
+end
+return replies

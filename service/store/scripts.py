@@ -1,0 +1,263 @@
+"""Every Redis script: its rendering, and the one encoder and decoder of its arguments and reply.
+
+A script's arguments are named here, once (`Script.args`); the rendered Lua reads them by name
+(`A.task_id`), never by offset, and the transition script reads each event of its batch the
+same way (`EVENT_FIELDS`). Adding a field is one Python place and one Lua place, and
+`tests/store/test_scripts.py` fails when the two disagree.
+
+Every script is prefixed with the same prelude: the named arguments, the key builders of
+`keys.py`, the lifecycle tables of `core/lifecycle.py`, and the helpers of `lua/common.lua`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from importlib import resources
+from typing import Any, Final
+
+import orjson
+import redis
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
+
+from service.core.events import Event
+from service.core.lifecycle import CLAIMS, FINISHES, SUCCESS_STAGES, TERMINAL, TRANSITIONS, Source
+from service.store.keys import lua_key_functions
+
+Arg = str | bytes | int
+Args = list[Arg]
+RawEntry = Mapping[str, str | bytes]
+
+# How long a queued download, or a scheduled retry, may wait before the sweep queues it again.
+DOWNLOAD_GRACE_MS: Final = 120_000
+
+
+@dataclass(frozen=True)
+class Script:
+    """One Lua file of `store/lua/` and the names of its arguments, in order."""
+
+    name: str
+    args: tuple[str, ...]
+
+    @cached_property
+    def source(self) -> str:
+        return render(self)
+
+    @cached_property
+    def sha(self) -> str:
+        return hashlib.sha1(self.source.encode()).hexdigest()
+
+    def encode(self, pairs: Mapping[str, Arg] | None = None, **values: Arg) -> Args:
+        """The ARGV of one call, then `pairs` flattened (read by the script from ARG_COUNT + 1).
+
+        Raises TypeError naming any argument missing or unknown.
+        """
+        if set(values) != set(self.args):
+            missing, unknown = set(self.args) - set(values), set(values) - set(self.args)
+            raise TypeError(f"{self.name}.lua: missing {sorted(missing)}, unknown {sorted(unknown)}")
+        args = [values[name] for name in self.args]
+        for name, value in (pairs or {}).items():
+            args += [name, value]
+        return args
+
+
+TRANSITION: Final = Script(
+    "transition",
+    ("prefix", "history_max", "raw_log_max", "poll_after_pending", "poll_after_text", "poll_after_first"),
+)
+# Each event of a transition batch, after the head above. Tracks, artifacts and the raw-log
+# entry follow as name/value pairs, their counts given by the three `*_pairs` fields.
+EVENT_FIELDS: Final = (
+    "task_id",
+    "stage",
+    "source",
+    "now",
+    "family",
+    "code",
+    "msg",
+    "error",
+    "result",
+    "submission_id",
+    "track_pairs",
+    "artifact_pairs",
+    "raw_pairs",
+)
+ARTIFACT: Final = Script("artifact", ("prefix", "mode", "task_id", "name", "now", "value", "worker"))
+POLL: Final = Script(
+    "poll",
+    (
+        "prefix",
+        "history_max",
+        "task_id",
+        "now",
+        "news",
+        "delay_ms",
+        "lost_recheck_ms",
+        "give_up_at",
+        "stop_at",
+        "answer",
+    ),
+)
+SUBMIT: Final = Script(
+    "submit", ("prefix", "history_max", "task_id", "submission_id", "family", "now", "first_poll_at")
+)
+BEGIN_SUBMISSION: Final = Script(
+    "begin_submission", ("prefix", "idempotency_key", "submission_id", "ttl_s", "take_over")
+)  # then the submission's fields as name/value pairs
+TAKE_DUE: Final = Script("take_due", ("prefix", "list", "now", "limit", "until_ms"))
+BUDGET: Final = Script("budget", ("prefix", "name", "mode", "limit", "window_ms", "slot", "pause_ms"))
+
+SCRIPTS: Final = (TRANSITION, ARTIFACT, POLL, SUBMIT, BEGIN_SUBMISSION, TAKE_DUE, BUDGET)
+
+
+def render(script: Script) -> str:
+    files = resources.files("service.store").joinpath("lua")
+    named = ", ".join(f"{name} = ARGV[{i}]" for i, name in enumerate(script.args, start=1))
+    prelude = "\n".join(
+        [
+            f"-- {script.name}.lua, rendered by service/store/scripts.py",
+            f"local A = {{{named}}}",
+            f"local ARG_COUNT = {len(script.args)}",
+            "local prefix = A.prefix",
+            lua_key_functions(),
+            f"local TRANSITIONS = {_lua_transitions()}",
+            f"local SUCCESS_STAGES = {_lua_list(SUCCESS_STAGES)}",
+            f"local TERMINAL = {_lua_set(TERMINAL)}",
+            f"local CLAIMS = {_lua_claims()}",
+            f"local FINISHES = {_lua_set(FINISHES)}",
+            f"local DOWNLOAD_GRACE_MS = {DOWNLOAD_GRACE_MS}",
+            f"local EVENT = {{{', '.join(f'{n} = {i}' for i, n in enumerate(EVENT_FIELDS))}}}",
+            f"local EVENT_FIELDS = {len(EVENT_FIELDS)}",
+            files.joinpath("common.lua").read_text(),
+        ]
+    )
+    return prelude + "\n" + files.joinpath(f"{script.name}.lua").read_text()
+
+
+def _lua_transitions() -> str:
+    rows = (f'["{s}|{m}"] = {{"{d.outcome}", "{d.status}"}}' for (s, m), d in TRANSITIONS.items())
+    return "{" + ", ".join(rows) + "}"
+
+
+def _lua_claims() -> str:
+    rows = (f'["{s}|{int(leased)}|{int(early)}"] = "{o}"' for (s, leased, early), o in CLAIMS.items())
+    return "{" + ", ".join(rows) + "}"
+
+
+def _lua_list(items: tuple[str, ...]) -> str:
+    return "{" + ", ".join(f'"{i}"' for i in items) + "}"
+
+
+def _lua_set(items: frozenset[str]) -> str:
+    return "{" + ", ".join(f"[{json.dumps(i)}] = true" for i in sorted(items)) + "}"
+
+
+# Encoders and decoders -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Applied:
+    outcome: str
+    status_before: str
+    status: str
+    created: bool
+    new_artifacts: tuple[str, ...]
+
+
+def encode_event(
+    event: Event, source: Source, now_ms: int, raw: RawEntry | None = None, submission_id: str = ""
+) -> Args:
+    """One event of a transition batch, its tracks and artifacts pre-encoded as JSON."""
+    raw = raw or {}
+    fields: dict[str, Arg] = {
+        "task_id": event.task_id,
+        "stage": event.stage,
+        "source": source,
+        "now": now_ms,
+        "family": event.family or "",
+        "code": "" if event.code is None else event.code,
+        "msg": event.msg,
+        "error": event.error or "",
+        "result": to_json(event.result) if event.result else "",
+        "submission_id": submission_id,
+        "track_pairs": len(event.tracks),
+        "artifact_pairs": len(event.artifacts),
+        "raw_pairs": len(raw),
+    }
+    args: Args = [fields[name] for name in EVENT_FIELDS]
+    for track in event.tracks:
+        args += [track.id, to_json(_compact(vars(track)))]
+    state = {"state": "waiting", "discovered_at": now_ms}
+    for artifact in event.artifacts:
+        args += [artifact.name, to_json(_compact(vars(artifact)) | state)]
+    for name, value in raw.items():
+        args += [name, value]
+    return args
+
+
+def decode_applied(reply: list[Any]) -> Applied:
+    outcome, before, after, created, *names = reply
+    return Applied(str(outcome), str(before), str(after), bool(int(created)), tuple(map(str, names)))
+
+
+@dataclass(frozen=True)
+class Claim:
+    outcome: str  # claimed | ok | missing | done | busy | early | lost | refused
+    artifact: dict[str, Any] | None = None
+    state: str = ""
+    task_created_ms: int | None = None
+    family: str = ""
+
+
+def decode_claim(reply: list[str]) -> Claim:
+    outcome, payload, *task = reply
+    if outcome in ("claimed", "ok"):
+        artifact = json.loads(payload)
+        created = int(task[0]) if task and task[0] else None
+        return Claim(outcome, artifact, artifact.get("state", ""), created, task[1] if len(task) > 1 else "")
+    return Claim(outcome, None, payload)
+
+
+@dataclass(frozen=True)
+class PollRecord:
+    state: str  # ok | lost (given up now) | finished | stopped | missing
+    status: str
+
+
+def decode_poll(reply: list[str]) -> PollRecord:
+    return PollRecord(str(reply[0]), str(reply[1]))
+
+
+def to_json(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # integers beyond 64 bits, which callbacks may carry in free-form data
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _compact(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+# Calling -------------------------------------------------------------------------------------
+
+
+async def call(client: aioredis.Redis, script: Script, args: Args) -> Any:
+    """EVALSHA, loading the script first when this Redis has forgotten it (a restart, a failover)."""
+    try:
+        return await client.evalsha(script.sha, 0, *args)
+    except NoScriptError:
+        await client.script_load(script.source)
+        return await client.evalsha(script.sha, 0, *args)
+
+
+def call_sync(client: redis.Redis, script: Script, args: Args) -> Any:
+    try:
+        return client.evalsha(script.sha, 0, *args)
+    except NoScriptError:
+        client.script_load(script.source)
+        return client.evalsha(script.sha, 0, *args)

@@ -1,0 +1,66 @@
+"""Submissions in Redis: written before the upstream call, linked to their task after it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import cast
+
+import redis.asyncio as aioredis
+
+from service.settings import Settings
+from service.store import scripts
+from service.store.keys import Keys
+
+
+class SubmissionStore:
+    def __init__(self, client: aioredis.Redis, keys: Keys, history_max: int = 500) -> None:
+        self.client = client
+        self.keys = keys
+        self.history_max = history_max
+
+    @classmethod
+    def from_settings(cls, client: aioredis.Redis, settings: Settings) -> SubmissionStore:
+        return cls(client, Keys(settings.redis_prefix), history_max=settings.history_max_entries)
+
+    async def begin(
+        self,
+        submission_id: str,
+        fields: Mapping[str, str | bytes],
+        idempotency_key: str | None,
+        ttl_s: int,
+        take_over: str = "",
+    ) -> str:
+        """Persists a submission before any upstream call; with a key, its owner if another has it."""
+        args = scripts.BEGIN_SUBMISSION.encode(
+            fields,
+            prefix=self.keys.prefix,
+            idempotency_key=idempotency_key or "",
+            submission_id=submission_id,
+            ttl_s=ttl_s,
+            take_over=take_over,
+        )
+        return str(await scripts.call(self.client, scripts.BEGIN_SUBMISSION, args))
+
+    async def attach(
+        self, submission_id: str, task_id: str, family: str, now_ms: int, first_poll_ms: int
+    ) -> bool:
+        """Links a submission to the task it created; True when no callback had created it yet."""
+        args = scripts.SUBMIT.encode(
+            prefix=self.keys.prefix,
+            history_max=self.history_max,
+            task_id=task_id,
+            submission_id=submission_id,
+            family=family,
+            now=now_ms,
+            first_poll_at=first_poll_ms,
+        )
+        _status, created = await scripts.call(self.client, scripts.SUBMIT, args)
+        return bool(int(created))
+
+    async def end(self, submission_id: str, state: str, fields: dict[str, str]) -> None:
+        mapping = {"state": state, **fields}
+        await self.client.hset(self.keys.submission(submission_id), mapping=mapping)  # type: ignore[arg-type]
+
+    async def get(self, submission_id: str) -> dict[str, str] | None:
+        found = cast(dict[str, str], await self.client.hgetall(self.keys.submission(submission_id)))
+        return found or None

@@ -1,0 +1,271 @@
+"""Tasks in Redis: applying events, reading tasks and listings, the raw callback log, polls.
+
+A callback costs at most one round trip, shared with the callbacks that arrive beside it:
+`lua/transition.lua` applies a batch of events, each atomically: it creates the task if
+unknown, applies the lifecycle decision, appends history and the raw log and moves the indexes.
+Concurrent identical callbacks are serialised by Redis, so exactly one of them is `applied`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from service.core.events import Event
+from service.core.lifecycle import Source, Status
+from service.errors import StoreUnavailable
+from service.settings import Settings
+from service.store import scripts
+from service.store.keys import Keys
+from service.store.scripts import Applied, Args, PollRecord, RawEntry, to_json
+
+
+class EventBatcher:
+    """Applies the events of concurrent callers with one EVALSHA per event-loop tick.
+
+    The Python client, not Redis, limits callback throughput (shared/performance-notes.md):
+    callers that arrive while the loop is busy share one script call and one round trip.
+    """
+
+    def __init__(self, client: aioredis.Redis, head: Args) -> None:
+        self.client = client
+        self.head = head
+        self.pending: list[tuple[Args, asyncio.Future[list[Any]]]] = []
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, event_args: Args) -> list[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        self.pending.append((event_args, future))
+        if len(self.pending) == 1:
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        batch, self.pending = self.pending, []
+        task = asyncio.create_task(self._send(batch))
+        self.tasks.add(task)  # asyncio keeps only weak references to tasks
+        task.add_done_callback(self.tasks.discard)
+
+    async def _send(self, batch: list[tuple[Args, asyncio.Future[list[Any]]]]) -> None:
+        args = list(self.head)
+        for event_args, _ in batch:
+            args += event_args
+        try:
+            replies = cast(list[Any], await scripts.call(self.client, scripts.TRANSITION, args))
+        except Exception as exc:  # every waiter must hear of it, whatever it is
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), reply in zip(batch, replies, strict=True):
+            if not future.done():
+                future.set_result(reply)
+
+
+@dataclass(frozen=True)
+class TaskPage:
+    tasks: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+SUMMARY_FIELDS = ("task_id", "family", "status", "created_at", "updated_at")
+
+
+class TaskStore:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        keys: Keys,
+        history_max: int = 500,
+        raw_log_max: int = 10_000,
+        poll_deadlines_ms: tuple[int, int, int] = (90_000, 120_000, 180_000),
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.history_max = history_max
+        self.raw_log_max = raw_log_max
+        pending, text, first = poll_deadlines_ms
+        head = scripts.TRANSITION.encode(
+            prefix=keys.prefix,
+            history_max=history_max,
+            raw_log_max=raw_log_max,
+            poll_after_pending=pending,
+            poll_after_text=text,
+            poll_after_first=first,
+        )
+        self._transition = EventBatcher(client, head)
+
+    @classmethod
+    def from_settings(cls, client: aioredis.Redis, settings: Settings) -> TaskStore:
+        """The one way every process builds its task store, so none drifts from the settings."""
+        return cls(
+            client,
+            Keys(settings.redis_prefix),
+            history_max=settings.history_max_entries,
+            raw_log_max=settings.raw_log_max_entries,
+            poll_deadlines_ms=settings.poll_deadlines_ms,
+        )
+
+    async def apply_event(
+        self,
+        event: Event,
+        source: Source,
+        now_ms: int,
+        raw: RawEntry | None = None,
+        submission_id: str = "",
+    ) -> Applied:
+        """Raises StoreUnavailable when Redis cannot be reached; the caller answers 503."""
+        args = scripts.encode_event(event, source, now_ms, raw, submission_id)
+        try:
+            reply = await self._transition(args)
+        except RedisError as exc:
+            raise StoreUnavailable(f"Redis is unavailable: {type(exc).__name__}") from exc
+        return scripts.decode_applied(reply)
+
+    async def log_rejected(self, raw: RawEntry, outcome: str) -> None:
+        """Keeps a rejected request for inspection. Never raises: a rejection is answered regardless."""
+        with contextlib.suppress(RedisError):
+            fields: dict[str, str | bytes] = {"outcome": outcome, **raw}
+            await self.client.xadd(
+                self.keys.raw_log(),
+                fields,  # type: ignore[arg-type]
+                maxlen=self.raw_log_max,
+                approximate=True,
+            )
+
+    async def raw_log(self, limit: int, before: str | None = None) -> list[dict[str, str]]:
+        """The newest raw-log entries first, each with its stream `id`."""
+        maximum = f"({before}" if before else "+"
+        entries = await self.client.xrevrange(self.keys.raw_log(), max=maximum, min="-", count=limit)
+        return [
+            {"id": entry_id, **fields} for entry_id, fields in cast(list[tuple[str, dict[str, str]]], entries)
+        ]
+
+    async def raw_entry(self, entry_id: str) -> dict[str, str] | None:
+        entries = cast(
+            list[tuple[str, dict[str, str]]],
+            await self.client.xrange(self.keys.raw_log(), min=entry_id, max=entry_id),
+        )
+        return {"id": entries[0][0], **entries[0][1]} if entries else None
+
+    async def get_task(self, task_id: str) -> dict[str, Any] | None:
+        """The task with its submission, tracks, artifacts, history and next check, decoded."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.task(task_id))
+            pipe.hgetall(self.keys.tracks(task_id))
+            pipe.hgetall(self.keys.artifacts(task_id))
+            pipe.lrange(self.keys.history(task_id), 0, -1)
+            pipe.zscore(self.keys.polls_due(), task_id)
+            task, tracks, artifacts, history, next_check = await pipe.execute()
+        if not task:
+            return None
+        submission = None
+        if task.get("submission_id"):
+            found = await self.client.hgetall(self.keys.submission(task["submission_id"]))
+            submission = cast(dict[str, str], found) or None
+        task["next_check_at"] = str(int(next_check)) if next_check is not None else ""
+        return {
+            "submission": submission,
+            "task": task,
+            "tracks": [json.loads(v) for v in tracks.values()],
+            "artifacts": [json.loads(v) for v in artifacts.values()],
+            "history": [json.loads(v) for v in history],
+        }
+
+    async def list_tasks(self, status: Status | None, limit: int, cursor: str | None) -> TaskPage:
+        """Newest first. `cursor` is the opaque `next_cursor` of the previous page."""
+        index = self.keys.index_status(status) if status else self.keys.index_all()
+        start = f"({cursor}" if cursor else "+"
+        members = cast(
+            list[str],
+            await self.client.zrange(index, start, "-", desc=True, bylex=True, offset=0, num=limit + 1),
+        )
+        page, more = members[:limit], len(members) > limit
+        tasks = await self._summaries([member.split(":", 1)[1] for member in page])
+        return TaskPage(tasks, page[-1] if more else None)
+
+    async def list_overdue(self, now_ms: int, limit: int) -> TaskPage:
+        """Unfinished tasks whose next check has come and gone, most overdue first."""
+        ids = cast(
+            list[str],
+            await self.client.zrangebyscore(self.keys.polls_due(), "-inf", now_ms, start=0, num=limit),
+        )
+        return TaskPage(await self._summaries(ids), None)
+
+    async def _summaries(self, task_ids: list[str]) -> list[dict[str, Any]]:
+        """One round trip for the listing fields of many tasks; vanished tasks are skipped."""
+        if not task_ids:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.hmget(self.keys.task(task_id), SUMMARY_FIELDS)
+            rows = await pipe.execute()
+        return [dict(zip(SUMMARY_FIELDS, row, strict=True)) for row in rows if row[0]]
+
+    async def poll_subject(self, task_id: str) -> dict[str, str] | None:
+        """What a poll needs to know of a task: status, family, creation, provider, poll streak."""
+        fields = ["status", "family", "created_at", "submission_id", "poll_streak"]
+        task = cast(list[str | None], await self.client.hmget(self.keys.task(task_id), fields))
+        if task[0] is None:
+            return None
+        provider = "kie"
+        if task[3]:
+            found = await self.client.hget(self.keys.submission(task[3]), "provider")
+            provider = cast(str | None, found) or "kie"
+        return {
+            "status": task[0],
+            "family": task[1] or "music",
+            "created_at": task[2] or "0",
+            "provider": provider,
+            "poll_streak": task[4] or "0",
+        }
+
+    async def record_poll(
+        self,
+        task_id: str,
+        now_ms: int,
+        news: bool,
+        delay_ms: int,
+        lost_recheck_ms: int,
+        give_up_at_ms: int,
+        stop_at_ms: int,
+        answer: str,
+    ) -> PollRecord:
+        """Counts a poll and schedules the next; gives the task up as `lost` when its time has come."""
+        args = scripts.POLL.encode(
+            prefix=self.keys.prefix,
+            history_max=self.history_max,
+            task_id=task_id,
+            now=now_ms,
+            news=int(news),
+            delay_ms=delay_ms,
+            lost_recheck_ms=lost_recheck_ms,
+            give_up_at=give_up_at_ms,
+            stop_at=stop_at_ms,
+            answer=answer,
+        )
+        return scripts.decode_poll(await scripts.call(self.client, scripts.POLL, args))
+
+    async def record_boost(self, entry: Mapping[str, Any], keep: int = 1000) -> None:
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.lpush(self.keys.boosts(), to_json(entry))
+            pipe.ltrim(self.keys.boosts(), 0, keep - 1)
+            await pipe.execute()
+
+    async def list_boosts(self, limit: int) -> list[dict[str, Any]]:
+        entries = cast(list[str], await self.client.lrange(self.keys.boosts(), 0, limit - 1))
+        return [json.loads(e) for e in entries]
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.client.ping())
+        except RedisError:
+            return False

@@ -1,0 +1,134 @@
+"""The web application, assembled declaratively; `create_app` is the factory."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from redis.exceptions import RedisError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from service.errors import TapedeckError
+from service.settings import Settings
+from service.store.connection import connect
+from service.store.keys import Keys
+from service.store.limiter import RollingBudget
+from service.store.submissions import SubmissionStore
+from service.store.tasks import TaskStore
+from service.submissions import Submitter
+from service.upstream import CreateLimiter, upstream_clients
+from service.web.callbacks import receive_kie_callback
+from service.web.context import Context, context
+from service.web.submit import boost_style, list_boosts, submit_task
+from service.web.tasks import get_file, get_task, list_raw_callbacks, list_tasks
+
+log = logging.getLogger("tapedeck.app")
+
+
+def create_app(settings: Settings | None = None, clock: Callable[[], float] = time.time) -> Starlette:
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        client = connect(settings.redis_url)
+        tasks = TaskStore.from_settings(client, settings)
+
+        def create_budget(name: str) -> CreateLimiter:
+            keys = Keys(settings.redis_prefix)
+            return RollingBudget(client, keys, name, settings.create_limit, settings.create_window_s)
+
+        clients = upstream_clients(settings, create_budget, settings.upstream_max_attempts)
+        async with clients as (kie, sseedance):
+            submissions = SubmissionStore.from_settings(client, settings)
+            submitter = Submitter(submissions, settings, kie, sseedance, clock)
+            app.state.ctx = Context(settings, tasks, clock, submitter)
+            # Freezing the start-up heap keeps the GC from rescanning it: most of the p99 tail
+            # on the callback path (shared/performance-notes.md).
+            gc.collect()
+            gc.freeze()
+            yield
+        await client.aclose()
+
+    return Starlette(
+        routes=[
+            Route("/callbacks/kie", receive_kie_callback, methods=["POST"]),
+            Route("/callbacks/log", list_raw_callbacks, methods=["GET"]),
+            Route("/tasks", list_tasks, methods=["GET"]),
+            Route("/tasks", submit_task, methods=["POST"]),
+            Route("/style/boost", boost_style, methods=["POST"]),
+            Route("/style/boosts", list_boosts, methods=["GET"]),
+            Route("/tasks/{task_id}", get_task, methods=["GET"]),
+            Route("/tasks/{task_id}/files/{name}", get_file, methods=["GET", "HEAD"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+        ],
+        exception_handlers={
+            TapedeckError: on_tapedeck_error,
+            RedisError: on_redis_error,
+            HTTPException: on_http_exception,
+            Exception: on_unexpected_error,
+        },
+        lifespan=lifespan,
+    )
+
+
+def app_from_env() -> Starlette:
+    """Factory for `uvicorn --factory`: settings from the environment."""
+    return create_app(Settings.from_env())
+
+
+async def healthz(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> JSONResponse:
+    ctx = context(request, None)  # load balancers probe without a token
+    if await ctx.tasks.ping():
+        return JSONResponse({"status": "ready", "redis": "ok"})
+    return error_response(503, "not_ready", "Redis does not answer PING")
+
+
+def error_response(
+    status: int,
+    error: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = {"error": error, "message": message, "status": status} | (details or {})
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def on_tapedeck_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, TapedeckError)
+    return error_response(exc.status_code, exc.code, exc.message, exc.details, exc.headers)
+
+
+async def on_redis_error(request: Request, exc: Exception) -> Response:
+    log.warning("Redis error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+    return error_response(503, "store_unavailable", f"Redis is unavailable: {type(exc).__name__}", None,
+                          {"Retry-After": "5"})  # fmt: skip
+
+
+async def on_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    names = {404: "not_found", 405: "method_not_allowed"}
+    message = exc.detail
+    if exc.status_code == 404:
+        message = f"no route for {request.method} {request.url.path}"
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}"
+    return error_response(exc.status_code, names.get(exc.status_code, "http_error"), message)
+
+
+async def on_unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(500, "internal_error", "an unexpected error occurred; it has been logged")

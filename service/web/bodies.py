@@ -1,0 +1,51 @@
+"""Reading request bodies: bounded in size, decoded as JSON with errors a person can act on."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import orjson
+from starlette.requests import Request
+
+from service.errors import MalformedJSON, PayloadTooLarge
+
+MAX_BODY_BYTES: Final = 1024 * 1024
+
+
+async def read_bounded(request: Request, limit: int) -> tuple[bytes, bool]:
+    """The body, and whether it is whole; stops reading once it passes `limit` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return b"", False
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        chunks.append(chunk)
+        if size > limit:
+            return b"".join(chunks), False
+    return b"".join(chunks), True
+
+
+def parse_json(body: bytes) -> Any:
+    """Raises MalformedJSON saying what is wrong and where."""
+    if not body:
+        raise MalformedJSON("body is empty: expected a JSON object")
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedJSON("body is not UTF-8 text, as JSON must be") from None
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedJSON(
+            f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+
+
+async def read_json(request: Request, limit: int = MAX_BODY_BYTES) -> Any:
+    """An API request's JSON body. Raises PayloadTooLarge or MalformedJSON."""
+    body, complete = await read_bounded(request, limit)
+    if not complete:
+        raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+    return parse_json(body)

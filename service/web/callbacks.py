@@ -1,0 +1,138 @@
+"""`POST /callbacks/kie`: verify, parse, persist, acknowledge.
+
+Every request that reaches the handler lands in the raw log with its outcome, accepted or
+rejected, so nothing Kie sends is lost even when we refuse it.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from service.core.callbacks import find_task_id, parse_callback
+from service.core.signing import is_token_valid, verify_kie_signature
+from service.errors import PayloadTooLarge, TapedeckError, TokenError, UnrecognisedCallback
+from service.web.bodies import parse_json, read_bounded
+from service.web.context import Context, context
+
+log = logging.getLogger("tapedeck.callbacks")
+
+KEPT_HEADERS = frozenset(
+    {b"content-type", b"content-length", b"user-agent", b"x-webhook-timestamp", b"x-webhook-signature"}
+)
+ACK = b'{"code":200,"msg":"received"}'
+_SUBMISSION_ID = re.compile(r"(sub_[0-9a-f]{32})?")
+
+
+async def receive_kie_callback(request: Request) -> Response:
+    ctx = context(request, None)  # Kie holds no API token: the HMAC and ?token= checks are below
+    now = ctx.clock()
+    body = b""
+    task_id = ""
+    try:
+        body, complete = await read_bounded(request, ctx.settings.max_callback_bytes)
+        if not complete:
+            raise PayloadTooLarge(
+                f"body exceeds the {ctx.settings.max_callback_bytes}-byte limit (MAX_CALLBACK_BYTES)"
+            )
+        check_token(request, ctx)
+        payload = parse_json(body)
+        task_id = find_task_id(payload)
+        check_signature(request, ctx, task_id, now)
+        event = parse_callback(payload)
+    except Exception as exc:
+        if not isinstance(exc, TapedeckError):
+            # A shape no parser expected must still be refused cleanly and kept, never a bare 500.
+            log.exception("callback task_id=%s could not be read", task_id or "-")
+            exc = UnrecognisedCallback(f"callback could not be read: {type(exc).__name__}")
+        task_id = task_id or guess_task_id(body)
+        kept = body[: ctx.settings.raw_log_rejected_body_bytes]
+        truncated = len(kept) < len(body) or isinstance(exc, PayloadTooLarge)
+        meta = {"http_status": exc.status_code, "reason": exc.message, "truncated": truncated}
+        await ctx.tasks.log_rejected(raw_entry(request, kept, now, task_id, meta), outcome="rejected")
+        log.warning(
+            "callback rejected task_id=%s status=%s reason=%s", task_id or "-", exc.status_code, exc.message
+        )
+        raise exc from None
+    raw = raw_entry(request, body, now, task_id, {"http_status": 200})
+    submission_id = request.query_params.get("sub", "") if request.scope.get("query_string") else ""
+    if not _SUBMISSION_ID.fullmatch(submission_id):
+        submission_id = ""
+    applied = await ctx.tasks.apply_event(event, "callback", int(now * 1000), raw, submission_id)
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug(
+            "callback task_id=%s stage=%s outcome=%s status=%s",
+            task_id,
+            event.stage,
+            applied.outcome,
+            applied.status,
+        )
+    return Response(ACK, media_type="application/json")
+
+
+def guess_task_id(body: bytes) -> str:
+    """The task id of a refused body, if it has one, so the raw log can be searched by task."""
+    try:
+        return find_task_id(orjson.loads(body))
+    except (orjson.JSONDecodeError, TapedeckError):
+        return ""
+
+
+def check_token(request: Request, ctx: Context) -> None:
+    expected = ctx.settings.callback_token
+    if expected is None:
+        return
+    given = request.query_params.get("token")
+    if given is None:
+        raise TokenError("missing ?token= in the callback URL (CALLBACK_TOKEN is set)")
+    if not is_token_valid(given, str(expected)):
+        raise TokenError("?token= does not match CALLBACK_TOKEN")
+
+
+def check_signature(request: Request, ctx: Context, task_id: str, now: float) -> None:
+    key = ctx.settings.kie_webhook_hmac_key
+    if key is None:
+        return
+    verify_kie_signature(
+        task_id,
+        request.headers.get("x-webhook-timestamp"),
+        request.headers.get("x-webhook-signature"),
+        str(key),
+        now=now,
+        tolerance_s=ctx.settings.kie_webhook_tolerance_s,
+    )
+
+
+def raw_entry(
+    request: Request, body: bytes, now: float, task_id: str, meta: dict[str, Any]
+) -> dict[str, str | bytes]:
+    """What the raw log keeps of a request: its metadata as one JSON field, and its body.
+
+    The callback token is never kept.
+    """
+    headers = {k.decode(): v.decode("latin-1") for k, v in request.scope["headers"] if k in KEPT_HEADERS}
+    query = ""
+    if request.scope.get("query_string"):
+        query = "&".join(
+            f"{k}={'<redacted>' if k == 'token' else v}" for k, v in request.query_params.multi_items()
+        )
+    meta = meta | {
+        "at": int(now * 1000),
+        "task_id": task_id,
+        "remote": request.client.host if request.client else "",
+        "query": query,
+        "headers": headers,
+    }
+    entry: dict[str, str | bytes] = {"meta": orjson.dumps(meta), "body": body}
+    try:
+        body.decode()
+    except UnicodeDecodeError:
+        entry["body"] = base64.b64encode(body)
+        entry["body_encoding"] = "base64"
+    return entry

@@ -1,0 +1,32 @@
+"""What a request handler needs, built once per app in the lifespan, and the one way to get it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from starlette.requests import Request
+
+from service.settings import Settings
+from service.store.tasks import TaskStore
+from service.submissions import Submitter
+from service.web.auth import authorize
+
+
+@dataclass(frozen=True)
+class Context:
+    settings: Settings
+    tasks: TaskStore
+    clock: Callable[[], float] = field(default=time.time)
+    submitter: Submitter | None = None
+
+
+def context(request: Request, need: Literal["read", "write"] | None) -> Context:
+    """The app's context, once the request holds a token good for `need` (None: no API token,
+    e.g. the callback receiver, which has its own checks). Raises Unauthorized or Forbidden."""
+    ctx: Context = request.app.state.ctx
+    if need is not None:
+        authorize(request, ctx.settings, need)
+    return ctx

@@ -1,0 +1,56 @@
+"""The write API: `POST /tasks` submits upstream, `POST /style/boost` runs Boost Music Style."""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from service.errors import InvalidParameter, UnknownTask, UpstreamUnavailable
+from service.submissions import parse_request
+from service.web.bodies import read_json
+from service.web.context import context
+from service.web.tasks import parse_limit
+from service.web.views import task_view
+
+_IDEMPOTENCY_KEY: Final = re.compile(r"[\x21-\x7e]{1,255}")
+
+
+async def submit_task(request: Request) -> JSONResponse:
+    ctx = context(request, "write")
+    assert ctx.submitter is not None
+    key = request.headers.get("idempotency-key")
+    if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise InvalidParameter("Idempotency-Key must be 1-255 printable ASCII characters without spaces")
+    submitted = await ctx.submitter.submit(parse_request(await read_json(request)), key)
+    record = await ctx.tasks.get_task(submitted.task_id)
+    if record is None:  # only if Redis lost it between two calls
+        raise UnknownTask(f"task {submitted.task_id!r} was created upstream but is not in Redis")
+    location = f"/tasks/{submitted.task_id}"
+    return JSONResponse(
+        task_view(record), status_code=201 if submitted.created else 200, headers={"Location": location}
+    )
+
+
+async def boost_style(request: Request) -> JSONResponse:
+    ctx = context(request, "write")
+    body = await read_json(request)
+    content = body.get("content") if isinstance(body, dict) else None
+    if not isinstance(content, str) or not content.strip():
+        raise InvalidParameter('content is required: the style text to boost, e.g. "Pop, Mysterious"')
+    kie = ctx.submitter.kie if ctx.submitter else None
+    if kie is None:
+        raise UpstreamUnavailable("Kie is not configured: set KIE_API_KEY")
+    result = await kie.boost_style(content)
+    entry = {"content": content, "result": result, "at": int(ctx.clock() * 1000)}
+    await ctx.tasks.record_boost(entry)
+    return JSONResponse(entry)
+
+
+async def list_boosts(request: Request) -> JSONResponse:
+    ctx = context(request, "read")
+    return JSONResponse(
+        {"boosts": await ctx.tasks.list_boosts(parse_limit(request.query_params.get("limit")))}
+    )

@@ -1,0 +1,88 @@
+"""The read API: `GET /tasks/{task_id}`, its files, `GET /tasks`, and the raw callback log."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Final, cast
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+
+from service.core.events import TASK_ID_PATTERN
+from service.core.lifecycle import STATUSES, Status
+from service.errors import InvalidParameter, NotFound, UnknownTask
+from service.storage import Storage
+from service.web.context import context
+from service.web.views import raw_entry_view, summary_view, task_view
+
+DEFAULT_LIMIT: Final = 50
+OVERDUE: Final = "overdue"  # not a status: unfinished tasks whose next check has passed
+MAX_LIMIT: Final = 200
+_CURSOR: Final = re.compile(r"[0-9]{13}:[A-Za-z0-9_-]{1,128}")
+_STREAM_ID: Final = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+
+
+async def get_task(request: Request) -> JSONResponse:
+    ctx = context(request, "read")
+    task_id = request.path_params["task_id"]
+    record = await ctx.tasks.get_task(task_id) if TASK_ID_PATTERN.fullmatch(task_id) else None
+    if record is None:
+        raise UnknownTask(f"no task {task_id!r}: it was never submitted nor called back")
+    return JSONResponse(task_view(record))
+
+
+async def get_file(request: Request) -> Response:
+    """A stored artifact, by its name (with or without its extension), with Range support."""
+    ctx = context(request, "read")
+    task_id, requested = request.path_params["task_id"], request.path_params["name"]
+    record = await ctx.tasks.get_task(task_id) if TASK_ID_PATTERN.fullmatch(task_id) else None
+    if record is None:
+        raise UnknownTask(f"no task {task_id!r}")
+    for artifact in record["artifacts"]:
+        path = artifact.get("path")
+        if artifact.get("state") != "stored" or not path:
+            continue
+        if requested in (artifact["name"], Path(path).name):
+            stored = Storage(Path(ctx.settings.storage_dir)).open_stored(task_id, path)
+            if stored is None:
+                break
+            return FileResponse(stored, media_type=artifact.get("content_type"), filename=Path(path).name)
+    raise NotFound(f"task {task_id} has no stored file named {requested!r}")
+
+
+async def list_tasks(request: Request) -> JSONResponse:
+    ctx = context(request, "read")
+    params = request.query_params
+    status = params.get("status") or None
+    if status is not None and status not in (*STATUSES, OVERDUE):
+        raise InvalidParameter(f"status must be one of {', '.join((*STATUSES, OVERDUE))}; got {status!r}")
+    limit = parse_limit(params.get("limit"))
+    cursor = params.get("cursor") or None
+    if cursor is not None and not _CURSOR.fullmatch(cursor):
+        raise InvalidParameter("cursor is not one this API returned: pass next_cursor from the previous page")
+    if status == OVERDUE:
+        page = await ctx.tasks.list_overdue(int(ctx.clock() * 1000), limit)
+    else:
+        page = await ctx.tasks.list_tasks(cast(Status | None, status), limit, cursor)
+    tasks: list[dict[str, Any]] = [summary_view(row) for row in page.tasks]
+    return JSONResponse({"tasks": tasks, "next_cursor": page.next_cursor})
+
+
+async def list_raw_callbacks(request: Request) -> JSONResponse:
+    ctx = context(request, "read")
+    limit = parse_limit(request.query_params.get("limit"))
+    before = request.query_params.get("before") or None
+    if before is not None and not _STREAM_ID.fullmatch(before):
+        raise InvalidParameter("before must be an entry id such as 1769670760000-0")
+    entries = await ctx.tasks.raw_log(limit, before)
+    next_before = entries[-1]["id"] if len(entries) == limit else None
+    return JSONResponse({"entries": [raw_entry_view(e) for e in entries], "next_before": next_before})
+
+
+def parse_limit(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return DEFAULT_LIMIT
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise InvalidParameter(f"limit must be a whole number from 1 to {MAX_LIMIT}; got {raw!r}")
+    return int(raw)

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from service.core.retry import Backoff, parse_retry_after
+
+
+@pytest.mark.parametrize(
+    ("attempt", "low", "high"),
+    [(1, 0.25, 0.5), (2, 0.5, 1.0), (3, 1.0, 2.0), (4, 2.0, 4.0), (10, 15.0, 30.0), (50, 15.0, 30.0)],
+)
+def test_delay_grows_exponentially_within_equal_jitter_bounds(attempt: int, low: float, high: float) -> None:
+    rng = random.Random(7)
+    delays = [Backoff().delay(attempt, rng) for _ in range(200)]
+    assert low <= min(delays) and max(delays) <= high
+    assert len(set(delays)) > 100  # jittered, not constant
+
+
+def test_retry_after_is_a_floor() -> None:
+    assert Backoff().delay(1, random.Random(1), retry_after_s=12) == 12
+
+
+def test_same_seed_same_schedule() -> None:
+    assert [Backoff().delay(a, random.Random(3)) for a in range(1, 6)] == [
+        Backoff().delay(a, random.Random(3)) for a in range(1, 6)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [("10", 10.0), (" 2.5 ", 2.5), ("-1", None), ("Wed, 21 Oct 2015", None), (None, None)],
+)
+def test_retry_after_header(header: str | None, seconds: float | None) -> None:
+    assert parse_retry_after(header) == seconds

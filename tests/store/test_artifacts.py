@@ -1,0 +1,83 @@
+"""The file lifecycle in Redis: artifact.lua follows core/lifecycle.py's tables, claims and leases."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+import redis
+
+from service.core.lifecycle import ARTIFACT_STATES, CLAIMS, can_finish, claim_outcome
+from service.store.artifacts import ArtifactStore
+from service.store.keys import Keys
+
+KEYS = Keys()
+NOW = 100_000
+
+
+def put(redis_client: redis.Redis, **record: object) -> ArtifactStore:
+    base = {"name": "audio-a", "kind": "audio", "url": "u"}
+    redis_client.hset(KEYS.artifacts("t1"), "audio-a", json.dumps(base | record))
+    return ArtifactStore(redis_client, KEYS)
+
+
+@pytest.mark.parametrize(("state", "leased", "early"), sorted(CLAIMS))
+def test_a_claim_gets_what_the_lifecycle_table_says(
+    redis_client: redis.Redis, state: str, leased: bool, early: bool
+) -> None:
+    lease_until = NOW + 5_000 if leased else NOW - 1
+    next_try = NOW + 5_000 if early else NOW - 1
+    store = put(redis_client, state=state, lease_until=lease_until, next_try_at=next_try, worker="w#1")
+    expected = claim_outcome(state, lease_until, next_try, NOW)  # type: ignore[arg-type]
+    assert expected == CLAIMS[state, leased, early]  # type: ignore[index]
+    claim = store.claim("t1", "audio-a", NOW, 60_000, "w2")
+    assert claim.outcome == expected
+    after = json.loads(redis_client.hget(KEYS.artifacts("t1"), "audio-a"))  # type: ignore[arg-type]
+    assert after["state"] == ("downloading" if expected == "claimed" else state)
+
+
+@pytest.mark.parametrize(("state", "to"), list(itertools.product(ARTIFACT_STATES, ARTIFACT_STATES)))
+def test_a_lease_holder_moves_a_file_only_where_the_lifecycle_allows(
+    redis_client: redis.Redis, state: str, to: str
+) -> None:
+    store = put(redis_client, state=state, lease_until=NOW + 60_000, worker="w#1")
+    before = redis_client.hget(KEYS.artifacts("t1"), "audio-a")
+    moved = store.finish("t1", "audio-a", NOW, "w#1", to)  # type: ignore[arg-type]
+    assert moved == can_finish(state, to)  # type: ignore[arg-type]
+    after = redis_client.hget(KEYS.artifacts("t1"), "audio-a")
+    if moved:
+        assert json.loads(after)["state"] == to  # type: ignore[arg-type]
+    else:
+        assert after == before, "a refused move writes nothing"
+
+
+def test_a_worker_whose_lease_ran_out_can_change_nothing(redis_client: redis.Redis) -> None:
+    store = put(redis_client, state="waiting")
+    first = store.claim("t1", "audio-a", 1_000, 10, "worker-a")
+    second = store.claim("t1", "audio-a", 2_000, 60_000, "worker-b")  # worker-a's 10 ms lease is long gone
+    assert (first.outcome, second.outcome) == ("claimed", "claimed")
+    assert first.artifact and second.artifact
+    assert not store.renew("t1", "audio-a", 2_001, 60_000, first.artifact["worker"])
+    assert not store.finish("t1", "audio-a", 2_002, first.artifact["worker"], "stored")
+    assert store.finish("t1", "audio-a", 2_003, second.artifact["worker"], "stored")
+    assert store.claim("t1", "audio-a", 3_000, 60_000, "worker-c").outcome == "done"
+
+
+def test_a_claim_before_the_retry_time_waits(redis_client: redis.Redis) -> None:
+    store = put(redis_client, state="waiting", next_try_at=10_000)
+    assert store.claim("t1", "audio-a", 5_000, 60_000, "w").outcome == "early"
+    assert store.claim("t1", "audio-a", 9_500, 60_000, "w").outcome == "claimed"
+
+
+def test_a_retry_waits_on_the_due_list_and_a_stored_file_leaves_it(redis_client: redis.Redis) -> None:
+    store = put(redis_client, state="waiting")
+    claim = store.claim("t1", "audio-a", NOW, 60_000, "w")
+    assert claim.artifact
+    due = KEYS.downloads_due()
+    assert redis_client.zscore(due, "t1 audio-a") == NOW + 60_000  # the lease's end
+    assert store.finish("t1", "audio-a", NOW, claim.artifact["worker"], "waiting", next_try_at=NOW + 5_000)
+    assert redis_client.zscore(due, "t1 audio-a") == NOW + 5_000 + 120_000  # the retry, plus grace
+    claim = store.claim("t1", "audio-a", NOW + 5_000, 60_000, "w")
+    assert claim.artifact and store.finish("t1", "audio-a", NOW + 6_000, claim.artifact["worker"], "stored")
+    assert redis_client.zscore(due, "t1 audio-a") is None

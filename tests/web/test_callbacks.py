@@ -1,0 +1,296 @@
+"""`POST /callbacks/kie` over real HTTP against a real Redis."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+
+from service.core.signing import kie_signature
+from tests.conftest import TapedeckFactory
+
+TID = "ee9c2715375b7837f8bb51d641ff5863"
+ACK = {"code": 200, "msg": "received"}
+
+
+def music(stage: str, task_id: str = TID, code: int = 200) -> dict[str, Any]:
+    items: list[dict[str, Any]] = []
+    if stage in ("first", "complete"):
+        items = [
+            {
+                "id": "trk-1",
+                "audio_url": "https://f/1.mp3",
+                "createTime": "2025-01-01 00:00:00",
+                "duration": 60,
+            }
+        ]
+    if stage == "complete":
+        items.append(
+            {"id": "trk-2", "audio_url": "https://f/2.mp3", "createTime": 1786343609818, "duration": 61}
+        )
+    return {
+        "code": code,
+        "msg": f"{stage} msg",
+        "data": {"callbackType": stage, "task_id": task_id, "data": items},
+    }
+
+
+def outcomes(client: httpx.Client, task_id: str = TID) -> list[tuple[str, str]]:
+    return [(h["stage"], h["outcome"]) for h in client.get(f"/tasks/{task_id}").json()["history"]]
+
+
+def rejected(client: httpx.Client) -> list[dict[str, Any]]:
+    return [e for e in client.get("/callbacks/log").json()["entries"] if e["outcome"] == "rejected"]
+
+
+def test_accepted_callback_is_acknowledged_and_readable(tapedeck: TapedeckFactory) -> None:
+    with tapedeck() as client:
+        response = client.post("/callbacks/kie", json=music("first"))
+        assert (response.status_code, response.json()) == (200, ACK)
+        task = client.get(f"/tasks/{TID}").json()
+        assert (task["status"], task["family"], task["stages"]["text"]) == (
+            "first",
+            "music",
+            {"skipped": True},
+        )
+        assert [t["id"] for t in task["tracks"]] == ["trk-1"]
+
+
+def test_stages_in_reverse_order_end_complete_and_record_the_stale_ones(tapedeck: TapedeckFactory) -> None:
+    with tapedeck() as client:
+        for stage in ("complete", "first", "text"):
+            assert client.post("/callbacks/kie", json=music(stage)).json() == ACK
+        assert client.get(f"/tasks/{TID}").json()["status"] == "complete"
+        assert outcomes(client) == [("complete", "applied"), ("first", "stale"), ("text", "stale")]
+
+
+def test_duplicate_callback_is_acknowledged_and_changes_nothing(tapedeck: TapedeckFactory) -> None:
+    with tapedeck() as client:
+        client.post("/callbacks/kie", json=music("text"))
+        before = client.get(f"/tasks/{TID}").json()
+        assert client.post("/callbacks/kie", json=music("text")).json() == ACK
+        after = client.get(f"/tasks/{TID}").json()
+        assert after["updated_at"] == before["updated_at"]
+        assert outcomes(client) == [("text", "applied"), ("text", "duplicate")]
+
+
+def test_error_after_complete_is_a_conflict_and_the_task_stays_complete(tapedeck: TapedeckFactory) -> None:
+    with tapedeck() as client:
+        client.post("/callbacks/kie", json=music("complete"))
+        assert client.post("/callbacks/kie", json=music("error", code=501)).json() == ACK
+        task = client.get(f"/tasks/{TID}").json()
+        assert (task["status"], task["error"]) == ("complete", None)
+        assert outcomes(client)[-1] == ("error", "conflict")
+
+
+def test_error_fails_a_running_task_with_its_code(tapedeck: TapedeckFactory) -> None:
+    with tapedeck() as client:
+        client.post("/callbacks/kie", json=music("text"))
+        client.post("/callbacks/kie", json=music("error", code=531))
+        task = client.get(f"/tasks/{TID}").json()
+        assert (task["status"], task["error"]) == ("failed", {"code": 531, "message": "error msg"})
+
+
+def test_fifty_identical_concurrent_callbacks_make_exactly_one_transition(tapedeck: TapedeckFactory) -> None:
+    with tapedeck() as client, ThreadPoolExecutor(max_workers=16) as pool:
+        body = music("complete")
+        url = str(client.base_url.join("/callbacks/kie"))
+        responses = list(pool.map(lambda _: httpx.post(url, json=body, timeout=10), range(50)))
+        assert [r.status_code for r in responses] == [200] * 50
+        results = [outcome for _, outcome in outcomes(client)]
+        assert (results.count("applied"), results.count("duplicate")) == (1, 49)
+
+
+def test_signed_callback_matching_the_documented_vector_is_accepted(tapedeck: TapedeckFactory) -> None:
+    headers = {
+        "X-Webhook-Timestamp": "1769670760",
+        "X-Webhook-Signature": "xG6/yOyrMyJtUdc1yjmHpKLHSHF3MpzOPa6uxSj3qb4=",
+    }
+    with tapedeck(clock=lambda: 1769670790.0, KIE_WEBHOOK_HMAC_KEY="test-webhook-hmac-key") as client:
+        response = client.post("/callbacks/kie", json=music("text"), headers=headers)
+        assert (response.status_code, response.json()) == (200, ACK)
+
+
+def test_signature_is_checked_against_the_camel_case_task_id_too(tapedeck: TapedeckFactory) -> None:
+    body = {"code": 200, "msg": "success", "data": {"taskId": "cover123", "images": ["https://f/c.png"]}}
+    headers = {"X-Webhook-Timestamp": "100", "X-Webhook-Signature": kie_signature("cover123", "100", "k")}
+    with tapedeck(clock=lambda: 100.0, KIE_WEBHOOK_HMAC_KEY="k") as client:
+        assert client.post("/callbacks/kie", json=body, headers=headers).status_code == 200
+        assert client.get("/tasks/cover123").json()["status"] == "complete"
+
+
+GOOD_TS = "1769670760"
+GOOD_SIG = "xG6/yOyrMyJtUdc1yjmHpKLHSHF3MpzOPa6uxSj3qb4="
+
+
+@pytest.mark.parametrize(
+    ("headers", "reason"),
+    [
+        ({}, "missing signature header"),
+        ({"X-Webhook-Timestamp": GOOD_TS}, "X-Webhook-Signature"),
+        ({"X-Webhook-Timestamp": GOOD_TS, "X-Webhook-Signature": "AAAA" + GOOD_SIG[4:]}, "does not match"),
+        ({"X-Webhook-Timestamp": "1769670000", "X-Webhook-Signature": GOOD_SIG}, "away from our clock"),
+        ({"X-Webhook-Timestamp": "soon", "X-Webhook-Signature": GOOD_SIG}, "digits only"),
+    ],
+)
+def test_bad_signature_is_401_and_kept_in_the_raw_log(
+    tapedeck: TapedeckFactory, headers: dict[str, str], reason: str
+) -> None:
+    with tapedeck(clock=lambda: 1769670790.0, KIE_WEBHOOK_HMAC_KEY="test-webhook-hmac-key") as client:
+        response = client.post("/callbacks/kie", json=music("text"), headers=headers)
+        assert response.status_code == 401
+        assert response.json()["error"] == "bad_signature"
+        assert reason in response.json()["message"]
+        (entry,) = rejected(client)
+        assert (entry["http_status"], entry["task_id"], json.loads(entry["body"])) == (
+            401,
+            TID,
+            music("text"),
+        )
+        assert client.get(f"/tasks/{TID}").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("query", "accepted"), [("?token=s3cret", True), ("?token=wrong", False), ("", False)]
+)
+def test_callback_token_is_required_when_configured(
+    tapedeck: TapedeckFactory, query: str, accepted: bool
+) -> None:
+    with tapedeck(CALLBACK_TOKEN="s3cret") as client:
+        response = client.post(f"/callbacks/kie{query}", json=music("text"))
+        assert response.status_code == (200 if accepted else 401)
+        assert len(rejected(client)) == (0 if accepted else 1)
+        log = client.get("/callbacks/log").json()["entries"]
+        assert "s3cret" not in json.dumps(log)
+        assert "wrong" not in json.dumps(log)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "error", "message"),
+    [
+        (b'{"code": 200, "data": ', 400, "malformed_json", "not valid JSON"),
+        (b"", 400, "malformed_json", "empty"),
+        (b"\xff\xfe{}", 400, "malformed_json", "UTF-8"),
+        (b"[1, 2]", 400, "missing_task_id", "JSON object"),
+        (
+            b'{"code": 200, "data": {"callbackType": "text"}}',
+            400,
+            "missing_task_id",
+            "data.task_id, data.taskId",
+        ),
+        (b'{"data": {"task_id": "a/../b", "callbackType": "text"}}', 400, "missing_task_id", "not usable"),
+        (
+            b'{"data": {"task_id": "t1", "callbackType": "task_completed"}}',
+            422,
+            "unrecognised_callback",
+            "task_completed",
+        ),
+        (b'{"data": {"task_id": "t1", "weird": 1}}', 422, "unrecognised_callback", "shape not recognised"),
+    ],
+)
+def test_bad_input_gets_a_precise_error_and_is_kept(
+    tapedeck: TapedeckFactory, body: bytes, status: int, error: str, message: str
+) -> None:
+    with tapedeck() as client:
+        response = client.post("/callbacks/kie", content=body, headers={"content-type": "application/json"})
+        assert response.status_code == status
+        assert response.headers["content-type"] == "application/json"
+        assert response.json()["error"] == error
+        assert message in response.json()["message"]
+        (entry,) = rejected(client)
+        assert entry["http_status"] == status
+        assert message in entry["reason"]
+        kept = entry["body"].encode() if entry.get("body_encoding") != "base64" else None
+        assert kept is None or kept == body
+
+
+def test_oversize_body_is_413_and_its_head_is_kept(tapedeck: TapedeckFactory) -> None:
+    with tapedeck(MAX_CALLBACK_BYTES=1000) as client:
+        body = json.dumps(music("text") | {"padding": "x" * 2000}).encode()
+        response = client.post("/callbacks/kie", content=body)
+        assert (response.status_code, response.json()["error"]) == (413, "payload_too_large")
+        assert "MAX_CALLBACK_BYTES" in response.json()["message"]
+        (entry,) = rejected(client)
+        assert (entry["http_status"], entry["truncated"]) == (413, True)
+
+
+def test_oversize_chunked_body_is_413_without_a_content_length(tapedeck: TapedeckFactory) -> None:
+    def chunks() -> Any:
+        for _ in range(20):
+            yield b"x" * 100
+
+    with tapedeck(MAX_CALLBACK_BYTES=1000) as client:
+        assert client.post("/callbacks/kie", content=chunks()).status_code == 413
+
+
+def test_callback_when_redis_is_down_is_503_so_kie_retries(redis_url: str) -> None:
+    from service.cli.redis_server import free_port
+    from service.settings import Settings
+    from service.web.app import create_app
+    from tests.live import serve
+
+    settings = Settings.from_env({"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
+    with serve(create_app(settings)) as url:
+        response = httpx.post(f"{url}/callbacks/kie", json=music("text"))
+        assert (response.status_code, response.json()["error"]) == (503, "store_unavailable")
+        assert httpx.get(f"{url}/readyz").status_code == 503
+
+
+ODD_BODIES = [
+    {"code": "--1", "data": {"callbackType": "text", "task_id": "odd1", "data": []}},
+    {"code": "²", "data": {"callbackType": "text", "task_id": "odd2", "data": []}},
+    {
+        "code": 200,
+        "data": {"callbackType": "first", "task_id": "odd3", "data": [{"id": "t", "createTime": "²"}]},
+    },
+    {
+        "code": 200,
+        "data": {"callbackType": "first", "task_id": "odd4", "data": [{"id": "t", "createTime": 10**30}]},
+    },
+    {
+        "code": 200,
+        "data": {"taskId": "odd5", "state": "complete", "instruments": [{"notes": [{"pitch": 10**30}]}]},
+    },
+    {"code": 10**30, "data": {"callbackType": "text", "task_id": "odd6", "data": []}},
+]
+
+
+@pytest.mark.parametrize("body", ODD_BODIES)
+def test_odd_values_are_never_a_bare_500(tapedeck: TapedeckFactory, body: dict[str, Any]) -> None:
+    with tapedeck() as client:
+        response = client.post("/callbacks/kie", json=body)
+        assert response.status_code in (200, 400, 422)
+        assert response.headers["content-type"] == "application/json"
+        assert client.get("/callbacks/log").json()["entries"], "the request must be kept"
+
+
+def test_a_non_ascii_digit_timestamp_is_a_signature_error(tapedeck: TapedeckFactory) -> None:
+    # "²" passes str.isdigit() but is not a number int() can read.
+    headers = [(b"X-Webhook-Timestamp", b"\xb2"), (b"X-Webhook-Signature", b"x")]
+    with tapedeck(KIE_WEBHOOK_HMAC_KEY="k") as client:
+        response = client.post("/callbacks/kie", json=music("text"), headers=headers)
+        assert (response.status_code, response.json()["error"]) == (401, "bad_signature")
+        assert len(rejected(client)) == 1
+
+
+@pytest.mark.parametrize("task_id", ["t6\n", "t1:history", "a b"])
+def test_ids_with_trailing_newlines_or_separators_are_refused(
+    tapedeck: TapedeckFactory, task_id: str
+) -> None:
+    with tapedeck() as client:
+        assert client.post("/callbacks/kie", json=music("text", task_id=task_id)).status_code == 400
+
+
+def test_reading_a_key_that_is_not_a_task_is_404(tapedeck: TapedeckFactory) -> None:
+    with tapedeck() as client:
+        client.post("/callbacks/kie", json=music("text", task_id="t1"))
+        assert client.get("/tasks/t1:history").status_code == 404
+
+
+def test_a_malformed_submission_id_in_the_callback_url_is_ignored(tapedeck: TapedeckFactory) -> None:
+    with tapedeck() as client:
+        assert client.post("/callbacks/kie?sub=sub_nothex", json=music("text")).status_code == 200
+        assert client.get(f"/tasks/{TID}").json()["submission"] is None

@@ -1,0 +1,89 @@
+"""The RQ queues, every job id shape, and the only place that enqueues.
+
+Job ids are deterministic (`download-<task>-<artifact>`, a retry adds `-r<attempt>`, a requeue
+of an overdue one `-l<seconds>`; `poll-<task>-<ms>`), so the same artifact is never queued
+twice by the dispatcher. RQ job ids allow letters, digits, `_` and `-` only, which is all a
+task id or an artifact name may hold. Jobs are named by import path, so this module needs no
+job code.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, Final
+
+import redis
+from rq import Queue
+
+QUEUE: Final = "downloads"
+URGENT_QUEUE: Final = "downloads-urgent"
+POLL_QUEUE: Final = "polls"
+DOWNLOAD_JOB: Final = "workers.jobs.download"
+POLL_JOB: Final = "workers.jobs.poll"
+JOB_TIMEOUT_S: Final = 3600
+POLL_TIMEOUT_S: Final = 300
+
+
+def download_job_id(task_id: str, name: str, suffix: str = "") -> str:
+    return f"download-{task_id}-{name}{suffix}"
+
+
+def poll_job_id(task_id: str, stamp_ms: int) -> str:
+    return f"poll-{task_id}-{stamp_ms}"
+
+
+class Queues:
+    """The download queues by urgency and the poll queue, on RQ's own (bytes) connection."""
+
+    def __init__(self, connection: redis.Redis) -> None:
+        self.connection = connection
+        self.downloads = {
+            False: Queue(QUEUE, connection=connection),
+            True: Queue(URGENT_QUEUE, connection=connection),
+        }
+        self.polls = Queue(POLL_QUEUE, connection=connection)
+
+    def in_drain_order(self) -> list[Queue]:
+        """As a worker drains them: near-expiry downloads, polls (cheap), other downloads."""
+        return [self.downloads[True], self.polls, self.downloads[False]]
+
+    def enqueue_downloads(self, items: list[tuple[str, str, bool]], suffix: str = "") -> None:
+        """One job per (task id, artifact name, urgent), each on its queue, in one call per queue."""
+        by_queue: dict[bool, list[Any]] = {False: [], True: []}
+        for task_id, name, urgent in items:
+            job_id = download_job_id(task_id, name, suffix)
+            by_queue[urgent].append(
+                Queue.prepare_data(DOWNLOAD_JOB, args=(task_id, name), job_id=job_id, timeout=JOB_TIMEOUT_S)
+            )
+        for urgent, jobs in by_queue.items():
+            if jobs:
+                self.downloads[urgent].enqueue_many(jobs)
+
+    def schedule_download_retry(
+        self, task_id: str, name: str, delay_s: float, attempt: int, urgent: bool
+    ) -> None:
+        self.downloads[urgent].enqueue_in(
+            timedelta(seconds=delay_s),
+            DOWNLOAD_JOB,
+            task_id,
+            name,
+            job_id=download_job_id(task_id, name, f"-r{attempt}"),
+            job_timeout=JOB_TIMEOUT_S,
+        )
+
+    def poll_backlog(self) -> int:
+        return int(self.polls.count)
+
+    def enqueue_polls(self, task_ids: list[str], stamp_ms: int) -> None:
+        jobs = [
+            Queue.prepare_data(
+                POLL_JOB,
+                args=(task_id,),
+                job_id=poll_job_id(task_id, stamp_ms),
+                timeout=POLL_TIMEOUT_S,
+                result_ttl=0,
+            )
+            for task_id in task_ids
+        ]
+        if jobs:
+            self.polls.enqueue_many(jobs)

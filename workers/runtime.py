@@ -1,0 +1,114 @@
+"""What one worker process owns: its clients, stores and event loop, built from the Settings it
+is given and closed by whoever built it. Nothing here reads the environment.
+
+    runtime = WorkerRuntime.build(settings)
+    try:
+        fetch_artifact(runtime.downloads, task_id, name)
+        runtime.run(runtime.poller.poll(task_id))
+    finally:
+        runtime.close()
+
+Polls are async (they share the upstream client with the web app), so the runtime keeps one
+event loop for the whole process and runs each poll on it; downloads are synchronous.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Coroutine
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import redis
+
+from service.core.url_policy import Policy
+from service.settings import Settings
+from service.storage import Storage
+from service.store.artifacts import ArtifactStore
+from service.store.connection import connect, connect_rq, connect_sync
+from service.store.keys import Keys
+from service.store.limiter import RollingBudget
+from service.store.tasks import TaskStore
+from service.upstream import upstream_clients
+from workers.downloads import Deps
+from workers.polls import Poller
+from workers.queues import Queues
+
+T = TypeVar("T")
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    """Every address `host` resolves to now, as the URL policy needs them."""
+    return sorted({str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)})
+
+
+@dataclass
+class WorkerRuntime:
+    settings: Settings
+    client: redis.Redis  # decoded strings: the artifact store and the dispatcher
+    rq_connection: redis.Redis  # bytes: RQ
+    artifacts: ArtifactStore
+    queues: Queues
+    downloads: Deps
+    poller: Poller
+    runner: asyncio.Runner
+    resources: AsyncExitStack
+
+    @classmethod
+    def build(cls, settings: Settings, worker_id: str | None = None) -> WorkerRuntime:
+        client = connect_sync(settings.redis_url)
+        rq_connection = connect_rq(settings.redis_url)
+        keys = Keys(settings.redis_prefix)
+        artifacts = ArtifactStore(client, keys)
+        queues = Queues(rq_connection)
+        runner = asyncio.Runner()
+        poller, resources = runner.run(_build_poller(settings, keys))
+
+        def refresh_url(task_id: str, family: str, name: str) -> str | None:
+            # Asked like a poll: the same client and the same account-wide budget.
+            return runner.run(poller.fresh_url(task_id, family, name))
+
+        timeout = httpx.Timeout(settings.download_timeout_s, connect=10.0)
+        http = httpx.Client(timeout=timeout, follow_redirects=False, headers={"User-Agent": "tapedeck/0.1"})
+        resources.callback(http.close)
+        downloads = Deps(
+            settings=settings,
+            artifacts=artifacts,
+            storage=Storage(Path(settings.storage_dir)),
+            http=http,
+            policy=Policy.build(settings.download_allowed_hosts, settings.download_allowed_networks),
+            resolve=system_resolver,
+            refresh_url=refresh_url,
+            schedule_retry=queues.schedule_download_retry,
+            worker_id=worker_id or f"{socket.gethostname()}:{os.getpid()}",
+        )
+        return cls(settings, client, rq_connection, artifacts, queues, downloads, poller, runner, resources)
+
+    def run(self, work: Coroutine[Any, Any, T]) -> T:
+        """Runs a coroutine on the process's one event loop (where its async clients live)."""
+        return self.runner.run(work)
+
+    def close(self) -> None:
+        self.runner.run(self.resources.aclose())
+        self.runner.close()
+        self.client.close()
+        self.rq_connection.close()
+
+
+async def _build_poller(settings: Settings, keys: Keys) -> tuple[Poller, AsyncExitStack]:
+    """The async side: the task store and the upstream clients, on the runtime's loop.
+
+    Polls make one attempt per request (a budget slot is one request); a failed poll is retried
+    by the due list's backoff instead.
+    """
+    resources = AsyncExitStack()
+    client = connect(settings.redis_url)
+    resources.push_async_callback(client.aclose)
+    kie, sseedance = await resources.enter_async_context(upstream_clients(settings, None, max_attempts=1))
+    budget = RollingBudget(client, keys, "poll", settings.poll_rate_per_s, 1.0)
+    return Poller(TaskStore.from_settings(client, settings), settings, kie, sseedance, budget), resources
