@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from typing import cast
 from importlib import resources
 
 import pytest
@@ -87,5 +88,5 @@ def test_every_field_of_an_event_arrives_where_it_belongs(redis_url: str, redis_
     assert stored == vars(art) | {"state": "waiting", "discovered_at": 1234}
     (history,) = [json.loads(h) for h in redis_client.lrange(keys.history("t-all"), 0, -1)]
     assert (history["code"], history["msg"], history["source"]) == (531, "the msg", "replay")
-    ((_, fields),) = redis_client.xrange(keys.raw_log())
+    ((_, fields),) = cast(list[tuple[str, dict[str, str]]], redis_client.xrange(keys.raw_log()))
     assert (fields["meta"], fields["body"], fields["outcome"]) == ('{"http_status":200}', "{}", "applied")
