@@ -4,7 +4,8 @@
         httpx.post(f"{sandbox.url}/api/v1/generate", ...)
 
 The socket is bound before uvicorn starts, so port 0 picks a free port with no race.
-`BackgroundServer` runs any ASGI app that way (tests use it for callback receivers).
+`BackgroundServer` runs any ASGI app that way (tests use it for callback receivers, and for
+Tapedeck itself: `bind()` first when the app must know its own URL).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ START_TIMEOUT_S = 10.0
 
 
 class BackgroundServer:
-    def __init__(self, app: ASGIApp, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, app: ASGIApp | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
         self.app = app
         self.host = host
         self.port = port
@@ -37,12 +38,23 @@ class BackgroundServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    def bind(self) -> str:
+        """Binds the listening socket now (port 0: a free one) and returns the server's URL."""
+        if self._socket is None:
+            self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._socket.bind((self.host, self.port))
+            self.port = self._socket.getsockname()[1]
+        return self.url
+
     def __enter__(self) -> BackgroundServer:
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind((self.host, self.port))
-        self.port = self._socket.getsockname()[1]
-        config = uvicorn.Config(self.app, log_level="warning", ws="none", timeout_graceful_shutdown=1)
+        self.bind()
+        if self.app is None:
+            raise RuntimeError("BackgroundServer has no app to serve")
+        # lifespan "on": an app whose start-up fails stops the server instead of serving broken.
+        config = uvicorn.Config(
+            self.app, log_level="warning", ws="none", lifespan="on", timeout_graceful_shutdown=1
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self._server.run,

@@ -13,8 +13,9 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from starlette.applications import Starlette
 
-from service.cli.redis_server import RedisServer, free_port
+from service.cli.redis_server import RedisServer
 from service.settings import Settings
 from service.web.app import create_app
 from tests.live import serve
@@ -54,11 +55,12 @@ def tapedeck(redis_url: str) -> Iterator[TapedeckFactory]:
 
     @contextmanager
     def start(clock: Callable[[], float] | None = None, **env: Any) -> Iterator[httpx.Client]:
-        port = free_port()
-        environ = {"REDIS_URL": redis_url, "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}"}
-        settings = Settings.from_env(environ | {k: str(v) for k, v in env.items()})
-        app = create_app(settings, clock=clock) if clock else create_app(settings)
-        with serve(app, port) as url, httpx.Client(base_url=url, timeout=30) as client:
+        def build(url: str) -> Starlette:
+            environ = {"REDIS_URL": redis_url, "PUBLIC_BASE_URL": url}
+            settings = Settings.from_env(environ | {k: str(v) for k, v in env.items()})
+            return create_app(settings, clock=clock) if clock else create_app(settings)
+
+        with serve(build) as url, httpx.Client(base_url=url, timeout=30) as client:
             yield client
 
     yield start

@@ -1,33 +1,23 @@
-"""Run an ASGI app under a real uvicorn server on 127.0.0.1, in a background thread."""
+"""Run an ASGI app under a real uvicorn server on 127.0.0.1, in a background thread.
+
+One helper with the sandbox's (`sandbox.server.BackgroundServer`): the socket is bound before
+the app is built, so an app that must know its own URL (Tapedeck's PUBLIC_BASE_URL) gets it.
+"""
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-import uvicorn
 from starlette.types import ASGIApp
 
-from service.cli.redis_server import free_port
+from sandbox.server import BackgroundServer
 
 
 @contextmanager
-def serve(app: ASGIApp, port: int | None = None) -> Iterator[str]:
-    """Yields the base URL once the app's lifespan has started; stops the server on exit."""
-    port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+def serve(build: Callable[[str], ASGIApp]) -> Iterator[str]:
+    """Yields the base URL once `build(url)`'s lifespan has started; stops the server on exit."""
+    server = BackgroundServer()
+    server.app = build(server.bind())
+    with server:
+        yield server.url

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from typing import cast
 from importlib import resources
+from typing import cast
 
 import pytest
 import redis

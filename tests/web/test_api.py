@@ -109,7 +109,7 @@ def test_reads_when_redis_is_down_are_503(method: str, path: str) -> None:
     from tests.live import serve
 
     settings = Settings.from_env({"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
-    with serve(create_app(settings)) as url:
+    with serve(lambda _: create_app(settings)) as url:
         response = httpx.request(method, f"{url}{path}")
         assert (response.status_code, response.json()["error"]) == (503, "store_unavailable")
 

@@ -233,7 +233,7 @@ def test_callback_when_redis_is_down_is_503_so_kie_retries(redis_url: str) -> No
     from tests.live import serve
 
     settings = Settings.from_env({"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
-    with serve(create_app(settings)) as url:
+    with serve(lambda _: create_app(settings)) as url:
         response = httpx.post(f"{url}/callbacks/kie", json=music("text"))
         assert (response.status_code, response.json()["error"]) == (503, "store_unavailable")
         assert httpx.get(f"{url}/readyz").status_code == 503
