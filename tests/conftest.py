@@ -18,6 +18,7 @@ from starlette.applications import Starlette
 from service.cli.redis_server import RedisServer
 from service.settings import Settings
 from service.web.app import create_app
+from tests.inprocess import in_process
 from tests.live import serve
 
 TapedeckFactory = Callable[..., AbstractContextManager[httpx.Client]]
@@ -61,6 +62,23 @@ def tapedeck(redis_url: str) -> Iterator[TapedeckFactory]:
             return create_app(settings, clock=clock) if clock else create_app(settings)
 
         with serve(build) as url, httpx.Client(base_url=url, timeout=30) as client:
+            yield client
+
+    yield start
+
+
+@pytest.fixture
+def tapedeck_local(redis_url: str) -> Iterator[TapedeckFactory]:
+    """Tapedeck in-process, as `tapedeck` but through `httpx.ASGITransport`: no socket, the
+    lifespan run. For tests that need no network: nothing upstream calls back to it."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def start(clock: Callable[[], float] | None = None, **env: Any) -> Iterator[httpx.Client]:
+        environ = {"REDIS_URL": redis_url, "PUBLIC_BASE_URL": "http://testserver"}
+        settings = Settings.from_env(environ | {k: str(v) for k, v in env.items()})
+        app = create_app(settings, clock=clock) if clock else create_app(settings)
+        with in_process(app) as client:
             yield client
 
     yield start

@@ -18,28 +18,28 @@ def rejected_entry_id(tapedeck: TapedeckFactory, **env: str) -> str:
 
 
 def test_replay_applies_a_refused_callback_with_source_replay(
-    tapedeck: TapedeckFactory,
+    tapedeck_local: TapedeckFactory,
     redis_url: str,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    entry_id = rejected_entry_id(tapedeck, CALLBACK_TOKEN="s3cret")
+    entry_id = rejected_entry_id(tapedeck_local, CALLBACK_TOKEN="s3cret")
     monkeypatch.setenv("REDIS_URL", redis_url)
     assert main(["callbacks", "replay", entry_id]) == 0
     assert "applied, pending -> complete" in capsys.readouterr().out
-    with tapedeck() as client:
+    with tapedeck_local() as client:
         task = client.get("/tasks/t-replay").json()
         assert task["status"] == "complete"
         assert [(h["source"], h["outcome"]) for h in task["history"]] == [("replay", "applied")]
 
 
 def test_listing_shows_refused_requests_with_their_reason(
-    tapedeck: TapedeckFactory,
+    tapedeck_local: TapedeckFactory,
     redis_url: str,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    entry_id = rejected_entry_id(tapedeck, CALLBACK_TOKEN="s3cret")
+    entry_id = rejected_entry_id(tapedeck_local, CALLBACK_TOKEN="s3cret")
     monkeypatch.setenv("REDIS_URL", redis_url)
     assert main(["callbacks", "list", "--rejected"]) == 0
     line = capsys.readouterr().out.strip()
@@ -56,12 +56,12 @@ def test_replay_of_an_unknown_entry_says_so(
 
 
 def test_replay_of_a_truncated_body_is_refused(
-    tapedeck: TapedeckFactory,
+    tapedeck_local: TapedeckFactory,
     redis_url: str,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    with tapedeck(MAX_CALLBACK_BYTES=10) as client:
+    with tapedeck_local(MAX_CALLBACK_BYTES=10) as client:
         assert client.post("/callbacks/kie", json=BODY).status_code == 413
         (entry,) = client.get("/callbacks/log").json()["entries"]
     monkeypatch.setenv("REDIS_URL", redis_url)

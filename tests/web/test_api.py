@@ -12,8 +12,8 @@ def post_text(client: object, task_id: str) -> None:
     assert client.post("/callbacks/kie", json=body).status_code == 200  # type: ignore[attr-defined]
 
 
-def test_unknown_task_is_404_with_a_json_message(tapedeck: TapedeckFactory) -> None:
-    with tapedeck() as client:
+def test_unknown_task_is_404_with_a_json_message(tapedeck_local: TapedeckFactory) -> None:
+    with tapedeck_local() as client:
         response = client.get("/tasks/nope")
         assert response.status_code == 404
         assert response.json() == {
@@ -23,8 +23,8 @@ def test_unknown_task_is_404_with_a_json_message(tapedeck: TapedeckFactory) -> N
         }
 
 
-def test_task_listing_is_newest_first_and_paginated(tapedeck: TapedeckFactory) -> None:
-    with tapedeck() as client:
+def test_task_listing_is_newest_first_and_paginated(tapedeck_local: TapedeckFactory) -> None:
+    with tapedeck_local() as client:
         for i in range(5):
             post_text(client, f"task{i}")
         seen, cursor = [], None
@@ -37,8 +37,8 @@ def test_task_listing_is_newest_first_and_paginated(tapedeck: TapedeckFactory) -
         assert seen == [f"task{i}" for i in (4, 3, 2, 1, 0)]
 
 
-def test_task_listing_filters_by_status(tapedeck: TapedeckFactory) -> None:
-    with tapedeck() as client:
+def test_task_listing_filters_by_status(tapedeck_local: TapedeckFactory) -> None:
+    with tapedeck_local() as client:
         post_text(client, "a")
         post_text(client, "b")
         fail = {
@@ -61,15 +61,15 @@ def test_task_listing_filters_by_status(tapedeck: TapedeckFactory) -> None:
         ("cursor=abc", "cursor is not one this API returned"),
     ],
 )
-def test_bad_listing_parameters_are_422(tapedeck: TapedeckFactory, query: str, message: str) -> None:
-    with tapedeck() as client:
+def test_bad_listing_parameters_are_422(tapedeck_local: TapedeckFactory, query: str, message: str) -> None:
+    with tapedeck_local() as client:
         response = client.get(f"/tasks?{query}")
         assert response.status_code == 422
         assert response.json()["message"].startswith(message)
 
 
-def test_health_and_readiness(tapedeck: TapedeckFactory) -> None:
-    with tapedeck() as client:
+def test_health_and_readiness(tapedeck_local: TapedeckFactory) -> None:
+    with tapedeck_local() as client:
         assert client.get("/healthz").json() == {"status": "ok"}
         assert client.get("/readyz").json() == {"status": "ready", "redis": "ok"}
 
@@ -79,15 +79,15 @@ def test_health_and_readiness(tapedeck: TapedeckFactory) -> None:
     [("GET", "/nowhere", 404, "not_found"), ("GET", "/callbacks/kie", 405, "method_not_allowed")],
 )
 def test_routing_errors_are_json_not_html(
-    tapedeck: TapedeckFactory, method: str, path: str, status: int, error: str
+    tapedeck_local: TapedeckFactory, method: str, path: str, status: int, error: str
 ) -> None:
-    with tapedeck() as client:
+    with tapedeck_local() as client:
         response = client.request(method, path)
         assert (response.status_code, response.json()["error"]) == (status, error)
 
 
-def test_raw_log_lists_newest_first_with_paging(tapedeck: TapedeckFactory) -> None:
-    with tapedeck() as client:
+def test_raw_log_lists_newest_first_with_paging(tapedeck_local: TapedeckFactory) -> None:
+    with tapedeck_local() as client:
         for i in range(3):
             post_text(client, f"t{i}")
         first = client.get("/callbacks/log?limit=2").json()
@@ -114,8 +114,8 @@ def test_reads_when_redis_is_down_are_503(method: str, path: str) -> None:
         assert (response.status_code, response.json()["error"]) == (503, "store_unavailable")
 
 
-def test_overdue_lists_unfinished_tasks_whose_next_check_has_passed(tapedeck: TapedeckFactory) -> None:
-    with tapedeck(POLL_AFTER_TEXT_S=0.001, POLL_AFTER_FIRST_S=3600) as client:
+def test_overdue_lists_unfinished_tasks_whose_next_check_has_passed(tapedeck_local: TapedeckFactory) -> None:
+    with tapedeck_local(POLL_AFTER_TEXT_S=0.001, POLL_AFTER_FIRST_S=3600) as client:
         post_text(client, "late")
         first = {"code": 200, "msg": "ok", "data": {"callbackType": "first", "task_id": "fresh", "data": []}}
         client.post("/callbacks/kie", json=first)

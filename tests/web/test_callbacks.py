@@ -46,8 +46,8 @@ def rejected(client: httpx.Client) -> list[dict[str, Any]]:
     return [e for e in client.get("/callbacks/log").json()["entries"] if e["outcome"] == "rejected"]
 
 
-def test_accepted_callback_is_acknowledged_and_readable(tapedeck: TapedeckFactory) -> None:
-    with tapedeck() as client:
+def test_accepted_callback_is_acknowledged_and_readable(tapedeck_local: TapedeckFactory) -> None:
+    with tapedeck_local() as client:
         response = client.post("/callbacks/kie", json=music("first"))
         assert (response.status_code, response.json()) == (200, ACK)
         task = client.get(f"/tasks/{TID}").json()
@@ -59,16 +59,18 @@ def test_accepted_callback_is_acknowledged_and_readable(tapedeck: TapedeckFactor
         assert [t["id"] for t in task["tracks"]] == ["trk-1"]
 
 
-def test_stages_in_reverse_order_end_complete_and_record_the_stale_ones(tapedeck: TapedeckFactory) -> None:
-    with tapedeck() as client:
+def test_stages_in_reverse_order_end_complete_and_record_the_stale_ones(
+    tapedeck_local: TapedeckFactory,
+) -> None:
+    with tapedeck_local() as client:
         for stage in ("complete", "first", "text"):
             assert client.post("/callbacks/kie", json=music(stage)).json() == ACK
         assert client.get(f"/tasks/{TID}").json()["status"] == "complete"
         assert outcomes(client) == [("complete", "applied"), ("first", "stale"), ("text", "stale")]
 
 
-def test_duplicate_callback_is_acknowledged_and_changes_nothing(tapedeck: TapedeckFactory) -> None:
-    with tapedeck() as client:
+def test_duplicate_callback_is_acknowledged_and_changes_nothing(tapedeck_local: TapedeckFactory) -> None:
+    with tapedeck_local() as client:
         client.post("/callbacks/kie", json=music("text"))
         before = client.get(f"/tasks/{TID}").json()
         assert client.post("/callbacks/kie", json=music("text")).json() == ACK
@@ -77,8 +79,10 @@ def test_duplicate_callback_is_acknowledged_and_changes_nothing(tapedeck: Tapede
         assert outcomes(client) == [("text", "applied"), ("text", "duplicate")]
 
 
-def test_error_after_complete_is_a_conflict_and_the_task_stays_complete(tapedeck: TapedeckFactory) -> None:
-    with tapedeck() as client:
+def test_error_after_complete_is_a_conflict_and_the_task_stays_complete(
+    tapedeck_local: TapedeckFactory,
+) -> None:
+    with tapedeck_local() as client:
         client.post("/callbacks/kie", json=music("complete"))
         assert client.post("/callbacks/kie", json=music("error", code=501)).json() == ACK
         task = client.get(f"/tasks/{TID}").json()
@@ -86,8 +90,8 @@ def test_error_after_complete_is_a_conflict_and_the_task_stays_complete(tapedeck
         assert outcomes(client)[-1] == ("error", "conflict")
 
 
-def test_error_fails_a_running_task_with_its_code(tapedeck: TapedeckFactory) -> None:
-    with tapedeck() as client:
+def test_error_fails_a_running_task_with_its_code(tapedeck_local: TapedeckFactory) -> None:
+    with tapedeck_local() as client:
         client.post("/callbacks/kie", json=music("text"))
         client.post("/callbacks/kie", json=music("error", code=531))
         task = client.get(f"/tasks/{TID}").json()
@@ -104,20 +108,20 @@ def test_fifty_identical_concurrent_callbacks_make_exactly_one_transition(tapede
         assert (results.count("applied"), results.count("duplicate")) == (1, 49)
 
 
-def test_signed_callback_matching_the_documented_vector_is_accepted(tapedeck: TapedeckFactory) -> None:
+def test_signed_callback_matching_the_documented_vector_is_accepted(tapedeck_local: TapedeckFactory) -> None:
     headers = {
         "X-Webhook-Timestamp": "1769670760",
         "X-Webhook-Signature": "xG6/yOyrMyJtUdc1yjmHpKLHSHF3MpzOPa6uxSj3qb4=",
     }
-    with tapedeck(clock=lambda: 1769670790.0, KIE_WEBHOOK_HMAC_KEY="test-webhook-hmac-key") as client:
+    with tapedeck_local(clock=lambda: 1769670790.0, KIE_WEBHOOK_HMAC_KEY="test-webhook-hmac-key") as client:
         response = client.post("/callbacks/kie", json=music("text"), headers=headers)
         assert (response.status_code, response.json()) == (200, ACK)
 
 
-def test_signature_is_checked_against_the_camel_case_task_id_too(tapedeck: TapedeckFactory) -> None:
+def test_signature_is_checked_against_the_camel_case_task_id_too(tapedeck_local: TapedeckFactory) -> None:
     body = {"code": 200, "msg": "success", "data": {"taskId": "cover123", "images": ["https://f/c.png"]}}
     headers = {"X-Webhook-Timestamp": "100", "X-Webhook-Signature": kie_signature("cover123", "100", "k")}
-    with tapedeck(clock=lambda: 100.0, KIE_WEBHOOK_HMAC_KEY="k") as client:
+    with tapedeck_local(clock=lambda: 100.0, KIE_WEBHOOK_HMAC_KEY="k") as client:
         assert client.post("/callbacks/kie", json=body, headers=headers).status_code == 200
         assert client.get("/tasks/cover123").json()["status"] == "complete"
 
@@ -137,9 +141,9 @@ GOOD_SIG = "xG6/yOyrMyJtUdc1yjmHpKLHSHF3MpzOPa6uxSj3qb4="
     ],
 )
 def test_bad_signature_is_401_and_kept_in_the_raw_log(
-    tapedeck: TapedeckFactory, headers: dict[str, str], reason: str
+    tapedeck_local: TapedeckFactory, headers: dict[str, str], reason: str
 ) -> None:
-    with tapedeck(clock=lambda: 1769670790.0, KIE_WEBHOOK_HMAC_KEY="test-webhook-hmac-key") as client:
+    with tapedeck_local(clock=lambda: 1769670790.0, KIE_WEBHOOK_HMAC_KEY="test-webhook-hmac-key") as client:
         response = client.post("/callbacks/kie", json=music("text"), headers=headers)
         assert response.status_code == 401
         assert response.json()["error"] == "bad_signature"
@@ -157,9 +161,9 @@ def test_bad_signature_is_401_and_kept_in_the_raw_log(
     ("query", "accepted"), [("?token=s3cret", True), ("?token=wrong", False), ("", False)]
 )
 def test_callback_token_is_required_when_configured(
-    tapedeck: TapedeckFactory, query: str, accepted: bool
+    tapedeck_local: TapedeckFactory, query: str, accepted: bool
 ) -> None:
-    with tapedeck(CALLBACK_TOKEN="s3cret") as client:
+    with tapedeck_local(CALLBACK_TOKEN="s3cret") as client:
         response = client.post(f"/callbacks/kie{query}", json=music("text"))
         assert response.status_code == (200 if accepted else 401)
         assert len(rejected(client)) == (0 if accepted else 1)
@@ -192,9 +196,9 @@ def test_callback_token_is_required_when_configured(
     ],
 )
 def test_bad_input_gets_a_precise_error_and_is_kept(
-    tapedeck: TapedeckFactory, body: bytes, status: int, error: str, message: str
+    tapedeck_local: TapedeckFactory, body: bytes, status: int, error: str, message: str
 ) -> None:
-    with tapedeck() as client:
+    with tapedeck_local() as client:
         response = client.post("/callbacks/kie", content=body, headers={"content-type": "application/json"})
         assert response.status_code == status
         assert response.headers["content-type"] == "application/json"
@@ -207,8 +211,8 @@ def test_bad_input_gets_a_precise_error_and_is_kept(
         assert kept is None or kept == body
 
 
-def test_oversize_body_is_413_and_its_head_is_kept(tapedeck: TapedeckFactory) -> None:
-    with tapedeck(MAX_CALLBACK_BYTES=1000) as client:
+def test_oversize_body_is_413_and_its_head_is_kept(tapedeck_local: TapedeckFactory) -> None:
+    with tapedeck_local(MAX_CALLBACK_BYTES=1000) as client:
         body = json.dumps(music("text") | {"padding": "x" * 2000}).encode()
         response = client.post("/callbacks/kie", content=body)
         assert (response.status_code, response.json()["error"]) == (413, "payload_too_large")
@@ -217,12 +221,12 @@ def test_oversize_body_is_413_and_its_head_is_kept(tapedeck: TapedeckFactory) ->
         assert (entry["http_status"], entry["truncated"]) == (413, True)
 
 
-def test_oversize_chunked_body_is_413_without_a_content_length(tapedeck: TapedeckFactory) -> None:
+def test_oversize_chunked_body_is_413_without_a_content_length(tapedeck_local: TapedeckFactory) -> None:
     def chunks() -> Any:
         for _ in range(20):
             yield b"x" * 100
 
-    with tapedeck(MAX_CALLBACK_BYTES=1000) as client:
+    with tapedeck_local(MAX_CALLBACK_BYTES=1000) as client:
         assert client.post("/callbacks/kie", content=chunks()).status_code == 413
 
 
@@ -259,18 +263,18 @@ ODD_BODIES = [
 
 
 @pytest.mark.parametrize("body", ODD_BODIES)
-def test_odd_values_are_never_a_bare_500(tapedeck: TapedeckFactory, body: dict[str, Any]) -> None:
-    with tapedeck() as client:
+def test_odd_values_are_never_a_bare_500(tapedeck_local: TapedeckFactory, body: dict[str, Any]) -> None:
+    with tapedeck_local() as client:
         response = client.post("/callbacks/kie", json=body)
         assert response.status_code in (200, 400, 422)
         assert response.headers["content-type"] == "application/json"
         assert client.get("/callbacks/log").json()["entries"], "the request must be kept"
 
 
-def test_a_non_ascii_digit_timestamp_is_a_signature_error(tapedeck: TapedeckFactory) -> None:
+def test_a_non_ascii_digit_timestamp_is_a_signature_error(tapedeck_local: TapedeckFactory) -> None:
     # "²" passes str.isdigit() but is not a number int() can read.
     headers = [(b"X-Webhook-Timestamp", b"\xb2"), (b"X-Webhook-Signature", b"x")]
-    with tapedeck(KIE_WEBHOOK_HMAC_KEY="k") as client:
+    with tapedeck_local(KIE_WEBHOOK_HMAC_KEY="k") as client:
         response = client.post("/callbacks/kie", json=music("text"), headers=headers)
         assert (response.status_code, response.json()["error"]) == (401, "bad_signature")
         assert len(rejected(client)) == 1
@@ -278,19 +282,19 @@ def test_a_non_ascii_digit_timestamp_is_a_signature_error(tapedeck: TapedeckFact
 
 @pytest.mark.parametrize("task_id", ["t6\n", "t1:history", "a b"])
 def test_ids_with_trailing_newlines_or_separators_are_refused(
-    tapedeck: TapedeckFactory, task_id: str
+    tapedeck_local: TapedeckFactory, task_id: str
 ) -> None:
-    with tapedeck() as client:
+    with tapedeck_local() as client:
         assert client.post("/callbacks/kie", json=music("text", task_id=task_id)).status_code == 400
 
 
-def test_reading_a_key_that_is_not_a_task_is_404(tapedeck: TapedeckFactory) -> None:
-    with tapedeck() as client:
+def test_reading_a_key_that_is_not_a_task_is_404(tapedeck_local: TapedeckFactory) -> None:
+    with tapedeck_local() as client:
         client.post("/callbacks/kie", json=music("text", task_id="t1"))
         assert client.get("/tasks/t1:history").status_code == 404
 
 
-def test_a_malformed_submission_id_in_the_callback_url_is_ignored(tapedeck: TapedeckFactory) -> None:
-    with tapedeck() as client:
+def test_a_malformed_submission_id_in_the_callback_url_is_ignored(tapedeck_local: TapedeckFactory) -> None:
+    with tapedeck_local() as client:
         assert client.post("/callbacks/kie?sub=sub_nothex", json=music("text")).status_code == 200
         assert client.get(f"/tasks/{TID}").json()["submission"] is None
