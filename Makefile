@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: dev test lint typecheck pytest bench lock clean
+.PHONY: dev test lint typecheck pytest bench bench-tools lock clean
 
 # The exact versions CI tested (requirements.lock), then the project itself on top of them.
 $(STAMP): pyproject.toml requirements.lock
@@ -29,7 +29,12 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest -q
 
-bench: $(STAMP)
+# wrk, curl and GNU time come from Debian's packages, installed here when missing.
+bench-tools:
+	@command -v wrk >/dev/null && command -v curl >/dev/null && test -x /usr/bin/time || \
+		(apt-get update -qq && apt-get install -y -qq wrk curl time)
+
+bench: $(STAMP) bench-tools
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/download.py
 

@@ -27,6 +27,9 @@ TapedeckError                     500
 │   └── TransferFailed                  this try failed; a later one may succeed
 │       └── LeaseLost                   another worker holds the artifact now
 └── SettingsError                       start-up only, never reaches HTTP
+
+Outside the tree, two programming or set-up errors that stop a process rather than answer anyone:
+`cli.redis_server.RedisServerNotFound` and `workers.jobs.NoRuntime` (both RuntimeError).
 """
 
 from __future__ import annotations
