@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
+from types import ModuleType
 
 import service
 import service.errors as errors
@@ -15,7 +16,7 @@ import workers
 OUTSIDE_THE_TREE = {"RedisServerNotFound", "NoRuntime"}
 
 
-def our_modules() -> list[object]:
+def our_modules() -> list[ModuleType]:
     found = []
     for package in (service, workers):
         for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
@@ -30,7 +31,7 @@ def test_every_exception_class_of_ours_lives_in_errors_py() -> None:
         for name, value in vars(module).items()
         if inspect.isclass(value)
         and issubclass(value, BaseException)
-        and value.__module__ == module.__name__  # type: ignore[attr-defined]
+        and value.__module__ == module.__name__
         and module is not errors
     }
     assert elsewhere == OUTSIDE_THE_TREE
