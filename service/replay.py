@@ -12,13 +12,13 @@ import json
 import orjson
 
 from service.core.callbacks import parse_callback
-from service.errors import UnknownRawEntry, Unprocessable
+from service.errors import MalformedJSON, UnknownRawEntry, Unprocessable
 from service.store.scripts import Applied
 from service.store.tasks import TaskStore
 
 
 async def replay(store: TaskStore, entry_id: str, now: float) -> Applied:
-    """Raises UnknownRawEntry, Unprocessable for a truncated or unreadable entry, or the parse errors."""
+    """Raises UnknownRawEntry, Unprocessable for a truncated entry, MalformedJSON, or the parse errors."""
     entry = await store.raw_entry(entry_id)
     if entry is None:
         raise UnknownRawEntry(f"no raw-log entry {entry_id!r} (it may have been trimmed)")
@@ -30,6 +30,6 @@ async def replay(store: TaskStore, entry_id: str, now: float) -> Applied:
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise Unprocessable(f"raw-log entry {entry_id} is not valid JSON; it cannot be replayed") from None
+        raise MalformedJSON(f"raw-log entry {entry_id} is not valid JSON; it cannot be replayed") from None
     event = parse_callback(payload)
     return await store.apply_event(event, "replay", int(now * 1000))

@@ -85,7 +85,7 @@ class Settings:
         values: dict[str, Any] = {}
         for name, variable, cast in VARIABLES:
             raw = env.get(variable)
-            if raw is not None and raw.strip() != "":
+            if raw is not None:
                 values[name] = cast(variable, raw, getattr(defaults, name))
         settings = cls(**values)
         settings.check()
@@ -114,6 +114,11 @@ class Settings:
 Cast = Callable[[str, str, Any], Any]
 
 
+# Each cast gets the raw value even when it is blank: a blank text is taken as given (a blank
+# TAPEDECK_ENV or TAPEDECK_REDIS_PREFIX is refused by `check`, not quietly defaulted), while a
+# blank secret is unset and a blank number or list means the default.
+
+
 def _text(variable: str, raw: str, default: Any) -> str:
     return raw
 
@@ -122,18 +127,22 @@ def _base_url(variable: str, raw: str, default: Any) -> str:
     return raw.rstrip("/")
 
 
-def _secret(variable: str, raw: str, default: Any) -> Secret:
-    return Secret(raw)
+def _secret(variable: str, raw: str, default: Any) -> Secret | None:
+    return Secret(raw) if raw else None
 
 
 def _list(variable: str, raw: str, default: tuple[str, ...]) -> tuple[str, ...]:
     """A comma-separated list; a leading '+' adds to the default instead of replacing it."""
-    items = tuple(part.strip() for part in raw.lstrip().lstrip("+").split(",") if part.strip())
+    if raw.strip() == "":
+        return default
+    items = tuple(part.strip() for part in raw.lstrip("+").split(",") if part.strip())
     return default + items if raw.lstrip().startswith("+") else items
 
 
 def _positive(kind: type[int] | type[float]) -> Cast:
     def cast(variable: str, raw: str, default: Any) -> int | float:
+        if raw == "":
+            return default  # type: ignore[no-any-return]
         try:
             value = kind(raw)
         except ValueError:

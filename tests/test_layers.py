@@ -31,6 +31,12 @@ ALLOWED: dict[str, set[str]] = {
     "sandbox": set(),
 }
 THIRD_PARTY_ALLOWED = {wing: wing not in ("core", "errors") for wing in ALLOWED}
+# Redis belongs to the store. Outside it, only these may name a Redis or RQ client: the error
+# mapping (RedisError), RQ's own queues and worker, the runtime that owns the worker's clients,
+# and the local redis-server launcher's readiness ping.
+REDIS_LIBRARIES = {"redis", "rq", "hiredis"}
+REDIS_OUTSIDE_STORE = {"service.web.app", "workers.queues", "workers.worker", "workers.runtime",
+                       "service.cli.redis_server"}  # fmt: skip
 
 
 def wing_of(module: str) -> str | None:
@@ -69,7 +75,8 @@ def imports_of(path: Path, text: str | None = None) -> list[tuple[int, str]]:
             assert node.level == 0, (
                 f"{path}:{node.lineno}: relative import; the layering test reads absolute ones"
             )
-            found.append((node.lineno, node.module or ""))
+            # `from service import store` imports service.store: judge each name as a module path.
+            found += [(node.lineno, f"{node.module}.{alias.name}") for alias in node.names]
     return found
 
 
@@ -87,7 +94,11 @@ def violations(path: Path, text: str | None = None) -> list[str]:
         top = target.split(".")[0]
         target_wing = wing_of(target)
         if target_wing is None:
-            if top in OURS:
+            if top in REDIS_LIBRARIES and wing != "store" and module_name(path) not in REDIS_OUTSIDE_STORE:
+                found.append(
+                    f"{path.relative_to(ROOT)}:{line}: {wing} imports {target}: Redis is the store's"
+                )
+            elif top in OURS:
                 found.append(f"{path.relative_to(ROOT)}:{line}: {wing} imports {target}")
             elif not THIRD_PARTY_ALLOWED[wing] and top not in sys.stdlib_module_names and top != "__future__":
                 found.append(f"{path.relative_to(ROOT)}:{line}: {wing} imports third-party {target}")
@@ -119,6 +130,11 @@ def test_no_module_imports_a_wing_it_must_not() -> None:
         ("from service.store.keys import Keys\n", "workers", False),
         ("from service.settings import Settings\n", "sandbox", True),
         ("from tests.live import serve\n", "service", True),
+        ("from service import store\n", "core", True),
+        ("from service import errors\n", "core", False),
+        ("import redis\n", "web", True),
+        ("from redis.exceptions import RedisError\n", "workers", True),
+        ("import redis\n", "store", False),
     ],
 )
 def test_the_walls_catch_a_crossing(source: str, wing: str, crossing: bool) -> None:

@@ -54,3 +54,36 @@ def test_secrets_do_not_appear_in_repr() -> None:
     }
     text = repr(Settings.from_env(env))
     assert not [secret for secret in env.values() if secret in text]
+
+
+def test_every_field_has_a_variable_and_every_variable_a_field() -> None:
+    from dataclasses import fields
+
+    from service.settings import VARIABLES
+
+    assert [name for name, _, _ in VARIABLES] == [f.name for f in fields(Settings)]
+    assert len({variable for _, variable, _ in VARIABLES}) == len(VARIABLES)
+
+
+@pytest.mark.parametrize(
+    ("env", "check"),
+    [
+        ({"MAX_CALLBACK_BYTES": ""}, lambda s: s.max_callback_bytes == 1 << 20),
+        ({"DOWNLOAD_ALLOWED_HOSTS": "  "}, lambda s: "cdn1.suno.ai" in s.download_allowed_hosts),
+        ({"CALLBACK_TOKEN": ""}, lambda s: s.callback_token is None),
+        ({"CALLBACK_TOKEN": " "}, lambda s: s.callback_token is not None),
+        ({"PUBLIC_BASE_URL": "http://h:1/"}, lambda s: s.public_base_url == "http://h:1"),
+        ({"DOWNLOAD_ALLOWED_HOSTS": "+a.test"}, lambda s: s.download_allowed_hosts[-1] == "a.test"),
+    ],
+)
+def test_blank_numbers_and_lists_mean_the_default_and_blank_secrets_unset(
+    env: dict[str, str], check: object
+) -> None:
+    assert check(Settings.from_env(env))  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("variable", ["TAPEDECK_ENV", "TAPEDECK_REDIS_PREFIX"])
+def test_a_blank_environment_or_prefix_is_refused_not_defaulted(variable: str) -> None:
+    """A template that expands an unset variable to '' must not start an open development API."""
+    with pytest.raises(SettingsError, match=variable):
+        Settings.from_env({variable: ""})

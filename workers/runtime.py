@@ -67,7 +67,13 @@ class WorkerRuntime:
         artifacts = ArtifactStore(client, keys)
         queues = Queues(rq_connection)
         runner = asyncio.Runner()
-        poller, resources = runner.run(_build_poller(settings, keys))
+        try:
+            poller, resources = runner.run(_build_poller(settings, keys))
+        except BaseException:
+            runner.close()
+            client.close()
+            rq_connection.close()
+            raise
 
         def refresh_url(task_id: str, family: str, name: str) -> str | None:
             # Asked like a poll: the same client and the same account-wide budget.
@@ -94,10 +100,13 @@ class WorkerRuntime:
         return self.runner.run(work)
 
     def close(self) -> None:
-        self.runner.run(self.resources.aclose())
-        self.runner.close()
-        self.client.close()
-        self.rq_connection.close()
+        """Closes everything it built, each part even if one before it fails to close."""
+        try:
+            self.runner.run(self.resources.aclose())
+        finally:
+            self.runner.close()
+            self.client.close()
+            self.rq_connection.close()
 
 
 async def _build_poller(settings: Settings, keys: Keys) -> tuple[Poller, AsyncExitStack]:

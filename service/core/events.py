@@ -161,12 +161,18 @@ def lyrics_result(items: Any) -> dict[str, Any]:
     return {"lyrics": variants} if variants else {}
 
 
-def midi_result(midi: Any) -> dict[str, Any]:
-    """The MIDI transcription (`state`, `instruments`) as the task's `result`; {} without instruments."""
+def midi_result(midi: Any, require_instruments: bool = True) -> dict[str, Any]:
+    """The MIDI transcription (`state`, `instruments`) as the task's `result`, or {}.
+
+    A callback counts as a transcription only with instruments; record-info's `midiData` object
+    counts as one whatever it lists (its state is the answer), so polls pass False.
+    """
     if not isinstance(midi, dict):
         return {}
     instruments = as_list(midi.get("instruments"))
-    return {"midi": {"state": as_text(midi.get("state")), "instruments": instruments}} if instruments else {}
+    if require_instruments and not instruments:
+        return {}
+    return {"midi": {"state": as_text(midi.get("state")), "instruments": instruments}}
 
 
 # Values ---------------------------------------------------------------------------------------

@@ -137,7 +137,7 @@ def _result(family: Family, data: dict[str, Any]) -> dict[str, Any]:
     if family == "lyrics":
         return lyrics_result(as_dict(data.get("response")).get("data"))
     if family == "midi":
-        return midi_result(data.get("midiData"))
+        return midi_result(data.get("midiData"), require_instruments=False)
     return {}
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+MAX_DOUBLINGS = 64  # far past any cap: base * 2**64 is beyond every max_s in use
+
 
 @dataclass(frozen=True)
 class Backoff:
@@ -20,7 +22,10 @@ class Backoff:
 
     def delay(self, attempt: int, rng: random.Random, retry_after_s: float | None = None) -> float:
         """Seconds to wait before try number `attempt + 1`; never less than Retry-After."""
-        step = min(self.max_s, self.base_s * self.factor ** max(0, attempt - 1))
+        # The exponent stops growing once the step is capped: 2.0 ** 1024 would overflow a float,
+        # and a task polled for days reaches that many attempts.
+        doublings = min(max(0, attempt - 1), MAX_DOUBLINGS)
+        step = min(self.max_s, self.base_s * self.factor**doublings)
         wait = step / 2 + rng.random() * step / 2
         return max(wait, retry_after_s or 0.0)
 

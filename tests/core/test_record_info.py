@@ -145,3 +145,11 @@ def test_sseedance_statuses(status: str, stage: str | None) -> None:
     assert (event.stage if event else None) == stage
     if stage == "complete":
         assert event is not None and [a.name for a in event.artifacts] == ["audio-0"]
+
+
+def test_a_midi_answer_keeps_its_state_even_without_instruments() -> None:
+    """Record-info's midiData is the answer whatever it lists; a callback needs instruments."""
+    done = record_info_event(TID, "midi", single(1, midiData={"state": "complete", "instruments": []}))
+    assert done is not None and done.result == {"midi": {"state": "complete", "instruments": []}}
+    exception = record_info_event(TID, "midi", single("CALLBACK_EXCEPTION", midiData={"state": "complete"}))
+    assert exception is not None and exception.stage == "complete"

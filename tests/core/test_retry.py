@@ -34,3 +34,9 @@ def test_same_seed_same_schedule() -> None:
 )
 def test_retry_after_header(header: str | None, seconds: float | None) -> None:
     assert parse_retry_after(header) == seconds
+
+
+def test_a_task_polled_for_days_still_waits_the_cap() -> None:
+    """Ten thousand attempts: the exponent stops at the cap instead of overflowing a float."""
+    rng = random.Random(1)
+    assert 300.0 <= Backoff(30.0, 2.0, 600.0).delay(10_000, rng) <= 600.0

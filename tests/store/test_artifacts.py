@@ -81,3 +81,14 @@ def test_a_retry_waits_on_the_due_list_and_a_stored_file_leaves_it(redis_client:
     claim = store.claim("t1", "audio-a", NOW + 5_000, 60_000, "w")
     assert claim.artifact and store.finish("t1", "audio-a", NOW + 6_000, claim.artifact["worker"], "stored")
     assert redis_client.zscore(due, "t1 audio-a") is None
+
+
+@pytest.mark.parametrize("record", [{}, {"state": "archived"}, {"state": None}])
+def test_a_file_in_a_state_the_lifecycle_does_not_know_is_refused_untouched(
+    redis_client: redis.Redis, record: dict[str, object]
+) -> None:
+    store = put(redis_client, **record)
+    before = redis_client.hget(KEYS.artifacts("t1"), "audio-a")
+    assert store.claim("t1", "audio-a", NOW, 60_000, "w").outcome == "refused"
+    assert not store.finish("t1", "audio-a", NOW, "w#1", "stored")
+    assert redis_client.hget(KEYS.artifacts("t1"), "audio-a") == before

@@ -13,26 +13,28 @@ local member = task_id .. ' ' .. name
 local raw = redis.call('HGET', key, name)
 if not raw then return {'missing', ''} end
 local artifact = cjson.decode(raw)
-local holds = artifact.state == 'downloading' and artifact.worker == A.worker
+-- A state the lifecycle does not know (or none) finds no row in CLAIMS: refused, never an error.
+local state = type(artifact.state) == 'string' and artifact.state or ''
+local holds = state == 'downloading' and artifact.worker == A.worker
 
 if mode == 'claim' then
   local leased = (tonumber(artifact.lease_until) or 0) > now
   local early = (tonumber(artifact.next_try_at) or 0) > now + 1000
-  local outcome = CLAIMS[artifact.state .. '|' .. (leased and 1 or 0) .. '|' .. (early and 1 or 0)]
-  if outcome ~= 'claimed' then return {outcome or 'refused', artifact.state} end
+  local outcome = CLAIMS[state .. '|' .. (leased and 1 or 0) .. '|' .. (early and 1 or 0)]
+  if outcome ~= 'claimed' then return {outcome or 'refused', state} end
   artifact.state = 'downloading'
   artifact.attempts = (tonumber(artifact.attempts) or 0) + 1
   artifact.lease_until = now + tonumber(A.value)
   artifact.worker = A.worker .. '#' .. artifact.attempts
   redis.call('ZADD', due, artifact.lease_until, member)
 elseif mode == 'renew' then
-  if not holds then return {'lost', artifact.state} end
+  if not holds then return {'lost', state} end
   artifact.lease_until = now + tonumber(A.value)
   redis.call('ZADD', due, artifact.lease_until, member)
 else
-  if not holds then return {'lost', artifact.state} end
+  if not holds then return {'lost', state} end
   local fields = cjson.decode(A.value)
-  if not FINISHES[fields.state] then return {'refused', artifact.state} end
+  if not FINISHES[fields.state] then return {'refused', state} end
   for k, v in pairs(fields) do artifact[k] = v end
   artifact.lease_until = nil
   artifact.worker = nil
