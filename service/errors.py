@@ -16,6 +16,8 @@ TapedeckError                     500
 ├── Unprocessable                 422
 │   ├── UnrecognisedCallback
 │   ├── InvalidParameter
+│   ├── EventTooLarge                   more tracks, files, text or nesting than an event may carry
+│   ├── EventRefused                    the store's own checks refused an event before writing
 │   └── UnsafeURL                       the download URL policy refused a URL
 │       └── HostUnresolved              ...because its host does not resolve now (may pass)
 ├── StoreUnavailable              503
@@ -115,6 +117,18 @@ class UnrecognisedCallback(Unprocessable):
 
 class InvalidParameter(Unprocessable):
     code = "invalid_parameter"
+
+
+class EventTooLarge(Unprocessable):
+    """Raised for an event beyond the bounds every store script is written for (core/events.py)."""
+
+    code = "event_too_large"
+
+
+class EventRefused(Unprocessable):
+    """Raised when a store script's checks, made before any write, refuse one event."""
+
+    code = "event_refused"
 
 
 class UnsafeURL(Unprocessable):

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 import httpx
+import orjson
 
 from service.core.catalog import SSEEDANCE_KINDS
 from service.core.retry import Backoff, parse_retry_after
@@ -63,7 +64,8 @@ def judge_kie(status: int, body: Any, retry_after: str | None = None) -> Answer:
     msg = body.get("msg") if isinstance(body, dict) else None
     message = msg if isinstance(msg, str) else ""
     if code == 200 and status < 300:
-        return Answer(ok=True, data=body.get("data"), code=200, message=message)
+        data = body.get("data") if isinstance(body, dict) else None  # a 200 that is not JSON: no data
+        return Answer(ok=True, data=data, code=200, message=message)
     data = body.get("data") if isinstance(body, dict) else None
     return _failure(code, message or f"HTTP {status}", retry_after, data)
 
@@ -169,8 +171,10 @@ class UpstreamClient:
         except httpx.TransportError as exc:
             return Answer(ok=False, retry=True, message=f"transport error: {type(exc).__name__}")
         try:
-            body = response.json()
-        except ValueError:
+            # orjson, as for callbacks: stricter than json (no lone surrogates, no 1e400 read as
+            # infinity), so what the upstream says can always be stored and shown.
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
             body = None
         return type(self).judge(response.status_code, body, response.headers.get("retry-after"))
 

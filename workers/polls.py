@@ -24,6 +24,7 @@ from service.core.retry import Backoff
 from service.core.times import to_ms
 from service.errors import UpstreamError, UpstreamRejected
 from service.settings import Settings
+from service.store.connection import STORE_ERRORS
 from service.store.tasks import TaskStore
 from service.upstream import CreateLimiter, KieClient, SseedanceClient
 
@@ -64,6 +65,11 @@ class Poller:
             log.warning("poll task_id=%s failed: %s", task_id, exc.message)
             if exc.details.get("upstream_code") in (429, 430, 455):
                 await self.budget.pause(None)  # the whole account waits, not just this task
+        except STORE_ERRORS:
+            raise  # Redis is away: the job fails, and the poll's lease brings it back when it returns
+        except Exception as exc:  # an answer we cannot use is recorded and backed off, never repeated
+            answer = json.dumps({"error": f"could not apply the answer: {type(exc).__name__}: {exc}"[:300]})
+            log.exception("poll task_id=%s could not apply the answer", task_id)
         record = await self.store.record_poll(
             task_id,
             self._now_ms(),

@@ -25,6 +25,7 @@ from service.core.events import (
     as_dict,
     as_int,
     as_text,
+    check_bounds,
     dict_items,
     lyrics_result,
     midi_result,
@@ -60,14 +61,15 @@ def find_task_id(body: Any) -> str:
 
 
 def parse_callback(body: Any) -> Event:
-    """Raises MissingTaskId or UnrecognisedCallback; never anything else for any JSON value."""
+    """Raises MissingTaskId, UnrecognisedCallback or EventTooLarge; never anything else for any
+    JSON value."""
     task_id = find_task_id(body)
     data = as_dict(body.get("data"))
     code = as_int(body.get("code"))
     msg = as_text(body.get("msg"))
     for recognises, parse in _PARSERS:
         if recognises(data):
-            return parse(task_id, code, msg, data)
+            return check_bounds(parse(task_id, code, msg, data))
     raise UnrecognisedCallback(
         "callback shape not recognised: expected data.callbackType (music, lyrics), "
         "data.audioWavUrl (wav), data.vocal_separation_info, data.video_url (mp4), "

@@ -7,12 +7,14 @@ is what de-duplicates a file reported twice. So every naming and value rule live
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 from service.core.lifecycle import Stage
+from service.errors import EventTooLarge
 
 Family = Literal["music", "lyrics", "wav", "vocal-removal", "midi", "mp4", "cover-image"]
 ArtifactKind = Literal["audio", "stream", "image", "wav", "stem", "video", "cover"]
@@ -31,6 +33,12 @@ TASK_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _INTEGER: Final = re.compile(r"-?[0-9]{1,18}")
 MAX_EPOCH_MS: Final = 10**15  # year 33658: anything above is not a time
 _UNSAFE_NAME_CHARS: Final = re.compile(r"[^A-Za-z0-9_-]")
+# What one event may carry. Kie sends 2 tracks and at most a dozen files per task; the bounds
+# leave wide room and keep every store script far from its limits (Lua's unpack, cjson's depth).
+MAX_TRACKS: Final = 100
+MAX_ARTIFACTS: Final = 500
+MAX_TEXT_CHARS: Final = 64 * 1024  # any one string: a message, an error, a track field, a URL
+MAX_RESULT_DEPTH: Final = 32  # nesting of a result (lyrics variants, MIDI instruments)
 _CAMEL_HUMP: Final = re.compile(r"(?<=[a-z0-9])([A-Z])")
 
 
@@ -72,6 +80,45 @@ class Event:
     artifacts: tuple[Artifact, ...] = ()
     error: str | None = None
     result: dict[str, Any] = field(default_factory=dict)
+
+
+def check_bounds(event: Event) -> Event:
+    """The event itself, if it is within what an event may carry. Raises EventTooLarge naming
+    every bound it passes."""
+    problems = []
+    if len(event.tracks) > MAX_TRACKS:
+        problems.append(f"{len(event.tracks)} tracks (at most {MAX_TRACKS})")
+    if len(event.artifacts) > MAX_ARTIFACTS:
+        problems.append(f"{len(event.artifacts)} files (at most {MAX_ARTIFACTS})")
+    texts = [("msg", event.msg), ("error", event.error or "")]
+    texts += [
+        (f"track {t.id[:32]!r} {k}", v)
+        for t in event.tracks
+        for k, v in vars(t).items()
+        if isinstance(v, str)
+    ]
+    texts += [(f"file {a.name[:32]!r} url", a.url) for a in event.artifacts]
+    problems += [f"{name} of {len(value)} characters (at most {MAX_TEXT_CHARS})"
+                 for name, value in texts if len(value) > MAX_TEXT_CHARS]  # fmt: skip
+    if nesting(event.result) > MAX_RESULT_DEPTH:
+        problems.append(f"a result nested deeper than {MAX_RESULT_DEPTH} levels")
+    if problems:
+        raise EventTooLarge(f"the callback carries more than Tapedeck keeps: {'; '.join(problems)}")
+    return event
+
+
+def nesting(value: Any) -> int:
+    """How deep lists and objects nest in `value` (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if depth <= MAX_RESULT_DEPTH:  # deeper than the bound is all the answer needs to know
+            stack += [(child, depth + 1) for child in children]
+    return deepest
 
 
 # Naming: the de-duplication key of every file ---------------------------------------------
@@ -129,11 +176,10 @@ def tracks_from_items(items: Any) -> tuple[Track, ...]:
 
 def track_from_item(item: dict[str, Any]) -> Track:
     """A track from a callback item (snake_case) or a record-info item (camelCase)."""
-    duration = item.get("duration")
     return Track(
         id=as_text(item.get("id")),
         title=_pick(item, "title"),
-        duration=float(duration) if isinstance(duration, int | float) else None,
+        duration=_finite(item.get("duration")),
         tags=_pick(item, "tags"),
         model_name=_pick(item, "model_name", "modelName"),
         prompt=_pick(item, "prompt"),
@@ -176,6 +222,18 @@ def midi_result(midi: Any, require_instruments: bool = True) -> dict[str, Any]:
 
 
 # Values ---------------------------------------------------------------------------------------
+
+
+def _finite(value: Any) -> float | None:
+    """A JSON number as a float, or None: JSON may carry 1e400 (read as infinity) or integers too
+    large for a float."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _pick(item: dict[str, Any], *keys: str) -> str | None:

@@ -14,7 +14,9 @@ from service.core.events import (
     Event,
     Family,
     as_dict,
+    as_int,
     as_text,
+    check_bounds,
     lyrics_result,
     midi_result,
     numbered_artifacts,
@@ -61,6 +63,12 @@ CALLBACK_EXCEPTION: Final = "CALLBACK_EXCEPTION"
 
 
 def record_info_event(task_id: str, family: Family, data: Any) -> Event | None:
+    """The event a record-info `data` reports, or None. Raises EventTooLarge, nothing else."""
+    event = _record_info_event(task_id, family, data)
+    return check_bounds(event) if event is not None else None
+
+
+def _record_info_event(task_id: str, family: Family, data: Any) -> Event | None:
     if not isinstance(data, dict):
         return None
     if family == "music":
@@ -95,7 +103,14 @@ def record_info_artifacts(family: str, data: Any) -> tuple[Artifact, ...]:
 
 
 def sseedance_event(task_id: str, task: Any) -> Event | None:
-    """sseedance's `GET /v1/tasks/{id}` (the client hands over the body); it has no callbacks."""
+    """sseedance's `GET /v1/tasks/{id}` (the client hands over the body); it has no callbacks.
+
+    Raises EventTooLarge, nothing else."""
+    event = _sseedance_event(task_id, task)
+    return check_bounds(event) if event is not None else None
+
+
+def _sseedance_event(task_id: str, task: Any) -> Event | None:
     data = task.get("data") if isinstance(task, dict) and isinstance(task.get("data"), dict) else task
     if not isinstance(data, dict):
         return None
@@ -126,9 +141,10 @@ def _music(task_id: str, data: dict[str, Any]) -> Event | None:
 
 def _flag_stage(family: Family, flag: Any) -> Stage | None:
     table = MIDI_FLAGS if family == "midi" else COVER_FLAGS if family == "cover-image" else None
-    if table is not None and (
-        isinstance(flag, int) or (isinstance(flag, str) and flag.isascii() and flag.isdigit())
-    ):
+    # A flag is one digit (0-3): anything longer is no flag, and int() of thousands of digits raises.
+    is_number = isinstance(flag, int) and not isinstance(flag, bool)
+    is_digits = isinstance(flag, str) and flag.isascii() and flag.isdigit() and len(flag) <= 3
+    if table is not None and (is_number or is_digits):
         return table.get(int(flag))
     return FLAG_STATUS.get(str(flag))
 
@@ -142,6 +158,5 @@ def _result(family: Family, data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _failure(task_id: str, family: Family, data: dict[str, Any], status: str) -> Event:
-    code = data.get("errorCode")
     message = as_text(data.get("errorMessage")) or status
-    return Event(task_id, family, "error", code if isinstance(code, int) else None, message, error=message)
+    return Event(task_id, family, "error", as_int(data.get("errorCode")), message, error=message)

@@ -57,15 +57,19 @@ class Policy:
 
     def check(self, url: str, resolve: Resolver) -> Target:
         """Raises UnsafeURL naming the rule the URL breaks."""
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            hostname = parts.hostname
+        except ValueError as exc:  # an unbalanced bracket, a port past 65535
+            raise UnsafeURL(f"the URL cannot be parsed: {exc}") from None
         if parts.scheme not in ("http", "https"):
             raise UnsafeURL(f"scheme {parts.scheme or 'none'!r} is not http or https")
-        host = (parts.hostname or "").lower().rstrip(".")
+        host = (hostname or "").lower().rstrip(".")
         if not host:
             raise UnsafeURL("the URL has no host")
         if parts.username or parts.password:
             raise UnsafeURL("URLs with credentials are not fetched")
-        port = parts.port or (443 if parts.scheme == "https" else 80)
         if host not in self.allowed_hosts:
             raise UnsafeURL(f"host {host!r} is not in DOWNLOAD_ALLOWED_HOSTS")
         try:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 MUSIC_MODELS: Final = ("V4", "V4_5", "V4_5PLUS", "V4_5ALL", "V5", "V5_5")
 EXTEND_MODELS: Final = ("V4", "V4_5", "V4_5PLUS", "V4_5ALL", "V5")
@@ -121,8 +121,16 @@ def _url(*names: str) -> Check:
 def is_http_url(value: Any) -> bool:
     if not isinstance(value, str) or any(c.isspace() for c in value):
         return False
-    parts = urlsplit(value)
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
+    try:
+        parts = urlsplit(value)
+        return parts.scheme in ("http", "https") and bool(parts.hostname) and _has_valid_port(parts)
+    except ValueError:  # an unbalanced bracket, a port past 65535: not a URL
+        return False
+
+
+def _has_valid_port(parts: SplitResult) -> bool:
+    """Reading `.port` is what raises for a port past 65535 or one that is not a number."""
+    return parts.port is None or parts.port >= 0
 
 
 def _mode_limits(

@@ -9,6 +9,12 @@ import hiredis
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection
+from redis.exceptions import RedisError
+
+from service.errors import StoreUnavailable
+
+# What "Redis is away" looks like to code outside the store, which never imports redis itself.
+STORE_ERRORS: tuple[type[Exception], ...] = (RedisError, StoreUnavailable)
 
 
 class HiredisPackingConnection(Connection):

@@ -24,8 +24,8 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
-from service.core.events import Event
-from service.core.lifecycle import CLAIMS, FINISHES, SUCCESS_STAGES, TERMINAL, TRANSITIONS, Source
+from service.core.events import MAX_ARTIFACTS, MAX_TRACKS, Event
+from service.core.lifecycle import CLAIMS, FINISHES, STAGES, SUCCESS_STAGES, TERMINAL, TRANSITIONS, Source
 from service.store.keys import lua_key_functions
 
 Arg = str | bytes | int
@@ -34,6 +34,8 @@ RawEntry = Mapping[str, str | bytes]
 
 # How long a queued download, or a scheduled retry, may wait before the sweep queues it again.
 DOWNLOAD_GRACE_MS: Final = 120_000
+# A raw-log entry has a handful of fields (meta, body, body_encoding); the script refuses more.
+MAX_RAW_PAIRS: Final = 8
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,9 @@ def render(script: Script) -> str:
             f"local CLAIMS = {_lua_claims()}",
             f"local FINISHES = {_lua_set(FINISHES)}",
             f"local DOWNLOAD_GRACE_MS = {DOWNLOAD_GRACE_MS}",
+            f"local MAX_TRACKS, MAX_ARTIFACTS = {MAX_TRACKS}, {MAX_ARTIFACTS}",
+            f"local MAX_RAW_PAIRS = {MAX_RAW_PAIRS}",
+            f"local STAGES = {_lua_set(frozenset(STAGES))}",
             f"local EVENT = {{{', '.join(f'{n} = {i}' for i, n in enumerate(EVENT_FIELDS))}}}",
             f"local EVENT_FIELDS = {len(EVENT_FIELDS)}",
             files.joinpath("common.lua").read_text(),

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import DataError, RedisError, ResponseError
 
 from service.core.events import Event
 from service.core.lifecycle import Source, Status
-from service.errors import StoreUnavailable
+from service.errors import EventRefused, StoreUnavailable
 from service.settings import Settings
 from service.store import scripts
 from service.store.keys import Keys
@@ -60,14 +60,27 @@ class EventBatcher:
             args += event_args
         try:
             replies = cast(list[Any], await scripts.call(self.client, scripts.TRANSITION, args))
+        except (ResponseError, DataError, TypeError, ValueError) as exc:
+            # Nothing was written: the script refused the batch in its checks, which come before
+            # any write, or an argument could not even be encoded to be sent. One event's fault
+            # must not fail the others, so each is applied alone.
+            if len(batch) > 1:
+                await asyncio.gather(*(self._send([one]) for one in batch))
+            else:
+                _settle(batch, exception=EventRefused(f"the store refused this event: {exc}"))
+            return
         except Exception as exc:  # every waiter must hear of it, whatever it is
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+            _settle(batch, exception=exc)
             return
         for (_, future), reply in zip(batch, replies, strict=True):
             if not future.done():
                 future.set_result(reply)
+
+
+def _settle(batch: list[tuple[Args, asyncio.Future[list[Any]]]], exception: BaseException) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(exception)
 
 
 @dataclass(frozen=True)
@@ -122,7 +135,8 @@ class TaskStore:
         raw: RawEntry | None = None,
         submission_id: str = "",
     ) -> Applied:
-        """Raises StoreUnavailable when Redis cannot be reached; the caller answers 503."""
+        """Raises StoreUnavailable when Redis cannot be reached (the caller answers 503), or
+        EventRefused when the script's checks refuse the event (nothing was written)."""
         args = scripts.encode_event(event, source, now_ms, raw, submission_id)
         try:
             reply = await self._transition(args)

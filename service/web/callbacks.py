@@ -17,7 +17,7 @@ from starlette.responses import Response
 
 from service.core.callbacks import find_task_id, parse_callback
 from service.core.signing import is_token_valid, verify_kie_signature
-from service.errors import PayloadTooLarge, TapedeckError, TokenError, UnrecognisedCallback
+from service.errors import EventRefused, PayloadTooLarge, TapedeckError, TokenError, UnrecognisedCallback
 from service.web.bodies import parse_json, read_bounded
 from service.web.context import Context, context
 
@@ -51,20 +51,15 @@ async def receive_kie_callback(request: Request) -> Response:
             # A shape no parser expected must still be refused cleanly and kept, never a bare 500.
             log.exception("callback task_id=%s could not be read", task_id or "-")
             exc = UnrecognisedCallback(f"callback could not be read: {type(exc).__name__}")
-        task_id = task_id or guess_task_id(body)
-        kept = body[: ctx.settings.raw_log_rejected_body_bytes]
-        truncated = len(kept) < len(body) or isinstance(exc, PayloadTooLarge)
-        meta = {"http_status": exc.status_code, "reason": exc.message, "truncated": truncated}
-        await ctx.tasks.log_rejected(raw_entry(request, kept, now, task_id, meta), outcome="rejected")
-        log.warning(
-            "callback rejected task_id=%s status=%s reason=%s", task_id or "-", exc.status_code, exc.message
-        )
-        raise exc from None
+        raise await reject(request, ctx, body, now, task_id or guess_task_id(body), exc) from None
     raw = raw_entry(request, body, now, task_id, {"http_status": 200})
     submission_id = request.query_params.get("sub", "") if request.scope.get("query_string") else ""
     if not _SUBMISSION_ID.fullmatch(submission_id):
         submission_id = ""
-    applied = await ctx.tasks.apply_event(event, "callback", int(now * 1000), raw, submission_id)
+    try:
+        applied = await ctx.tasks.apply_event(event, "callback", int(now * 1000), raw, submission_id)
+    except EventRefused as exc:  # the script's checks refused it before writing anything
+        raise await reject(request, ctx, body, now, task_id, exc) from None
     if log.isEnabledFor(logging.DEBUG):
         log.debug(
             "callback task_id=%s stage=%s outcome=%s status=%s",
@@ -74,6 +69,20 @@ async def receive_kie_callback(request: Request) -> Response:
             applied.status,
         )
     return Response(ACK, media_type="application/json")
+
+
+async def reject(
+    request: Request, ctx: Context, body: bytes, now: float, task_id: str, exc: TapedeckError
+) -> TapedeckError:
+    """Keeps a refused request in the raw log with its reason, and gives back the error to raise."""
+    kept = body[: ctx.settings.raw_log_rejected_body_bytes]
+    truncated = len(kept) < len(body) or isinstance(exc, PayloadTooLarge)
+    meta = {"http_status": exc.status_code, "reason": exc.message, "truncated": truncated}
+    await ctx.tasks.log_rejected(raw_entry(request, kept, now, task_id, meta), outcome="rejected")
+    log.warning(
+        "callback rejected task_id=%s status=%s reason=%s", task_id or "-", exc.status_code, exc.message
+    )
+    return exc
 
 
 def guess_task_id(body: bytes) -> str:

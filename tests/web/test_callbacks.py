@@ -298,3 +298,60 @@ def test_a_malformed_submission_id_in_the_callback_url_is_ignored(tapedeck_local
     with tapedeck_local() as client:
         assert client.post("/callbacks/kie?sub=sub_nothex", json=music("text")).status_code == 200
         assert client.get(f"/tasks/{TID}").json()["submission"] is None
+
+
+def _images(count: int) -> dict[str, Any]:
+    urls = [f"https://tempfile.aiquickdraw.com/c/{i}.png" for i in range(count)]
+    return {"code": 200, "msg": "ok", "data": {"task_id": "big1", "images": urls}}
+
+
+def _tracks(count: int) -> dict[str, Any]:
+    items = [{"id": f"tr{i}", "audio_url": f"https://tempfile.aiquickdraw.com/{i}.mp3"} for i in range(count)]
+    return {"code": 200, "msg": "ok", "data": {"callbackType": "complete", "task_id": "big1", "data": items}}
+
+
+def _nested(depth: int) -> bytes:
+    """Written out by hand: Python's own json cannot encode this deep (it is the server's problem)."""
+    head = '{"code": 200, "msg": "ok", "data": {"task_id": "big1", "state": "complete", "instruments": '
+    return (head + "[" * depth + "]" * depth + "}}").encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "names"),
+    [
+        (_images(4000), "4000 files"),
+        (_tracks(101), "101 tracks"),
+        (_nested(970), "nested deeper"),
+        (
+            {"code": 200, "msg": "m" * 70_000, "data": {"callbackType": "text", "task_id": "big1"}},
+            "msg of 70000",
+        ),
+    ],
+    ids=["4000-images", "101-tracks", "970-deep", "70k-msg"],
+)
+def test_more_than_an_event_may_carry_is_422_kept_and_writes_nothing(
+    tapedeck_local: TapedeckFactory, redis_client: Any, body: dict[str, Any] | bytes, names: str
+) -> None:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    with tapedeck_local() as client:
+        response = client.post(
+            "/callbacks/kie", content=content, headers={"content-type": "application/json"}
+        )
+        assert (response.status_code, response.json()["error"]) == (422, "event_too_large")
+        assert names in response.json()["message"]
+        (entry,) = rejected(client)
+        assert (entry["http_status"], entry["task_id"]) == (422, "big1")
+        assert client.get("/tasks/big1").status_code == 404
+    assert not redis_client.exists("td:task:big1") and not redis_client.exists("td:downloads:new")
+
+
+def test_a_cover_with_the_most_files_an_event_may_carry_is_applied_whole(
+    tapedeck_local: TapedeckFactory, redis_client: Any
+) -> None:
+    from service.core.events import MAX_ARTIFACTS
+
+    with tapedeck_local() as client:
+        assert client.post("/callbacks/kie", json=_images(MAX_ARTIFACTS)).status_code == 200
+        task = client.get("/tasks/big1").json()
+    assert task["status"] == "complete" and len(task["artifacts"]) == MAX_ARTIFACTS
+    assert redis_client.llen("td:downloads:new") == redis_client.zcard("td:downloads:due") == MAX_ARTIFACTS

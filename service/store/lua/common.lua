@@ -6,6 +6,15 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- Calls a variadic command (RPUSH, ZADD...) on `key` with `items`, in chunks: Lua's unpack
+-- fails past a few thousand values, and a script that fails half-way keeps what it wrote.
+local CHUNK = 1000
+local function call_chunked(command, key, items)
+  for from = 1, #items, CHUNK do
+    redis.call(command, key, unpack(items, from, math.min(from + CHUNK - 1, #items)))
+  end
+end
+
 -- Appends one entry to a task's history and keeps the newest `history_max`.
 local function append_history(task_id, entry, history_max)
   local history_key = key_history(prefix, task_id)

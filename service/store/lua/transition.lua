@@ -43,10 +43,8 @@ local function add_artifacts(task_id, artifacts_key, from, to, reply, now)
       due[#due + 1] = member
     end
   end
-  if #outbox > 0 then
-    redis.call('RPUSH', key_downloads_new(prefix), unpack(outbox))
-    redis.call('ZADD', key_downloads_due(prefix), unpack(due))
-  end
+  call_chunked('RPUSH', key_downloads_new(prefix), outbox)
+  call_chunked('ZADD', key_downloads_due(prefix), due)
 end
 
 -- The event starting at ARGV[at], by name, and where its pairs and the next event start.
@@ -131,8 +129,34 @@ local function apply(at)
   return reply, e.next_at
 end
 
+-- Every event is checked before anything is written: Redis keeps the writes of a script that
+-- fails, so a refusal must come first. A refused batch wrote nothing; the caller then applies
+-- its events one by one, and only the bad one is refused.
+local function problem(at)
+  if at + EVENT_FIELDS - 1 > #ARGV then return 'the batch ends inside an event' end
+  local e = read_event(at)
+  if not STAGES[e.stage] then return 'unknown stage ' .. tostring(e.stage) end
+  if e.task_id == '' or not e.now then return 'no task id or time' end
+  local tracks, artifacts, raw = tonumber(e.track_pairs), tonumber(e.artifact_pairs), tonumber(e.raw_pairs)
+  if not (tracks and artifacts and raw) or tracks < 0 or artifacts < 0 or raw < 0 then
+    return 'pair counts must be whole numbers'
+  end
+  if tracks > MAX_TRACKS or artifacts > MAX_ARTIFACTS or raw > MAX_RAW_PAIRS then
+    return 'more tracks, files or raw-log fields than an event may carry'
+  end
+  if e.next_at - 1 > #ARGV then return 'the batch ends inside an event\'s pairs' end
+  return nil, e.next_at
+end
+
+local at, index = ARG_COUNT + 1, 1
+while at <= #ARGV do
+  local refused, next_at = problem(at)
+  if refused then return redis.error_reply('EVENT ' .. index .. ': ' .. refused) end
+  at, index = next_at, index + 1
+end
+
 local replies = {}
-local at = ARG_COUNT + 1
+at = ARG_COUNT + 1
 while at <= #ARGV do
   local reply
   reply, at = apply(at)
