@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
 def run_serve(options: argparse.Namespace) -> int:
     import uvicorn
 
+    from service.cli.logs import log_config
+
     Settings.from_env()  # refuse to start on bad settings before uvicorn forks anything
     uvicorn.run(
         "service.web.app:app_from_env",
@@ -89,6 +91,7 @@ def run_serve(options: argparse.Namespace) -> int:
         loop="uvloop",
         http="httptools",
         access_log=options.access_log,
+        log_config=log_config(),
         log_level="info",
     )
     return 0

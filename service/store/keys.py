@@ -16,6 +16,8 @@
     {p}:downloads:due          zset   "task_id name" of every unfinished artifact, by when it must next
                                       make progress (queued, retry time, or lease end; ms)
     {p}:polls:due              zset   task id of every unfinished task, by when to poll it next (ms)
+    {p}:sig:{task}:{timestamp} string sha256 of the body a Kie signature was first seen with (expires
+                                      after twice the tolerance: a signature is good for one body)
 
 The transition script builds the same keys from the same templates (`lua_key_functions`).
 """
@@ -42,6 +44,7 @@ TEMPLATES: Final[dict[str, str]] = {
     "downloads_new": "{prefix}:downloads:new",
     "downloads_due": "{prefix}:downloads:due",
     "polls_due": "{prefix}:polls:due",
+    "signature": "{prefix}:sig:{id}",
 }
 
 
@@ -96,6 +99,9 @@ class Keys:
 
     def polls_due(self) -> str:
         return self._key("polls_due")
+
+    def signature(self, task_id: str, timestamp: str) -> str:
+        return self._key("signature", f"{task_id}:{timestamp}")
 
 
 def lua_key_functions() -> str:

@@ -73,6 +73,8 @@ TRANSITION: Final = Script(
 )
 # Each event of a transition batch, after the head above. Tracks, artifacts and the raw-log
 # entry follow as name/value pairs, their counts given by the three `*_pairs` fields.
+# `signature` names a verified Kie signature ("task_id:timestamp", or "") and `body_sha256` the
+# body it came with: a signature is accepted for one body only, for `signature_ttl_s`.
 EVENT_FIELDS: Final = (
     "task_id",
     "stage",
@@ -84,10 +86,15 @@ EVENT_FIELDS: Final = (
     "error",
     "result",
     "submission_id",
+    "signature",
+    "body_sha256",
+    "signature_ttl_s",
     "track_pairs",
     "artifact_pairs",
     "raw_pairs",
 )
+# The outcome the transition script gives a signature replayed with another body (nothing written).
+SIGNATURE_REUSED: Final = "signature_reused"
 ARTIFACT: Final = Script("artifact", ("prefix", "mode", "task_id", "name", "now", "value", "worker"))
 POLL: Final = Script(
     "poll",
@@ -173,8 +180,23 @@ class Applied:
     new_artifacts: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class SeenSignature:
+    """A verified Kie signature and the body it came with (sha256 hex), remembered for `ttl_s`."""
+
+    task_id: str
+    timestamp: str
+    body_sha256: str
+    ttl_s: int
+
+
 def encode_event(
-    event: Event, source: Source, now_ms: int, raw: RawEntry | None = None, submission_id: str = ""
+    event: Event,
+    source: Source,
+    now_ms: int,
+    raw: RawEntry | None = None,
+    submission_id: str = "",
+    signature: SeenSignature | None = None,
 ) -> Args:
     """One event of a transition batch, its tracks and artifacts pre-encoded as JSON."""
     raw = raw or {}
@@ -189,6 +211,9 @@ def encode_event(
         "error": event.error or "",
         "result": to_json(event.result) if event.result else "",
         "submission_id": submission_id,
+        "signature": f"{signature.task_id}:{signature.timestamp}" if signature else "",
+        "body_sha256": signature.body_sha256 if signature else "",
+        "signature_ttl_s": signature.ttl_s if signature else 0,
         "track_pairs": len(event.tracks),
         "artifact_pairs": len(event.artifacts),
         "raw_pairs": len(raw),

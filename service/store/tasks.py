@@ -20,11 +20,11 @@ from redis.exceptions import DataError, RedisError, ResponseError
 
 from service.core.events import Event
 from service.core.lifecycle import Source, Status
-from service.errors import EventRefused, StoreUnavailable
+from service.errors import EventRefused, SignatureError, StoreUnavailable
 from service.settings import Settings
 from service.store import scripts
 from service.store.keys import Keys
-from service.store.scripts import Applied, Args, PollRecord, RawEntry, to_json
+from service.store.scripts import Applied, Args, PollRecord, RawEntry, SeenSignature, to_json
 
 
 class EventBatcher:
@@ -134,15 +134,23 @@ class TaskStore:
         now_ms: int,
         raw: RawEntry | None = None,
         submission_id: str = "",
+        signature: SeenSignature | None = None,
     ) -> Applied:
-        """Raises StoreUnavailable when Redis cannot be reached (the caller answers 503), or
-        EventRefused when the script's checks refuse the event (nothing was written)."""
-        args = scripts.encode_event(event, source, now_ms, raw, submission_id)
+        """Raises StoreUnavailable when Redis cannot be reached (the caller answers 503),
+        EventRefused when the script's checks refuse the event, or SignatureError when its
+        signature was seen with another body (in both, nothing was written)."""
+        args = scripts.encode_event(event, source, now_ms, raw, submission_id, signature)
         try:
             reply = await self._transition(args)
         except RedisError as exc:
             raise StoreUnavailable(f"Redis is unavailable: {type(exc).__name__}") from exc
-        return scripts.decode_applied(reply)
+        applied = scripts.decode_applied(reply)
+        if applied.outcome == scripts.SIGNATURE_REUSED:
+            raise SignatureError(
+                "X-Webhook-Signature was already used for this task and timestamp with another body: "
+                "Kie signs only the task id and timestamp, so a signature is good for one body"
+            )
+        return applied
 
     async def log_rejected(self, raw: RawEntry, outcome: str) -> None:
         """Keeps a rejected request for inspection. Never raises: a rejection is answered regardless."""

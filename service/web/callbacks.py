@@ -7,6 +7,7 @@ rejected, so nothing Kie sends is lost even when we refuse it.
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import re
 from typing import Any
@@ -17,7 +18,15 @@ from starlette.responses import Response
 
 from service.core.callbacks import find_task_id, parse_callback
 from service.core.signing import is_token_valid, verify_kie_signature
-from service.errors import EventRefused, PayloadTooLarge, TapedeckError, TokenError, UnrecognisedCallback
+from service.errors import (
+    EventRefused,
+    PayloadTooLarge,
+    SignatureError,
+    TapedeckError,
+    TokenError,
+    UnrecognisedCallback,
+)
+from service.store.scripts import SeenSignature
 from service.web.bodies import parse_json, read_bounded
 from service.web.context import Context, context
 
@@ -27,6 +36,8 @@ KEPT_HEADERS = frozenset(
     {b"content-type", b"content-length", b"user-agent", b"x-webhook-timestamp", b"x-webhook-signature"}
 )
 ACK = b'{"code":200,"msg":"received"}'
+SIGNATURE_HEADER = "x-webhook-signature"
+NOT_KEPT = "<not kept>"
 _SUBMISSION_ID = re.compile(r"(sub_[0-9a-f]{32})?")
 
 
@@ -44,7 +55,7 @@ async def receive_kie_callback(request: Request) -> Response:
         check_token(request, ctx)
         payload = parse_json(body)
         task_id = find_task_id(payload)
-        check_signature(request, ctx, task_id, now)
+        signature = check_signature(request, ctx, task_id, now, body)
         event = parse_callback(payload)
     except Exception as exc:
         if not isinstance(exc, TapedeckError):
@@ -52,13 +63,16 @@ async def receive_kie_callback(request: Request) -> Response:
             log.exception("callback task_id=%s could not be read", task_id or "-")
             exc = UnrecognisedCallback(f"callback could not be read: {type(exc).__name__}")
         raise await reject(request, ctx, body, now, task_id or guess_task_id(body), exc) from None
-    raw = raw_entry(request, body, now, task_id, {"http_status": 200})
+    verified = "verified" if signature else "unchecked"
+    raw = raw_entry(request, body, now, task_id, {"http_status": 200}, verified)
     submission_id = request.query_params.get("sub", "") if request.scope.get("query_string") else ""
     if not _SUBMISSION_ID.fullmatch(submission_id):
         submission_id = ""
     try:
-        applied = await ctx.tasks.apply_event(event, "callback", int(now * 1000), raw, submission_id)
-    except EventRefused as exc:  # the script's checks refused it before writing anything
+        applied = await ctx.tasks.apply_event(
+            event, "callback", int(now * 1000), raw, submission_id, signature
+        )
+    except (EventRefused, SignatureError) as exc:  # refused by the store before writing anything
         raise await reject(request, ctx, body, now, task_id, exc) from None
     if log.isEnabledFor(logging.DEBUG):
         log.debug(
@@ -78,7 +92,8 @@ async def reject(
     kept = body[: ctx.settings.raw_log_rejected_body_bytes]
     truncated = len(kept) < len(body) or isinstance(exc, PayloadTooLarge)
     meta = {"http_status": exc.status_code, "reason": exc.message, "truncated": truncated}
-    await ctx.tasks.log_rejected(raw_entry(request, kept, now, task_id, meta), outcome="rejected")
+    signature = "refused" if isinstance(exc, SignatureError) else "unchecked"
+    await ctx.tasks.log_rejected(raw_entry(request, kept, now, task_id, meta, signature), outcome="rejected")
     log.warning(
         "callback rejected task_id=%s status=%s reason=%s", task_id or "-", exc.status_code, exc.message
     )
@@ -104,34 +119,58 @@ def check_token(request: Request, ctx: Context) -> None:
         raise TokenError("?token= does not match CALLBACK_TOKEN")
 
 
-def check_signature(request: Request, ctx: Context, task_id: str, now: float) -> None:
+def check_signature(
+    request: Request, ctx: Context, task_id: str, now: float, body: bytes
+) -> SeenSignature | None:
+    """The verified signature, to be accepted with this body only; None when no key is set.
+
+    Raises SignatureError."""
     key = ctx.settings.kie_webhook_hmac_key
     if key is None:
-        return
+        return None
+    timestamp = request.headers.get("x-webhook-timestamp")
+    tolerance = ctx.settings.kie_webhook_tolerance_s
     verify_kie_signature(
         task_id,
-        request.headers.get("x-webhook-timestamp"),
+        timestamp,
         request.headers.get("x-webhook-signature"),
         str(key),
         now=now,
-        tolerance_s=ctx.settings.kie_webhook_tolerance_s,
+        tolerance_s=tolerance,
     )
+    assert timestamp is not None  # verified
+    # Remembered while the timestamp is still within the tolerance, on either side of our clock.
+    return SeenSignature(task_id, timestamp, hashlib.sha256(body).hexdigest(), int(2 * tolerance) + 1)
 
 
 def raw_entry(
-    request: Request, body: bytes, now: float, task_id: str, meta: dict[str, Any]
+    request: Request,
+    body: bytes,
+    now: float,
+    task_id: str,
+    meta: dict[str, Any],
+    signature: str = "unchecked",
 ) -> dict[str, str | bytes]:
     """What the raw log keeps of a request: its metadata as one JSON field, and its body.
 
-    The callback token is never kept.
+    Neither the callback token nor the signature is kept: Kie's signature covers only the task id
+    and timestamp, so whoever could read one could post any body for that task. The entry says
+    whether a signature came and what became of it (`signature`: verified, refused, unchecked
+    when no key is set, or absent).
     """
     headers = {k.decode(): v.decode("latin-1") for k, v in request.scope["headers"] if k in KEPT_HEADERS}
+    if SIGNATURE_HEADER in headers:
+        headers[SIGNATURE_HEADER] = NOT_KEPT
+    else:
+        signature = "absent"
     query = ""
     if request.scope.get("query_string"):
         query = "&".join(
-            f"{k}={'<redacted>' if k == 'token' else v}" for k, v in request.query_params.multi_items()
+            f"{k}={'<redacted>' if k.lower() == 'token' else v}"
+            for k, v in request.query_params.multi_items()
         )
     meta = meta | {
+        "signature": signature,
         "at": int(now * 1000),
         "task_id": task_id,
         "remote": request.client.host if request.client else "",

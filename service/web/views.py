@@ -104,7 +104,14 @@ def track_view(track: dict[str, Any]) -> dict[str, Any]:
 
 
 def raw_entry_view(entry: dict[str, str]) -> dict[str, Any]:
-    """A raw-log entry with its metadata unpacked beside outcome and body."""
+    """A raw-log entry with its metadata unpacked beside outcome and body.
+
+    A signature kept by an older version is not shown either: with it, anyone who can read the
+    log could post any body for that task within the timestamp's tolerance.
+    """
     meta = json.loads(entry.get("meta", "{}"))
+    headers = meta.get("headers") if isinstance(meta.get("headers"), dict) else {}
+    if headers.get("x-webhook-signature") not in (None, "<not kept>"):
+        meta["headers"] = headers | {"x-webhook-signature": "<not kept>"}
     view: dict[str, Any] = {k: v for k, v in entry.items() if k != "meta"} | meta
     return view | {"at": iso(meta.get("at"))}

@@ -27,7 +27,7 @@ def script_text(name: str) -> str:
 
 @pytest.mark.parametrize("script", scripts.SCRIPTS, ids=lambda s: s.name)
 def test_a_script_reads_exactly_the_arguments_it_is_given(script: scripts.Script) -> None:
-    read = set(re.findall(r"\bA\.([a-z_]+)", script_text(script.name) + script_text("common")))
+    read = set(re.findall(r"\bA\.([a-z_0-9]+)", script_text(script.name) + script_text("common")))
     given = set(script.args)
     # `prefix` is read once for every script by the rendered prelude.
     assert read | {"prefix"} == given, f"{script.name}.lua reads {sorted(read)}; Python gives {sorted(given)}"
@@ -35,7 +35,12 @@ def test_a_script_reads_exactly_the_arguments_it_is_given(script: scripts.Script
 
 def test_the_transition_script_reads_every_event_field_by_name() -> None:
     text = script_text("transition")
-    read = set(re.findall(r"\be\.([a-z_]+)", text)) - {"tracks_from", "artifacts_from", "raw_from", "next_at"}
+    read = set(re.findall(r"\be\.([a-z_0-9]+)", text)) - {
+        "tracks_from",
+        "artifacts_from",
+        "raw_from",
+        "next_at",
+    }
     assert read == set(scripts.EVENT_FIELDS)
     assert not re.search(r"ARGV\[at \+ \d", text), "events are read by name (EVENT), never by offset"
 

@@ -355,3 +355,51 @@ def test_a_cover_with_the_most_files_an_event_may_carry_is_applied_whole(
         task = client.get("/tasks/big1").json()
     assert task["status"] == "complete" and len(task["artifacts"]) == MAX_ARTIFACTS
     assert redis_client.llen("td:downloads:new") == redis_client.zcard("td:downloads:due") == MAX_ARTIFACTS
+
+
+SIGNED_AT = 1769670790.0
+
+
+def signed(task_id: str, timestamp: str = GOOD_TS) -> dict[str, str]:
+    return {"X-Webhook-Timestamp": timestamp, "X-Webhook-Signature": kie_signature(task_id, timestamp, "k")}
+
+
+def test_a_seen_signature_with_another_body_is_refused_and_kept(tapedeck_local: TapedeckFactory) -> None:
+    """Kie signs the task id and timestamp only: a captured pair must not carry a forged body."""
+    with tapedeck_local(clock=lambda: SIGNED_AT, KIE_WEBHOOK_HMAC_KEY="k") as client:
+        assert client.post("/callbacks/kie", json=music("first"), headers=signed(TID)).status_code == 200
+        forged = client.post("/callbacks/kie", json=music("error"), headers=signed(TID))
+        assert (forged.status_code, forged.json()["error"]) == (401, "bad_signature")
+        assert "already used" in forged.json()["message"]
+        again = client.post("/callbacks/kie", json=music("first"), headers=signed(TID))
+        assert again.status_code == 200, "the same body again is an ordinary duplicate"
+        task = client.get(f"/tasks/{TID}").json()
+        (entry,) = rejected(client)
+    assert task["status"] == "first"
+    assert [(h["stage"], h["outcome"]) for h in task["history"]] == [
+        ("first", "applied"),
+        ("first", "duplicate"),
+    ]
+    assert (entry["http_status"], entry["signature"], json.loads(entry["body"])) == (
+        401,
+        "refused",
+        music("error"),
+    )
+
+
+def test_the_raw_log_never_shows_a_signature_only_what_became_of_it(
+    tapedeck_local: TapedeckFactory, redis_client: Any
+) -> None:
+    with tapedeck_local(clock=lambda: SIGNED_AT, KIE_WEBHOOK_HMAC_KEY="k") as client:
+        client.post("/callbacks/kie", json=music("text"), headers=signed(TID))
+        client.post("/callbacks/kie", json=music("text", "other"), headers=signed(TID, "1"))
+        client.post("/callbacks/kie", json=music("text", "plain"))
+        # An entry an older version kept, signature and all.
+        meta = {"headers": {"x-webhook-signature": "c2VjcmV0"}, "at": 1, "task_id": "old"}
+        redis_client.xadd("td:rawlog", {"meta": json.dumps(meta), "body": "{}", "outcome": "applied"})
+        entries = client.get("/callbacks/log").json()["entries"]
+    states = {e["task_id"]: e.get("signature") for e in entries}
+    assert states == {TID: "verified", "other": "refused", "plain": "absent", "old": None}
+    shown = json.dumps(entries)
+    assert signed(TID)["X-Webhook-Signature"] not in shown and "c2VjcmV0" not in shown
+    assert shown.count("<not kept>") == 3

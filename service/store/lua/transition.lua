@@ -73,6 +73,15 @@ end
 local function apply(at)
   local e = read_event(at)
   local task_id, stage, now = e.task_id, e.stage, e.now
+  if e.signature ~= '' then
+    -- Kie signs the task id and timestamp, not the body: a pair seen with one body is refused
+    -- with any other (someone replaying a captured signature), before this event writes
+    -- anything; the same body again is an ordinary duplicate.
+    local signature_key = key_signature(prefix, e.signature)
+    local seen = redis.call('GET', signature_key)
+    if seen and seen ~= e.body_sha256 then return {'signature_reused', '', '', 0}, e.next_at end
+    if not seen then redis.call('SET', signature_key, e.body_sha256, 'EX', tonumber(e.signature_ttl_s)) end
+  end
   local task_key = key_task(prefix, task_id)
   local status, member, created = ensure_task(task_key, task_id, now, e.family)
   if e.submission_id ~= '' then
@@ -145,6 +154,9 @@ local function problem(at)
     return 'more tracks, files or raw-log fields than an event may carry'
   end
   if e.next_at - 1 > #ARGV then return 'the batch ends inside an event\'s pairs' end
+  if e.signature ~= '' and (not tonumber(e.signature_ttl_s) or tonumber(e.signature_ttl_s) < 1) then
+    return 'a signature needs a time to be remembered'
+  end
   return nil, e.next_at
 end
 
