@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from urllib.parse import urlencode
 import orjson
 
 from service.core.catalog import KINDS, PROVIDERS, family_of
+from service.core.events import MAX_RESULT_DEPTH, nesting
 from service.core.validation import validate
 from service.errors import Conflict, InvalidParameter, UpstreamError, UpstreamRejected, UpstreamUnavailable
 from service.settings import Settings
@@ -27,6 +29,7 @@ from service.upstream import KieClient, SseedanceClient
 
 SUBMISSION_ID_PREFIX: Final = "sub_"
 MAX_METADATA_BYTES: Final = 16 * 1024
+MAX_NESTING: Final = MAX_RESULT_DEPTH  # far beyond any upstream field; JSON encoders stop near 250
 IN_FLIGHT_WAIT_S: Final = 10.0
 # Longer than any submission can take (queueing for a slot plus every upstream retry).
 STALLED_AFTER_S: Final = 600.0
@@ -48,11 +51,22 @@ class SubmissionRequest:
 
     @property
     def fingerprint(self) -> str:
-        canonical = orjson.dumps(
-            {"provider": self.provider, "kind": self.kind, "params": self.params, "metadata": self.metadata},
-            option=orjson.OPT_SORT_KEYS,
-        )
-        return hashlib.sha256(canonical).hexdigest()
+        whole = {
+            "provider": self.provider,
+            "kind": self.kind,
+            "params": self.params,
+            "metadata": self.metadata,
+        }
+        return hashlib.sha256(dump_json(whole, sort_keys=True)).hexdigest()
+
+
+def dump_json(value: Any, sort_keys: bool = False) -> bytes:
+    """JSON bytes of a request's values; integers past 64 bits, which orjson refuses, go through
+    the standard library instead."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS if sort_keys else None)
+    except TypeError:
+        return json.dumps(value, sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def parse_request(body: Any) -> SubmissionRequest:
@@ -66,9 +80,17 @@ def parse_request(body: Any) -> SubmissionRequest:
         problems.append(_problem("provider", "enum", f"provider must be one of {', '.join(PROVIDERS)}"))
     if not isinstance(params, dict):
         problems.append(_problem("params", "type", "params must be a JSON object of the upstream's fields"))
+    elif nesting(params) > MAX_NESTING:
+        problems.append(
+            _problem("params", "max_depth", f"params must nest at most {MAX_NESTING} levels deep")
+        )
     if not isinstance(metadata, dict):
         problems.append(_problem("metadata", "type", "metadata must be a JSON object"))
-    elif len(orjson.dumps(metadata)) > MAX_METADATA_BYTES:
+    elif nesting(metadata) > MAX_NESTING:
+        problems.append(
+            _problem("metadata", "max_depth", f"metadata must nest at most {MAX_NESTING} levels deep")
+        )
+    elif len(dump_json(metadata)) > MAX_METADATA_BYTES:
         problems.append(
             _problem("metadata", "max_size", f"metadata must be at most {MAX_METADATA_BYTES} bytes")
         )
@@ -104,8 +126,8 @@ class Submitter:
             "submission_id": submission_id,
             "provider": request.provider,
             "kind": request.kind,
-            "params": orjson.dumps(request.params),
-            "metadata": orjson.dumps(request.metadata),
+            "params": dump_json(request.params),
+            "metadata": dump_json(request.metadata),
             "fingerprint": request.fingerprint,
             "state": "submitting",
             "created_at": str(self._now_ms()),

@@ -31,7 +31,8 @@ FAMILIES: Final[tuple[Family, ...]] = (
 SUCCESS_CODE: Final = 200
 TASK_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _INTEGER: Final = re.compile(r"-?[0-9]{1,18}")
-MAX_EPOCH_MS: Final = 10**15  # year 33658: anything above is not a time
+# The last moment every view can show (datetime ends with year 9999): a time past it is no time.
+MAX_EPOCH_MS: Final = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 _UNSAFE_NAME_CHARS: Final = re.compile(r"[^A-Za-z0-9_-]")
 # What one event may carry. Kie sends 2 tracks and at most a dozen files per task; the bounds
 # leave wide room and keep every store script far from its limits (Lua's unpack, cjson's depth).
@@ -246,22 +247,23 @@ def _pick(item: dict[str, Any], *keys: str) -> str | None:
 
 
 def parse_create_time(value: Any) -> int | None:
-    """`createTime` as epoch ms, from epoch ms (number or digits) or "YYYY-MM-DD HH:MM:SS" (UTC)."""
+    """`createTime` as epoch ms, from epoch ms (number or digits) or "YYYY-MM-DD HH:MM:SS" (UTC);
+    None for anything else, or for a time outside 1970 to 9999 that no view could show."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return int(value) if 0 <= value < MAX_EPOCH_MS else None
+        return int(value) if 0 <= value <= MAX_EPOCH_MS else None
     if not isinstance(value, str) or not value:
         return None
     if _INTEGER.fullmatch(value):
         return parse_create_time(int(value))
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return parse_create_time(int(parsed.timestamp() * 1000))
+    except (ValueError, OverflowError):  # not a date, or one whose offset leaves year 9999
         return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp() * 1000)
 
 
 def as_list(value: Any) -> list[Any]:

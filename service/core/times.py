@@ -15,8 +15,15 @@ def to_s(milliseconds: int | float) -> float:
 
 
 def iso(epoch_ms: str | int | float | None) -> str | None:
-    """Epoch ms (as stored in Redis, often a string) as ISO 8601 UTC; None for nothing or junk."""
+    """Epoch ms (as stored in Redis, often a string) as ISO 8601 UTC; None for nothing.
+
+    Never raises: a value that is no time any view can show is given back as its text, so one odd
+    value kept can never make a task unreadable.
+    """
     if epoch_ms is None or epoch_ms == "" or not isinstance(epoch_ms, str | int | float):
         return None
-    moment = datetime.fromtimestamp(int(float(epoch_ms)) / 1000, UTC)
+    try:
+        moment = datetime.fromtimestamp(int(float(epoch_ms)) / 1000, UTC)
+    except (ValueError, OverflowError, OSError):
+        return str(epoch_ms)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

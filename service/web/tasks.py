@@ -21,6 +21,7 @@ OVERDUE: Final = "overdue"  # not a status: unfinished tasks whose next check ha
 MAX_LIMIT: Final = 200
 _CURSOR: Final = re.compile(r"[0-9]{13}:[A-Za-z0-9_-]{1,128}")
 _STREAM_ID: Final = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+_LIMIT: Final = re.compile(r"[0-9]{1,4}")
 
 
 async def get_task(request: Request) -> JSONResponse:
@@ -72,10 +73,10 @@ async def list_tasks(request: Request) -> JSONResponse:
 async def list_raw_callbacks(request: Request) -> JSONResponse:
     ctx = context(request, "read")
     limit = parse_limit(request.query_params.get("limit"))
-    before = request.query_params.get("before") or None
-    if before is not None and not _STREAM_ID.fullmatch(before):
-        raise InvalidParameter("before must be an entry id such as 1769670760000-0")
-    entries = await ctx.tasks.raw_log(limit, before)
+    raw_before = request.query_params.get("before") or None
+    before = parse_stream_id(raw_before) if raw_before is not None else None
+    # Nothing comes before the first id there can be (Redis refuses an exclusive "(0-0").
+    entries = [] if before == "0-0" else await ctx.tasks.raw_log(limit, before)
     next_before = entries[-1]["id"] if len(entries) == limit else None
     return JSONResponse({"entries": [raw_entry_view(e) for e in entries], "next_before": next_before})
 
@@ -83,6 +84,15 @@ async def list_raw_callbacks(request: Request) -> JSONResponse:
 def parse_limit(raw: str | None) -> int:
     if raw is None or raw == "":
         return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise InvalidParameter(f"limit must be a whole number from 1 to {MAX_LIMIT}; got {raw!r}")
+    # ASCII digits only (str.isdigit takes fullwidth ones), and few: int() of thousands raises.
+    if not _LIMIT.fullmatch(raw) or not 1 <= int(raw) <= MAX_LIMIT:
+        shown = raw if len(raw) <= 20 else raw[:20] + "…"
+        raise InvalidParameter(f"limit must be a whole number from 1 to {MAX_LIMIT}; got {shown!r}")
     return int(raw)
+
+
+def parse_stream_id(raw: str) -> str:
+    """A raw-log entry id such as 1769670760000-0, each part within Redis's 64 bits."""
+    if _STREAM_ID.fullmatch(raw) and all(int(part) < 2**64 for part in raw.split("-")):
+        return "-".join(str(int(part)) for part in raw.split("-"))  # 00-0 is 0-0 to Redis
+    raise InvalidParameter("before must be an entry id such as 1769670760000-0 (next_before of a page)")

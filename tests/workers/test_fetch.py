@@ -167,3 +167,29 @@ def test_a_url_outside_the_policy_is_refused_without_a_request(
     made.deps = Deps(**{**vars(made.deps), "policy": Policy.build(["other.test"], [])})
     assert fetch_artifact(made.deps, "t1", "audio-x") == "failed"
     assert made.requests == [] and "DOWNLOAD_ALLOWED_HOSTS" in str(made.artifact()["last_error"])
+
+
+@pytest.mark.parametrize("url", ["http://[", "https://files.test:99999/a.mp3", "https://files.test:x/a.mp3"])
+def test_a_url_that_cannot_be_parsed_ends_as_a_recorded_refusal(
+    redis_client: redis.Redis, tmp_path: Path, url: str
+) -> None:
+    """Not a job that raises and repeats with its artifact stuck in `downloading`."""
+    made = harness(redis_client, tmp_path, lambda request: audio())
+    record = json.loads(redis_client.hget(Keys().artifacts("t1"), "audio-x") or "{}") | {"url": url}
+    redis_client.hset(Keys().artifacts("t1"), "audio-x", json.dumps(record))
+    assert fetch_artifact(made.deps, "t1", "audio-x") == "failed"
+    stored = made.artifact()
+    assert (stored["state"], stored["refused"]) == ("failed", True)
+    assert "cannot be parsed" in str(stored["last_error"]) and made.requests == []
+
+
+def test_an_unexpected_error_is_recorded_and_retried_not_raised(
+    redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    def broken(request: httpx.Request) -> httpx.Response:
+        raise RuntimeError("a bug somewhere below")
+
+    made = harness(redis_client, tmp_path, broken)
+    assert fetch_artifact(made.deps, "t1", "audio-x") == "retrying"
+    stored = made.artifact()
+    assert stored["state"] == "waiting" and "RuntimeError: a bug somewhere below" in str(stored["last_error"])

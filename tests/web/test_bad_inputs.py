@@ -1,0 +1,98 @@
+"""Every bad input, endpoint by endpoint: a precise 4xx with its error code, never a 500, and
+nothing it sends can make a record unreadable afterwards."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.conftest import TapedeckFactory
+
+UPSTREAM = {"KIE_API_KEY": "k", "KIE_API_BASE": "http://127.0.0.1:9", "UPSTREAM_MAX_ATTEMPTS": "1"}
+GENERATE = {"customMode": False, "instrumental": False, "model": "V5", "prompt": "a calm piano piece"}
+
+
+def deep(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+TOO_DEEP_CALLBACK = b'{"data": {"task_id": "t1", "callbackType": "text", "x": ' + deep(1100).encode() + b"}}"
+
+# (method, path, body or None, status, error code, words the message must hold)
+CASES: list[tuple[str, str, Any, int, str, str]] = [
+    ("GET", "/tasks?limit=" + "9" * 5000, None, 422, "invalid_parameter", "limit must be a whole number"),
+    ("GET", "/tasks?limit=%EF%BC%91%EF%BC%92", None, 422, "invalid_parameter", "limit"),  # fullwidth 12
+    ("GET", "/tasks?limit=0", None, 422, "invalid_parameter", "from 1 to 200"),
+    ("GET", "/tasks?status=done", None, 422, "invalid_parameter", "status must be one of"),
+    ("GET", "/tasks?cursor=nope", None, 422, "invalid_parameter", "next_cursor"),
+    ("GET", "/callbacks/log?before=abc", None, 422, "invalid_parameter", "entry id"),
+    ("GET", "/callbacks/log?before=99999999999999999999-0", None, 422, "invalid_parameter", "entry id"),
+    ("GET", "/callbacks/log?limit=-1", None, 422, "invalid_parameter", "limit"),
+    ("GET", "/tasks/a.b", None, 404, "unknown_task", "no task"),
+    ("GET", "/tasks/nope/files/x", None, 404, "unknown_task", "no task"),
+    ("GET", "/nowhere", None, 404, "not_found", "no route"),
+    ("DELETE", "/tasks", None, 405, "method_not_allowed", "DELETE is not allowed"),
+    ("POST", "/tasks", b"{", 400, "malformed_json", "not valid JSON"),
+    ("POST", "/tasks", b"", 400, "malformed_json", "empty"),
+    ("POST", "/tasks", b"[]", 422, "invalid_parameter", "JSON object"),
+    ("POST", "/tasks", {"kind": "nope"}, 422, "invalid_parameter", "problem"),
+    ("POST", "/tasks", {"kind": "upload-cover", "params": GENERATE | {"uploadUrl": "http://["}}, 422,
+     "invalid_parameter", "problem"),
+    ("POST", "/tasks", {"kind": "upload-cover", "params": GENERATE | {"uploadUrl": "https://h:99999/a"}}, 422,
+     "invalid_parameter", "problem"),
+    ("POST", "/tasks", b'{"kind": "generate", "params": {"prompt": ' + deep(300).encode() + b"}}", 422,
+     "invalid_parameter", "problem"),
+    ("POST", "/tasks", b'{"kind": "generate", "params": {}, "metadata": {"m": ' + deep(300).encode() + b"}}",
+     422, "invalid_parameter", "problem"),
+    ("POST", "/tasks", {"kind": "generate", "params": GENERATE, "metadata": {"m": "x" * 20_000}}, 422,
+     "invalid_parameter", "problem"),
+    ("POST", "/tasks", b"x" * (1024 * 1024 + 1), 413, "payload_too_large", "exceeds"),
+    ("POST", "/style/boost", {"content": ""}, 422, "invalid_parameter", "content is required"),
+    ("POST", "/callbacks/kie", TOO_DEEP_CALLBACK, 400, "malformed_json", "not valid JSON"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status", "error", "words"), CASES)
+def test_a_bad_input_gets_its_precise_status_and_code(
+    tapedeck_local: TapedeckFactory, method: str, path: str, body: Any, status: int, error: str, words: str
+) -> None:
+    content = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    with tapedeck_local(**UPSTREAM) as client:
+        response = client.request(method, path, content=content, headers={"content-type": "application/json"})
+    assert (response.status_code, response.headers["content-type"]) == (status, "application/json")
+    assert (response.json()["error"], response.json()["status"]) == (error, status)
+    assert words in response.json()["message"]
+
+
+def test_the_first_raw_log_id_has_nothing_before_it(tapedeck_local: TapedeckFactory) -> None:
+    with tapedeck_local() as client:
+        response = client.get("/callbacks/log?before=0-0")
+        assert (response.status_code, response.json()) == (200, {"entries": [], "next_before": None})
+
+
+@pytest.mark.parametrize(
+    "create_time", [999_999_999_999_999, "9999-12-31T23:59:59-14:00", -5, "not a date", 1e300]
+)
+def test_a_time_no_view_could_show_is_not_kept_and_the_task_stays_readable(
+    tapedeck_local: TapedeckFactory, create_time: Any
+) -> None:
+    item = {"id": "tr1", "audio_url": "https://tempfile.aiquickdraw.com/a.mp3", "createTime": create_time}
+    body = {"code": 200, "msg": "ok", "data": {"callbackType": "first", "task_id": "odd1", "data": [item]}}
+    with tapedeck_local() as client:
+        assert client.post("/callbacks/kie", json=body).status_code == 200
+        response = client.get("/tasks/odd1")
+        assert response.status_code == 200
+        assert response.json()["tracks"][0]["created_at"] is None
+
+
+def test_a_stored_time_gone_bad_is_shown_as_its_text_not_a_500(
+    tapedeck_local: TapedeckFactory, redis_client: Any
+) -> None:
+    with tapedeck_local() as client:
+        body = {"code": 200, "msg": "ok", "data": {"callbackType": "text", "task_id": "odd2", "data": []}}
+        assert client.post("/callbacks/kie", json=body).status_code == 200
+        redis_client.hset("td:task:odd2", "last_poll_at", "99999999999999999")
+        response = client.get("/tasks/odd2")
+    assert response.status_code == 200 and response.json()["polling"]["last_at"] == "99999999999999999"
