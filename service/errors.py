@@ -3,7 +3,9 @@
 TapedeckError                     500
 ├── BadRequest                    400
 │   ├── MalformedJSON
-│   └── MissingTaskId
+│   ├── MissingTaskId
+│   ├── InvalidRange                    a Range header that is not bytes=start-end
+│   └── ClientDisconnected              the client left before its body was whole
 ├── Unauthorized                  401
 │   ├── SignatureError
 │   └── TokenError
@@ -13,6 +15,7 @@ TapedeckError                     500
 │   └── UnknownRawEntry
 ├── Conflict                      409   an Idempotency-Key still in flight
 ├── PayloadTooLarge               413
+├── RangeNotSatisfiable           416   a Range past the end of a stored file
 ├── Unprocessable                 422
 │   ├── UnrecognisedCallback
 │   ├── InvalidParameter
@@ -68,6 +71,21 @@ class MissingTaskId(BadRequest):
     code = "missing_task_id"
 
 
+class InvalidRange(BadRequest):
+    code = "invalid_range"
+
+
+class ClientDisconnected(BadRequest):
+    """Raised when the client hangs up before its body has arrived; no one reads the answer.
+    `received` holds the bytes that did arrive, for the raw log."""
+
+    code = "client_disconnected"
+
+    def __init__(self, message: str, received: bytes = b"") -> None:
+        super().__init__(message, details={"received_bytes": len(received)})
+        self.received = received
+
+
 class Unauthorized(TapedeckError):
     status_code = 401
     code = "unauthorized"
@@ -104,6 +122,11 @@ class UnknownRawEntry(NotFound):
 class PayloadTooLarge(TapedeckError):
     status_code = 413
     code = "payload_too_large"
+
+
+class RangeNotSatisfiable(TapedeckError):
+    status_code = 416
+    code = "range_not_satisfiable"
 
 
 class Unprocessable(TapedeckError):

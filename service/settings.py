@@ -6,6 +6,7 @@ Every variable is documented in `deploy/env.example`.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -107,8 +108,12 @@ class Settings:
             Policy.build(self.download_allowed_hosts, self.download_allowed_networks)
         except ValueError as exc:
             raise SettingsError(f"DOWNLOAD_ALLOWED_NETWORKS must be CIDRs: {exc}") from None
-        if not self.redis_prefix or ":" in self.redis_prefix:
-            raise SettingsError("TAPEDECK_REDIS_PREFIX must be non-empty and contain no ':'")
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", self.redis_prefix):
+            # It begins every key and every RQ queue name and job id, which allow no more.
+            raise SettingsError(
+                "TAPEDECK_REDIS_PREFIX must be 1-32 letters, digits, '_' or '-'; got "
+                + repr(self.redis_prefix)
+            )
 
 
 Cast = Callable[[str, str, Any], Any]

@@ -132,7 +132,7 @@ class UpstreamClient:
                 try:
                     answer = await self._send(method, path, **kwargs)
                 finally:
-                    await self.limiter.settle(slot)
+                    await self._settle(slot)
             else:
                 answer = await self._send(method, path, **kwargs)
             if answer.ok:
@@ -177,6 +177,16 @@ class UpstreamClient:
         except orjson.JSONDecodeError:
             body = None
         return type(self).judge(response.status_code, body, response.headers.get("retry-after"))
+
+    async def _settle(self, slot: str) -> None:
+        """Moves the slot to the answer's time. Never raises: an answer already received (a task
+        Kie has created, and will bill) must not be thrown away because the budget is unreachable;
+        the slot then simply counts from when it was sent."""
+        assert self.limiter is not None
+        try:
+            await self.limiter.settle(slot)
+        except Exception as exc:
+            log.warning("%s create slot %s not settled: %s", self.name, slot, type(exc).__name__)
 
     async def _take_create_slot(self, slot: str) -> None:
         assert self.limiter is not None

@@ -1,10 +1,11 @@
 """The RQ queues, every job id shape, and the only place that enqueues.
 
-Job ids are deterministic (`download-<task>-<artifact>`, a retry adds `-r<attempt>`, a requeue
-of an overdue one `-l<seconds>`; `poll-<task>-<ms>`), so the same artifact is never queued
-twice by the dispatcher. RQ job ids allow letters, digits, `_` and `-` only, which is all a
-task id or an artifact name may hold. Jobs are named by import path, so this module needs no
-job code.
+Queue names and job ids carry the Redis prefix (TAPEDECK_REDIS_PREFIX), so two deployments on one
+Redis share nothing: `td-downloads`, `td-downloads-urgent`, `td-polls`. Job ids are deterministic
+(`td-download-<task>-<artifact>`, a retry adds `-r<attempt>`, a requeue of an overdue one
+`-l<seconds>`; `td-poll-<task>-<ms>`), so the same artifact is never queued twice by the
+dispatcher. RQ job ids allow letters, digits, `_` and `-` only, which is all a prefix, a task
+id or an artifact name may hold. Jobs are named by import path, so this module needs no job code.
 """
 
 from __future__ import annotations
@@ -17,31 +18,32 @@ from rq import Queue
 
 QUEUE: Final = "downloads"
 URGENT_QUEUE: Final = "downloads-urgent"
-POLL_QUEUE: Final = "polls"
+POLL_QUEUE: Final = "polls"  # each name, and each job id, is prefixed with the Redis prefix
 DOWNLOAD_JOB: Final = "workers.jobs.download"
 POLL_JOB: Final = "workers.jobs.poll"
 JOB_TIMEOUT_S: Final = 3600
 POLL_TIMEOUT_S: Final = 300
 
 
-def download_job_id(task_id: str, name: str, suffix: str = "") -> str:
-    return f"download-{task_id}-{name}{suffix}"
+def download_job_id(prefix: str, task_id: str, name: str, suffix: str = "") -> str:
+    return f"{prefix}-download-{task_id}-{name}{suffix}"
 
 
-def poll_job_id(task_id: str, stamp_ms: int) -> str:
-    return f"poll-{task_id}-{stamp_ms}"
+def poll_job_id(prefix: str, task_id: str, stamp_ms: int) -> str:
+    return f"{prefix}-poll-{task_id}-{stamp_ms}"
 
 
 class Queues:
     """The download queues by urgency and the poll queue, on RQ's own (bytes) connection."""
 
-    def __init__(self, connection: redis.Redis) -> None:
+    def __init__(self, connection: redis.Redis, prefix: str = "td") -> None:
         self.connection = connection
+        self.prefix = prefix
         self.downloads = {
-            False: Queue(QUEUE, connection=connection),
-            True: Queue(URGENT_QUEUE, connection=connection),
+            False: Queue(f"{prefix}-{QUEUE}", connection=connection),
+            True: Queue(f"{prefix}-{URGENT_QUEUE}", connection=connection),
         }
-        self.polls = Queue(POLL_QUEUE, connection=connection)
+        self.polls = Queue(f"{prefix}-{POLL_QUEUE}", connection=connection)
 
     def in_drain_order(self) -> list[Queue]:
         """As a worker drains them: near-expiry downloads, polls (cheap), other downloads."""
@@ -51,7 +53,7 @@ class Queues:
         """One job per (task id, artifact name, urgent), each on its queue, in one call per queue."""
         by_queue: dict[bool, list[Any]] = {False: [], True: []}
         for task_id, name, urgent in items:
-            job_id = download_job_id(task_id, name, suffix)
+            job_id = download_job_id(self.prefix, task_id, name, suffix)
             by_queue[urgent].append(
                 Queue.prepare_data(DOWNLOAD_JOB, args=(task_id, name), job_id=job_id, timeout=JOB_TIMEOUT_S)
             )
@@ -67,7 +69,7 @@ class Queues:
             DOWNLOAD_JOB,
             task_id,
             name,
-            job_id=download_job_id(task_id, name, f"-r{attempt}"),
+            job_id=download_job_id(self.prefix, task_id, name, f"-r{attempt}"),
             job_timeout=JOB_TIMEOUT_S,
         )
 
@@ -79,7 +81,7 @@ class Queues:
             Queue.prepare_data(
                 POLL_JOB,
                 args=(task_id,),
-                job_id=poll_job_id(task_id, stamp_ms),
+                job_id=poll_job_id(self.prefix, task_id, stamp_ms),
                 timeout=POLL_TIMEOUT_S,
                 result_ttl=0,
             )

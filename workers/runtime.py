@@ -65,7 +65,7 @@ class WorkerRuntime:
         rq_connection = connect_rq(settings.redis_url)
         keys = Keys(settings.redis_prefix)
         artifacts = ArtifactStore(client, keys)
-        queues = Queues(rq_connection)
+        queues = Queues(rq_connection, settings.redis_prefix)
         runner = asyncio.Runner()
         try:
             poller, resources = runner.run(_build_poller(settings, keys))

@@ -51,9 +51,14 @@ def run(data_dir: Path, port: int, sandbox_port: int, sandbox_speed: float) -> i
     try:
         return supervise(processes)
     finally:
-        stop(processes)
-        if redis_server:
-            redis_server.stop()
+        # A second Ctrl-C while stopping must not leave Redis (or a child) running behind us.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        print("tapedeck dev: stopping (the web app, the worker, then Redis)", flush=True)
+        try:
+            stop(processes)
+        finally:
+            if redis_server:
+                redis_server.stop()
         print("tapedeck dev: stopped", flush=True)
 
 

@@ -5,25 +5,31 @@ from __future__ import annotations
 from typing import Any, Final
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
-from service.errors import MalformedJSON, PayloadTooLarge
+from service.errors import ClientDisconnected, MalformedJSON, PayloadTooLarge
 
 MAX_BODY_BYTES: Final = 1024 * 1024
 
 
 async def read_bounded(request: Request, limit: int) -> tuple[bytes, bool]:
-    """The body, and whether it is whole; stops reading once it passes `limit` bytes."""
+    """The body, and whether it is whole; stops reading once it passes `limit` bytes.
+
+    Raises ClientDisconnected holding what arrived, which the receiver keeps in the raw log."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         return b"", False
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        chunks.append(chunk)
-        if size > limit:
-            return b"".join(chunks), False
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            chunks.append(chunk)
+            if size > limit:
+                return b"".join(chunks), False
+    except ClientDisconnect:
+        message = f"the client disconnected after {size} bytes, before the body was whole"
+        raise ClientDisconnected(message, b"".join(chunks)) from None
     return b"".join(chunks), True
 
 

@@ -19,6 +19,7 @@ from starlette.responses import Response
 from service.core.callbacks import find_task_id, parse_callback
 from service.core.signing import is_token_valid, verify_kie_signature
 from service.errors import (
+    ClientDisconnected,
     EventRefused,
     PayloadTooLarge,
     SignatureError,
@@ -62,6 +63,8 @@ async def receive_kie_callback(request: Request) -> Response:
             # A shape no parser expected must still be refused cleanly and kept, never a bare 500.
             log.exception("callback task_id=%s could not be read", task_id or "-")
             exc = UnrecognisedCallback(f"callback could not be read: {type(exc).__name__}")
+        if isinstance(exc, ClientDisconnected):
+            body = exc.received  # what did arrive is kept all the same
         raise await reject(request, ctx, body, now, task_id or guess_task_id(body), exc) from None
     verified = "verified" if signature else "unchecked"
     raw = raw_entry(request, body, now, task_id, {"http_status": 200}, verified)

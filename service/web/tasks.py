@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Any, Final, cast
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, MalformedRangeHeader, Response
+from starlette.responses import RangeNotSatisfiable as StarletteRangeNotSatisfiable
 
 from service.core.events import TASK_ID_PATTERN
 from service.core.lifecycle import STATUSES, Status
-from service.errors import InvalidParameter, NotFound, UnknownTask
+from service.errors import InvalidParameter, InvalidRange, NotFound, RangeNotSatisfiable, UnknownTask
 from service.storage import Storage
 from service.web.context import context
 from service.web.views import raw_entry_view, summary_view, task_view
@@ -48,8 +49,24 @@ async def get_file(request: Request) -> Response:
             stored = Storage(Path(ctx.settings.storage_dir)).open_stored(task_id, path)
             if stored is None:
                 break
-            return FileResponse(stored, media_type=artifact.get("content_type"), filename=Path(path).name)
+            return StoredFile(stored, media_type=artifact.get("content_type"), filename=Path(path).name)
     raise NotFound(f"task {task_id} has no stored file named {requested!r}")
+
+
+class StoredFile(FileResponse):
+    """A FileResponse whose Range errors are ours (JSON, like every other error), not plain text."""
+
+    @classmethod
+    def _parse_range_header(cls, http_range: str, file_size: int) -> list[tuple[int, int]]:
+        try:
+            return super()._parse_range_header(http_range, file_size)
+        except MalformedRangeHeader as exc:
+            raise InvalidRange(f"Range {http_range[:64]!r} is not bytes=START-END: {exc.content}") from None
+        except StarletteRangeNotSatisfiable:
+            raise RangeNotSatisfiable(
+                f"Range {http_range[:64]!r} starts past the end of the file ({file_size} bytes)",
+                headers={"Content-Range": f"bytes */{file_size}"},
+            ) from None
 
 
 async def list_tasks(request: Request) -> JSONResponse:

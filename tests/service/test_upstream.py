@@ -158,3 +158,28 @@ def test_sseedance_create_reads_the_top_level_id() -> None:
             return await SseedanceClient(http, "k").create({"provider": "kie", "model": "V5", "prompt": "p"})
 
     assert asyncio.run(main()) == "ss1"
+
+
+class UnreachableBudget:
+    """A create budget whose Redis went away after the slot was taken."""
+
+    async def acquire(self, slot: str) -> float:
+        return 0.0
+
+    async def settle(self, slot: str) -> None:
+        raise ConnectionError("Redis went away")
+
+    async def pause(self, seconds: float | None) -> None:
+        raise ConnectionError("Redis went away")
+
+
+def test_an_answer_received_survives_a_budget_that_cannot_be_settled() -> None:
+    """The create happened upstream (and is billed): its task id must reach the caller."""
+
+    async def main() -> str:
+        transport = httpx.MockTransport(lambda request: kie(200, data={"taskId": "t-made"}))
+        async with httpx.AsyncClient(transport=transport, base_url="https://api.kie.ai") as http:
+            client = KieClient(http, KEY, limiter=UnreachableBudget(), max_attempts=1)
+            return await create(client)  # type: ignore[no-any-return]
+
+    assert asyncio.run(main()) == "t-made"

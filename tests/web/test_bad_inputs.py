@@ -96,3 +96,52 @@ def test_a_stored_time_gone_bad_is_shown_as_its_text_not_a_500(
         redis_client.hset("td:task:odd2", "last_poll_at", "99999999999999999")
         response = client.get("/tasks/odd2")
     assert response.status_code == 200 and response.json()["polling"]["last_at"] == "99999999999999999"
+
+
+def test_range_errors_on_a_stored_file_are_json(
+    tapedeck_local: TapedeckFactory, redis_client: Any, tmp_path: Any
+) -> None:
+    (tmp_path / "t1").mkdir()
+    (tmp_path / "t1" / "audio-a.mp3").write_bytes(b"x" * 100)
+    artifact = {"name": "audio-a", "kind": "audio", "url": "u", "state": "stored", "path": "t1/audio-a.mp3",
+                "content_type": "audio/mpeg"}  # fmt: skip
+    member = f"{1:013d}:t1"
+    redis_client.hset("td:task:t1", mapping={"task_id": "t1", "status": "complete", "created_at": 1,
+                                             "updated_at": 1, "index_member": member})  # fmt: skip
+    redis_client.hset("td:task:t1:artifacts", "audio-a", json.dumps(artifact))
+    with tapedeck_local(STORAGE_DIR=str(tmp_path)) as client:
+        assert client.get("/tasks/t1/files/audio-a", headers={"Range": "bytes=10-19"}).content == b"x" * 10
+        past = client.get("/tasks/t1/files/audio-a", headers={"Range": "bytes=500-"})
+        bad = client.get("/tasks/t1/files/audio-a", headers={"Range": "lines=1-2"})
+    assert (past.status_code, past.json()["error"], past.headers["content-range"]) == (
+        416,
+        "range_not_satisfiable",
+        "bytes */100",
+    )
+    assert (bad.status_code, bad.json()["error"]) == (400, "invalid_range")
+
+
+def test_a_client_that_leaves_mid_body_is_kept_quietly(
+    tapedeck: TapedeckFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No traceback and no 422: what arrived is kept, with the reason."""
+    import socket
+    import time
+
+    with tapedeck() as client:
+        host, port = client.base_url.host, client.base_url.port
+        with socket.create_connection((host, port or 80)) as sock:
+            head = "POST /callbacks/kie HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            sock.sendall(
+                (head + "Content-Length: 1000\r\n\r\n").encode()
+                + b'{"code": 200, "data": {"task_id": "gone1"'
+            )
+            time.sleep(0.2)
+        deadline = time.monotonic() + 10
+        while not (entries := client.get("/callbacks/log").json()["entries"]):
+            assert time.monotonic() < deadline, "the partial request was never kept"
+            time.sleep(0.05)
+    (entry,) = entries
+    assert (entry["http_status"], entry["outcome"]) == (400, "rejected")
+    assert "disconnected after 41 bytes" in entry["reason"] and entry["body"].startswith('{"code": 200')
+    assert not [r for r in caplog.records if r.levelno >= 40], "a client leaving is no error of ours"
