@@ -13,6 +13,7 @@ from typing import Final
 
 from service.core.lifecycle import UNFINISHED, expires_at, is_urgent
 from service.core.times import to_ms
+from service.store.connection import STORE_ERRORS
 from workers.runtime import WorkerRuntime
 
 log = logging.getLogger("tapedeck.dispatch")
@@ -79,6 +80,7 @@ def run(runtime: WorkerRuntime, stop: threading.Event) -> None:
     """The dispatcher loop of a worker process: drain the outbox and the due polls; every few
     seconds requeue overdue downloads, every half minute reschedule forgotten tasks."""
     swept = reconciled = 0.0
+    redis_away = False
     while not stop.is_set():
         now = time.time()
         try:
@@ -90,7 +92,15 @@ def run(runtime: WorkerRuntime, stop: threading.Event) -> None:
             if now - reconciled > 30:
                 reconciled = now
                 reschedule_forgotten(runtime, now)
-        except Exception:  # keep dispatching through a Redis blip; the outbox waits
+            if redis_away:
+                log.warning("dispatch: Redis answers again")
+                redis_away = False
+        except STORE_ERRORS as exc:  # Redis is away: the outbox waits in Redis; say so once
+            if not redis_away:
+                log.warning("dispatch: Redis unreachable (%s); retrying every second", type(exc).__name__)
+            redis_away, moved = True, 0
+            stop.wait(1.0)
+        except Exception:  # keep dispatching through anything else too; the outbox waits
             log.exception("dispatch failed; retrying")
             moved = 0
         if moved < BATCH:

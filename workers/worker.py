@@ -11,11 +11,15 @@ artifact lease, and any worker's dispatcher requeues the download once the lease
 from __future__ import annotations
 
 import logging
+import random
+import signal
 import threading
 import time
 
+import redis
 from rq import SimpleWorker
 
+from service.core.retry import Backoff
 from service.settings import Settings
 from workers import dispatch, jobs
 from workers.runtime import WorkerRuntime
@@ -40,19 +44,65 @@ def run(settings: Settings, burst: bool = False) -> int:
 
 
 def work_forever(runtime: WorkerRuntime) -> None:
-    worker = SimpleWorker(
-        runtime.queues.in_drain_order(),  # RQ takes from the first non-empty queue
-        connection=runtime.rq_connection,
-        maintenance_interval=MAINTENANCE_INTERVAL_S,
+    """Works until asked to stop (SIGTERM, SIGINT), through any Redis outage.
+
+    RQ's worker quits when Redis fails under it (and cannot start without it); this loop waits,
+    with backoff and a log line, for as long as Redis is away, then starts a new one. A job cut
+    off that way loses its lease, and the dispatcher queues it again.
+    """
+    stopping = threading.Event()
+    dispatcher = threading.Thread(
+        target=dispatch.run, args=(runtime, stopping), name="dispatcher", daemon=True
     )
-    stop = threading.Event()
-    dispatcher = threading.Thread(target=dispatch.run, args=(runtime, stop), name="dispatcher", daemon=True)
     dispatcher.start()
     try:
-        worker.work(with_scheduler=True, logging_level="INFO")
+        while not stopping.is_set():
+            # RQ installs its own handlers while it works; between workers, a signal is ours.
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, lambda *_: stopping.set())
+            if not wait_for_redis(runtime, stopping):
+                return
+            worker = SimpleWorker(
+                runtime.queues.in_drain_order(),  # RQ takes from the first non-empty queue
+                connection=runtime.rq_connection,
+                maintenance_interval=MAINTENANCE_INTERVAL_S,
+            )
+            try:
+                worker.work(with_scheduler=True, logging_level="INFO")
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.warning("worker: Redis failed under the worker (%s); starting again", type(exc).__name__)
+            if is_stop_requested(worker):
+                return
     finally:
-        stop.set()
+        stopping.set()
         dispatcher.join(timeout=5)
+
+
+def is_stop_requested(worker: SimpleWorker) -> bool:
+    """Whether a signal asked RQ's worker to stop (RQ keeps no public flag for it)."""
+    return getattr(worker, "_shutdown_requested_date", None) is not None or bool(
+        getattr(worker, "_stop_requested", False)
+    )
+
+
+def wait_for_redis(runtime: WorkerRuntime, stopping: threading.Event) -> bool:
+    """True once Redis answers PING, waiting longer each time it does not (up to 30 s); False
+    when asked to stop first."""
+    backoff, rng = Backoff(0.5, 2.0, 30.0), random.Random()
+    attempt = 0
+    while not stopping.is_set():
+        try:
+            runtime.rq_connection.ping()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            attempt += 1
+            delay = backoff.delay(attempt, rng)
+            log.warning("worker: Redis unreachable (%s); trying again in %.1fs", type(exc).__name__, delay)
+            stopping.wait(delay)
+            continue
+        if attempt:
+            log.warning("worker: Redis answers again after %d tries", attempt)
+        return True
+    return False
 
 
 def work_burst(runtime: WorkerRuntime) -> None:
