@@ -83,6 +83,21 @@ class Storage:
         os.replace(temporary, meta)
         return final
 
+    def find_published(self, task_id: str, name: str, url: str) -> dict[str, Any] | None:
+        """The sidecar of a file already published from `url`, whole: a worker that died between
+        publishing and recording it left it, and a retry records it instead of fetching again."""
+        directory = self.task_dir(task_id)
+        for meta in directory.glob(f"{_checked(name)}.*.json") if directory.is_dir() else ():
+            try:
+                sidecar = json.loads(meta.read_text())
+                final = meta.with_name(meta.name.removesuffix(".json"))
+                whole = final.is_file() and final.stat().st_size == sidecar.get("bytes")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if whole and isinstance(sidecar, dict) and sidecar.get("upstream_url") == url:
+                return sidecar
+        return None
+
     def relative(self, task_id: str, name: str, ext: str) -> str:
         """How a stored file is recorded: relative to STORAGE_DIR, so machines may mount it anywhere."""
         return str(self.final_path(task_id, name, ext).relative_to(self.root))

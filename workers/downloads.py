@@ -84,7 +84,7 @@ def fetch_artifact(deps: Deps, task_id: str, name: str) -> str:
     if now >= expiry:
         return _expire(deps, lease, "past its upstream expiry before it could be stored")
     try:
-        stored = transfer(deps, task_id, artifact, lease)
+        stored = already_published(deps, task_id, artifact) or transfer(deps, task_id, artifact, lease)
     except LeaseLost as exc:
         log.warning("download task_id=%s artifact=%s stopped: %s", task_id, name, exc)
         return "lost"
@@ -107,6 +107,18 @@ def fetch_artifact(deps: Deps, task_id: str, name: str) -> str:
     )
     log.info("download task_id=%s artifact=%s stored %s bytes", task_id, name, stored["bytes"])
     return "stored"
+
+
+RESULT_FIELDS: Final = ("sha256", "bytes", "resumed_from", "content_type", "path", "stored_at")
+
+
+def already_published(deps: Deps, task_id: str, artifact: dict[str, Any]) -> dict[str, Any] | None:
+    """What a worker that died after publishing (before recording) had stored: its sidecar."""
+    sidecar = deps.storage.find_published(task_id, artifact["name"], artifact["url"])
+    if sidecar is None:
+        return None
+    log.info("download task_id=%s artifact=%s was already published: recorded", task_id, artifact["name"])
+    return {k: sidecar[k] for k in RESULT_FIELDS if k in sidecar}
 
 
 def transfer(deps: Deps, task_id: str, artifact: dict[str, Any], lease: Lease) -> dict[str, Any]:

@@ -193,3 +193,34 @@ def test_an_unexpected_error_is_recorded_and_retried_not_raised(
     assert fetch_artifact(made.deps, "t1", "audio-x") == "retrying"
     stored = made.artifact()
     assert stored["state"] == "waiting" and "RuntimeError: a bug somewhere below" in str(stored["last_error"])
+
+
+def test_a_file_published_by_a_worker_that_died_before_recording_it_is_not_fetched_again(
+    redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    first = harness(redis_client, tmp_path, lambda request: audio())
+    assert fetch_artifact(first.deps, "t1", "audio-x") == "stored"
+    published = first.artifact()
+    # As if that worker had died after os.replace and before recording: the artifact is waiting.
+    record = {"name": "audio-x", "kind": "audio", "url": URL, "state": "waiting", "attempts": 1}
+    redis_client.hset(Keys().artifacts("t1"), "audio-x", json.dumps(record))
+    again = harness(redis_client, tmp_path, lambda request: audio())
+    assert fetch_artifact(again.deps, "t1", "audio-x") == "stored"
+    stored = again.artifact()
+    assert again.requests == [], "recorded from the sidecar, not fetched again"
+    assert {k: stored[k] for k in ("sha256", "bytes", "path")} == {
+        k: published[k] for k in ("sha256", "bytes", "path")
+    }
+
+
+def test_a_published_file_from_another_url_is_fetched_again(
+    redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    first = harness(redis_client, tmp_path, lambda request: audio())
+    assert fetch_artifact(first.deps, "t1", "audio-x") == "stored"
+    record = {"name": "audio-x", "kind": "audio", "url": URL + "?v=2", "state": "waiting"}
+    redis_client.hset(Keys().artifacts("t1"), "audio-x", json.dumps(record))
+    again = harness(redis_client, tmp_path, lambda request: audio())
+    redis_client.hset(Keys().artifacts("t1"), "audio-x", json.dumps(record))
+    assert fetch_artifact(again.deps, "t1", "audio-x") == "stored"
+    assert len(again.requests) == 1
