@@ -9,9 +9,15 @@ import hiredis
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection
-from redis.exceptions import RedisError
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError, RedisError, TimeoutError
+from redis.retry import Retry
 
 from service.errors import StoreUnavailable
+
+RETRIES = 3  # ~0.05 + 0.1 + 0.2 s: a restart's stale connections, not an outage
+HEALTH_CHECK_S = 30  # a connection idle this long is checked before it is used
 
 # What "Redis is away" looks like to code outside the store, which never imports redis itself.
 STORE_ERRORS: tuple[type[Exception], ...] = (RedisError, StoreUnavailable)
@@ -31,16 +37,33 @@ class HiredisPackingConnection(Connection):
 
 
 def connect(url: str) -> aioredis.Redis:
-    """The async client (strings decoded); it owns its pool, so `aclose()` disconnects it."""
+    """The async client (strings decoded); it owns its pool, so `aclose()` disconnects it.
+
+    A command that meets a dead connection (a pooled one from before Redis restarted) is sent
+    again on a fresh one, a few times with backoff. That is safe because every write that could
+    count twice is idempotent: each delivery of an event carries its own id (transition.lua).
+    """
     pool = aioredis.ConnectionPool.from_url(
-        url, decode_responses=True, connection_class=HiredisPackingConnection
+        url,
+        decode_responses=True,
+        connection_class=HiredisPackingConnection,
+        retry=AsyncRetry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), RETRIES),
+        retry_on_error=[ConnectionError, TimeoutError],
+        health_check_interval=HEALTH_CHECK_S,
     )
     return aioredis.Redis.from_pool(pool)
 
 
 def connect_sync(url: str) -> redis.Redis:
-    """The sync client of the download jobs and the dispatcher (strings decoded)."""
-    return redis.Redis.from_url(url, decode_responses=True)
+    """The sync client of the download jobs and the dispatcher (strings decoded), retrying on a
+    dead connection like the async one (its scripts are idempotent per claim token)."""
+    return redis.Redis.from_url(
+        url,
+        decode_responses=True,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), RETRIES),
+        retry_on_error=[ConnectionError, TimeoutError],
+        health_check_interval=HEALTH_CHECK_S,
+    )
 
 
 def connect_rq(url: str) -> redis.Redis:

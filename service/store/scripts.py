@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -32,6 +33,9 @@ Arg = str | bytes | int
 Args = list[Arg]
 RawEntry = Mapping[str, str | bytes]
 
+# How long the reply to one delivery of an event is kept, for a re-send after a lost reply: the
+# client retries within seconds; a minute keeps the keys few (one per callback per minute).
+APPLIED_TTL_S: Final = 60
 # How long a queued download, or a scheduled retry, may wait before the sweep queues it again.
 DOWNLOAD_GRACE_MS: Final = 120_000
 # A raw-log entry has a handful of fields (meta, body, body_encoding); the script refuses more.
@@ -73,6 +77,8 @@ TRANSITION: Final = Script(
 )
 # Each event of a transition batch, after the head above. Tracks, artifacts and the raw-log
 # entry follow as name/value pairs, their counts given by the three `*_pairs` fields.
+# `event_id` names one delivery of an event (not its content): a call re-sent after its reply was
+# lost finds the first reply kept under it and writes nothing twice.
 # `signature` names a verified Kie signature ("task_id:timestamp", or "") and `body_sha256` the
 # body it came with: a signature is accepted for one body only, for `signature_ttl_s`.
 EVENT_FIELDS: Final = (
@@ -86,6 +92,7 @@ EVENT_FIELDS: Final = (
     "error",
     "result",
     "submission_id",
+    "event_id",
     "signature",
     "body_sha256",
     "signature_ttl_s",
@@ -138,7 +145,7 @@ def render(script: Script) -> str:
             f"local TERMINAL = {_lua_set(TERMINAL)}",
             f"local CLAIMS = {_lua_claims()}",
             f"local FINISHES = {_lua_set(FINISHES)}",
-            f"local DOWNLOAD_GRACE_MS = {DOWNLOAD_GRACE_MS}",
+            f"local DOWNLOAD_GRACE_MS, APPLIED_TTL_S = {DOWNLOAD_GRACE_MS}, {APPLIED_TTL_S}",
             f"local MAX_TRACKS, MAX_ARTIFACTS = {MAX_TRACKS}, {MAX_ARTIFACTS}",
             f"local MAX_RAW_PAIRS = {MAX_RAW_PAIRS}",
             f"local STAGES = {_lua_set(frozenset(STAGES))}",
@@ -197,6 +204,7 @@ def encode_event(
     raw: RawEntry | None = None,
     submission_id: str = "",
     signature: SeenSignature | None = None,
+    event_id: str | None = None,
 ) -> Args:
     """One event of a transition batch, its tracks and artifacts pre-encoded as JSON."""
     raw = raw or {}
@@ -211,6 +219,7 @@ def encode_event(
         "error": event.error or "",
         "result": to_json(event.result) if event.result else "",
         "submission_id": submission_id,
+        "event_id": event_id if event_id is not None else uuid.uuid4().hex,
         "signature": f"{signature.task_id}:{signature.timestamp}" if signature else "",
         "body_sha256": signature.body_sha256 if signature else "",
         "signature_ttl_s": signature.ttl_s if signature else 0,

@@ -8,6 +8,11 @@
 
 local mode, task_id, name, now = A.mode, A.task_id, A.name, tonumber(A.now)
 local key = key_artifacts(prefix, task_id)
+
+local function holds_claim_of(artifact, worker, at)
+  return artifact.state == 'downloading' and artifact.worker == worker .. '#' .. tostring(artifact.attempts)
+    and (tonumber(artifact.lease_until) or 0) > at
+end
 local due = key_downloads_due(prefix)
 local member = task_id .. ' ' .. name
 local raw = redis.call('HGET', key, name)
@@ -17,7 +22,11 @@ local artifact = cjson.decode(raw)
 local state = type(artifact.state) == 'string' and artifact.state or ''
 local holds = state == 'downloading' and artifact.worker == A.worker
 
-if mode == 'claim' then
+if mode == 'claim' and holds_claim_of(artifact, A.worker, now) then
+  -- A re-send of this worker's claim after a lost reply: the claim it already holds.
+  local task = redis.call('HMGET', key_task(prefix, task_id), 'created_at', 'family')
+  return {'claimed', raw, task[1] or '', task[2] or ''}
+elseif mode == 'claim' then
   local leased = (tonumber(artifact.lease_until) or 0) > now
   local early = (tonumber(artifact.next_try_at) or 0) > now + 1000
   local outcome = CLAIMS[state .. '|' .. (leased and 1 or 0) .. '|' .. (early and 1 or 0)]

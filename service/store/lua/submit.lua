@@ -4,6 +4,11 @@
 
 local task_id, submission_id, now = A.task_id, A.submission_id, tonumber(A.now)
 local task_key = key_task(prefix, task_id)
+-- A re-send after a lost reply finds the link made: it answers again and appends nothing.
+local linked = redis.call('HMGET', key_submission(prefix, submission_id), 'state', 'task_id')
+if linked[1] == 'submitted' and linked[2] == task_id then
+  return {redis.call('HGET', task_key, 'status') or 'pending', 0}
+end
 local status, _, created = ensure_task(task_key, task_id, now, A.family)
 link_submission(task_key, task_id, submission_id, true)
 redis.call('HSET', key_submission(prefix, submission_id), 'state', 'submitted', 'submitted_at', now)

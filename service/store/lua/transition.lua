@@ -70,8 +70,7 @@ local function judged_status(task_key, status)
   return judged
 end
 
-local function apply(at)
-  local e = read_event(at)
+local function apply_once(e)
   local task_id, stage, now = e.task_id, e.stage, e.now
   if e.signature ~= '' then
     -- Kie signs the task id and timestamp, not the body: a pair seen with one body is refused
@@ -136,6 +135,16 @@ local function apply(at)
   end
   append_history(task_id, entry, history_max)
   return reply, e.next_at
+end
+
+local function apply(at)
+  local e = read_event(at)
+  local applied_key = key_applied(prefix, e.event_id)
+  local prior = e.event_id ~= '' and redis.call('GET', applied_key)
+  if prior then return cjson.decode(prior), e.next_at end  -- a re-send: the first reply, nothing more
+  local reply, next_at = apply_once(e)
+  if e.event_id ~= '' then redis.call('SET', applied_key, cjson.encode(reply), 'EX', APPLIED_TTL_S) end
+  return reply, next_at
 end
 
 -- Every event is checked before anything is written: Redis keeps the writes of a script that

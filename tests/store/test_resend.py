@@ -1,0 +1,102 @@
+"""A call re-sent after its reply was lost writes nothing twice, so the clients can reconnect
+and send again on their own when Redis restarts under them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from service.cli.redis_server import RedisServer, free_port
+from service.core.events import Artifact, Event
+from service.store import scripts
+from service.store.artifacts import ArtifactStore
+from service.store.connection import connect, connect_sync
+from service.store.keys import Keys
+from service.store.submissions import SubmissionStore
+from service.store.tasks import TaskStore
+
+KEYS = Keys()
+FIRST = Event("t1", "music", "first", 200, "ok", artifacts=(Artifact("audio-a", "audio", "https://h/a.mp3"),))
+
+
+def run(redis_url: str, work: Any) -> Any:
+    async def main() -> Any:
+        client = connect(redis_url)
+        try:
+            return await work(client)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(main())
+
+
+def test_one_delivery_sent_twice_is_applied_once(redis_url: str, redis_client: redis.Redis) -> None:
+    async def twice(client: Any) -> list[list[Any]]:
+        store = TaskStore(client, KEYS)
+        args = scripts.encode_event(FIRST, "callback", 1_000, event_id="delivery-1")
+        return [await store._transition(args), await store._transition(args)]
+
+    first, second = run(redis_url, twice)
+    assert first == second and scripts.decode_applied(first).outcome == "applied"
+    assert redis_client.llen(KEYS.history("t1")) == 1
+    assert redis_client.llen(KEYS.downloads_new()) == 1, "the file is queued once"
+
+
+def test_two_deliveries_of_the_same_stage_are_a_transition_and_a_duplicate(redis_url: str) -> None:
+    async def both(client: Any) -> list[str]:
+        store = TaskStore(client, KEYS)
+        return [(await store.apply_event(FIRST, "callback", 1_000 + i)).outcome for i in range(2)]
+
+    assert run(redis_url, both) == ["applied", "duplicate"]
+
+
+def test_attaching_a_submission_twice_appends_one_history_entry(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    sub = "sub_" + "a" * 32
+
+    async def attach(client: Any) -> list[bool]:
+        store = SubmissionStore(client, KEYS)
+        await store.begin(sub, {"state": "submitting"}, None, 60)
+        return [await store.attach(sub, "t1", "music", 1_000, 2_000) for _ in range(2)]
+
+    assert run(redis_url, attach) == [True, False]
+    entries = [json.loads(h)["stage"] for h in redis_client.lrange(KEYS.history("t1"), 0, -1)]
+    assert entries == ["submit"]
+
+
+def test_a_claim_sent_twice_is_the_same_claim(redis_client: redis.Redis) -> None:
+    record = {"name": "audio-a", "kind": "audio", "url": "u", "state": "waiting"}
+    redis_client.hset(KEYS.artifacts("t1"), "audio-a", json.dumps(record))
+    store = ArtifactStore(redis_client, KEYS)
+    first, again = (store.claim("t1", "audio-a", 1_000, 60_000, "w") for _ in range(2))
+    assert (first.outcome, again.outcome) == ("claimed", "claimed")
+    assert first.artifact and again.artifact and first.artifact["worker"] == again.artifact["worker"] == "w#1"
+
+
+def test_both_clients_carry_on_when_redis_restarts_under_them(tmp_path: Path) -> None:
+    """Pooled connections from before the restart are dead; the next call must not fail."""
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+
+    async def across_a_restart() -> list[str]:
+        client = connect(url)
+        store = TaskStore(client, KEYS)
+        try:
+            with RedisServer(tmp_path / "a", port=port, appendonly=True):
+                before = (await store.apply_event(FIRST, "callback", 1_000)).outcome
+                sync = connect_sync(url)
+                sync.ping()
+            with RedisServer(tmp_path / "a", port=port, appendonly=True):  # the same data, back
+                after = (await store.apply_event(FIRST, "callback", 2_000)).outcome
+                assert sync.ping() and sync.hget(KEYS.task("t1"), "status") == "first"
+                sync.close()
+            return [before, after]
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(across_a_restart()) == ["applied", "duplicate"]
