@@ -16,7 +16,15 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import redis.asyncio as aioredis
-from redis.exceptions import DataError, RedisError, ResponseError
+from redis.exceptions import (
+    DataError,
+    MasterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 
 from service.core.events import Event
 from service.core.lifecycle import Source, Status
@@ -25,6 +33,10 @@ from service.settings import Settings
 from service.store import scripts
 from service.store.keys import Keys
 from service.store.scripts import Applied, Args, PollRecord, RawEntry, SeenSignature, to_json
+
+# Refusals that say nothing of the events and everything of Redis: the whole batch waits (503)
+# instead of being taken for a bad event. They are ResponseErrors, so they are caught first.
+UNAVAILABLE = (OutOfMemoryError, ReadOnlyError, MasterDownError, TryAgainError)
 
 
 class EventBatcher:
@@ -60,6 +72,9 @@ class EventBatcher:
             args += event_args
         try:
             replies = cast(list[Any], await scripts.call(self.client, scripts.TRANSITION, args))
+        except UNAVAILABLE as exc:  # Redis cannot take writes now (full, a replica, busy): all wait
+            _settle(batch, exception=exc)
+            return
         except (ResponseError, DataError, TypeError, ValueError) as exc:
             # Nothing was written: the script refused the batch in its checks, which come before
             # any write, or an argument could not even be encoded to be sent. One event's fault
@@ -143,7 +158,10 @@ class TaskStore:
         try:
             reply = await self._transition(args)
         except RedisError as exc:
-            raise StoreUnavailable(f"Redis is unavailable: {type(exc).__name__}") from exc
+            # Kie retries a 503: with Retry-After, a full or restarting Redis loses nothing acked.
+            raise StoreUnavailable(
+                f"Redis is unavailable: {type(exc).__name__}", headers={"Retry-After": "5"}
+            ) from exc
         applied = scripts.decode_applied(reply)
         if applied.outcome == scripts.SIGNATURE_REUSED:
             raise SignatureError(

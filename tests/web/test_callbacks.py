@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from service.core.signing import kie_signature
 from tests.conftest import TapedeckFactory
@@ -403,3 +404,32 @@ def test_the_raw_log_never_shows_a_signature_only_what_became_of_it(
     shown = json.dumps(entries)
     assert signed(TID)["X-Webhook-Signature"] not in shown and "c2VjcmV0" not in shown
     assert shown.count("<not kept>") == 3
+
+
+def test_a_full_redis_is_503_with_retry_after_and_the_retry_is_applied(tmp_path: Any) -> None:
+    """Redis refuses writes when full (noeviction): Kie must be told to retry, not that it was bad."""
+    from service.cli.redis_server import RedisServer
+    from service.settings import Settings
+    from service.web.app import create_app
+    from tests.live import serve
+
+    with RedisServer(tmp_path / "full") as server:
+        filler = redis.Redis.from_url(server.url)
+        settings = Settings.from_env({"REDIS_URL": server.url})
+        with serve(lambda _: create_app(settings)) as url, httpx.Client(base_url=url) as client:
+            used = int(filler.info("memory")["used_memory"])
+            filler.config_set("maxmemory", used + 2 * 1024 * 1024)
+            for i in range(100):  # write until Redis refuses: now it is full
+                try:
+                    filler.set(f"filler:{i}", b"x" * 256 * 1024)
+                except redis.exceptions.OutOfMemoryError:
+                    break
+            else:
+                raise AssertionError("Redis never filled up")
+            refused = client.post("/callbacks/kie", json=music("text"))
+            assert (refused.status_code, refused.json()["error"]) == (503, "store_unavailable")
+            assert refused.headers["retry-after"] == "5"
+            filler.delete(*filler.keys("filler:*"))  # room again; Kie's retry lands
+            assert client.post("/callbacks/kie", json=music("text")).status_code == 200
+            assert client.get(f"/tasks/{TID}").json()["status"] == "text"
+        filler.close()
