@@ -10,6 +10,7 @@ TapedeckError                     500
 │   ├── SignatureError
 │   └── TokenError
 ├── Forbidden                     403   a read token on a write
+├── BodyTimedOut                  408   a body that did not arrive in CALLBACK_BODY_TIMEOUT_S
 ├── NotFound                      404
 │   ├── UnknownTask
 │   └── UnknownRawEntry
@@ -104,6 +105,17 @@ class TokenError(Unauthorized):
 class Forbidden(TapedeckError):
     status_code = 403
     code = "forbidden"
+
+
+class BodyTimedOut(TapedeckError):
+    """Raised when a body does not arrive whole in time. `received` holds what did arrive."""
+
+    status_code = 408
+    code = "body_timed_out"
+
+    def __init__(self, message: str, received: bytes = b"") -> None:
+        super().__init__(message, details={"received_bytes": len(received)})
+        self.received = received
 
 
 class NotFound(TapedeckError):

@@ -28,6 +28,7 @@ class Settings:
     kie_webhook_tolerance_s: float = 300.0
     callback_token: Secret | None = field(default=None, repr=False)
     max_callback_bytes: int = MIB
+    callback_body_timeout_s: float = 10.0
     raw_log_max_entries: int = 10_000
     raw_log_rejected_body_bytes: int = 4 * 1024
     history_max_entries: int = 500
@@ -172,6 +173,7 @@ VARIABLES: Final[tuple[tuple[str, str, Cast], ...]] = (
     ("kie_webhook_tolerance_s", "KIE_WEBHOOK_TOLERANCE_S", _float),
     ("callback_token", "CALLBACK_TOKEN", _secret),
     ("max_callback_bytes", "MAX_CALLBACK_BYTES", _int),
+    ("callback_body_timeout_s", "CALLBACK_BODY_TIMEOUT_S", _float),
     ("raw_log_max_entries", "RAW_LOG_MAX_ENTRIES", _int),
     ("raw_log_rejected_body_bytes", "RAW_LOG_REJECTED_BODY_BYTES", _int),
     ("history_max_entries", "HISTORY_MAX_ENTRIES", _int),

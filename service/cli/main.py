@@ -42,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     serve.add_argument("--access-log", action="store_true", help="log every request (costs throughput)")
+    # Bounds on what slow or many clients can hold: open connections past this get 503 at once,
+    # and an idle keep-alive connection is closed after a few seconds (deploy/nginx.conf bounds
+    # headers and bodies in front, where slow senders are best turned away).
+    serve.add_argument("--limit-concurrency", type=int, default=1000, help="most connections at once")
+    serve.add_argument("--timeout-keep-alive", type=int, default=5, help="seconds an idle connection stays")
     serve.set_defaults(run=run_serve)
 
     dev = commands.add_parser("dev", help="run everything locally on an embedded Redis (make dev)")
@@ -91,6 +96,8 @@ def run_serve(options: argparse.Namespace) -> int:
         loop="uvloop",
         http="httptools",
         access_log=options.access_log,
+        limit_concurrency=options.limit_concurrency,
+        timeout_keep_alive=options.timeout_keep_alive,
         log_config=log_config(),
         log_level="info",
     )

@@ -2,34 +2,43 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Final
 
 import orjson
 from starlette.requests import ClientDisconnect, Request
 
-from service.errors import ClientDisconnected, MalformedJSON, PayloadTooLarge
+from service.errors import BodyTimedOut, ClientDisconnected, MalformedJSON, PayloadTooLarge
 
 MAX_BODY_BYTES: Final = 1024 * 1024
 
 
-async def read_bounded(request: Request, limit: int) -> tuple[bytes, bool]:
-    """The body, and whether it is whole; stops reading once it passes `limit` bytes.
+async def read_bounded(request: Request, limit: int, timeout_s: float | None = None) -> tuple[bytes, bool]:
+    """The body, and whether it is whole; stops reading once it passes `limit` bytes, or once
+    `timeout_s` has passed.
 
-    Raises ClientDisconnected holding what arrived, which the receiver keeps in the raw log."""
+    Raises ClientDisconnected or BodyTimedOut, each holding what arrived, which the receiver
+    keeps in the raw log."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         return b"", False
     chunks: list[bytes] = []
     size = 0
     try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            chunks.append(chunk)
-            if size > limit:
-                return b"".join(chunks), False
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                chunks.append(chunk)
+                if size > limit:
+                    return b"".join(chunks), False
     except ClientDisconnect:
         message = f"the client disconnected after {size} bytes, before the body was whole"
         raise ClientDisconnected(message, b"".join(chunks)) from None
+    except TimeoutError:
+        message = (
+            f"the body was not whole after {timeout_s:g}s ({size} bytes arrived; CALLBACK_BODY_TIMEOUT_S)"
+        )
+        raise BodyTimedOut(message, b"".join(chunks)) from None
     return b"".join(chunks), True
 
 

@@ -10,7 +10,7 @@ import base64
 import hashlib
 import logging
 import re
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from starlette.requests import Request
@@ -19,6 +19,7 @@ from starlette.responses import Response
 from service.core.callbacks import find_task_id, parse_callback
 from service.core.signing import is_token_valid, verify_kie_signature
 from service.errors import (
+    BodyTimedOut,
     ClientDisconnected,
     EventRefused,
     PayloadTooLarge,
@@ -48,12 +49,16 @@ async def receive_kie_callback(request: Request) -> Response:
     body = b""
     task_id = ""
     try:
-        body, complete = await read_bounded(request, ctx.settings.max_callback_bytes)
+        # The URL token first: a sender without it gets only a moment for its body (below).
+        check_token(request, ctx)
+        settings = ctx.settings
+        body, complete = await read_bounded(
+            request, settings.max_callback_bytes, settings.callback_body_timeout_s
+        )
         if not complete:
             raise PayloadTooLarge(
-                f"body exceeds the {ctx.settings.max_callback_bytes}-byte limit (MAX_CALLBACK_BYTES)"
+                f"body exceeds the {settings.max_callback_bytes}-byte limit (MAX_CALLBACK_BYTES)"
             )
-        check_token(request, ctx)
         payload = parse_json(body)
         task_id = find_task_id(payload)
         signature = check_signature(request, ctx, task_id, now, body)
@@ -63,8 +68,10 @@ async def receive_kie_callback(request: Request) -> Response:
             # A shape no parser expected must still be refused cleanly and kept, never a bare 500.
             log.exception("callback task_id=%s could not be read", task_id or "-")
             exc = UnrecognisedCallback(f"callback could not be read: {type(exc).__name__}")
-        if isinstance(exc, ClientDisconnected):
+        if isinstance(exc, ClientDisconnected | BodyTimedOut):
             body = exc.received  # what did arrive is kept all the same
+        elif isinstance(exc, TokenError):
+            body = await body_of_unauthenticated(request, ctx)
         raise await reject(request, ctx, body, now, task_id or guess_task_id(body), exc) from None
     verified = "verified" if signature else "unchecked"
     raw = raw_entry(request, body, now, task_id, {"http_status": 200}, verified)
@@ -86,6 +93,19 @@ async def receive_kie_callback(request: Request) -> Response:
             applied.status,
         )
     return Response(ACK, media_type="application/json")
+
+
+UNAUTHENTICATED_BODY_S: Final = 2.0
+
+
+async def body_of_unauthenticated(request: Request, ctx: Context) -> bytes:
+    """What a request without the URL token sent, read for the raw log (a callback refused during
+    a token rotation can be replayed) but only briefly: it cannot hold a connection for long."""
+    try:
+        body, _ = await read_bounded(request, ctx.settings.max_callback_bytes, UNAUTHENTICATED_BODY_S)
+    except (ClientDisconnected, BodyTimedOut) as exc:
+        return exc.received
+    return body
 
 
 async def reject(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.conftest import TapedeckFactory
@@ -145,3 +146,40 @@ def test_a_client_that_leaves_mid_body_is_kept_quietly(
     assert (entry["http_status"], entry["outcome"]) == (400, "rejected")
     assert "disconnected after 41 bytes" in entry["reason"] and entry["body"].startswith('{"code": 200')
     assert not [r for r in caplog.records if r.levelno >= 40], "a client leaving is no error of ours"
+
+
+def slow_post(base_url: httpx.URL, path: str, sent: bytes, declared: int = 1000) -> bytes:
+    """Sends headers and part of a body, then nothing more; returns the answer that comes."""
+    import socket
+
+    with socket.create_connection((base_url.host, base_url.port or 80), timeout=15) as sock:
+        head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        head += f"Content-Length: {declared}\r\n\r\n"
+        sock.sendall(head.encode() + sent)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(65536)
+            assert chunk, "the server closed without an answer"
+            answer += chunk
+        return answer
+
+
+def test_a_body_that_never_arrives_whole_is_408_and_what_came_is_kept(tapedeck: TapedeckFactory) -> None:
+    import time
+
+    with tapedeck(CALLBACK_BODY_TIMEOUT_S="0.5") as client:
+        started = time.monotonic()
+        answer = slow_post(client.base_url, "/callbacks/kie", b'{"code": 200, "data": {"task_id": "slow1"')
+        assert answer.startswith(b"HTTP/1.1 408") and time.monotonic() - started < 10
+        (entry,) = client.get("/callbacks/log").json()["entries"]
+    assert (entry["http_status"], entry["task_id"]) == (408, "")
+    assert "not whole after 0.5s" in entry["reason"] and entry["body"].startswith('{"code": 200')
+
+
+def test_without_the_url_token_a_slow_body_gets_only_a_moment(tapedeck: TapedeckFactory) -> None:
+    import time
+
+    with tapedeck(CALLBACK_TOKEN="s3cret", CALLBACK_BODY_TIMEOUT_S="60") as client:
+        started = time.monotonic()
+        answer = slow_post(client.base_url, "/callbacks/kie", b'{"code": 200')
+        assert answer.startswith(b"HTTP/1.1 401") and time.monotonic() - started < 10
