@@ -31,6 +31,7 @@ class Settings:
     callback_body_timeout_s: float = 10.0
     raw_log_max_entries: int = 10_000
     raw_log_rejected_body_bytes: int = 4 * 1024
+    raw_log_body_bytes: int = 64 * 1024
     history_max_entries: int = 500
     public_base_url: str = "http://127.0.0.1:8000"
     api_token: Secret | None = field(default=None, repr=False)
@@ -176,6 +177,7 @@ VARIABLES: Final[tuple[tuple[str, str, Cast], ...]] = (
     ("callback_body_timeout_s", "CALLBACK_BODY_TIMEOUT_S", _float),
     ("raw_log_max_entries", "RAW_LOG_MAX_ENTRIES", _int),
     ("raw_log_rejected_body_bytes", "RAW_LOG_REJECTED_BODY_BYTES", _int),
+    ("raw_log_body_bytes", "RAW_LOG_BODY_BYTES", _int),
     ("history_max_entries", "HISTORY_MAX_ENTRIES", _int),
     ("public_base_url", "PUBLIC_BASE_URL", _base_url),
     ("api_token", "TAPEDECK_API_TOKEN", _secret),

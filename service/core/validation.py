@@ -49,6 +49,13 @@ def validate(kind: str, params: Mapping[str, Any], provider: str = "kie") -> lis
     if checks is None:
         return [Violation("kind", "enum", f"kind must be one of {', '.join(rules)}; got {kind!r}")]
     found = [v for check in (*checks, _common) for v in check(params)]
+    documented = (SSEEDANCE_FIELDS if provider == "sseedance" else FIELDS)[kind] | {"callBackUrl"}
+    found += [
+        Violation(name[:64], "unknown", f"{name[:64]!r} is not a parameter of {kind} (kie-api.md §4); "
+                  f"documented: {', '.join(sorted(documented - {'callBackUrl'}))}")
+        for name in params
+        if name not in documented
+    ]  # fmt: skip
     if "callBackUrl" in params:
         found.append(
             Violation("callBackUrl", "forbidden", "callBackUrl is set by Tapedeck; remove it from params")
@@ -321,6 +328,51 @@ RULES: Final[dict[str, tuple[Check, ...]]] = {
     "mp4": (_required("taskId", "audioId"), _max_length("author", 50), _max_length("domainName", 50)),
     "cover-image": (_required("taskId"),),
 }
+# The parameters each kind documents (kie-api.md §3.4, §4): anything else is refused with a 422
+# naming it, so nothing undocumented is sent upstream or kept with the submission.
+_TUNING: Final = frozenset(
+    {"styleWeight", "weirdnessConstraint", "audioWeight", "vocalGender", "negativeTags", "personaId"}
+    | {"personaModel", "duration"}
+)
+_WEIGHTS: Final = frozenset({"styleWeight", "weirdnessConstraint", "audioWeight", "vocalGender"})
+_MODE: Final = frozenset({"prompt", "customMode", "instrumental", "model", "style", "title"})
+_EXTEND: Final = frozenset(
+    {"defaultParamFlag", "instrumental", "prompt", "model", "style", "title", "continueAt"}
+)
+FIELDS: Final[dict[str, frozenset[str]]] = {
+    "generate": _MODE | _TUNING,
+    "extend": _EXTEND | {"audioId"} | _TUNING,
+    "upload-cover": _MODE | {"uploadUrl"} | _TUNING,
+    "upload-extend": _EXTEND | {"uploadUrl"} | _TUNING,
+    "add-instrumental": frozenset({"uploadUrl", "title", "negativeTags", "tags", "model"}) | _WEIGHTS,
+    "add-vocals": frozenset({"prompt", "title", "negativeTags", "style", "uploadUrl", "model"}) | _WEIGHTS,
+    "mashup": _MODE | {"uploadUrlList"} | _TUNING,
+    "replace-section": frozenset(
+        {
+            "taskId",
+            "audioId",
+            "prompt",
+            "tags",
+            "title",
+            "negativeTags",
+            "infillStartS",
+            "infillEndS",
+            "fullLyrics",
+        }
+    ),
+    "lyrics": frozenset({"prompt"}),
+    "wav": frozenset({"taskId", "audioId"}),
+    "vocal-removal": frozenset({"taskId", "audioId", "audioUrl", "type", "stemName"}),
+    "midi": frozenset({"taskId", "audioId"}),
+    "mp4": frozenset({"taskId", "audioId", "author", "domainName"}),
+    "cover-image": frozenset({"taskId"}),
+}
+SSEEDANCE_FIELDS: Final[dict[str, frozenset[str]]] = {
+    "generate": frozenset(
+        {"provider", "model", "prompt", "customMode", "title", "style", "lyrics", "instrumental", "options"}
+    ),
+}
+
 # sseedance's own field names (§10) for the one kind it offers.
 SSEEDANCE_RULES: Final[dict[str, tuple[Check, ...]]] = {
     "generate": (_required("provider", "model"), _sseedance_mode),

@@ -36,6 +36,8 @@ RawEntry = Mapping[str, str | bytes]
 # How long the reply to one delivery of an event is kept, for a re-send after a lost reply: the
 # client retries within seconds; a minute keeps the keys few (one per callback per minute).
 APPLIED_TTL_S: Final = 60
+# A history entry keeps this much of an event's message (the task keeps the whole error).
+HISTORY_MSG_BYTES: Final = 1000
 # How long a queued download, or a scheduled retry, may wait before the sweep queues it again.
 DOWNLOAD_GRACE_MS: Final = 120_000
 # A raw-log entry has a handful of fields (meta, body, body_encoding); the script refuses more.
@@ -146,6 +148,7 @@ def render(script: Script) -> str:
             f"local CLAIMS = {_lua_claims()}",
             f"local FINISHES = {_lua_set(FINISHES)}",
             f"local DOWNLOAD_GRACE_MS, APPLIED_TTL_S = {DOWNLOAD_GRACE_MS}, {APPLIED_TTL_S}",
+            f"local HISTORY_MSG_BYTES = {HISTORY_MSG_BYTES}",
             f"local MAX_TRACKS, MAX_ARTIFACTS = {MAX_TRACKS}, {MAX_ARTIFACTS}",
             f"local MAX_RAW_PAIRS = {MAX_RAW_PAIRS}",
             f"local STAGES = {_lua_set(frozenset(STAGES))}",

@@ -74,7 +74,13 @@ async def receive_kie_callback(request: Request) -> Response:
             body = await body_of_unauthenticated(request, ctx)
         raise await reject(request, ctx, body, now, task_id or guess_task_id(body), exc) from None
     verified = "verified" if signature else "unchecked"
-    raw = raw_entry(request, body, now, task_id, {"http_status": 200}, verified)
+    # The raw log keeps an accepted body up to RAW_LOG_BODY_BYTES, so its size is bounded in bytes
+    # (entries x that), not only in entries; the event itself was applied whole.
+    kept = utf8_head(body, ctx.settings.raw_log_body_bytes)
+    meta: dict[str, Any] = {"http_status": 200}
+    if len(kept) < len(body):
+        meta |= {"truncated": True, "body_bytes": len(body), "body_sha256": hashlib.sha256(body).hexdigest()}
+    raw = raw_entry(request, kept, now, task_id, meta, verified)
     submission_id = request.query_params.get("sub", "") if request.scope.get("query_string") else ""
     if not _SUBMISSION_ID.fullmatch(submission_id):
         submission_id = ""
@@ -112,7 +118,7 @@ async def reject(
     request: Request, ctx: Context, body: bytes, now: float, task_id: str, exc: TapedeckError
 ) -> TapedeckError:
     """Keeps a refused request in the raw log with its reason, and gives back the error to raise."""
-    kept = body[: ctx.settings.raw_log_rejected_body_bytes]
+    kept = utf8_head(body, ctx.settings.raw_log_rejected_body_bytes)
     truncated = len(kept) < len(body) or isinstance(exc, PayloadTooLarge)
     meta = {"http_status": exc.status_code, "reason": exc.message, "truncated": truncated}
     signature = "refused" if isinstance(exc, SignatureError) else "unchecked"
@@ -121,6 +127,17 @@ async def reject(
         "callback rejected task_id=%s status=%s reason=%s", task_id or "-", exc.status_code, exc.message
     )
     return exc
+
+
+def utf8_head(body: bytes, limit: int) -> bytes:
+    """At most `limit` bytes, cut before a UTF-8 sequence rather than inside one, so a text body
+    cut short is still text (a binary one stays binary and is kept as base64)."""
+    if len(body) <= limit:
+        return body
+    cut = limit
+    while cut > max(0, limit - 3) and body[cut] & 0xC0 == 0x80:
+        cut -= 1
+    return body[:cut]
 
 
 def guess_task_id(body: bytes) -> str:

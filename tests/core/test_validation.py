@@ -250,3 +250,18 @@ def test_every_violation_is_reported_at_once() -> None:
         "vocalGender",
         "callBackUrl",
     }
+
+
+def test_every_kind_documents_its_parameters() -> None:
+    from service.core.validation import FIELDS, SSEEDANCE_FIELDS, SSEEDANCE_RULES
+
+    assert set(FIELDS) == set(RULES) and set(SSEEDANCE_FIELDS) == set(SSEEDANCE_RULES)
+
+
+@pytest.mark.parametrize("kind", sorted(RULES))
+def test_a_parameter_the_kind_does_not_document_is_refused_by_name(kind: str) -> None:
+    """Nothing undocumented is sent upstream or kept with the submission (kie-api.md §4)."""
+    params = dict(VALID[kind]) | {"notAField": "x" * 10_000}
+    (violation,) = [v for v in validate(kind, params) if v.rule == "unknown"]
+    assert violation.field == "notAField" and "is not a parameter of " + kind in violation.message
+    assert validate(kind, VALID[kind]) == [], "every documented example stays valid"

@@ -183,3 +183,20 @@ def test_without_the_url_token_a_slow_body_gets_only_a_moment(tapedeck: Tapedeck
         started = time.monotonic()
         answer = slow_post(client.base_url, "/callbacks/kie", b'{"code": 200')
         assert answer.startswith(b"HTTP/1.1 401") and time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize(
+    ("body", "limit", "kept"),
+    [
+        (b"abcdef", 4, b"abcd"),
+        ("aé".encode(), 2, b"a"),  # é is two bytes: not cut in half
+        ("a€b".encode(), 3, b"a"),  # € is three
+        ("a€b".encode(), 4, "a€".encode()),
+        ("😀x".encode(), 3, b""),
+        (b"\xff\xfe\xfd\xfc", 2, b"\xff\xfe"),  # not text: cut anywhere, kept as base64
+    ],
+)
+def test_a_body_cut_for_the_raw_log_is_cut_between_characters(body: bytes, limit: int, kept: bytes) -> None:
+    from service.web.callbacks import utf8_head
+
+    assert utf8_head(body, limit) == kept

@@ -433,3 +433,23 @@ def test_a_full_redis_is_503_with_retry_after_and_the_retry_is_applied(tmp_path:
             assert client.post("/callbacks/kie", json=music("text")).status_code == 200
             assert client.get(f"/tasks/{TID}").json()["status"] == "text"
         filler.close()
+
+
+def test_a_large_accepted_callback_costs_redis_a_bounded_amount_however_often_it_comes(
+    tapedeck_local: TapedeckFactory, redis_client: Any
+) -> None:
+    """~1 MiB of long file URLs, sent 30 times: the raw log keeps 64 KiB of each, history a short
+    message; before, each copy cost its whole body again (and its message twice)."""
+    urls = [f"https://tempfile.aiquickdraw.com/{i}/{'p' * 2000}.png" for i in range(480)]
+    body = {"code": 200, "msg": "m" * 60_000, "data": {"task_id": "big2", "images": urls}}
+    with tapedeck_local() as client:
+        assert client.post("/callbacks/kie", json=body).status_code == 200
+        before = int(redis_client.info("memory")["used_memory"])
+        for _ in range(30):
+            assert client.post("/callbacks/kie", json=body).status_code == 200
+        grown = int(redis_client.info("memory")["used_memory"]) - before
+        entry = client.get("/callbacks/log?limit=1").json()["entries"][0]
+        history = client.get("/tasks/big2").json()["history"]
+    assert grown < 30 * 200 * 1024, f"{grown} bytes for 30 duplicates"
+    assert entry["truncated"] and entry["body_bytes"] > 900_000 and len(entry["body"]) == 64 * 1024
+    assert len(history) == 31 and all(len(h["msg"]) == 1000 and h["msg_bytes"] == 60_000 for h in history)

@@ -15,6 +15,19 @@ local function call_chunked(command, key, items)
   end
 end
 
+-- At most `limit` bytes of `text`, cut before a UTF-8 sequence rather than inside one: a cut
+-- mid-character would store bytes no reader can decode.
+local function utf8_head(text, limit)
+  if #text <= limit then return text end
+  local cut = limit
+  while cut > 0 do
+    local next_byte = string.byte(text, cut + 1)
+    if next_byte < 0x80 or next_byte >= 0xC0 then break end
+    cut = cut - 1
+  end
+  return string.sub(text, 1, cut)
+end
+
 -- Appends one entry to a task's history and keeps the newest `history_max`.
 local function append_history(task_id, entry, history_max)
   local history_key = key_history(prefix, task_id)

@@ -127,8 +127,10 @@ local function apply_once(e)
     redis.call('HSET', task_key, 'last_event_at', now)
   end
 
+  -- History is kept per event, duplicates too: its copy of the message is short.
   local entry = {stage = stage, source = e.source, outcome = outcome, at = now,
-    from = status, to = new_status, code = tonumber(e.code), msg = e.msg}
+    from = status, to = new_status, code = tonumber(e.code), msg = utf8_head(e.msg, HISTORY_MSG_BYTES)}
+  if #e.msg > HISTORY_MSG_BYTES then entry.msg_bytes = #e.msg end
   if e.next_at > e.raw_from then
     entry.raw_id = redis.call('XADD', key_raw_log(prefix), 'MAXLEN', '~', rawlog_max, '*',
       'outcome', outcome, 'task_status', new_status, unpack(ARGV, e.raw_from, e.next_at - 1))
