@@ -10,6 +10,7 @@ import hashlib
 import logging
 import os
 import random
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,7 +75,10 @@ def fetch_artifact(deps: Deps, task_id: str, name: str) -> str:
     """Never raises for a download problem: records the outcome on the artifact and returns it."""
     now = deps.clock()
     lease_ms = int(deps.settings.download_lease_s * 1000)
-    claim = deps.artifacts.claim(task_id, name, to_ms(now), lease_ms, deps.worker_id)
+    # A token of this call's own: two workers that share an id (one pid namespace, one hostname)
+    # never pass for each other, while a re-send of this very call still finds its claim.
+    token = f"{deps.worker_id}:{secrets.token_hex(4)}"
+    claim = deps.artifacts.claim(task_id, name, to_ms(now), lease_ms, token)
     if claim.outcome != "claimed" or claim.artifact is None:
         log.info("download task_id=%s artifact=%s skipped: %s %s", task_id, name, claim.outcome, claim.state)
         return claim.outcome

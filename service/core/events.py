@@ -40,6 +40,7 @@ MAX_TRACKS: Final = 100
 MAX_ARTIFACTS: Final = 500
 MAX_TEXT_CHARS: Final = 64 * 1024  # any one string: a message, an error, a track field, a URL
 MAX_RESULT_DEPTH: Final = 32  # nesting of a result (lyrics variants, MIDI instruments)
+MAX_TRACK_ID_CHARS: Final = 128  # a track id names its files (`audio-<id>`), which paths must hold
 _CAMEL_HUMP: Final = re.compile(r"(?<=[a-z0-9])([A-Z])")
 
 
@@ -86,11 +87,28 @@ class Event:
 def check_bounds(event: Event) -> Event:
     """The event itself, if it is within what an event may carry. Raises EventTooLarge naming
     every bound it passes."""
+    # The common case costs a few comparisons; the messages are only built for a refusal.
+    longest = max((len(v) for t in event.tracks for v in vars(t).values() if isinstance(v, str)), default=0)
+    longest = max(longest, len(event.msg), len(event.error or ""), *(len(a.url) for a in event.artifacts))
+    if (
+        all(len(t.id) <= MAX_TRACK_ID_CHARS for t in event.tracks)
+        and len(event.tracks) <= MAX_TRACKS
+        and len(event.artifacts) <= MAX_ARTIFACTS
+        and longest <= MAX_TEXT_CHARS
+        and (not event.result or nesting(event.result) <= MAX_RESULT_DEPTH)
+    ):
+        return event
+    raise EventTooLarge(f"the callback carries more than Tapedeck keeps: {'; '.join(_excesses(event))}")
+
+
+def _excesses(event: Event) -> list[str]:
     problems = []
     if len(event.tracks) > MAX_TRACKS:
         problems.append(f"{len(event.tracks)} tracks (at most {MAX_TRACKS})")
     if len(event.artifacts) > MAX_ARTIFACTS:
         problems.append(f"{len(event.artifacts)} files (at most {MAX_ARTIFACTS})")
+    problems += [f"a track id of {len(t.id)} characters (at most {MAX_TRACK_ID_CHARS})"
+                 for t in event.tracks if len(t.id) > MAX_TRACK_ID_CHARS]  # fmt: skip
     texts = [("msg", event.msg), ("error", event.error or "")]
     texts += [
         (f"track {t.id[:32]!r} {k}", v)
@@ -103,9 +121,7 @@ def check_bounds(event: Event) -> Event:
                  for name, value in texts if len(value) > MAX_TEXT_CHARS]  # fmt: skip
     if nesting(event.result) > MAX_RESULT_DEPTH:
         problems.append(f"a result nested deeper than {MAX_RESULT_DEPTH} levels")
-    if problems:
-        raise EventTooLarge(f"the callback carries more than Tapedeck keeps: {'; '.join(problems)}")
-    return event
+    return problems
 
 
 def nesting(value: Any) -> int:

@@ -16,8 +16,6 @@
     {p}:downloads:due          zset   "task_id name" of every unfinished artifact, by when it must next
                                       make progress (queued, retry time, or lease end; ms)
     {p}:polls:due              zset   task id of every unfinished task, by when to poll it next (ms)
-    {p}:applied:{event id}     string the reply to one delivery of an event (60 s), so a call re-sent
-                                      after a lost reply applies nothing twice
     {p}:sig:{task}:{timestamp} string sha256 of the body a Kie signature was first seen with (expires
                                       after twice the tolerance: a signature is good for one body)
 
@@ -47,7 +45,6 @@ TEMPLATES: Final[dict[str, str]] = {
     "downloads_due": "{prefix}:downloads:due",
     "polls_due": "{prefix}:polls:due",
     "signature": "{prefix}:sig:{id}",
-    "applied": "{prefix}:applied:{id}",
 }
 
 
@@ -102,9 +99,6 @@ class Keys:
 
     def polls_due(self) -> str:
         return self._key("polls_due")
-
-    def applied(self, event_id: str) -> str:
-        return self._key("applied", event_id)
 
     def signature(self, task_id: str, timestamp: str) -> str:
         return self._key("signature", f"{task_id}:{timestamp}")

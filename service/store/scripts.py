@@ -12,8 +12,9 @@ Every script is prefixed with the same prelude: the named arguments, the key bui
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
-import uuid
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -33,9 +34,6 @@ Arg = str | bytes | int
 Args = list[Arg]
 RawEntry = Mapping[str, str | bytes]
 
-# How long the reply to one delivery of an event is kept, for a re-send after a lost reply: the
-# client retries within seconds; a minute keeps the keys few (one per callback per minute).
-APPLIED_TTL_S: Final = 60
 # A history entry keeps this much of an event's message (the task keeps the whole error).
 HISTORY_MSG_BYTES: Final = 1000
 # How long a queued download, or a scheduled retry, may wait before the sweep queues it again.
@@ -80,7 +78,7 @@ TRANSITION: Final = Script(
 # Each event of a transition batch, after the head above. Tracks, artifacts and the raw-log
 # entry follow as name/value pairs, their counts given by the three `*_pairs` fields.
 # `event_id` names one delivery of an event (not its content): a call re-sent after its reply was
-# lost finds the first reply kept under it and writes nothing twice.
+# lost finds it as the task's last delivery, gets the same reply, and writes nothing twice.
 # `signature` names a verified Kie signature ("task_id:timestamp", or "") and `body_sha256` the
 # body it came with: a signature is accepted for one body only, for `signature_ttl_s`.
 EVENT_FIELDS: Final = (
@@ -147,7 +145,7 @@ def render(script: Script) -> str:
             f"local TERMINAL = {_lua_set(TERMINAL)}",
             f"local CLAIMS = {_lua_claims()}",
             f"local FINISHES = {_lua_set(FINISHES)}",
-            f"local DOWNLOAD_GRACE_MS, APPLIED_TTL_S = {DOWNLOAD_GRACE_MS}, {APPLIED_TTL_S}",
+            f"local DOWNLOAD_GRACE_MS = {DOWNLOAD_GRACE_MS}",
             f"local HISTORY_MSG_BYTES = {HISTORY_MSG_BYTES}",
             f"local MAX_TRACKS, MAX_ARTIFACTS = {MAX_TRACKS}, {MAX_ARTIFACTS}",
             f"local MAX_RAW_PAIRS = {MAX_RAW_PAIRS}",
@@ -222,7 +220,7 @@ def encode_event(
         "error": event.error or "",
         "result": to_json(event.result) if event.result else "",
         "submission_id": submission_id,
-        "event_id": event_id if event_id is not None else uuid.uuid4().hex,
+        "event_id": event_id if event_id is not None else new_event_id(),
         "signature": f"{signature.task_id}:{signature.timestamp}" if signature else "",
         "body_sha256": signature.body_sha256 if signature else "",
         "signature_ttl_s": signature.ttl_s if signature else 0,
@@ -239,6 +237,16 @@ def encode_event(
     for name, value in raw.items():
         args += [name, value]
     return args
+
+
+_PROCESS: Final = os.urandom(8).hex()  # this process's own prefix: ids never collide across processes
+_DELIVERIES = itertools.count()
+
+
+def new_event_id() -> str:
+    """An id for one delivery of an event, unique across processes (a counter is cheaper than uuid4
+    on the callback path)."""
+    return f"{_PROCESS}{next(_DELIVERIES)}"
 
 
 def decode_applied(reply: list[Any]) -> Applied:

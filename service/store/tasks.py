@@ -37,6 +37,13 @@ from service.store.scripts import Applied, Args, PollRecord, RawEntry, SeenSigna
 # Refusals that say nothing of the events and everything of Redis: the whole batch waits (503)
 # instead of being taken for a bad event. They are ResponseErrors, so they are caught first.
 UNAVAILABLE = (OutOfMemoryError, ReadOnlyError, MasterDownError, TryAgainError)
+UNAVAILABLE_CODES = frozenset({"OOM", "READONLY", "MASTERDOWN", "TRYAGAIN", "MISCONF", "NOREPLICAS", "BUSY",
+                               "LOADING", "CLUSTERDOWN"})  # fmt: skip
+
+
+def is_unavailable(exc: ResponseError) -> bool:
+    """A refusal of Redis's own state (full, a replica, saving failed, busy), not of an event."""
+    return isinstance(exc, UNAVAILABLE) or str(exc).split(" ", 1)[0] in UNAVAILABLE_CODES
 
 
 class EventBatcher:
@@ -72,24 +79,32 @@ class EventBatcher:
             args += event_args
         try:
             replies = cast(list[Any], await scripts.call(self.client, scripts.TRANSITION, args))
-        except UNAVAILABLE as exc:  # Redis cannot take writes now (full, a replica, busy): all wait
-            _settle(batch, exception=exc)
-            return
-        except (ResponseError, DataError, TypeError, ValueError) as exc:
-            # Nothing was written: the script refused the batch in its checks, which come before
-            # any write, or an argument could not even be encoded to be sent. One event's fault
-            # must not fail the others, so each is applied alone.
-            if len(batch) > 1:
-                await asyncio.gather(*(self._send([one]) for one in batch))
+        except ResponseError as exc:
+            if is_unavailable(exc):  # Redis cannot take writes now (full, a replica, busy): all wait
+                _settle(batch, exception=exc)
             else:
-                _settle(batch, exception=EventRefused(f"the store refused this event: {exc}"))
+                await self._isolate(batch, exc)
             return
+        except (DataError, TypeError, ValueError) as exc:  # an argument could not even be encoded
+            await self._isolate(batch, exc)
+            return
+
         except Exception as exc:  # every waiter must hear of it, whatever it is
             _settle(batch, exception=exc)
             return
         for (_, future), reply in zip(batch, replies, strict=True):
             if not future.done():
                 future.set_result(reply)
+
+    async def _isolate(self, batch: list[tuple[Args, asyncio.Future[list[Any]]]], exc: Exception) -> None:
+        """The script refused the batch in its checks, which come before any write (or an argument
+        could not be encoded). One event's fault must not fail the others, so each is applied
+        alone; an event the batch had applied before a surprise is answered again, not applied
+        twice (its delivery id)."""
+        if len(batch) > 1:
+            await asyncio.gather(*(self._send([one]) for one in batch))
+        else:
+            _settle(batch, exception=EventRefused(f"the store refused this event: {exc}"))
 
 
 def _settle(batch: list[tuple[Args, asyncio.Future[list[Any]]]], exception: BaseException) -> None:

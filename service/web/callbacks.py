@@ -40,6 +40,8 @@ KEPT_HEADERS = frozenset(
 ACK = b'{"code":200,"msg":"received"}'
 SIGNATURE_HEADER = "x-webhook-signature"
 NOT_KEPT = "<not kept>"
+MAX_HEADER_BYTES = 256
+MAX_QUERY_CHARS = 1024
 _SUBMISSION_ID = re.compile(r"(sub_[0-9a-f]{32})?")
 
 
@@ -198,7 +200,12 @@ def raw_entry(
     whether a signature came and what became of it (`signature`: verified, refused, unchecked
     when no key is set, or absent).
     """
-    headers = {k.decode(): v.decode("latin-1") for k, v in request.scope["headers"] if k in KEPT_HEADERS}
+    # Each kept header and the query are cut short too: with the body's own cap they bound an entry.
+    headers = {
+        k.decode(): v[:MAX_HEADER_BYTES].decode("latin-1")
+        for k, v in request.scope["headers"]
+        if k in KEPT_HEADERS
+    }
     if SIGNATURE_HEADER in headers:
         headers[SIGNATURE_HEADER] = NOT_KEPT
     else:
@@ -208,7 +215,7 @@ def raw_entry(
         query = "&".join(
             f"{k}={'<redacted>' if k.lower() == 'token' else v}"
             for k, v in request.query_params.multi_items()
-        )
+        )[:MAX_QUERY_CHARS]
     meta = meta | {
         "signature": signature,
         "at": int(now * 1000),

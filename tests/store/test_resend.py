@@ -40,8 +40,8 @@ def test_one_delivery_sent_twice_is_applied_once(redis_url: str, redis_client: r
         args = scripts.encode_event(FIRST, "callback", 1_000, event_id="delivery-1")
         return [await store._transition(args), await store._transition(args)]
 
-    first, second = run(redis_url, twice)
-    assert first == second and scripts.decode_applied(first).outcome == "applied"
+    first, second = (scripts.decode_applied(reply) for reply in run(redis_url, twice))
+    assert first == second and first.outcome == "applied" and first.new_artifacts == ("audio-a",)
     assert redis_client.llen(KEYS.history("t1")) == 1
     assert redis_client.llen(KEYS.downloads_new()) == 1, "the file is queued once"
 

@@ -453,3 +453,40 @@ def test_a_large_accepted_callback_costs_redis_a_bounded_amount_however_often_it
     assert grown < 30 * 200 * 1024, f"{grown} bytes for 30 duplicates"
     assert entry["truncated"] and entry["body_bytes"] > 900_000 and len(entry["body"]) == 64 * 1024
     assert len(history) == 31 and all(len(h["msg"]) == 1000 and h["msg_bytes"] == 60_000 for h in history)
+
+
+def test_a_redis_refusing_writes_for_its_own_state_is_503_not_a_bad_event(tmp_path: Any) -> None:
+    """NOREPLICAS (and MISCONF, BUSY...) says nothing of the event: Kie must retry."""
+    from service.cli.redis_server import RedisServer
+    from service.settings import Settings
+    from service.web.app import create_app
+    from tests.live import serve
+
+    with RedisServer(tmp_path / "noreplicas") as server:
+        admin = redis.Redis.from_url(server.url)
+        settings = Settings.from_env({"REDIS_URL": server.url})
+        with serve(lambda _: create_app(settings)) as url, httpx.Client(base_url=url) as client:
+            admin.config_set("min-replicas-to-write", 1)
+            refused = client.post("/callbacks/kie", json=music("text"))
+            assert (refused.status_code, refused.headers.get("retry-after")) == (503, "5")
+            admin.config_set("min-replicas-to-write", 0)
+            assert client.post("/callbacks/kie", json=music("text")).status_code == 200
+        admin.close()
+
+
+def test_a_huge_header_is_kept_cut_short(tapedeck_local: TapedeckFactory) -> None:
+    with tapedeck_local() as client:
+        client.post("/callbacks/kie", json=music("text"), headers={"User-Agent": "u" * 100_000})
+        (entry,) = client.get("/callbacks/log").json()["entries"]
+    assert len(entry["headers"]["user-agent"]) == 256
+
+
+def test_a_second_stage_in_the_same_second_is_asked_about_at_once(
+    tapedeck_local: TapedeckFactory, redis_client: Any
+) -> None:
+    """Kie signs task and timestamp only, so two genuine stages in one second share a signature:
+    the second is refused, and the task is polled now so that its stage is not lost."""
+    with tapedeck_local(clock=lambda: SIGNED_AT, KIE_WEBHOOK_HMAC_KEY="k") as client:
+        assert client.post("/callbacks/kie", json=music("text"), headers=signed(TID)).status_code == 200
+        assert client.post("/callbacks/kie", json=music("first"), headers=signed(TID)).status_code == 401
+    assert redis_client.zscore("td:polls:due", TID) == int(SIGNED_AT * 1000)

@@ -43,9 +43,10 @@ local function move_index(member, from, to)
 end
 
 -- Creates the task if unknown, the same way whether a callback or a submission reaches Redis
--- first. Returns status, index member and 1 if the task was created now (else 0).
+-- first. Returns status, index member, 1 if the task was created now (else 0), and the id and
+-- reply of the last event delivered to it (read here, in the same command, for re-sends).
 local function ensure_task(task_key, task_id, now, family)
-  local current = redis.call('HMGET', task_key, 'status', 'index_member', 'family')
+  local current = redis.call('HMGET', task_key, 'status', 'index_member', 'family', 'last_event_id', 'last_reply')
   local status, member, created = current[1], current[2], 0
   if not status then
     created = 1
@@ -59,7 +60,7 @@ local function ensure_task(task_key, task_id, now, family)
   if family ~= '' and not current[3] then
     redis.call('HSET', task_key, 'family', family)
   end
-  return status, member, created
+  return status, member, created, current[4], current[5]
 end
 
 -- The task and its submission name each other, whichever of callback and create response
