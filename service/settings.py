@@ -110,6 +110,9 @@ class Settings:
             Policy.build(self.download_allowed_hosts, self.download_allowed_networks)
         except ValueError as exc:
             raise SettingsError(f"DOWNLOAD_ALLOWED_NETWORKS must be CIDRs: {exc}") from None
+        if self.kie_webhook_tolerance_s > 86_400:
+            # A signature is remembered for twice the tolerance; a day is far past any clock skew.
+            raise SettingsError("KIE_WEBHOOK_TOLERANCE_S must be at most 86400 seconds")
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", self.redis_prefix):
             # It begins every key and every RQ queue name and job id, which allow no more.
             raise SettingsError(

@@ -87,3 +87,8 @@ def test_a_blank_environment_or_prefix_is_refused_not_defaulted(variable: str) -
     """A template that expands an unset variable to '' must not start an open development API."""
     with pytest.raises(SettingsError, match=variable):
         Settings.from_env({variable: ""})
+
+
+def test_a_tolerance_past_a_day_is_refused() -> None:
+    with pytest.raises(SettingsError, match="KIE_WEBHOOK_TOLERANCE_S"):
+        Settings.from_env({"KIE_WEBHOOK_TOLERANCE_S": "1e12"})

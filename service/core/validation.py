@@ -30,6 +30,7 @@ UPLOAD_LIMITS: Final = {
     **{m: (5000, 1000, 100) for m in ("V4_5", "V4_5PLUS", "V5", "V5_5")},
 }
 NON_CUSTOM_PROMPT: Final = 500
+MAX_UNKNOWN_REPORTED: Final = 20
 
 
 @dataclass(frozen=True)
@@ -50,12 +51,20 @@ def validate(kind: str, params: Mapping[str, Any], provider: str = "kie") -> lis
         return [Violation("kind", "enum", f"kind must be one of {', '.join(rules)}; got {kind!r}")]
     found = [v for check in (*checks, _common) for v in check(params)]
     documented = (SSEEDANCE_FIELDS if provider == "sseedance" else FIELDS)[kind] | {"callBackUrl"}
+    unknown = [name for name in params if name not in documented]
+    # Named one by one, but only the first few: the answer must not grow with what was sent.
     found += [
-        Violation(name[:64], "unknown", f"{name[:64]!r} is not a parameter of {kind} (kie-api.md §4); "
-                  f"documented: {', '.join(sorted(documented - {'callBackUrl'}))}")
-        for name in params
-        if name not in documented
-    ]  # fmt: skip
+        Violation(name[:64], "unknown", f"{name[:64]!r} is not a parameter of {kind} (kie-api.md §4)")
+        for name in unknown[:MAX_UNKNOWN_REPORTED]
+    ]
+    if unknown:
+        listed = ", ".join(sorted(documented - {"callBackUrl"}))
+        more = (
+            f" ({len(unknown) - MAX_UNKNOWN_REPORTED} more not shown)"
+            if len(unknown) > MAX_UNKNOWN_REPORTED
+            else ""
+        )
+        found.append(Violation("params", "documented", f"{kind} takes: {listed}{more}"))
     if "callBackUrl" in params:
         found.append(
             Violation("callBackUrl", "forbidden", "callBackUrl is set by Tapedeck; remove it from params")

@@ -265,3 +265,9 @@ def test_a_parameter_the_kind_does_not_document_is_refused_by_name(kind: str) ->
     (violation,) = [v for v in validate(kind, params) if v.rule == "unknown"]
     assert violation.field == "notAField" and "is not a parameter of " + kind in violation.message
     assert validate(kind, VALID[kind]) == [], "every documented example stays valid"
+
+
+def test_many_unknown_parameters_get_an_answer_that_does_not_grow_with_them() -> None:
+    params = dict(VALID["lyrics"]) | {f"extra{i}": 1 for i in range(75_000)}
+    violations = validate("lyrics", params)
+    assert len(violations) == 21 and "74980 more not shown" in violations[-1].message
