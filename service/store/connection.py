@@ -18,8 +18,8 @@ from service.errors import StoreUnavailable
 
 RETRIES = 3  # ~0.05 + 0.1 + 0.2 s: a restart's stale connections, not an outage
 HEALTH_CHECK_S = 30  # a connection idle this long is checked before it is used
-# A Redis that does not answer (a blackholed address) must not hold a callback past Kie's 15 s:
-# no command these clients send blocks for long (RQ's blocking pops use their own client).
+# A Redis that does not answer (a blackholed address) must not hold a worker for ever: no command
+# these clients send blocks for long (RQ's blocking pops use their own client).
 SOCKET_TIMEOUT_S, CONNECT_TIMEOUT_S = 5.0, 3.0
 
 # What "Redis is away" looks like to code outside the store, which never imports redis itself.
@@ -53,7 +53,8 @@ def connect(url: str) -> aioredis.Redis:
         retry=AsyncRetry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), RETRIES),
         retry_on_error=[ConnectionError, TimeoutError],
         health_check_interval=HEALTH_CHECK_S,
-        socket_timeout=SOCKET_TIMEOUT_S,
+        # No read timeout here: it costs every command on the callback path a timer; a Redis that
+        # does not answer at all is caught by the connect timeout and the health checks instead.
         socket_connect_timeout=CONNECT_TIMEOUT_S,
     )
     return aioredis.Redis.from_pool(pool)

@@ -70,9 +70,12 @@ local function judged_status(task_key, status)
   return judged
 end
 
-local checked = {}  -- each event as read by the checks, so it is read once
+-- A reply as kept on the task: its outcome and statuses, short enough that the task hash keeps
+-- Redis's compact encoding (a re-send is answered without the names of the files it revealed).
+local function short_reply(reply)
+  return reply[1] .. ' ' .. reply[2] .. ' ' .. reply[3] .. ' ' .. reply[4]
+end
 
--- A reply as kept on the task (space-separated: names and statuses hold no spaces) and back.
 local function split_reply(kept)
   local reply = {}
   for part in string.gmatch(kept, '%S+') do reply[#reply + 1] = part end
@@ -131,7 +134,7 @@ local function apply_once(e)
     add_artifacts(task_id, key_artifacts(prefix, task_id), e.artifacts_from, e.raw_from - 1, reply, now)
     if e.result ~= '' then redis.call('HSET', task_key, 'result', e.result) end
     redis.call('HSET', task_key, 'status', new_status, 'updated_at', now, 'last_event_at', now, 'poll_streak', 0,
-      'last_event_id', e.event_id, 'last_reply', table.concat(reply, ' '))
+      'last_event_id', e.event_id, 'last_reply', short_reply(reply))
     -- The next poll is due when this stage has had its time to move on; a finished task has none.
     if POLL_AFTER[new_status] then
       redis.call('ZADD', key_polls_due(prefix), now + POLL_AFTER[new_status], task_id)
@@ -146,7 +149,7 @@ local function apply_once(e)
       add_artifacts(task_id, key_artifacts(prefix, task_id), e.artifacts_from, e.raw_from - 1, reply, now)
     end
     redis.call('HSET', task_key, 'last_event_at', now, 'last_event_id', e.event_id,
-      'last_reply', table.concat(reply, ' '))
+      'last_reply', short_reply(reply))
   end
 
   -- History is kept per event, duplicates too: its copy of the message is short.
@@ -162,30 +165,33 @@ local function apply_once(e)
 end
 
 local function apply(at)
-  return apply_once(checked[at])
+  return apply_once(read_event(at))
 end
 
 -- Every event is checked before anything is written: Redis keeps the writes of a script that
 -- fails, so a refusal must come first. A refused batch wrote nothing; the caller then applies
 -- its events one by one, and only the bad one is refused.
 local function problem(at)
+  -- Only what the checks need, read by name from ARGV: the whole event is read once, to apply it.
   if at + EVENT_FIELDS - 1 > #ARGV then return 'the batch ends inside an event' end
-  local e = read_event(at)
-  if not STAGES[e.stage] then return 'unknown stage ' .. tostring(e.stage) end
-  if e.task_id == '' or not e.now then return 'no task id or time' end
-  local tracks, artifacts, raw = tonumber(e.track_pairs), tonumber(e.artifact_pairs), tonumber(e.raw_pairs)
+  if not STAGES[ARGV[at + EVENT.stage]] then return 'unknown stage ' .. tostring(ARGV[at + EVENT.stage]) end
+  if ARGV[at + EVENT.task_id] == '' or not tonumber(ARGV[at + EVENT.now]) then return 'no task id or time' end
+  local tracks = tonumber(ARGV[at + EVENT.track_pairs])
+  local artifacts = tonumber(ARGV[at + EVENT.artifact_pairs])
+  local raw = tonumber(ARGV[at + EVENT.raw_pairs])
   if not (tracks and artifacts and raw) or tracks < 0 or artifacts < 0 or raw < 0 then
     return 'pair counts must be whole numbers'
   end
   if tracks > MAX_TRACKS or artifacts > MAX_ARTIFACTS or raw > MAX_RAW_PAIRS then
     return 'more tracks, files or raw-log fields than an event may carry'
   end
-  if e.next_at - 1 > #ARGV then return 'the batch ends inside an event\'s pairs' end
-  if e.signature ~= '' and (not tonumber(e.signature_ttl_s) or tonumber(e.signature_ttl_s) < 1) then
+  local next_at = at + EVENT_FIELDS + 2 * (tracks + artifacts + raw)
+  if next_at - 1 > #ARGV then return 'the batch ends inside an event\'s pairs' end
+  local ttl = tonumber(ARGV[at + EVENT.signature_ttl_s])
+  if ARGV[at + EVENT.signature] ~= '' and (not ttl or ttl < 1) then
     return 'a signature needs a time to be remembered'
   end
-  checked[at] = e
-  return nil, e.next_at
+  return nil, next_at
 end
 
 local at, index = ARG_COUNT + 1, 1
