@@ -76,15 +76,18 @@ class InvalidRange(BadRequest):
     code = "invalid_range"
 
 
-class ClientDisconnected(BadRequest):
-    """Raised when the client hangs up before its body has arrived; no one reads the answer.
-    `received` holds the bytes that did arrive, for the raw log."""
-
-    code = "client_disconnected"
+class PartialBody:
+    """What a body error keeps: `received`, the bytes that did arrive, for the raw log."""
 
     def __init__(self, message: str, received: bytes = b"") -> None:
-        super().__init__(message, details={"received_bytes": len(received)})
+        super().__init__(message, details={"received_bytes": len(received)})  # type: ignore[call-arg]
         self.received = received
+
+
+class ClientDisconnected(PartialBody, BadRequest):
+    """Raised when the client hangs up before its body has arrived; no one reads the answer."""
+
+    code = "client_disconnected"
 
 
 class Unauthorized(TapedeckError):
@@ -107,15 +110,11 @@ class Forbidden(TapedeckError):
     code = "forbidden"
 
 
-class BodyTimedOut(TapedeckError):
-    """Raised when a body does not arrive whole in time. `received` holds what did arrive."""
+class BodyTimedOut(PartialBody, TapedeckError):
+    """Raised when a body does not arrive whole in time."""
 
     status_code = 408
     code = "body_timed_out"
-
-    def __init__(self, message: str, received: bytes = b"") -> None:
-        super().__init__(message, details={"received_bytes": len(received)})
-        self.received = received
 
 
 class NotFound(TapedeckError):

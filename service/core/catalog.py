@@ -48,10 +48,6 @@ RECORD_INFO_PATHS: Final[dict[Family, str]] = {
 }
 
 
-def kinds_of(provider: str) -> dict[str, Kind]:
-    return SSEEDANCE_KINDS if provider == "sseedance" else KINDS
-
-
 def family_of(kind: str) -> Family:
     """The callback family a kind's task reports as; unknown kinds report as music."""
     found = KINDS.get(kind)

@@ -10,10 +10,6 @@ def to_ms(seconds: float) -> int:
     return int(seconds * 1000)
 
 
-def to_s(milliseconds: int | float) -> float:
-    return milliseconds / 1000
-
-
 def iso(epoch_ms: str | int | float | None) -> str | None:
     """Epoch ms (as stored in Redis, often a string) as ISO 8601 UTC; None for nothing.
 

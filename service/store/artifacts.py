@@ -61,9 +61,6 @@ class ArtifactStore:
         found = cast(dict[str, str], self.client.hgetall(self.keys.artifacts(task_id)))
         return [json.loads(v) for v in found.values()]
 
-    def task(self, task_id: str) -> dict[str, str]:
-        return cast(dict[str, str], self.client.hgetall(self.keys.task(task_id)))
-
     def created_at(self, task_ids: set[str]) -> dict[str, int | None]:
         """Each task's creation time (epoch ms), in one round trip; None for a vanished task."""
         ordered = sorted(task_ids)

@@ -22,6 +22,7 @@ from service.errors import (
     BodyTimedOut,
     ClientDisconnected,
     EventRefused,
+    PartialBody,
     PayloadTooLarge,
     SignatureError,
     TapedeckError,
@@ -70,7 +71,7 @@ async def receive_kie_callback(request: Request) -> Response:
             # A shape no parser expected must still be refused cleanly and kept, never a bare 500.
             log.exception("callback task_id=%s could not be read", task_id or "-")
             exc = UnrecognisedCallback(f"callback could not be read: {type(exc).__name__}")
-        if isinstance(exc, ClientDisconnected | BodyTimedOut):
+        if isinstance(exc, PartialBody):
             body = exc.received  # what did arrive is kept all the same
         elif isinstance(exc, TokenError):
             body = await body_of_unauthenticated(request, ctx)

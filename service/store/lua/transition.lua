@@ -82,7 +82,7 @@ local function split_reply(kept)
   return reply
 end
 
-local function apply_once(e)
+local function apply(e)
   local task_id, stage, now = e.task_id, e.stage, e.now
   if e.signature ~= '' then
     -- Kie signs the task id and timestamp, not the body: a pair seen with one body is refused
@@ -164,10 +164,6 @@ local function apply_once(e)
   return reply, e.next_at
 end
 
-local function apply(at)
-  return apply_once(read_event(at))
-end
-
 -- Every event is checked before anything is written: Redis keeps the writes of a script that
 -- fails, so a refusal must come first. A refused batch wrote nothing; the caller then applies
 -- its events one by one, and only the bad one is refused.
@@ -205,7 +201,7 @@ local replies = {}
 at = ARG_COUNT + 1
 while at <= #ARGV do
   local reply
-  reply, at = apply(at)
+  reply, at = apply(read_event(at))
   replies[#replies + 1] = reply
 end
 return replies
