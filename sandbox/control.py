@@ -9,6 +9,8 @@ POST /_sandbox/next-faults                faults for the next created task(s): s
 POST /_sandbox/record-info-fault          {"code": 500|455|429, "count": N, "seconds": S} for every task;
                                           {"code": null} clears it
 POST /_sandbox/create-fault               the same, for every create endpoint (Kie and sseedance)
+POST /_sandbox/create-answer-delay        {"seconds": S, "count": N}: the next N Kie creates make their task,
+                                          then hold the answer S real seconds (late, or lost to a timeout)
 GET  /_sandbox/clock                      {"now": simulated Unix seconds, "speed": N}
 POST /_sandbox/clock/advance              {"seconds": S}
 GET  /_sandbox/counters                   counters of everything sent and answered, and the credits
@@ -216,6 +218,19 @@ async def _set_error_window(request: Request, attribute: str, label: str) -> Res
     return JSONResponse({label: asdict(window) if window else None})
 
 
+async def create_answer_delay(request: Request) -> Response:
+    sandbox, body = sandbox_of(request), await _body(request)
+    if isinstance(body, Response):
+        return body
+    seconds, count = body.get("seconds"), body.get("count", 1)
+    if not isinstance(seconds, int | float) or seconds < 0:
+        return JSONResponse({"error": "seconds must be a number >= 0"}, 400)
+    if not isinstance(count, int) or count < 0:
+        return JSONResponse({"error": "count must be an integer >= 0"}, 400)
+    sandbox.answer_delays = [float(seconds)] * count
+    return JSONResponse({"answerDelays": sandbox.answer_delays})
+
+
 async def clock(request: Request) -> Response:
     sandbox = sandbox_of(request)
     return JSONResponse({"now": sandbox.now(), "speed": sandbox.clock.speed})
@@ -260,6 +275,7 @@ def routes() -> list[Route]:
         Route("/_sandbox/next-faults", next_faults, methods=["POST"]),
         Route("/_sandbox/record-info-fault", record_info_fault, methods=["POST"]),
         Route("/_sandbox/create-fault", create_fault, methods=["POST"]),
+        Route("/_sandbox/create-answer-delay", create_answer_delay, methods=["POST"]),
         Route("/_sandbox/clock", clock, methods=["GET"]),
         Route("/_sandbox/clock/advance", advance_clock, methods=["POST"]),
         Route("/_sandbox/counters", counters, methods=["GET"]),

@@ -7,6 +7,7 @@ see validation and credit errors inside HTTP 200 (kie-api.md §1). One table, `H
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -100,6 +101,9 @@ def create_handler(endpoint: Endpoint) -> Handler:
         dispatcher.plan(outcome)
         if outcome.faults.fast:
             await dispatcher.flush(outcome.id)
+        if sandbox.answer_delays:
+            sandbox.counters["creates.answer_delayed"] += 1
+            await asyncio.sleep(sandbox.answer_delays.pop(0))
         return reply(200, data={"taskId": outcome.id})
 
     return authorized(create)

@@ -44,6 +44,9 @@ class Sandbox:
         self.creates = RollingWindow(config.create_limit, config.create_window_s)
         self.record_info_fault: ErrorWindow | None = None
         self.create_fault: ErrorWindow | None = None
+        # Real seconds each of the next creates holds its answer after creating the task (the
+        # create succeeded; the answer is late, or lost if the client gives up first).
+        self.answer_delays: list[float] = []
         self.pending_faults: list[PendingFaults] = []
         self.covers: dict[str, str] = {}  # music task id -> its cover task id
         self.wavs: dict[str, str] = {}  # audio id -> its WAV task id

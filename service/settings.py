@@ -46,6 +46,8 @@ class Settings:
     upstream_max_attempts: int = 5
     upstream_timeout_s: float = 30.0
     idempotency_ttl_s: int = 86_400
+    submit_reconcile_s: float = 300.0
+    submit_attach_wait_s: float = 20.0
     tapedeck_url: str = "http://127.0.0.1:8000"
     storage_dir: str = ".data/files"
     download_allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS
@@ -195,6 +197,8 @@ VARIABLES: Final[tuple[tuple[str, str, Cast], ...]] = (
     ("upstream_max_attempts", "UPSTREAM_MAX_ATTEMPTS", _int),
     ("upstream_timeout_s", "UPSTREAM_TIMEOUT_S", _float),
     ("idempotency_ttl_s", "IDEMPOTENCY_TTL_S", _int),
+    ("submit_reconcile_s", "SUBMIT_RECONCILE_S", _float),
+    ("submit_attach_wait_s", "SUBMIT_ATTACH_WAIT_S", _float),
     ("tapedeck_url", "TAPEDECK_URL", _base_url),
     ("storage_dir", "STORAGE_DIR", _text),
     ("download_allowed_hosts", "DOWNLOAD_ALLOWED_HOSTS", _list),

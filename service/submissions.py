@@ -8,12 +8,17 @@ crash, still joins task and submission.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import itertools
 import json
+import logging
+import random
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlencode
 
@@ -21,18 +26,29 @@ import orjson
 
 from service.core.catalog import KINDS, PROVIDERS, family_of
 from service.core.events import MAX_RESULT_DEPTH, nesting
+from service.core.idempotency import HEARTBEAT_S, IN_PROGRESS_RETRY_S, Done, Refused, TakeOver, Wait, standing
+from service.core.retry import Backoff
 from service.core.validation import validate
-from service.errors import Conflict, InvalidParameter, UpstreamError, UpstreamRejected, UpstreamUnavailable
+from service.errors import (
+    Conflict,
+    InvalidParameter,
+    StoreUnavailable,
+    UpstreamError,
+    UpstreamRejected,
+    UpstreamUnavailable,
+)
 from service.settings import Settings
+from service.store.connection import STORE_ERRORS
 from service.store.submissions import SubmissionStore
 from service.upstream import KieClient, SseedanceClient
+
+log = logging.getLogger("tapedeck.submissions")
 
 SUBMISSION_ID_PREFIX: Final = "sub_"
 MAX_METADATA_BYTES: Final = 16 * 1024
 MAX_NESTING: Final = MAX_RESULT_DEPTH  # far beyond any upstream field; JSON encoders stop near 250
 IN_FLIGHT_WAIT_S: Final = 10.0
-# Longer than any submission can take (queueing for a slot plus every upstream retry).
-STALLED_AFTER_S: Final = 600.0
+ATTACH_BACKOFF: Final = Backoff(base_s=0.2, max_s=5.0)
 
 
 @dataclass(frozen=True)
@@ -111,17 +127,23 @@ def _problem(field: str, rule: str, message: str) -> dict[str, str]:
     return {"field": field, "rule": rule, "message": message}
 
 
-@dataclass(frozen=True)
+@dataclass
 class Submitter:
     store: SubmissionStore
     settings: Settings
     kie: KieClient | None
     sseedance: SseedanceClient | None
     clock: Callable[[], float] = time.time
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    rng: random.Random = field(default_factory=random.Random)
+    # Create answers Redis could not take yet, still being attached in the background.
+    unattached: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
     async def submit(self, request: SubmissionRequest, idempotency_key: str | None = None) -> Submitted:
-        """Raises InvalidParameter, Conflict, UpstreamRejected or UpstreamUnavailable."""
+        """Raises InvalidParameter, Conflict, UpstreamRejected, UpstreamUnavailable or
+        StoreUnavailable (the upstream task exists but Redis could not record it yet)."""
         submission_id = SUBMISSION_ID_PREFIX + uuid.uuid4().hex
+        now = str(self._now_ms())
         fields: dict[str, str | bytes] = {
             "submission_id": submission_id,
             "provider": request.provider,
@@ -130,7 +152,8 @@ class Submitter:
             "metadata": dump_json(request.metadata),
             "fingerprint": request.fingerprint,
             "state": "submitting",
-            "created_at": str(self._now_ms()),
+            "created_at": now,
+            "alive_at": now,
         }
         if idempotency_key:
             fields["idempotency_key"] = idempotency_key
@@ -148,34 +171,111 @@ class Submitter:
                         "this Idempotency-Key is being retried elsewhere", headers={"Retry-After": "2"}
                     )
                 return taken
-        try:
-            task_id = await self._create(request, submission_id)
-        except UpstreamError as exc:
-            state = "rejected" if isinstance(exc, UpstreamRejected) else "failed"
-            await self.store.end(
-                submission_id, state, {"error": exc.message, "error_status": str(exc.status_code)}
+        async with self._heartbeat(submission_id):
+            try:
+                task_id = await self._create(request, submission_id)
+            except UpstreamError as exc:
+                state = "rejected" if isinstance(exc, UpstreamRejected) else "failed"
+                outcome = {"error": exc.message, "error_status": str(exc.status_code)}
+                try:
+                    await self.store.end(submission_id, state, outcome)
+                except STORE_ERRORS as store_exc:
+                    # Nothing was created: a retry finds the submission stalled and may create.
+                    log.warning("submission %s: %s not recorded: %r", submission_id, state, store_exc)
+                raise
+            first_poll_s = (
+                self.settings.sseedance_poll_s
+                if request.provider == "sseedance"
+                else self.settings.poll_after_submit_s
             )
-            raise
-        first_poll_s = (
-            self.settings.sseedance_poll_s
-            if request.provider == "sseedance"
-            else self.settings.poll_after_submit_s
-        )
-        now_ms = self._now_ms()
-        await self.store.attach(
-            submission_id, task_id, family_of(request.kind), now_ms, now_ms + int(first_poll_s * 1000)
-        )
+            family = family_of(request.kind)
+            if not await self._attach(
+                submission_id, task_id, family, first_poll_s, self.settings.submit_attach_wait_s
+            ):
+                self._attach_later(submission_id, task_id, family, first_poll_s)
+                raise StoreUnavailable(
+                    f"task {task_id} was created upstream but Redis cannot record it now; Tapedeck "
+                    "keeps trying and its callbacks will find it too. Retry with the same "
+                    "Idempotency-Key to get the task.",
+                    details={"task_id": task_id, "submission_id": submission_id},
+                    headers={"Retry-After": "5"},
+                )
         return Submitted(task_id, submission_id, created=True)
 
+    async def close(self) -> None:
+        """Stops background attaches; each answer still unrecorded is logged with its ids, so an
+        operator can join them (`tapedeck replay` of its callbacks would too)."""
+        for submission_id, attaching in list(self.unattached.items()):
+            attaching.cancel()
+            log.error("submission %s: its upstream task was never recorded in Redis", submission_id)
+        self.unattached.clear()
+
+    async def _attach(
+        self, submission_id: str, task_id: str, family: str, first_poll_s: float, within_s: float | None
+    ) -> bool:
+        """Links submission and task, retrying while Redis is away: the upstream holds a task
+        now, and only this answer names it. False when `within_s` passed first."""
+        deadline = None if within_s is None else self.clock() + within_s
+        for attempt in itertools.count(1):
+            now_ms = self._now_ms()
+            try:
+                await self.store.attach(
+                    submission_id, task_id, family, now_ms, now_ms + int(first_poll_s * 1000)
+                )
+                return True
+            except STORE_ERRORS as exc:
+                wait = ATTACH_BACKOFF.delay(attempt, self.rng)
+                if deadline is not None and self.clock() + wait > deadline:
+                    return False
+                log.warning(
+                    "submission %s: task %s not attached (%r), retry in %.1fs",
+                    submission_id,
+                    task_id,
+                    exc,
+                    wait,
+                )
+                await self.sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _attach_later(self, submission_id: str, task_id: str, family: str, first_poll_s: float) -> None:
+        async def attach() -> None:
+            await self._attach(submission_id, task_id, family, first_poll_s, None)
+            log.info("submission %s: task %s attached after Redis came back", submission_id, task_id)
+            self.unattached.pop(submission_id, None)
+
+        self.unattached[submission_id] = asyncio.create_task(attach())
+
+    @asynccontextmanager
+    async def _heartbeat(self, submission_id: str) -> AsyncIterator[None]:
+        """Writes `alive_at` while the attempt runs, so a retry can tell it from one whose
+        process died (core/idempotency.py)."""
+
+        async def beat() -> None:
+            while True:
+                await self.sleep(HEARTBEAT_S)
+                # If Redis is away, nobody can read the submission either.
+                with contextlib.suppress(*STORE_ERRORS):
+                    await self.store.note(submission_id, {"alive_at": str(self._now_ms())})
+
+        beating = asyncio.create_task(beat())
+        try:
+            yield
+        finally:
+            beating.cancel()
+
     async def _create(self, request: SubmissionRequest, submission_id: str) -> str:
+        async def sending() -> None:
+            # Before the create leaves: from here on, the upstream may hold a task.
+            await self.store.note(submission_id, {"sent_at": str(self._now_ms())})
+
         if request.provider == "sseedance":
             if self.sseedance is None:
                 raise UpstreamUnavailable("sseedance is not configured: set SSEEDANCE_API_KEY")
-            return await self.sseedance.create(request.params)
+            return await self.sseedance.create(request.params, on_send=sending)
         if self.kie is None:
             raise UpstreamUnavailable("Kie is not configured: set KIE_API_KEY")
         body = request.params | {"callBackUrl": self.callback_url(submission_id)}
-        return await self.kie.create(KINDS[request.kind].create_path, body)
+        return await self.kie.create(KINDS[request.kind].create_path, body, on_send=sending)
 
     def callback_url(self, submission_id: str) -> str:
         query = {"sub": submission_id}
@@ -186,8 +286,8 @@ class Submitter:
     async def _earlier(self, submission_id: str, fingerprint: str) -> Submitted | None:
         """The outcome of the submission an Idempotency-Key belongs to; None to take the key over.
 
-        A key is taken over when its attempt failed for a reason that may pass (a 503) or
-        stalled in `submitting` (its process died): a retry must be able to succeed.
+        Waits up to IN_FLIGHT_WAIT_S for an attempt in progress; core/idempotency.py says when
+        a key may be taken over.
         """
         deadline = self.clock() + IN_FLIGHT_WAIT_S
         while True:
@@ -197,23 +297,25 @@ class Submitter:
                     "this Idempotency-Key was used for a different request; use a new key",
                     details={"violations": [_problem("Idempotency-Key", "reused", "key reused")]},
                 )
-            if earlier.get("task_id"):
-                return Submitted(earlier["task_id"], submission_id, created=False)
-            if earlier.get("state") == "rejected":
-                raise UpstreamRejected(
-                    f"the earlier submission with this Idempotency-Key was refused: {earlier.get('error')}",
-                    int(earlier.get("error_status", "502")),
-                    None,
-                )
-            started = int(earlier.get("created_at") or 0) / 1000
-            if earlier.get("state") == "failed" or self.clock() - started > STALLED_AFTER_S:
-                return None
-            if self.clock() > deadline:
-                raise Conflict(
-                    "a submission with this Idempotency-Key is still in progress; retry shortly",
-                    headers={"Retry-After": "2"},
-                )
-            await asyncio.sleep(0.1)
+            match standing(earlier, self._now_ms(), self.settings.submit_reconcile_s):
+                case Done(task_id):
+                    return Submitted(task_id, submission_id, created=False)
+                case Refused(message, status):
+                    raise UpstreamRejected(
+                        f"the earlier submission with this Idempotency-Key was refused: {message}",
+                        status,
+                        None,
+                    )
+                case TakeOver():
+                    return None
+                case Wait(retry_after_s, reason):
+                    if retry_after_s > IN_PROGRESS_RETRY_S or self.clock() > deadline:
+                        raise Conflict(
+                            f"{reason}; retry in {retry_after_s} s",
+                            details={"submission_id": submission_id, "retry_after_s": retry_after_s},
+                            headers={"Retry-After": str(retry_after_s)},
+                        )
+            await self.sleep(0.1)
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)

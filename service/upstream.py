@@ -94,6 +94,7 @@ def rejection(name: str, answer: Answer) -> UpstreamRejected:
 
 
 Judge = Callable[[int, Any, str | None], Answer]
+OnSend = Callable[[], Awaitable[None]]
 
 
 class UpstreamClient:
@@ -122,18 +123,27 @@ class UpstreamClient:
         self.sleep = sleep
         self.rng = rng or random.Random()
 
-    async def call(self, method: str, path: str, *, create: bool = False, **kwargs: Any) -> Any:
-        """Raises UpstreamRejected or UpstreamUnavailable; returns the answer's data."""
+    async def call(
+        self, method: str, path: str, *, create: bool = False, on_send: OnSend | None = None, **kwargs: Any
+    ) -> Any:
+        """Raises UpstreamRejected or UpstreamUnavailable; returns the answer's data.
+
+        `on_send` is awaited before each request leaves (a create's caller records that the
+        upstream may now hold a task); if it raises, nothing is sent."""
         answer = Answer(ok=False)
         for attempt in range(1, self.max_attempts + 1):
             if create and self.limiter:
                 slot = uuid.uuid4().hex
                 await self._take_create_slot(slot)
                 try:
+                    if on_send is not None:
+                        await on_send()
                     answer = await self._send(method, path, **kwargs)
                 finally:
                     await self._settle(slot)
             else:
+                if on_send is not None:
+                    await on_send()
                 answer = await self._send(method, path, **kwargs)
             if answer.ok:
                 return answer.data
@@ -207,8 +217,8 @@ class KieClient(UpstreamClient):
     name = "Kie"
     judge = staticmethod(judge_kie)
 
-    async def create(self, path: str, params: dict[str, Any]) -> str:
-        data = await self.call("POST", path, create=True, json=params)
+    async def create(self, path: str, params: dict[str, Any], on_send: OnSend | None = None) -> str:
+        data = await self.call("POST", path, create=True, on_send=on_send, json=params)
         task_id = data.get("taskId") if isinstance(data, dict) else None
         if not isinstance(task_id, str) or not task_id:
             raise UpstreamUnavailable(f"Kie answered {path} without a taskId", headers={"Retry-After": "5"})
@@ -229,8 +239,9 @@ class SseedanceClient(UpstreamClient):
     name = "sseedance"
     judge = staticmethod(judge_sseedance)
 
-    async def create(self, params: dict[str, Any]) -> str:
-        data = await self.call("POST", SSEEDANCE_KINDS["generate"].create_path, create=True, json=params)
+    async def create(self, params: dict[str, Any], on_send: OnSend | None = None) -> str:
+        path = SSEEDANCE_KINDS["generate"].create_path
+        data = await self.call("POST", path, create=True, on_send=on_send, json=params)
         inner = data.get("data") if isinstance(data, dict) else None
         task_id = (data.get("id") if isinstance(data, dict) else None) or (
             inner.get("id") if isinstance(inner, dict) else None

@@ -58,8 +58,11 @@ class SubmissionStore:
         return bool(int(created))
 
     async def end(self, submission_id: str, state: str, fields: dict[str, str]) -> None:
-        mapping = {"state": state, **fields}
-        await self.client.hset(self.keys.submission(submission_id), mapping=mapping)  # type: ignore[arg-type]
+        await self.note(submission_id, {"state": state, **fields})
+
+    async def note(self, submission_id: str, fields: dict[str, str]) -> None:
+        """Sets fields of a submission in progress (its heartbeat, when its create was sent)."""
+        await self.client.hset(self.keys.submission(submission_id), mapping=fields)  # type: ignore[arg-type]
 
     async def get(self, submission_id: str) -> dict[str, str] | None:
         found = cast(dict[str, str], await self.client.hgetall(self.keys.submission(submission_id)))

@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None, clock: Callable[[], float] = ti
             gc.collect()
             gc.freeze()
             yield
+            await submitter.close()
         await client.aclose()
 
     return Starlette(

@@ -208,6 +208,20 @@ def test_creates_can_fail_a_given_number_of_times_then_recover(
     assert control_get(client, server.url, "/counters")["counters"]["creates.fault.500"] == 2
 
 
+def test_a_delayed_create_answer_comes_after_its_task_exists(
+    make_sandbox: MakeSandbox, client: httpx.Client
+) -> None:
+    server = make_sandbox(speed=1.0)
+    control_post(client, server.url, "/create-answer-delay", {"seconds": 5, "count": 1})
+    url = f"{server.url}/api/v1/generate"
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up: the answer is lost to it
+        client.post(url, json=generate_body(CB), timeout=1.0)
+    assert len(control_get(client, server.url, "/tasks")["tasks"]) == 1  # ...yet the task was made
+    prompt_answer = client.post(url, json=generate_body(CB))  # only the next N are delayed
+    assert prompt_answer.json()["code"] == 200
+    assert control_get(client, server.url, "/counters")["counters"]["creates.answer_delayed"] == 1
+
+
 def file_task(client: httpx.Client, server: SandboxServer, fault: dict[str, Any]) -> str:
     task_id = create(client, server.url, "/api/v1/generate", generate_body(CB))
     control_post(client, server.url, f"/tasks/{task_id}/faults", {"file": fault})
@@ -299,6 +313,8 @@ BAD_CONTROL = [
     ("/next-faults", {"file": {"mode": "slow"}}, 400),
     ("/record-info-fault", {"code": 502}, 400),
     ("/create-fault", {"code": 502}, 400),
+    ("/create-answer-delay", {"seconds": -1}, 400),
+    ("/create-answer-delay", {"seconds": 1, "count": "2"}, 400),
     ("/clock/advance", {"seconds": -1}, 400),
 ]
 
