@@ -7,6 +7,7 @@ is what de-duplicates a file reported twice. So every naming and value rule live
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ MAX_TRACKS: Final = 100
 MAX_ARTIFACTS: Final = 500
 MAX_TEXT_CHARS: Final = 64 * 1024  # any one string: a message, an error, a track field, a URL
 MAX_RESULT_DEPTH: Final = 32  # nesting of a result (lyrics variants, MIDI instruments)
+MAX_RESULT_BYTES: Final = 256 * 1024  # a result as JSON: the task keeps it whole, so it is bounded
 MAX_TRACK_ID_CHARS: Final = 128  # a track id names its files (`audio-<id>`), which paths must hold
 _CAMEL_HUMP: Final = re.compile(r"(?<=[a-z0-9])([A-Z])")
 
@@ -95,7 +97,10 @@ def check_bounds(event: Event) -> Event:
         and len(event.tracks) <= MAX_TRACKS
         and len(event.artifacts) <= MAX_ARTIFACTS
         and longest <= MAX_TEXT_CHARS
-        and (not event.result or nesting(event.result) <= MAX_RESULT_DEPTH)
+        and (
+            not event.result
+            or (nesting(event.result) <= MAX_RESULT_DEPTH and _result_bytes(event) <= MAX_RESULT_BYTES)
+        )
     ):
         return event
     raise EventTooLarge(f"the callback carries more than Tapedeck keeps: {'; '.join(_excesses(event))}")
@@ -121,7 +126,14 @@ def _excesses(event: Event) -> list[str]:
                  for name, value in texts if len(value) > MAX_TEXT_CHARS]  # fmt: skip
     if nesting(event.result) > MAX_RESULT_DEPTH:
         problems.append(f"a result nested deeper than {MAX_RESULT_DEPTH} levels")
+    elif event.result and _result_bytes(event) > MAX_RESULT_BYTES:
+        problems.append(f"a result of {_result_bytes(event)} bytes as JSON (at most {MAX_RESULT_BYTES})")
     return problems
+
+
+def _result_bytes(event: Event) -> int:
+    # Only results of bounded depth get here, so the encoder cannot recurse too deep.
+    return len(json.dumps(event.result, ensure_ascii=False, separators=(",", ":")).encode())
 
 
 def nesting(value: Any) -> int:

@@ -34,8 +34,10 @@ Arg = str | bytes | int
 Args = list[Arg]
 RawEntry = Mapping[str, str | bytes]
 
-# A history entry keeps this much of an event's message (the task keeps the whole error).
+# A history entry keeps this much of an event's message; the task keeps this much of its error
+# (with the whole length beside it when cut; the raw log keeps the body).
 HISTORY_MSG_BYTES: Final = 1000
+ERROR_MESSAGE_BYTES: Final = 4096
 # How long a queued download, or a scheduled retry, may wait before the sweep queues it again.
 DOWNLOAD_GRACE_MS: Final = 120_000
 # A raw-log entry has a handful of fields (meta, body, body_encoding); the script refuses more.
@@ -146,7 +148,7 @@ def render(script: Script) -> str:
             f"local CLAIMS = {_lua_claims()}",
             f"local FINISHES = {_lua_set(FINISHES)}",
             f"local DOWNLOAD_GRACE_MS = {DOWNLOAD_GRACE_MS}",
-            f"local HISTORY_MSG_BYTES = {HISTORY_MSG_BYTES}",
+            f"local HISTORY_MSG_BYTES, ERROR_MESSAGE_BYTES = {HISTORY_MSG_BYTES}, {ERROR_MESSAGE_BYTES}",
             f"local MAX_TRACKS, MAX_ARTIFACTS = {MAX_TRACKS}, {MAX_ARTIFACTS}",
             f"local MAX_RAW_PAIRS = {MAX_RAW_PAIRS}",
             f"local STAGES = {_lua_set(frozenset(STAGES))}",

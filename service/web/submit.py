@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -16,6 +17,10 @@ from service.web.tasks import parse_limit
 from service.web.views import task_view
 
 _IDEMPOTENCY_KEY: Final = re.compile(r"[\x21-\x7e]{1,255}")
+# A style description: far above any style limit of the contract (§3.2, 1,000 characters).
+MAX_BOOST_CONTENT_CHARS: Final = 5000
+# The kept copy of a boost's answer (the caller gets it whole): 1,000 entries stay bounded.
+MAX_BOOST_KEPT_BYTES: Final = 16 * 1024
 
 
 async def submit_task(request: Request) -> JSONResponse:
@@ -40,12 +45,18 @@ async def boost_style(request: Request) -> JSONResponse:
     content = body.get("content") if isinstance(body, dict) else None
     if not isinstance(content, str) or not content.strip():
         raise InvalidParameter('content is required: the style text to boost, e.g. "Pop, Mysterious"')
+    if len(content) > MAX_BOOST_CONTENT_CHARS:
+        raise InvalidParameter(f"content must be at most {MAX_BOOST_CONTENT_CHARS} characters")
     kie = ctx.submitter.kie if ctx.submitter else None
     if kie is None:
         raise UpstreamUnavailable("Kie is not configured: set KIE_API_KEY")
     result = await kie.boost_style(content)
     entry = {"content": content, "result": result, "at": int(ctx.clock() * 1000)}
-    await ctx.tasks.record_boost(entry)
+    kept_bytes = len(orjson.dumps(result))
+    if kept_bytes > MAX_BOOST_KEPT_BYTES:
+        await ctx.tasks.record_boost(entry | {"result": {"truncated": True, "bytes": kept_bytes}})
+    else:
+        await ctx.tasks.record_boost(entry)
     return JSONResponse(entry)
 
 

@@ -21,6 +21,8 @@ def task_view(record: dict[str, Any]) -> dict[str, Any]:
             "code": int(code) if code.lstrip("-").isdigit() else None,
             "message": task.get("error_message"),
         }
+        if task.get("error_message_bytes"):  # cut in Redis; the raw log has the whole body
+            error["message_bytes"] = int(task["error_message_bytes"])
     tracks = sorted(record["tracks"], key=lambda t: (t.get("created_at_ms") or 0, t["id"]))
     return {
         "task_id": task["task_id"],

@@ -8,8 +8,23 @@ from typing import Any
 import pytest
 
 from service.core.callbacks import parse_callback
-from service.core.events import Family, lyrics_result, midi_result
+from service.core.events import (
+    MAX_ARTIFACTS,
+    MAX_RESULT_BYTES,
+    MAX_RESULT_DEPTH,
+    MAX_TEXT_CHARS,
+    MAX_TRACK_ID_CHARS,
+    MAX_TRACKS,
+    Artifact,
+    Event,
+    Family,
+    Track,
+    check_bounds,
+    lyrics_result,
+    midi_result,
+)
 from service.core.record_info import record_info_artifacts, record_info_event
+from service.errors import EventTooLarge
 
 TRACK_CB = {
     "id": "a/b 1",
@@ -66,3 +81,43 @@ def test_lyrics_and_midi_results_are_the_same_rule_in_both_parsers() -> None:
     answer = record_info_event("t1", "midi", {"successFlag": 1, "midiData": midi})
     assert answer is not None and callback.result == answer.result == midi_result(midi)
     assert midi_result({"state": "complete", "instruments": []}) == {}
+
+
+def _event(**fields: Any) -> Event:
+    return Event(task_id="t", family="lyrics", stage="complete", code=200, msg="", **fields)
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        value = {"v": value}
+    return value
+
+
+# Each bound at its limit passes; one past it is refused, naming what passed it.
+BOUNDS = [
+    ("tracks", {"tracks": tuple(Track(id=str(i)) for i in range(MAX_TRACKS))}, None),
+    ("tracks", {"tracks": tuple(Track(id=str(i)) for i in range(MAX_TRACKS + 1))}, "101 tracks"),
+    ("files", {"artifacts": tuple(Artifact(f"f{i}", "image", "u") for i in range(MAX_ARTIFACTS))}, None),
+    ("files", {"artifacts": tuple(Artifact(f"f{i}", "image", "u") for i in range(501))}, "501 files"),
+    ("track id", {"tracks": (Track(id="i" * MAX_TRACK_ID_CHARS),)}, None),
+    ("track id", {"tracks": (Track(id="i" * 129),)}, "track id of 129"),
+    ("text", {"error": "e" * MAX_TEXT_CHARS}, None),
+    ("text", {"error": "e" * (MAX_TEXT_CHARS + 1)}, "error of 65537"),
+    ("text", {"tracks": (Track(id="a", prompt="p" * (MAX_TEXT_CHARS + 1)),)}, "prompt of 65537"),
+    ("depth", {"result": _nested(MAX_RESULT_DEPTH)}, None),
+    ("depth", {"result": _nested(MAX_RESULT_DEPTH + 1)}, "nested deeper than 32"),
+    ("result bytes", {"result": {"v": ["x" * 60_000] * 4}}, None),
+    ("result bytes", {"result": {"v": ["x" * 60_000] * 5}}, f"at most {MAX_RESULT_BYTES}"),
+    ("result bytes", {"result": {"v": ["é" * 30_000] * 5}}, "300022 bytes"),  # bytes, not characters
+]
+
+
+@pytest.mark.parametrize(("bound", "fields", "refusal"), BOUNDS, ids=[f"{b[0]}-{bool(b[2])}" for b in BOUNDS])
+def test_each_bound_of_an_event(bound: str, fields: dict[str, Any], refusal: str | None) -> None:
+    event = _event(**fields)
+    if refusal is None:
+        assert check_bounds(event) is event
+    else:
+        with pytest.raises(EventTooLarge, match=refusal):
+            check_bounds(event)

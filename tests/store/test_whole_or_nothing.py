@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from service.core.events import (
     FAMILIES,
     MAX_ARTIFACTS,
+    MAX_RESULT_BYTES,
     MAX_RESULT_DEPTH,
     MAX_TRACKS,
     Artifact,
@@ -84,6 +85,10 @@ events = st.builds(
 )
 
 
+def result_bytes(event: Event) -> int:
+    return len(json.dumps(event.result, ensure_ascii=False, separators=(",", ":")).encode())
+
+
 def snapshot(client: redis.Redis) -> dict[bytes, bytes | None]:
     return {key: client.dump(key) for key in sorted(client.scan_iter())}
 
@@ -118,7 +123,9 @@ def test_every_event_is_applied_whole_or_not_at_all(
             check_bounds(event)
         except EventTooLarge:
             too_many = len(event.artifacts) > MAX_ARTIFACTS or len(event.tracks) > MAX_TRACKS
-            assert too_many or nesting(event.result) > MAX_RESULT_DEPTH
+            assert (
+                too_many or nesting(event.result) > MAX_RESULT_DEPTH or result_bytes(event) > MAX_RESULT_BYTES
+            )
             continue  # Python refuses it: the store never sees it
         (applied,) = apply(redis_url, event)
         if isinstance(applied, EventRefused):

@@ -455,6 +455,21 @@ def test_a_large_accepted_callback_costs_redis_a_bounded_amount_however_often_it
     assert len(history) == 31 and all(len(h["msg"]) == 1000 and h["msg_bytes"] == 60_000 for h in history)
 
 
+@pytest.mark.parametrize("chars", [4096, 30_000])
+def test_a_long_error_message_is_kept_cut_on_the_task_with_its_whole_length(
+    tapedeck_local: TapedeckFactory, chars: int
+) -> None:
+    message = "é" * chars  # two bytes each: the cut is by bytes, never inside a character
+    with tapedeck_local() as client:
+        assert (
+            client.post("/callbacks/kie", json=music("error", code=500) | {"msg": message}).status_code == 200
+        )
+        error = client.get(f"/tasks/{TID}").json()["error"]
+        (entry,) = client.get("/callbacks/log").json()["entries"]
+    assert error["message"] == "é" * 2048 and error["message_bytes"] == 2 * chars
+    assert message in entry["body"]  # the raw log keeps the whole message
+
+
 def test_a_redis_refusing_writes_for_its_own_state_is_503_not_a_bad_event(tmp_path: Any) -> None:
     """NOREPLICAS (and MISCONF, BUSY...) says nothing of the event: Kie must retry."""
     from service.cli.redis_server import RedisServer

@@ -9,6 +9,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from sandbox.config import SandboxConfig
@@ -301,6 +302,26 @@ def test_boost_style_returns_and_keeps_the_result(tapedeck: TapedeckFactory, san
         assert response.json()["result"]["result"]
         assert client.get("/style/boosts").json()["boosts"][0]["content"] == "Pop, Mysterious"
         assert client.post("/style/boost", json={"content": ""}).status_code == 422
+
+
+def test_boost_content_is_bounded_and_a_large_answer_is_kept_as_its_size(
+    tapedeck: TapedeckFactory, sandbox: SandboxServer
+) -> None:
+    def credits() -> float:
+        return float(httpx.get(f"{sandbox.url}/_sandbox/counters").json()["credits"])
+
+    with tapedeck_on(tapedeck, sandbox) as client:
+        before = credits()
+        too_long = client.post("/style/boost", json={"content": "x" * 5001})
+        assert too_long.status_code == 422 and "at most 5000 characters" in too_long.json()["message"]
+        assert credits() == before  # nothing reached the upstream
+        # The sandbox echoes the content (twice, once escaped): an answer of ~40 KB.
+        whole = client.post("/style/boost", json={"content": "é" * 5000}).json()
+        assert "é" * 5000 in whole["result"]["result"]
+        kept = client.get("/style/boosts").json()["boosts"][0]
+        assert kept["content"] == "é" * 5000
+        assert kept["result"] == {"truncated": True, "bytes": len(orjson.dumps(whole["result"]))}
+        assert credits() < before
 
 
 def test_sseedance_submission_is_tracked_as_pending(

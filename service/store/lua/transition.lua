@@ -123,7 +123,13 @@ local function apply(e)
     move_index(member, status, new_status)
     redis.call('HSETNX', task_key, 'stage:' .. stage, cjson.encode({at = now, source = e.source}))
     if stage == 'error' then
-      redis.call('HSET', task_key, 'error_code', e.code, 'error_message', e.error ~= '' and e.error or e.msg)
+      local message = e.error ~= '' and e.error or e.msg
+      redis.call('HSET', task_key, 'error_code', e.code, 'error_message', utf8_head(message, ERROR_MESSAGE_BYTES))
+      if #message > ERROR_MESSAGE_BYTES then
+        redis.call('HSET', task_key, 'error_message_bytes', #message)
+      else
+        redis.call('HDEL', task_key, 'error_message_bytes')
+      end
     else
       for _, earlier in ipairs(SUCCESS_STAGES) do
         if earlier == stage then break end
