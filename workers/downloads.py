@@ -28,7 +28,7 @@ from service.errors import HostUnresolved, LeaseLost, Refused, TransferFailed, U
 from service.settings import Settings
 from service.storage import EXPECTED_TYPE, PartFile, Storage, extension, is_expected_type
 from service.store.artifacts import ArtifactStore
-from service.store.connection import STORE_ERRORS
+from service.store.connection import redis_is_away
 
 log = logging.getLogger("tapedeck.downloads")
 
@@ -100,9 +100,9 @@ def fetch_artifact(deps: Deps, task_id: str, name: str) -> str:
         return "failed"
     except TransferFailed as exc:
         return _retry_later(deps, lease, artifact, exc, claim.family, expiry)
-    except STORE_ERRORS:
-        raise  # Redis is away: the job fails and the lease brings the artifact back when it returns
     except Exception as exc:  # a bug or a surprise is recorded and retried, never repeated silently
+        if redis_is_away(exc):
+            raise  # the job fails and the lease brings the artifact back when Redis returns
         log.exception("download task_id=%s artifact=%s failed unexpectedly", task_id, name)
         failure = TransferFailed(f"unexpected {type(exc).__name__}: {exc}"[:500])
         return _retry_later(deps, lease, artifact, failure, claim.family, expiry)

@@ -24,7 +24,7 @@ from service.core.retry import Backoff
 from service.core.times import to_ms
 from service.errors import UpstreamError, UpstreamRejected
 from service.settings import Settings
-from service.store.connection import STORE_ERRORS
+from service.store.connection import redis_is_away
 from service.store.tasks import TaskStore
 from service.upstream import CreateLimiter, KieClient, SseedanceClient
 
@@ -65,9 +65,9 @@ class Poller:
             log.warning("poll task_id=%s failed: %s", task_id, exc.message)
             if exc.details.get("upstream_code") in (429, 430, 455):
                 await self.budget.pause(None)  # the whole account waits, not just this task
-        except STORE_ERRORS:
-            raise  # Redis is away: the job fails, and the poll's lease brings it back when it returns
         except Exception as exc:  # an answer we cannot use is recorded and backed off, never repeated
+            if redis_is_away(exc):
+                raise  # the job fails, and the poll's lease brings it back when Redis returns
             answer = json.dumps({"error": f"could not apply the answer: {type(exc).__name__}: {exc}"[:300]})
             log.exception("poll task_id=%s could not apply the answer", task_id)
         record = await self.store.record_poll(
@@ -79,6 +79,7 @@ class Poller:
             give_up_at_ms=created_ms + to_ms(self.settings.poll_give_up_s),
             stop_at_ms=stop_at_ms,
             answer=answer[:ANSWER_CHARS],
+            poll_id=uuid.uuid4().hex,
         )
         state = record.state
         if state == "lost":

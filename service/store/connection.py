@@ -11,7 +11,17 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import ConnectionError, RedisError, TimeoutError
+from redis.exceptions import (
+    ConnectionError,
+    DataError,
+    MasterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TimeoutError,
+    TryAgainError,
+)
 from redis.retry import Retry
 
 from service.errors import StoreUnavailable
@@ -24,6 +34,29 @@ SOCKET_TIMEOUT_S, CONNECT_TIMEOUT_S = 5.0, 3.0
 
 # What "Redis is away" looks like to code outside the store, which never imports redis itself.
 STORE_ERRORS: tuple[type[Exception], ...] = (RedisError, StoreUnavailable)
+
+# Refusals that say nothing of the command and everything of Redis: wait and retry, never take
+# them for a bad event or a bad record. They are ResponseErrors, so they are told apart here.
+UNAVAILABLE = (OutOfMemoryError, ReadOnlyError, MasterDownError, TryAgainError)
+UNAVAILABLE_CODES = frozenset({"OOM", "READONLY", "MASTERDOWN", "TRYAGAIN", "MISCONF", "NOREPLICAS", "BUSY",
+                               "LOADING", "CLUSTERDOWN"})  # fmt: skip
+
+
+def is_unavailable(exc: ResponseError) -> bool:
+    """A refusal of Redis's own state (full, a replica, saving failed, busy), not of a command."""
+    return isinstance(exc, UNAVAILABLE) or str(exc).split(" ", 1)[0] in UNAVAILABLE_CODES
+
+
+def redis_is_away(exc: BaseException) -> bool:
+    """True when Redis cannot serve now (unreachable, restarting, full, read-only): the caller
+    waits and retries. False for anything else, a script's own error included: that is an
+    outcome to record, since retrying it would fail the same way."""
+    if isinstance(exc, StoreUnavailable):
+        return True
+    if isinstance(exc, ResponseError):
+        return is_unavailable(exc)
+    # DataError is redis-py refusing a value before sending it: a bug, not an outage.
+    return isinstance(exc, RedisError) and not isinstance(exc, DataError)
 
 
 class HiredisPackingConnection(Connection):

@@ -118,6 +118,7 @@ POLL: Final = Script(
         "give_up_at",
         "stop_at",
         "answer",
+        "poll_id",
     ),
 )
 SUBMIT: Final = Script(

@@ -18,12 +18,8 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 from redis.exceptions import (
     DataError,
-    MasterDownError,
-    OutOfMemoryError,
-    ReadOnlyError,
     RedisError,
     ResponseError,
-    TryAgainError,
 )
 
 from service.core.events import Event
@@ -31,19 +27,9 @@ from service.core.lifecycle import Source, Status
 from service.errors import EventRefused, SignatureError, StoreUnavailable
 from service.settings import Settings
 from service.store import scripts
+from service.store.connection import is_unavailable
 from service.store.keys import Keys
 from service.store.scripts import Applied, Args, PollRecord, RawEntry, SeenSignature, to_json
-
-# Refusals that say nothing of the events and everything of Redis: the whole batch waits (503)
-# instead of being taken for a bad event. They are ResponseErrors, so they are caught first.
-UNAVAILABLE = (OutOfMemoryError, ReadOnlyError, MasterDownError, TryAgainError)
-UNAVAILABLE_CODES = frozenset({"OOM", "READONLY", "MASTERDOWN", "TRYAGAIN", "MISCONF", "NOREPLICAS", "BUSY",
-                               "LOADING", "CLUSTERDOWN"})  # fmt: skip
-
-
-def is_unavailable(exc: ResponseError) -> bool:
-    """A refusal of Redis's own state (full, a replica, saving failed, busy), not of an event."""
-    return isinstance(exc, UNAVAILABLE) or str(exc).split(" ", 1)[0] in UNAVAILABLE_CODES
 
 
 class EventBatcher:
@@ -293,8 +279,10 @@ class TaskStore:
         give_up_at_ms: int,
         stop_at_ms: int,
         answer: str,
+        poll_id: str,
     ) -> PollRecord:
-        """Counts a poll and schedules the next; gives the task up as `lost` when its time has come."""
+        """Counts a poll and schedules the next; gives the task up as `lost` when its time has come.
+        `poll_id` names this poll, so a re-send of the call counts it once."""
         args = scripts.POLL.encode(
             prefix=self.keys.prefix,
             history_max=self.history_max,
@@ -306,6 +294,7 @@ class TaskStore:
             give_up_at=give_up_at_ms,
             stop_at=stop_at_ms,
             answer=answer,
+            poll_id=poll_id,
         )
         return scripts.decode_poll(await scripts.call(self.client, scripts.POLL, args))
 

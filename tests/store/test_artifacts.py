@@ -92,3 +92,27 @@ def test_a_file_in_a_state_the_lifecycle_does_not_know_is_refused_untouched(
     assert store.claim("t1", "audio-a", NOW, 60_000, "w").outcome == "refused"
     assert not store.finish("t1", "audio-a", NOW, "w#1", "stored")
     assert redis_client.hget(KEYS.artifacts("t1"), "audio-a") == before
+
+
+@pytest.mark.parametrize("raw", ["{not json", "", "42", '"a string"', "[1, 2]"])
+@pytest.mark.parametrize("mode", ["claim", "renew", "finish"])
+def test_an_unreadable_record_is_failed_with_what_it_held_never_a_script_error(
+    redis_client: redis.Redis, raw: str, mode: str
+) -> None:
+    redis_client.hset(KEYS.artifacts("t1"), "audio-a", raw)
+    redis_client.zadd(KEYS.downloads_due(), {"t1 audio-a": NOW})
+    store = ArtifactStore(redis_client, KEYS)
+    if mode == "claim":
+        outcome = store.claim("t1", "audio-a", NOW, 60_000, "w").outcome
+    elif mode == "renew":
+        outcome = "renewed" if store.renew("t1", "audio-a", NOW, 60_000, "w#1") else "no"
+    else:
+        outcome = "finished" if store.finish("t1", "audio-a", NOW, "w#1", "stored") else "no"
+    record = json.loads(redis_client.hget(KEYS.artifacts("t1"), "audio-a") or "null")
+    if raw == "[1, 2]":  # JSON, only not an object: a state the lifecycle does not know
+        assert outcome in ("refused", "no") and record == [1, 2]
+        return
+    assert outcome in ("corrupt", "no")
+    assert record["state"] == "failed" and record["unreadable"] == raw
+    assert "unreadable" in record["last_error"]
+    assert redis_client.zscore(KEYS.downloads_due(), "t1 audio-a") is None  # no job repeats it

@@ -19,14 +19,19 @@ KEYS = Keys()
 
 
 def record_poll(
-    redis_url: str, task_id: str, now: int, news: bool = False, give_up_at: int = 10**12
+    redis_url: str,
+    task_id: str,
+    now: int,
+    news: bool = False,
+    give_up_at: int = 10**12,
+    poll_id: str | None = None,
 ) -> PollRecord:
     async def main() -> PollRecord:
         client = aioredis.Redis.from_url(redis_url, decode_responses=True)
         try:
             return await TaskStore(client, KEYS).record_poll(
                 task_id, now, news, delay_ms=777, lost_recheck_ms=9_000, give_up_at_ms=give_up_at,
-                stop_at_ms=10**13, answer='{"status":"PENDING"}',
+                stop_at_ms=10**13, answer='{"status":"PENDING"}', poll_id=poll_id or f"poll-{now}",
             )  # fmt: skip
         finally:
             await client.aclose()
@@ -67,3 +72,24 @@ def test_a_poll_with_nothing_new_waits_the_delay_python_chose(
     assert record_poll(redis_url, "t1", now=5_000) == PollRecord("ok", "text")
     assert redis_client.zscore(KEYS.polls_due(), "t1") == 5_000 + 777
     assert redis_client.hget(KEYS.task("t1"), "poll_streak") == "1"
+
+
+def test_a_poll_re_sent_after_a_lost_reply_counts_once(redis_url: str, redis_client: redis.Redis) -> None:
+    put_task(redis_client, "t1", "text")
+    for _ in range(3):  # the client re-sends the very same call
+        record_poll(redis_url, "t1", now=5_000, give_up_at=1_000, poll_id="p1")
+    task = redis_client.hgetall(KEYS.task("t1"))
+    assert (task["poll_count"], task["status"]) == ("1", "lost")
+    assert len(redis_client.lrange(KEYS.history("t1"), 0, -1)) == 1
+    record_poll(redis_url, "t1", now=6_000, poll_id="p2")  # the next poll counts
+    assert redis_client.hget(KEYS.task("t1"), "poll_count") == "2"
+
+
+@pytest.mark.parametrize("status", ["", "exploded", "lost "])
+def test_a_status_the_lifecycle_does_not_know_is_never_a_script_error(
+    redis_url: str, redis_client: redis.Redis, status: str
+) -> None:
+    put_task(redis_client, "t1", status)
+    record = record_poll(redis_url, "t1", now=5_000, give_up_at=1_000)
+    assert record == PollRecord("ok", status)
+    assert redis_client.hget(KEYS.task("t1"), "status") == status

@@ -16,6 +16,7 @@ from service.store import scripts
 from service.store.artifacts import ArtifactStore
 from service.store.connection import connect, connect_sync
 from service.store.keys import Keys
+from service.store.limiter import RollingBudget
 from service.store.submissions import SubmissionStore
 from service.store.tasks import TaskStore
 
@@ -79,6 +80,29 @@ def test_a_claim_sent_twice_is_the_same_claim(redis_client: redis.Redis) -> None
     first, again = (store.claim("t1", "audio-a", 1_000, 60_000, "w") for _ in range(2))
     assert (first.outcome, again.outcome) == ("claimed", "claimed")
     assert first.artifact and again.artifact and first.artifact["worker"] == again.artifact["worker"] == "w#1"
+
+
+def test_a_budget_slot_asked_for_twice_is_one_slot(redis_url: str, redis_client: redis.Redis) -> None:
+    async def work(client: Any) -> list[float]:
+        budget = RollingBudget(client, KEYS, "kie", 1, 60.0)
+        return [
+            await budget.acquire("slot-1"),
+            await budget.acquire("slot-1"),
+            await budget.acquire("slot-2"),
+        ]
+
+    first, again, other = run(redis_url, work)
+    assert (first, again) == (0, 0)  # the re-send has the slot it took, and takes no other
+    assert other > 0 and redis_client.zcard(KEYS.limit_window("kie")) == 1
+
+
+def test_a_due_list_taken_twice_gives_the_same_members_again(redis_client: redis.Redis) -> None:
+    store = ArtifactStore(redis_client, KEYS)
+    redis_client.zadd(KEYS.polls_due(), {"t1": 10, "t2": 20, "t3": 99_999})
+    first = store.due_polls(now_ms=1_000, limit=10, lease_ms=5_000)
+    again = store.due_polls(now_ms=1_000, limit=10, lease_ms=5_000)  # the same call, re-sent
+    assert sorted(first) == sorted(again) == ["t1", "t2"]
+    assert store.due_polls(now_ms=1_001, limit=10, lease_ms=5_000) == []  # another sweep: leased
 
 
 def test_both_clients_carry_on_when_redis_restarts_under_them(tmp_path: Path) -> None:

@@ -335,3 +335,20 @@ def test_a_submission_schedules_its_first_poll_unless_a_callback_did(
     with_store(redis_url, work)
     assert redis_client.zscore(KEYS.polls_due(), "t-new") == 91_000
     assert redis_client.zscore(KEYS.polls_due(), "t-called") == 121_000
+
+
+@pytest.mark.parametrize("status", ["exploded", ""])
+def test_an_event_for_a_task_in_an_unknown_status_is_a_recorded_conflict(
+    redis_url: str, redis_client: redis.Redis, status: str
+) -> None:
+    async def work(store: Stores) -> list[str]:
+        await store.tasks.apply_event(event("t1", "text"), "callback", 1)
+        redis_client.hset(KEYS.task("t1"), "status", status)  # a bug or a hand edit
+        beside = store.tasks.apply_event(event("t2", "text"), "callback", 2)  # shares the batch
+        odd = store.tasks.apply_event(event("t1", "complete"), "callback", 2, submission_id="sub_" + "c" * 32)
+        return [a.outcome for a in await asyncio.gather(odd, beside)]
+
+    assert with_store(redis_url, work) == ["conflict", "applied"]
+    assert redis_client.hget(KEYS.task("t1"), "status") == status
+    last = json.loads(redis_client.lindex(KEYS.history("t1"), -1) or "{}")
+    assert (last["stage"], last["outcome"]) == ("complete", "conflict")

@@ -17,7 +17,15 @@ local due = key_downloads_due(prefix)
 local member = task_id .. ' ' .. name
 local raw = redis.call('HGET', key, name)
 if not raw then return {'missing', ''} end
-local artifact = cjson.decode(raw)
+local decoded, artifact = pcall(cjson.decode, raw)
+if not decoded or type(artifact) ~= 'table' then
+  -- Only a bug or a hand edit makes a record unreadable; no job can do anything with it, so it
+  -- is failed for good, with what it held, instead of erroring (and being retried) forever.
+  redis.call('HSET', key, name, cjson.encode({name = name, state = 'failed', at = now,
+    last_error = 'the stored record of this file was unreadable', unreadable = utf8_head(raw, 1000)}))
+  redis.call('ZREM', due, member)
+  return {'corrupt', ''}
+end
 -- A state the lifecycle does not know (or none) finds no row in CLAIMS: refused, never an error.
 local state = type(artifact.state) == 'string' and artifact.state or ''
 local holds = state == 'downloading' and artifact.worker == A.worker
@@ -42,8 +50,8 @@ elseif mode == 'renew' then
   redis.call('ZADD', due, artifact.lease_until, member)
 else
   if not holds then return {'lost', state} end
-  local fields = cjson.decode(A.value)
-  if not FINISHES[fields.state] then return {'refused', state} end
+  local read, fields = pcall(cjson.decode, A.value)
+  if not read or type(fields) ~= 'table' or not FINISHES[fields.state] then return {'refused', state} end
   for k, v in pairs(fields) do artifact[k] = v end
   artifact.lease_until = nil
   artifact.worker = nil

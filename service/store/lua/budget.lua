@@ -8,6 +8,8 @@ local window_key, pause_key = key_limit_window(prefix, A.name), key_limit_pause(
 local now, window = now_ms(), tonumber(A.window_ms)
 
 if A.mode == 'acquire' then
+  -- A re-send after a lost reply finds its slot taken: it has it, and counts once.
+  if redis.call('ZSCORE', window_key, A.slot) then return 0 end
   local paused = tonumber(redis.call('GET', pause_key) or '0')
   if paused > now then return paused - now end
   redis.call('ZREMRANGEBYSCORE', window_key, '-inf', now - window)

@@ -12,8 +12,10 @@ if not status then
   redis.call('ZREM', due_key, task_id)
   return {'missing', ''}
 end
+-- A re-send after a lost reply (the client retries on a dropped connection) counts nothing twice.
+if redis.call('HGET', task_key, 'last_poll_id') == A.poll_id then return {'ok', status} end
 redis.call('HINCRBY', task_key, 'poll_count', 1)
-redis.call('HSET', task_key, 'last_poll_at', now, 'last_poll_answer', A.answer)
+redis.call('HSET', task_key, 'last_poll_at', now, 'last_poll_answer', A.answer, 'last_poll_id', A.poll_id)
 if TERMINAL[status] then
   redis.call('ZREM', due_key, task_id)
   return {'finished', status}
@@ -31,8 +33,9 @@ end
 local give_up_at = tonumber(A.give_up_at)
 if news or now < give_up_at or status == 'lost' then return {'ok', status} end
 
+-- A status the lifecycle does not know (only a bug or a hand edit) has no move: nothing to do.
 local decision = TRANSITIONS[status .. '|give_up']
-if decision[1] ~= 'applied' then return {'ok', status} end
+if not decision or decision[1] ~= 'applied' then return {'ok', status} end
 local lost = decision[2]
 move_index(redis.call('HGET', task_key, 'index_member'), status, lost)
 local reason = 'not finished ' .. math.floor((now - give_up_at) / 1000 + 0.5) .. 's past the give-up time'

@@ -3,6 +3,14 @@
 
 local key = A.list == 'polls' and key_polls_due(prefix) or key_downloads_due(prefix)
 local members = redis.call('ZRANGEBYSCORE', key, '-inf', A.now, 'LIMIT', 0, tonumber(A.limit))
+-- A re-send after a lost reply finds its members already pushed to exactly `until`: it takes
+-- them again rather than leaving them to wait out the grace (a duplicate job is harmless).
+if #members < tonumber(A.limit) then
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', key, A.until_ms, A.until_ms, 'LIMIT', 0,
+      tonumber(A.limit) - #members)) do
+    members[#members + 1] = member
+  end
+end
 for _, member in ipairs(members) do
   redis.call('ZADD', key, 'XX', A.until_ms, member)
 end

@@ -106,14 +106,12 @@ local function apply(e)
     -- its last delivery's id and reply, so it answers again and writes nothing twice.
     return split_reply(last_reply), e.next_at
   end
+  local judged = judged_status(task_key, status)
+  -- A status the lifecycle does not know (only a bug or a hand edit makes one) moves nowhere:
+  -- the event is recorded as a conflict, never an error half-way through a batch.
+  local decision = TRANSITIONS[judged .. '|' .. stage] or {'conflict', status}
   if e.submission_id ~= '' then
     link_submission(task_key, task_id, e.submission_id, false)
-  end
-
-  local judged = judged_status(task_key, status)
-  local decision = TRANSITIONS[judged .. '|' .. stage]
-  if not decision then
-    error('no transition for status ' .. judged .. ' and stage ' .. stage)
   end
   local outcome, new_status = decision[1], decision[2]
   if status == 'lost' and outcome ~= 'applied' then new_status = 'lost' end

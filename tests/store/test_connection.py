@@ -1,0 +1,43 @@
+"""Which failures mean "Redis is away, wait" and which are an outcome to record."""
+
+from __future__ import annotations
+
+import pytest
+from redis.exceptions import (
+    AuthenticationError,
+    BusyLoadingError,
+    ConnectionError,
+    DataError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+    TimeoutError,
+)
+
+from service.errors import EventRefused, StoreUnavailable
+from service.store.connection import redis_is_away
+
+CASES = [
+    (ConnectionError("Connection refused"), True),
+    (TimeoutError("Timeout reading from socket"), True),
+    (BusyLoadingError("Redis is loading the dataset in memory"), True),
+    (AuthenticationError("invalid password"), True),
+    (StoreUnavailable("Redis is unavailable"), True),
+    (OutOfMemoryError("command not allowed when used memory > 'maxmemory'"), True),
+    (ReadOnlyError("You can't write against a read only replica."), True),
+    (ResponseError("MISCONF Redis is configured to save RDB snapshots"), True),
+    (ResponseError("NOREPLICAS Not enough good replicas to write."), True),
+    (ResponseError("BUSY Redis is busy running a script"), True),
+    (ResponseError("ERR user_script:12: attempt to index a nil value"), False),
+    (ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"), False),
+    (NoScriptError("NOSCRIPT No matching script"), False),
+    (DataError("Invalid input of type: 'NoneType'"), False),
+    (EventRefused("the store refused this event"), False),
+    (ValueError("not Redis at all"), False),
+]
+
+
+@pytest.mark.parametrize(("exc", "away"), CASES, ids=[f"{type(c[0]).__name__}-{c[1]}" for c in CASES])
+def test_what_counts_as_redis_being_away(exc: Exception, away: bool) -> None:
+    assert redis_is_away(exc) is away
