@@ -30,6 +30,7 @@ class Settings:
     max_callback_bytes: int = MIB
     callback_body_timeout_s: float = 10.0
     raw_log_max_entries: int = 10_000
+    event_log_max_entries: int = 200_000
     raw_log_rejected_body_bytes: int = 4 * 1024
     raw_log_body_bytes: int = 64 * 1024
     history_max_entries: int = 500
@@ -181,6 +182,7 @@ VARIABLES: Final[tuple[tuple[str, str, Cast], ...]] = (
     ("max_callback_bytes", "MAX_CALLBACK_BYTES", _int),
     ("callback_body_timeout_s", "CALLBACK_BODY_TIMEOUT_S", _float),
     ("raw_log_max_entries", "RAW_LOG_MAX_ENTRIES", _int),
+    ("event_log_max_entries", "EVENT_LOG_MAX_ENTRIES", _int),
     ("raw_log_rejected_body_bytes", "RAW_LOG_REJECTED_BODY_BYTES", _int),
     ("raw_log_body_bytes", "RAW_LOG_BODY_BYTES", _int),
     ("history_max_entries", "HISTORY_MAX_ENTRIES", _int),

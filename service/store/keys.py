@@ -16,6 +16,7 @@
     {p}:downloads:due          zset   "task_id name" of every unfinished artifact, by when it must next
                                       make progress (queued, retry time, or lease end; ms)
     {p}:polls:due              zset   task id of every unfinished task, by when to poll it next (ms)
+    {p}:events                 stream the event log: every change downstream applications hear of (capped)
     {p}:sig:{task}:{timestamp} string sha256 of the body a Kie signature was first seen with (expires
                                       after twice the tolerance: a signature is good for one body)
 
@@ -45,6 +46,7 @@ TEMPLATES: Final[dict[str, str]] = {
     "downloads_due": "{prefix}:downloads:due",
     "polls_due": "{prefix}:polls:due",
     "signature": "{prefix}:sig:{id}",
+    "events": "{prefix}:events",
 }
 
 
@@ -102,6 +104,9 @@ class Keys:
 
     def signature(self, task_id: str, timestamp: str) -> str:
         return self._key("signature", f"{task_id}:{timestamp}")
+
+    def events(self) -> str:
+        return self._key("events")
 
 
 def lua_key_functions() -> str:

@@ -28,6 +28,7 @@ from redis.exceptions import NoScriptError
 
 from service.core.events import MAX_ARTIFACTS, MAX_TRACKS, Event
 from service.core.lifecycle import CLAIMS, FINISHES, STAGES, SUCCESS_STAGES, TERMINAL, TRANSITIONS, Source
+from service.core.task_events import STAGE_TYPES
 from service.store.keys import lua_key_functions
 
 Arg = str | bytes | int
@@ -75,7 +76,15 @@ class Script:
 
 TRANSITION: Final = Script(
     "transition",
-    ("prefix", "history_max", "raw_log_max", "poll_after_pending", "poll_after_text", "poll_after_first"),
+    (
+        "prefix",
+        "history_max",
+        "raw_log_max",
+        "events_max",
+        "poll_after_pending",
+        "poll_after_text",
+        "poll_after_first",
+    ),
 )
 # Each event of a transition batch, after the head above. Tracks, artifacts and the raw-log
 # entry follow as name/value pairs, their counts given by the three `*_pairs` fields.
@@ -119,10 +128,12 @@ POLL: Final = Script(
         "stop_at",
         "answer",
         "poll_id",
+        "events_max",
     ),
 )
 SUBMIT: Final = Script(
-    "submit", ("prefix", "history_max", "task_id", "submission_id", "family", "now", "first_poll_at")
+    "submit",
+    ("prefix", "history_max", "events_max", "task_id", "submission_id", "family", "now", "first_poll_at"),
 )
 BEGIN_SUBMISSION: Final = Script(
     "begin_submission", ("prefix", "idempotency_key", "submission_id", "ttl_s", "take_over")
@@ -153,6 +164,7 @@ def render(script: Script) -> str:
             f"local MAX_TRACKS, MAX_ARTIFACTS = {MAX_TRACKS}, {MAX_ARTIFACTS}",
             f"local MAX_RAW_PAIRS = {MAX_RAW_PAIRS}",
             f"local STAGES = {_lua_set(frozenset(STAGES))}",
+            f"local STAGE_TYPES = {_lua_map(STAGE_TYPES)}",
             f"local EVENT = {{{', '.join(f'{n} = {i}' for i, n in enumerate(EVENT_FIELDS))}}}",
             f"local EVENT_FIELDS = {len(EVENT_FIELDS)}",
             files.joinpath("common.lua").read_text(),
@@ -169,6 +181,10 @@ def _lua_transitions() -> str:
 def _lua_claims() -> str:
     rows = (f'["{s}|{int(leased)}|{int(early)}"] = "{o}"' for (s, leased, early), o in CLAIMS.items())
     return "{" + ", ".join(rows) + "}"
+
+
+def _lua_map(items: Mapping[str, str]) -> str:
+    return "{" + ", ".join(f"[{json.dumps(k)}] = {json.dumps(v)}" for k, v in items.items()) + "}"
 
 
 def _lua_list(items: tuple[str, ...]) -> str:

@@ -13,14 +13,22 @@ from service.store.keys import Keys
 
 
 class SubmissionStore:
-    def __init__(self, client: aioredis.Redis, keys: Keys, history_max: int = 500) -> None:
+    def __init__(
+        self, client: aioredis.Redis, keys: Keys, history_max: int = 500, events_max: int = 200_000
+    ) -> None:
         self.client = client
         self.keys = keys
         self.history_max = history_max
+        self.events_max = events_max
 
     @classmethod
     def from_settings(cls, client: aioredis.Redis, settings: Settings) -> SubmissionStore:
-        return cls(client, Keys(settings.redis_prefix), history_max=settings.history_max_entries)
+        return cls(
+            client,
+            Keys(settings.redis_prefix),
+            history_max=settings.history_max_entries,
+            events_max=settings.event_log_max_entries,
+        )
 
     async def begin(
         self,
@@ -48,6 +56,7 @@ class SubmissionStore:
         args = scripts.SUBMIT.encode(
             prefix=self.keys.prefix,
             history_max=self.history_max,
+            events_max=self.events_max,
             task_id=task_id,
             submission_id=submission_id,
             family=family,

@@ -116,16 +116,19 @@ class TaskStore:
         history_max: int = 500,
         raw_log_max: int = 10_000,
         poll_deadlines_ms: tuple[int, int, int] = (90_000, 120_000, 180_000),
+        events_max: int = 200_000,
     ) -> None:
         self.client = client
         self.keys = keys
         self.history_max = history_max
         self.raw_log_max = raw_log_max
+        self.events_max = events_max
         pending, text, first = poll_deadlines_ms
         head = scripts.TRANSITION.encode(
             prefix=keys.prefix,
             history_max=history_max,
             raw_log_max=raw_log_max,
+            events_max=events_max,
             poll_after_pending=pending,
             poll_after_text=text,
             poll_after_first=first,
@@ -141,6 +144,7 @@ class TaskStore:
             history_max=settings.history_max_entries,
             raw_log_max=settings.raw_log_max_entries,
             poll_deadlines_ms=settings.poll_deadlines_ms,
+            events_max=settings.event_log_max_entries,
         )
 
     async def apply_event(
@@ -295,6 +299,7 @@ class TaskStore:
             stop_at=stop_at_ms,
             answer=answer,
             poll_id=poll_id,
+            events_max=self.events_max,
         )
         return scripts.decode_poll(await scripts.call(self.client, scripts.POLL, args))
 

@@ -27,6 +27,7 @@ from service.submissions import Submitter
 from service.upstream import CreateLimiter, upstream_clients
 from service.web.callbacks import receive_kie_callback
 from service.web.context import Context, context
+from service.web.events import list_events, stream_events
 from service.web.submit import boost_style, list_boosts, submit_task
 from service.web.tasks import get_file, get_task, list_raw_callbacks, list_tasks
 
@@ -68,6 +69,8 @@ def create_app(settings: Settings | None = None, clock: Callable[[], float] = ti
             Route("/style/boosts", list_boosts, methods=["GET"]),
             Route("/tasks/{task_id}", get_task, methods=["GET"]),
             Route("/tasks/{task_id}/files/{name}", get_file, methods=["GET", "HEAD"]),
+            Route("/events", list_events, methods=["GET"]),
+            Route("/events/stream", stream_events, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
         ],

@@ -57,12 +57,14 @@ def test_giving_up_in_the_script_follows_the_lifecycle_table(
     member = f"{1:013d}:t1"
     assert [s for s in STATUSES if redis_client.zscore(KEYS.index_status(s), member) is not None] == [after]
     history = [json.loads(h) for h in redis_client.lrange(KEYS.history("t1"), 0, -1)]
+    events: list[dict[str, str]] = [fields for _id, fields in redis_client.xrange(KEYS.events())]  # type: ignore[misc, union-attr]
     if outcome == "applied":
+        assert [(e["type"], e["status"], e["source"]) for e in events] == [("task.lost", "lost", "poll")]
         assert record.state == "lost"
         assert [(h["stage"], h["from"], h["to"]) for h in history] == [("lost", status, "lost")]
         assert redis_client.zscore(KEYS.polls_due(), "t1") == 5_000 + 9_000  # still asked now and then
     else:
-        assert record.state in ("finished", "ok") and history == []
+        assert record.state in ("finished", "ok") and history == [] and events == []
 
 
 def test_a_poll_with_nothing_new_waits_the_delay_python_chose(

@@ -155,6 +155,20 @@ def test_callback_before_the_create_response_lands_on_the_submitted_task(
         assert client.get("/tasks").json()["tasks"][0]["task_id"] == task["task_id"]
 
 
+def test_a_submission_appends_task_submitted_with_its_metadata(
+    tapedeck: TapedeckFactory, sandbox: SandboxServer
+) -> None:
+    with tapedeck_on(tapedeck, sandbox) as client:
+        task = submit(client, "lyrics", {"prompt": "home"}, metadata={"album": "a1"}).json()
+        wait_for(client, task["task_id"])
+        events = client.get("/events", params={"task_id": task["task_id"]}).json()["events"]
+    submitted = [e for e in events if e["type"] == "task.submitted"]
+    assert len(submitted) == 1 and submitted[0]["data"]["source"] == "submit"
+    assert submitted[0]["data"]["submission"]["metadata"] == {"album": "a1"}
+    assert "task.completed" in [e["type"] for e in events]
+    assert sorted(e["data"]["seq"] for e in events) == list(range(1, len(events) + 1))
+
+
 def test_invalid_parameters_are_all_listed_and_nothing_reaches_upstream(
     tapedeck: TapedeckFactory, sandbox: SandboxServer
 ) -> None:

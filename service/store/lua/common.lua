@@ -35,6 +35,22 @@ local function append_history(task_id, entry, history_max)
   redis.call('LTRIM', history_key, -history_max, -1)
 end
 
+-- Appends one entry to the event log downstream applications read (core/task_events.py), in
+-- the same script call as the change it tells of: no change without its event. `fields` are
+-- name/value pairs; the task's own sequence number, family and submission are added here.
+-- Returns the entry's stream id.
+local function append_event(task_key, task_id, fields, events_max)
+  local seq = redis.call('HINCRBY', task_key, 'event_seq', 1)
+  local known = redis.call('HMGET', task_key, 'family', 'submission_id')
+  return redis.call('XADD', key_events(prefix), 'MAXLEN', '~', tonumber(events_max), '*',
+    'task_id', task_id, 'seq', seq, 'family', known[1] or '', 'submission_id', known[2] or '', unpack(fields))
+end
+
+-- A JSON array of already-encoded JSON values, without decoding them.
+local function json_array(encoded)
+  return '[' .. table.concat(encoded, ',') .. ']'
+end
+
 -- Moves a task's index member from one status index to another.
 local function move_index(member, from, to)
   if from == to then return end

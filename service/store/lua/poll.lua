@@ -43,6 +43,8 @@ redis.call('HSET', task_key, 'status', lost, 'lost_at', now, 'lost_reason', 'no 
   'updated_at', now)
 append_history(task_id, {stage = 'lost', source = 'poll', outcome = 'applied', at = now, from = status,
   to = lost, msg = reason, answer = A.answer}, history_max)
+append_event(task_key, task_id, {'type', 'task.lost', 'at', now, 'source', 'poll', 'status', lost,
+  'reason', reason}, A.events_max)
 -- A lost task is still asked now and then: a late answer can still complete it.
 redis.call('ZADD', due_key, now + tonumber(A.lost_recheck_ms), task_id)
 return {'lost', lost}

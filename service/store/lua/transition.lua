@@ -33,10 +33,11 @@ end
 -- A new artifact also goes to the downloads outbox, in this same atomic step, so the callback
 -- ack never waits on a job queue and no artifact is ever queued twice.
 local function add_artifacts(task_id, artifacts_key, from, to, reply, now)
-  local outbox, due = {}, {}
+  local outbox, due, added = {}, {}, {}
   for i = from, to, 2 do
     if redis.call('HSETNX', artifacts_key, ARGV[i], ARGV[i + 1]) == 1 then
       reply[#reply + 1] = ARGV[i]
+      added[#added + 1] = ARGV[i + 1]
       local member = task_id .. ' ' .. ARGV[i]
       outbox[#outbox + 1] = member
       due[#due + 1] = now + DOWNLOAD_GRACE_MS
@@ -45,6 +46,7 @@ local function add_artifacts(task_id, artifacts_key, from, to, reply, now)
   end
   call_chunked('RPUSH', key_downloads_new(prefix), outbox)
   call_chunked('ZADD', key_downloads_due(prefix), due)
+  return added
 end
 
 -- The event starting at ARGV[at], by name, and where its pairs and the next event start.
@@ -135,8 +137,20 @@ local function apply(e)
       end
     end
     merge_tracks(key_tracks(prefix, task_id), e.tracks_from, e.artifacts_from - 1, true)
-    add_artifacts(task_id, key_artifacts(prefix, task_id), e.artifacts_from, e.raw_from - 1, reply, now)
+    local added = add_artifacts(task_id, key_artifacts(prefix, task_id), e.artifacts_from, e.raw_from - 1,
+      reply, now)
     if e.result ~= '' then redis.call('HSET', task_key, 'result', e.result) end
+    local tracks = {}
+    for i = e.tracks_from + 1, e.artifacts_from - 1, 2 do tracks[#tracks + 1] = ARGV[i] end
+    local told = {'type', status == 'lost' and 'task.revived' or STAGE_TYPES[stage], 'at', now,
+      'source', e.source, 'status', new_status, 'tracks', json_array(tracks), 'files', json_array(added)}
+    if stage == 'error' then
+      told[#told + 1] = 'error_code'
+      told[#told + 1] = e.code
+      told[#told + 1] = 'error_message'
+      told[#told + 1] = utf8_head(e.error ~= '' and e.error or e.msg, HISTORY_MSG_BYTES)
+    end
+    append_event(task_key, task_id, told, A.events_max)
     redis.call('HSET', task_key, 'status', new_status, 'updated_at', now, 'last_event_at', now, 'poll_streak', 0,
       'last_event_id', e.event_id, 'last_reply', short_reply(reply))
     -- The next poll is due when this stage has had its time to move on; a finished task has none.

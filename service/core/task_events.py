@@ -1,0 +1,124 @@
+"""The events Tapedeck tells downstream applications about, and how each is shown. Pure.
+
+The store appends one entry to its event log inside the script call that makes the change
+(`store/lua/common.lua` `append_event`); an entry holds only what that change knew, as flat
+strings. `render` turns an entry into the payload of Standard Webhooks' recommended shape,
+the same bytes every time it is rendered, so each delivery of an event carries one body
+under one `webhook-id`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any, Final
+from urllib.parse import quote
+
+from service.core.times import iso
+
+EVENT_ID_PREFIX: Final = "evt_"
+_STREAM_ID: Final = re.compile(r"(\d{1,20})-(\d{1,20})")
+
+# A stage applied by a callback, a poll or a replay: the event type it makes.
+STAGE_TYPES: Final[dict[str, str]] = {
+    "text": "task.text",
+    "first": "task.first",
+    "complete": "task.completed",
+    "error": "task.failed",
+}
+TYPES: Final = (
+    "task.submitted",
+    "task.text",
+    "task.first",
+    "task.completed",
+    "task.failed",
+    "task.lost",
+    "task.revived",
+    "task.files_stored",
+    "task.files_failed",
+    "task.files_expiring",
+)
+# Fields of a file that a consumer may see; the upstream's URL is not one (Tapedeck's outlives it).
+FILE_FIELDS: Final = ("name", "kind", "track_id", "sha256", "bytes", "content_type")
+
+
+def event_id(stream_id: str) -> str:
+    return EVENT_ID_PREFIX + stream_id
+
+
+def stream_id(value: str) -> str | None:
+    """The log position an event id (`evt_1733000000000-0`) or a bare stream id names; None if
+    it names none."""
+    found = _STREAM_ID.fullmatch(value.removeprefix(EVENT_ID_PREFIX))
+    if not found or int(found.group(1)) >= 2**64 or int(found.group(2)) >= 2**64:
+        return None
+    return f"{int(found.group(1))}-{int(found.group(2))}"  # 00-0 is 0-0 to Redis
+
+
+def parse_types(value: str | None) -> frozenset[str] | None:
+    """A comma-separated list of types, or None for all. Raises ValueError naming the unknown."""
+    if not value:
+        return None
+    asked = {t.strip() for t in value.split(",") if t.strip()}
+    unknown = sorted(asked - set(TYPES))
+    if unknown:
+        raise ValueError(f"unknown event type(s): {', '.join(unknown)}; known: {', '.join(TYPES)}")
+    return frozenset(asked)
+
+
+def render(
+    entry_id: str,
+    entry: Mapping[str, str],
+    base_url: str,
+    metadata: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The payload of one log entry. `metadata` is the task's submission metadata, if any."""
+    task_id = entry.get("task_id", "")
+    files = [_file(f, task_id, base_url) for f in _json_list(entry.get("files"))]
+    error = None
+    if entry.get("error_code") or entry.get("error_message"):
+        code = entry.get("error_code", "")
+        error = {
+            "code": int(code) if re.fullmatch(r"-?\d{1,18}", code) else None,
+            "message": entry.get("error_message", ""),
+        }
+    submission_id = entry.get("submission_id") or None
+    data: dict[str, Any] = {
+        "id": event_id(entry_id),
+        "task_id": task_id,
+        "seq": int(entry.get("seq") or 0),
+        "status": entry.get("status") or None,
+        "family": entry.get("family") or None,
+        "source": entry.get("source") or None,
+        "submission": {"id": submission_id, "metadata": metadata or {}} if submission_id else None,
+        "tracks": _json_list(entry.get("tracks")),
+        "files": files,
+        "error": error,
+    }
+    if entry.get("reason"):
+        data["reason"] = entry["reason"]
+    return {"type": entry.get("type", ""), "timestamp": iso(entry.get("at")), "data": data}
+
+
+def body(payload: Mapping[str, Any]) -> bytes:
+    """The exact bytes sent and signed: compact, keys in a fixed order, UTF-8."""
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _file(record: Any, task_id: str, base_url: str) -> dict[str, Any]:
+    record = record if isinstance(record, dict) else {}
+    shown = {name: record.get(name) for name in FILE_FIELDS}
+    name = str(record.get("name", ""))
+    shown["url"] = f"{base_url}/tasks/{quote(task_id, safe='')}/files/{quote(name, safe='')}"
+    return shown
+
+
+def _json_list(value: str | None) -> list[Any]:
+    if not value:
+        return []
+    try:
+        found = json.loads(value)
+    except ValueError:
+        return []
+    return found if isinstance(found, list) else []

@@ -1,0 +1,70 @@
+"""The event log in Redis, read side: a Redis Stream the scripts append to (common.lua
+`append_event`), read by the feed, the stream endpoint and the deliveries."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+
+from service.store.keys import Keys
+
+Entries = list[tuple[str, dict[str, str]]]
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    id: str  # the stream id; the event id is `evt_` + it
+    fields: dict[str, str]
+
+
+class EventLog:
+    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+
+    async def after(self, after: str | None, count: int) -> list[LogEntry]:
+        """Up to `count` entries after `after` (a stream id, exclusive; None: from the oldest)."""
+        start = f"({after}" if after else "-"
+        found = await self.client.xrange(self.keys.events(), min=start, max="+", count=count)
+        return [
+            LogEntry(entry_id, fields) for entry_id, fields in cast(list[tuple[str, dict[str, str]]], found)
+        ]
+
+    async def wait_after(self, after: str, block_ms: int, count: int) -> list[LogEntry]:
+        """Entries after `after` (`$`: only new ones), waiting up to `block_ms` for the first.
+
+        Blocks a connection: the caller passes a client of its own, never the shared pool's.
+        """
+        found = await self.client.xread({self.keys.events(): after}, count=count, block=block_ms)
+        entries: list[LogEntry] = []
+        for _stream, items in cast(list[tuple[str, Entries]], found or []):
+            entries += [LogEntry(entry_id, fields) for entry_id, fields in items]
+        return entries
+
+    async def last_id(self) -> str | None:
+        found = cast(
+            list[tuple[str, dict[str, str]]], await self.client.xrevrange(self.keys.events(), count=1)
+        )
+        return found[0][0] if found else None
+
+    async def metadata(self, submission_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Each submission's metadata (as submitted), in one round trip."""
+        ordered = sorted({s for s in submission_ids if s})
+        if not ordered:
+            return {}
+        async with self.client.pipeline(transaction=False) as pipe:
+            for submission_id in ordered:
+                pipe.hget(self.keys.submission(submission_id), "metadata")
+            found = await pipe.execute()
+        metadata: dict[str, dict[str, Any]] = {}
+        for submission_id, raw in zip(ordered, found, strict=True):
+            try:
+                value = json.loads(raw) if raw else {}
+            except ValueError:
+                value = {}
+            metadata[submission_id] = value if isinstance(value, dict) else {}
+        return metadata
