@@ -20,9 +20,10 @@ from service.store.scripts import Claim
 
 
 class ArtifactStore:
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, events_max: int = 200_000) -> None:
         self.client = client
         self.keys = keys
+        self.events_max = events_max
 
     def claim(self, task_id: str, name: str, now_ms: int, lease_ms: int, worker: str) -> Claim:
         return self._change("claim", task_id, name, now_ms, str(lease_ms), worker)
@@ -50,6 +51,7 @@ class ArtifactStore:
             now=now_ms,
             value=value,
             worker=worker,
+            events_max=self.events_max,
         )
         return scripts.decode_claim(cast(list[str], scripts.call_sync(self.client, scripts.ARTIFACT, args)))
 

@@ -27,7 +27,16 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
 from service.core.events import MAX_ARTIFACTS, MAX_TRACKS, Event
-from service.core.lifecycle import CLAIMS, FINISHES, STAGES, SUCCESS_STAGES, TERMINAL, TRANSITIONS, Source
+from service.core.lifecycle import (
+    CLAIMS,
+    FINISHES,
+    SETTLED,
+    STAGES,
+    SUCCESS_STAGES,
+    TERMINAL,
+    TRANSITIONS,
+    Source,
+)
 from service.core.task_events import STAGE_TYPES
 from service.store.keys import lua_key_functions
 
@@ -113,7 +122,9 @@ EVENT_FIELDS: Final = (
 )
 # The outcome the transition script gives a signature replayed with another body (nothing written).
 SIGNATURE_REUSED: Final = "signature_reused"
-ARTIFACT: Final = Script("artifact", ("prefix", "mode", "task_id", "name", "now", "value", "worker"))
+ARTIFACT: Final = Script(
+    "artifact", ("prefix", "mode", "task_id", "name", "now", "value", "worker", "events_max")
+)
 POLL: Final = Script(
     "poll",
     (
@@ -159,6 +170,7 @@ def render(script: Script) -> str:
             f"local TERMINAL = {_lua_set(TERMINAL)}",
             f"local CLAIMS = {_lua_claims()}",
             f"local FINISHES = {_lua_set(FINISHES)}",
+            f"local SETTLED = {_lua_set(SETTLED)}",
             f"local DOWNLOAD_GRACE_MS = {DOWNLOAD_GRACE_MS}",
             f"local HISTORY_MSG_BYTES, ERROR_MESSAGE_BYTES = {HISTORY_MSG_BYTES}, {ERROR_MESSAGE_BYTES}",
             f"local MAX_TRACKS, MAX_ARTIFACTS = {MAX_TRACKS}, {MAX_ARTIFACTS}",

@@ -126,6 +126,34 @@ def test_a_completed_tasks_files_all_land_with_the_sandboxs_sha256(
             assert (ranged.status_code, ranged.content) == (206, path.read_bytes()[:10])
 
 
+def test_a_generate_task_tells_every_stage_then_its_stored_files_in_order(
+    tapedeck: TapedeckFactory, archive_env: dict[str, str]
+) -> None:
+    with tapedeck_for(tapedeck, archive_env) as client:
+        task_id = submit_and_complete(client)
+        task = settle(client, task_id, archive_env)
+        events = client.get("/events", params={"task_id": task_id}).json()["events"]
+        types = [e["type"] for e in events]
+        # The sandbox may call back before the create answer is attached: submitted is then later.
+        assert sorted(types) == sorted(
+            ["task.submitted", "task.text", "task.first", "task.completed", "task.files_stored"]
+        )
+        assert types.index("task.text") < types.index("task.first") < types.index("task.completed")
+        assert types[-1] == "task.files_stored"
+        assert [e["data"]["seq"] for e in events] == list(range(1, len(events) + 1))
+        stored = events[-1]["data"]
+        assert stored["source"] == "download" and stored["status"] == "complete"
+        by_name = {a["name"]: a for a in task["artifacts"]}
+        assert sorted(f["name"] for f in stored["files"]) == sorted(by_name)
+        for told in stored["files"]:
+            assert (told["sha256"], told["bytes"]) == (
+                by_name[told["name"]]["sha256"],
+                by_name[told["name"]]["bytes"],
+            )
+            served = client.get(told["url"].removeprefix(str(client.base_url).rstrip("/")))
+            assert served.status_code == 200 and hashlib.sha256(served.content).hexdigest() == told["sha256"]
+
+
 def test_duplicate_and_reordered_callbacks_download_each_file_once(
     tapedeck: TapedeckFactory, archive_env: dict[str, str], sandbox: SandboxServer
 ) -> None:

@@ -116,3 +116,41 @@ def test_an_unreadable_record_is_failed_with_what_it_held_never_a_script_error(
     assert record["state"] == "failed" and record["unreadable"] == raw
     assert "unreadable" in record["last_error"]
     assert redis_client.zscore(KEYS.downloads_due(), "t1 audio-a") is None  # no job repeats it
+
+
+@pytest.mark.parametrize(
+    ("second", "told"),
+    [("stored", "task.files_stored"), ("failed", "task.files_failed"), ("expired", "task.files_failed")],
+)
+def test_a_final_task_tells_once_when_its_files_have_all_settled(
+    redis_client: redis.Redis, second: str, told: str
+) -> None:
+    redis_client.hset(KEYS.task("t1"), mapping={"task_id": "t1", "status": "complete", "family": "music"})
+    for name in ("audio-a", "audio-b"):
+        record = {"name": name, "kind": "audio", "url": "u", "state": "waiting"}
+        redis_client.hset(KEYS.artifacts("t1"), name, json.dumps(record))
+    store = ArtifactStore(redis_client, KEYS)
+
+    def settle(name: str, state: str) -> None:
+        assert store.claim("t1", name, NOW, 60_000, "w").outcome == "claimed"
+        assert store.finish("t1", name, NOW, "w#1", state, sha256="ab" if state == "stored" else None)  # type: ignore[arg-type]
+
+    def events() -> list[dict[str, str]]:
+        return [fields for _id, fields in redis_client.xrange(KEYS.events())]  # type: ignore[misc, union-attr]
+
+    settle("audio-a", "stored")
+    assert events() == []  # one file still waiting
+    settle("audio-b", second)
+    (event,) = events()
+    assert (event["type"], event["task_id"], event["status"], event["seq"]) == (told, "t1", "complete", "1")
+    files = sorted(json.loads(event["files"]), key=lambda f: f["name"])
+    assert [(f["name"], f["state"]) for f in files] == [("audio-a", "stored"), ("audio-b", second)]
+    assert "url" not in files[0]  # the upstream's URL is not told
+
+
+def test_files_of_a_task_not_yet_final_are_not_told(redis_client: redis.Redis) -> None:
+    redis_client.hset(KEYS.task("t1"), mapping={"task_id": "t1", "status": "first"})
+    store = put(redis_client, state="waiting")
+    assert store.claim("t1", "audio-a", NOW, 60_000, "w").outcome == "claimed"
+    assert store.finish("t1", "audio-a", NOW, "w#1", "stored")
+    assert redis_client.xlen(KEYS.events()) == 0

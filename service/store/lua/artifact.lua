@@ -64,5 +64,6 @@ else
 end
 local encoded = cjson.encode(artifact)
 redis.call('HSET', key, name, encoded)
+if mode == 'update' and SETTLED[artifact.state] then tell_archive(task_id, now, A.events_max) end
 local task = redis.call('HMGET', key_task(prefix, task_id), 'created_at', 'family')
 return {mode == 'claim' and 'claimed' or 'ok', encoded, task[1] or '', task[2] or ''}

@@ -51,6 +51,32 @@ local function json_array(encoded)
   return '[' .. table.concat(encoded, ',') .. ']'
 end
 
+-- Tells downstream once a final task's files have all settled: `task.files_stored` when every
+-- one is stored, `task.files_failed` when any failed or expired. Told again only if what it
+-- would say changes (a late stage added files). Called after the change that may settle them.
+local ARCHIVE_FIELDS = {'name', 'kind', 'track_id', 'state', 'sha256', 'bytes', 'content_type', 'last_error'}
+local function tell_archive(task_id, now, events_max)
+  local task_key = key_task(prefix, task_id)
+  local status = redis.call('HGET', task_key, 'status')
+  if not status or not TERMINAL[status] then return end
+  local files, all_stored = {}, true
+  for _, raw in ipairs(redis.call('HVALS', key_artifacts(prefix, task_id))) do
+    local read, artifact = pcall(cjson.decode, raw)
+    if not read or type(artifact) ~= 'table' then artifact = {state = 'failed'} end
+    if not SETTLED[artifact.state] then return end
+    all_stored = all_stored and artifact.state == 'stored'
+    local shown = {}
+    for _, field in ipairs(ARCHIVE_FIELDS) do shown[field] = artifact[field] end
+    files[#files + 1] = shown
+  end
+  if #files == 0 then return end
+  local told = (all_stored and 'task.files_stored' or 'task.files_failed') .. ' ' .. #files
+  if redis.call('HGET', task_key, 'archive_told') == told then return end
+  redis.call('HSET', task_key, 'archive_told', told)
+  append_event(task_key, task_id, {'type', all_stored and 'task.files_stored' or 'task.files_failed',
+    'at', now, 'source', 'download', 'status', status, 'files', cjson.encode(files)}, events_max)
+end
+
 -- Moves a task's index member from one status index to another.
 local function move_index(member, from, to)
   if from == to then return end
