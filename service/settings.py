@@ -14,6 +14,7 @@ from typing import Any, Final
 from starlette.datastructures import Secret
 
 from service.core.url_policy import DEFAULT_ALLOWED_HOSTS, Policy
+from service.core.webhooks import secret_key
 from service.errors import SettingsError
 
 MIB = 1024 * 1024
@@ -68,6 +69,13 @@ class Settings:
     poll_give_up_s: float = 86_400.0
     poll_rate_per_s: int = 10
     poll_lease_s: float = 120.0
+    webhook_secret: Secret | None = field(default=None, repr=False)
+    webhook_allowed_networks: tuple[str, ...] = ()
+    webhook_timeout_s: float = 15.0
+    webhook_rotation_grace_s: float = 86_400.0
+    webhook_disable_after_s: float = 5 * 86_400.0
+    webhook_concurrency: int = 50
+    webhook_per_subscription: int = 10
     sseedance_poll_s: float = 15.0
 
     @property
@@ -97,6 +105,11 @@ class Settings:
         settings.check()
         return settings
 
+    @property
+    def webhook_policy(self) -> Policy:
+        """Subscriber URLs: any host, on a public address unless its network is listed."""
+        return Policy.any_public_host(self.webhook_allowed_networks, "WEBHOOK_ALLOWED_NETWORKS")
+
     def check(self) -> None:
         if self.env not in ("development", "test", "production"):
             raise SettingsError(f"TAPEDECK_ENV must be development, test or production, not {self.env!r}")
@@ -113,6 +126,15 @@ class Settings:
             Policy.build(self.download_allowed_hosts, self.download_allowed_networks)
         except ValueError as exc:
             raise SettingsError(f"DOWNLOAD_ALLOWED_NETWORKS must be CIDRs: {exc}") from None
+        try:
+            _ = self.webhook_policy
+        except ValueError as exc:
+            raise SettingsError(f"WEBHOOK_ALLOWED_NETWORKS must be CIDRs: {exc}") from None
+        if self.webhook_secret:
+            try:
+                secret_key(str(self.webhook_secret))
+            except ValueError:
+                raise SettingsError("WEBHOOK_SECRET must be whsec_ followed by base64") from None
         if self.kie_webhook_tolerance_s > 86_400:
             # A signature is remembered for twice the tolerance; a day is far past any clock skew.
             raise SettingsError("KIE_WEBHOOK_TOLERANCE_S must be at most 86400 seconds")
@@ -221,4 +243,11 @@ VARIABLES: Final[tuple[tuple[str, str, Cast], ...]] = (
     ("poll_rate_per_s", "POLL_RATE_PER_S", _int),
     ("poll_lease_s", "POLL_LEASE_S", _float),
     ("sseedance_poll_s", "SSEEDANCE_POLL_S", _float),
+    ("webhook_secret", "WEBHOOK_SECRET", _secret),
+    ("webhook_allowed_networks", "WEBHOOK_ALLOWED_NETWORKS", _list),
+    ("webhook_timeout_s", "WEBHOOK_TIMEOUT_S", _float),
+    ("webhook_rotation_grace_s", "WEBHOOK_ROTATION_GRACE_S", _float),
+    ("webhook_disable_after_s", "WEBHOOK_DISABLE_AFTER_S", _float),
+    ("webhook_concurrency", "WEBHOOK_CONCURRENCY", _int),
+    ("webhook_per_subscription", "WEBHOOK_PER_SUBSCRIPTION", _int),
 )

@@ -16,19 +16,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin
 
 import httpx
 
 from service.core.lifecycle import expires_at, is_urgent
 from service.core.retry import Backoff
 from service.core.times import to_ms
-from service.core.url_policy import Policy, Resolver, Target
+from service.core.url_policy import Policy, Resolver
 from service.errors import HostUnresolved, LeaseLost, Refused, TransferFailed, UnsafeURL
 from service.settings import Settings
 from service.storage import EXPECTED_TYPE, PartFile, Storage, extension, is_expected_type
 from service.store.artifacts import ArtifactStore
 from service.store.connection import redis_is_away
+from workers.pinning import pinned_request
 
 log = logging.getLogger("tapedeck.downloads")
 
@@ -227,18 +228,6 @@ def open_stream(deps: Deps, url: str, offset: int, validator: str | None = None)
         response.close()
         url = urljoin(url, location)
     raise Refused(f"more than {MAX_REDIRECTS} redirects")
-
-
-def pinned_request(http: httpx.Client, target: Target, headers: dict[str, str]) -> httpx.Request:
-    """A request to the address the policy checked, with the URL's own Host and TLS name."""
-    parts = urlsplit(target.url)
-    address = f"[{target.address}]" if ":" in target.address else target.address
-    default_port = 443 if target.scheme == "https" else 80
-    host = f"[{target.host}]" if ":" in target.host else target.host
-    host_header = host if target.port == default_port else f"{host}:{target.port}"
-    pinned = urlunsplit((parts.scheme, f"{address}:{target.port}", parts.path or "/", parts.query, ""))
-    extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
-    return http.build_request("GET", pinned, headers={"Host": host_header, **headers}, extensions=extensions)
 
 
 def _expected_range(response: httpx.Response, offset: int) -> tuple[int, int | None]:

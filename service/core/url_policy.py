@@ -45,8 +45,13 @@ class Target:
 
 @dataclass(frozen=True)
 class Policy:
-    allowed_hosts: frozenset[str]
+    """`allowed_hosts` None: any host (webhook subscribers), its addresses still checked. The
+    two names are the settings a refusal points to."""
+
+    allowed_hosts: frozenset[str] | None
     allowed_networks: tuple[Network, ...] = ()
+    hosts_setting: str = "DOWNLOAD_ALLOWED_HOSTS"
+    networks_setting: str = "DOWNLOAD_ALLOWED_NETWORKS"
 
     @classmethod
     def build(cls, hosts: Iterable[str], networks: Iterable[str]) -> Policy:
@@ -54,6 +59,11 @@ class Policy:
             frozenset(h.strip().lower() for h in hosts if h.strip()),
             tuple(ipaddress.ip_network(n.strip(), strict=False) for n in networks if n.strip()),
         )
+
+    @classmethod
+    def any_public_host(cls, networks: Iterable[str], networks_setting: str) -> Policy:
+        allowed = tuple(ipaddress.ip_network(n.strip(), strict=False) for n in networks if n.strip())
+        return cls(None, allowed, networks_setting=networks_setting)
 
     def check(self, url: str, resolve: Resolver) -> Target:
         """Raises UnsafeURL naming the rule the URL breaks."""
@@ -70,8 +80,8 @@ class Policy:
             raise UnsafeURL("the URL has no host")
         if parts.username or parts.password:
             raise UnsafeURL("URLs with credentials are not fetched")
-        if host not in self.allowed_hosts:
-            raise UnsafeURL(f"host {host!r} is not in DOWNLOAD_ALLOWED_HOSTS")
+        if self.allowed_hosts is not None and host not in self.allowed_hosts:
+            raise UnsafeURL(f"host {host!r} is not in {self.hosts_setting}")
         try:
             addresses = [ipaddress.ip_address(a) for a in resolve(host, port)]
         except (OSError, ValueError) as exc:
@@ -107,7 +117,7 @@ class Policy:
             )
             raise UnsafeURL(
                 f"host {host!r} resolves to {kind.replace('_', '-')} address {address}, "
-                "not in DOWNLOAD_ALLOWED_NETWORKS"
+                f"not in {self.networks_setting}"
             )
 
 

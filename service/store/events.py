@@ -68,3 +68,7 @@ class EventLog:
                 value = {}
             metadata[submission_id] = value if isinstance(value, dict) else {}
         return metadata
+
+    async def entry(self, entry_id: str) -> LogEntry | None:
+        found = cast(Entries, await self.client.xrange(self.keys.events(), min=entry_id, max=entry_id))
+        return LogEntry(found[0][0], found[0][1]) if found else None

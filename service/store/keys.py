@@ -17,6 +17,17 @@
                                       make progress (queued, retry time, or lease end; ms)
     {p}:polls:due              zset   task id of every unfinished task, by when to poll it next (ms)
     {p}:events                 stream the event log: every change downstream applications hear of (capped)
+    {p}:wh:sub:{id}            hash   a webhook subscription: url, types, filter, secrets, health
+    {p}:wh:subs                zset   subscription ids by creation time
+    {p}:wh:sub:{id}:queues     set    task ids with deliveries waiting for this subscription
+    {p}:wh:sub:{id}:deliveries zset   its delivery ids by creation time (capped)
+    {p}:wh:cursor              string the last event-log id fanned out to the subscriptions
+    {p}:wh:dlv:{id}            hash   one event for one subscription: state, attempts, last answer
+    {p}:wh:dlv:{id}:attempts   list   each attempt: time, status or error, latency, body head (capped)
+    {p}:wh:q:{sub}:{task}      list   a subscription's deliveries of one task, in order; the head
+                                      is the only one in flight
+    {p}:wh:due                 zset   "sub task" of every queue with a head to send, by when (ms)
+    {p}:task:{id}:deliveries   zset   the task's delivery ids by creation time
     {p}:sig:{task}:{timestamp} string sha256 of the body a Kie signature was first seen with (expires
                                       after twice the tolerance: a signature is good for one body)
 
@@ -47,6 +58,16 @@ TEMPLATES: Final[dict[str, str]] = {
     "polls_due": "{prefix}:polls:due",
     "signature": "{prefix}:sig:{id}",
     "events": "{prefix}:events",
+    "webhook": "{prefix}:wh:sub:{id}",
+    "webhooks": "{prefix}:wh:subs",
+    "webhook_queues": "{prefix}:wh:sub:{id}:queues",
+    "webhook_deliveries": "{prefix}:wh:sub:{id}:deliveries",
+    "webhook_cursor": "{prefix}:wh:cursor",
+    "delivery": "{prefix}:wh:dlv:{id}",
+    "delivery_attempts": "{prefix}:wh:dlv:{id}:attempts",
+    "delivery_queue": "{prefix}:wh:q:{id}",
+    "deliveries_due": "{prefix}:wh:due",
+    "task_deliveries": "{prefix}:task:{id}:deliveries",
 }
 
 
@@ -107,6 +128,36 @@ class Keys:
 
     def events(self) -> str:
         return self._key("events")
+
+    def webhook(self, subscription_id: str) -> str:
+        return self._key("webhook", subscription_id)
+
+    def webhooks(self) -> str:
+        return self._key("webhooks")
+
+    def webhook_queues(self, subscription_id: str) -> str:
+        return self._key("webhook_queues", subscription_id)
+
+    def webhook_deliveries(self, subscription_id: str) -> str:
+        return self._key("webhook_deliveries", subscription_id)
+
+    def webhook_cursor(self) -> str:
+        return self._key("webhook_cursor")
+
+    def delivery(self, delivery_id: str) -> str:
+        return self._key("delivery", delivery_id)
+
+    def delivery_attempts(self, delivery_id: str) -> str:
+        return self._key("delivery_attempts", delivery_id)
+
+    def delivery_queue(self, subscription_id: str, task_id: str) -> str:
+        return self._key("delivery_queue", f"{subscription_id}:{task_id}")
+
+    def deliveries_due(self) -> str:
+        return self._key("deliveries_due")
+
+    def task_deliveries(self, task_id: str) -> str:
+        return self._key("task_deliveries", task_id)
 
 
 def lua_key_functions() -> str:

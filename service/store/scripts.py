@@ -152,7 +152,27 @@ BEGIN_SUBMISSION: Final = Script(
 TAKE_DUE: Final = Script("take_due", ("prefix", "list", "now", "limit", "until_ms"))
 BUDGET: Final = Script("budget", ("prefix", "name", "mode", "limit", "window_ms", "slot", "pause_ms"))
 
-SCRIPTS: Final = (TRANSITION, ARTIFACT, POLL, SUBMIT, BEGIN_SUBMISSION, TAKE_DUE, BUDGET)
+# Triples (subscription id, task id, entry id) follow the named arguments.
+FANOUT: Final = Script("fanout", ("prefix", "now", "cursor"))
+DELIVERY: Final = Script(
+    "delivery",
+    (
+        "prefix",
+        "mode",
+        "subscription_id",
+        "task_id",
+        "delivery_id",
+        "now",
+        "attempt",
+        "verdict",
+        "next_at",
+        "disable_after_ms",
+        "events_max",
+        "attempts_kept",
+        "deliveries_kept",
+    ),
+)
+SCRIPTS: Final = (TRANSITION, ARTIFACT, POLL, SUBMIT, BEGIN_SUBMISSION, TAKE_DUE, BUDGET, FANOUT, DELIVERY)
 
 
 def render(script: Script) -> str:

@@ -385,7 +385,7 @@ def test_a_request_goes_to_the_checked_address_with_the_urls_own_host(
     target: tuple[str, str, int, str], url: str, host: str, sni: str | None
 ) -> None:
     from service.core.url_policy import Target
-    from workers.downloads import pinned_request
+    from workers.pinning import pinned_request
 
     scheme, name, port, address = target
     netloc = f"[{name}]" if ":" in name else name

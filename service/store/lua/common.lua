@@ -46,6 +46,16 @@ local function append_event(task_key, task_id, fields, events_max)
     'task_id', task_id, 'seq', seq, 'family', known[1] or '', 'submission_id', known[2] or '', unpack(fields))
 end
 
+-- Whether stream id `a` ("ms-seq") comes after `b`.
+local function stream_id_after(a, b)
+  local a_ms, a_seq = string.match(a, '^(%d+)-(%d+)$')
+  local b_ms, b_seq = string.match(b, '^(%d+)-(%d+)$')
+  if not a_ms then return false end
+  if not b_ms then return true end
+  a_ms, a_seq, b_ms, b_seq = tonumber(a_ms), tonumber(a_seq), tonumber(b_ms), tonumber(b_seq)
+  return a_ms > b_ms or (a_ms == b_ms and a_seq > b_seq)
+end
+
 -- A JSON array of already-encoded JSON values, without decoding them.
 local function json_array(encoded)
   return '[' .. table.concat(encoded, ',') .. ']'

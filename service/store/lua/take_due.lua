@@ -1,7 +1,10 @@
--- Takes the members of a due list (downloads or polls) due by `now`, at most `limit`, and
+-- Takes the members of a due list (downloads, polls or webhook deliveries) due by `now`, at most `limit`, and
 -- pushes each to `until`, atomically, so two workers sweeping at once never take the same one.
 
-local key = A.list == 'polls' and key_polls_due(prefix) or key_downloads_due(prefix)
+local lists = {polls = key_polls_due(prefix), downloads = key_downloads_due(prefix),
+  deliveries = key_deliveries_due(prefix)}
+local key = lists[A.list]
+if not key then return redis.error_reply('unknown due list ' .. tostring(A.list)) end
 local members = redis.call('ZRANGEBYSCORE', key, '-inf', A.now, 'LIMIT', 0, tonumber(A.limit))
 -- A re-send after a lost reply finds its members already pushed to exactly `until`: it takes
 -- them again rather than leaving them to wait out the grace (a duplicate job is harmless).

@@ -1,0 +1,99 @@
+-- One queue of deliveries (a subscription's deliveries of one task), changed atomically.
+--   record  the head's attempt: `attempt` (JSON) joins its attempts, `verdict` decides what next:
+--           delivered | failed (given up): the next delivery of the task becomes the head;
+--           retry: the head is due again at `next_at`; disable: the subscriber said 410.
+--           A subscription failing for `disable_after_ms` is disabled; disabling tells the
+--           event log (`subscription.disabled`).
+--   idle    the queue is empty, or its subscription disabled or gone: off the due list.
+--   enable  every queue of the subscription with something waiting is due now.
+-- `delivery_id` must be the queue's head for `record`; otherwise (a late result of a delivery
+-- another process took over) only the attempt is kept. Returns the delivery's state.
+
+local now, sub, task = tonumber(A.now), A.subscription_id, A.task_id
+local sub_key = key_webhook(prefix, sub)
+local member = sub .. ' ' .. task
+local queue = key_delivery_queue(prefix, sub .. ':' .. task)
+local due = key_deliveries_due(prefix)
+
+if A.mode == 'idle' then
+  if redis.call('LLEN', queue) == 0 then
+    redis.call('ZREM', due, member)
+    redis.call('SREM', key_webhook_queues(prefix, sub), task)
+  elseif redis.call('HGET', sub_key, 'enabled') ~= '1' then
+    redis.call('ZREM', due, member)
+  end
+  return 'idle'
+elseif A.mode == 'enable' then
+  if redis.call('HGET', sub_key, 'enabled') ~= '1' then return 'disabled' end
+  for _, waiting in ipairs(redis.call('SMEMBERS', key_webhook_queues(prefix, sub))) do
+    if redis.call('LLEN', key_delivery_queue(prefix, sub .. ':' .. waiting)) > 0 then
+      redis.call('ZADD', due, 'NX', now, sub .. ' ' .. waiting)
+    end
+  end
+  return 'enabled'
+end
+
+local id = A.delivery_id
+local delivery_key = key_delivery(prefix, id)
+if redis.call('EXISTS', delivery_key) == 0 then return 'missing' end
+local attempts_key = key_delivery_attempts(prefix, id)
+redis.call('RPUSH', attempts_key, A.attempt)
+redis.call('LTRIM', attempts_key, -tonumber(A.attempts_kept), -1)
+local count = redis.call('HINCRBY', delivery_key, 'attempts', 1)
+if redis.call('LINDEX', queue, 0) ~= id then return redis.call('HGET', delivery_key, 'state') end
+
+local verdict = A.verdict
+local state = (verdict == 'delivered' and 'delivered') or (verdict == 'retry' and 'retrying') or 'failed'
+redis.call('HSET', delivery_key, 'state', state, 'last_attempt_at', now, 'next_at', verdict == 'retry' and A.next_at or '')
+if state == 'retrying' then
+  redis.call('ZADD', due, tonumber(A.next_at), member)
+else
+  redis.call('HSET', delivery_key, 'settled_at', now)
+  redis.call('LPOP', queue)
+  if redis.call('LLEN', queue) > 0 then
+    redis.call('ZADD', due, now, member)
+  else
+    redis.call('ZREM', due, member)
+    redis.call('SREM', key_webhook_queues(prefix, sub), task)
+  end
+end
+
+-- The subscription's health: failing since its first failure after a success. (A subscription
+-- deleted while this attempt was in flight has none to keep.)
+local disable_reason = nil
+if redis.call('EXISTS', sub_key) == 0 then
+  return state
+elseif verdict == 'delivered' then
+  redis.call('HDEL', sub_key, 'failing_since')
+  redis.call('HSET', sub_key, 'last_success_at', now)
+else
+  redis.call('HSETNX', sub_key, 'failing_since', now)
+  redis.call('HSET', sub_key, 'last_failure_at', now)
+  local since = tonumber(redis.call('HGET', sub_key, 'failing_since'))
+  if verdict == 'disable' then
+    disable_reason = 'the endpoint answered 410 Gone'
+  elseif now - since >= tonumber(A.disable_after_ms) then
+    disable_reason = 'every delivery failed for ' .. math.floor((now - since) / 1000) .. ' s'
+  end
+end
+if disable_reason and redis.call('HGET', sub_key, 'enabled') == '1' then
+  redis.call('HSET', sub_key, 'enabled', '0', 'disabled_at', now, 'disabled_reason', disable_reason)
+  redis.call('ZREM', due, member)
+  redis.call('XADD', key_events(prefix), 'MAXLEN', '~', tonumber(A.events_max), '*', 'type',
+    'subscription.disabled', 'subscription_id', sub, 'at', now, 'reason', disable_reason, 'task_id', '')
+end
+
+-- Settled deliveries beyond the newest `deliveries_kept` of the subscription are forgotten.
+if state ~= 'retrying' then
+  local listed = key_webhook_deliveries(prefix, sub)
+  if redis.call('ZCARD', listed) > tonumber(A.deliveries_kept) then
+    local oldest = redis.call('ZRANGE', listed, 0, 0)[1]
+    local settled = redis.call('HMGET', key_delivery(prefix, oldest), 'state', 'task_id')
+    if settled[1] == 'delivered' or settled[1] == 'failed' then
+      redis.call('ZREM', listed, oldest)
+      redis.call('ZREM', key_task_deliveries(prefix, settled[2] or ''), oldest)
+      redis.call('DEL', key_delivery(prefix, oldest), key_delivery_attempts(prefix, oldest))
+    end
+  end
+end
+return state

@@ -1,0 +1,29 @@
+-- Fans event-log entries out to the subscriptions that want them (Python chose which): each
+-- (subscription, task, entry) triple after the named arguments becomes one delivery, queued
+-- behind that subscription's earlier deliveries of the same task. A delivery's id is made of
+-- its subscription and entry, so fanning the same entries out again (a process died before
+-- the cursor moved) makes nothing twice. Moves the cursor to `cursor` if that is later.
+-- Returns the number of deliveries made.
+
+local now, made = tonumber(A.now), 0
+for i = ARG_COUNT + 1, #ARGV - 2, 3 do
+  local sub, task, entry = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local id = 'dlv_' .. sub .. '_' .. entry
+  local delivery_key = key_delivery(prefix, id)
+  local subscription = redis.call('HMGET', key_webhook(prefix, sub), 'id', 'enabled')
+  if subscription[1] and redis.call('EXISTS', delivery_key) == 0 then
+    redis.call('HSET', delivery_key, 'id', id, 'subscription_id', sub, 'task_id', task, 'entry', entry,
+      'state', 'pending', 'attempts', 0, 'created_at', now)
+    redis.call('RPUSH', key_delivery_queue(prefix, sub .. ':' .. task), id)
+    redis.call('SADD', key_webhook_queues(prefix, sub), task)
+    redis.call('ZADD', key_webhook_deliveries(prefix, sub), now, id)
+    redis.call('ZADD', key_task_deliveries(prefix, task), now, id)
+    -- NX: a queue whose head is waiting for its retry keeps that time.
+    if subscription[2] == '1' then redis.call('ZADD', key_deliveries_due(prefix), 'NX', now, sub .. ' ' .. task) end
+    made = made + 1
+  end
+end
+if A.cursor ~= '' and stream_id_after(A.cursor, redis.call('GET', key_webhook_cursor(prefix)) or '0-0') then
+  redis.call('SET', key_webhook_cursor(prefix), A.cursor)
+end
+return made

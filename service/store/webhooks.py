@@ -1,0 +1,177 @@
+"""Webhook subscriptions and their deliveries in Redis (keys.py has the layout).
+
+A subscription is a hash; each event it wants becomes a delivery queued behind the
+subscription's earlier deliveries of the same task (`lua/fanout.lua`), and only a queue's head
+is ever in flight (`lua/delivery.lua`), which is what keeps a task's events in order.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, Final, cast
+
+import redis.asyncio as aioredis
+
+from service.store import scripts
+from service.store.keys import Keys
+
+ATTEMPTS_KEPT: Final = 20  # per delivery
+DELIVERIES_KEPT: Final = 10_000  # settled ones per subscription; older ones are forgotten
+
+
+class WebhookStore:
+    def __init__(self, client: aioredis.Redis, keys: Keys, events_max: int = 200_000) -> None:
+        self.client = client
+        self.keys = keys
+        self.events_max = events_max
+
+    # Subscriptions
+
+    async def create(self, fields: Mapping[str, str], created_ms: int) -> None:
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(self.keys.webhook(fields["id"]), mapping=dict(fields))  # type: ignore[arg-type]
+            pipe.zadd(self.keys.webhooks(), {fields["id"]: created_ms})
+            await pipe.execute()
+
+    async def get(self, subscription_id: str) -> dict[str, str] | None:
+        found = cast(dict[str, str], await self.client.hgetall(self.keys.webhook(subscription_id)))
+        return found or None
+
+    async def all(self) -> list[dict[str, str]]:
+        ids = cast(list[str], await self.client.zrange(self.keys.webhooks(), 0, -1))
+        if not ids:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for subscription_id in ids:
+                pipe.hgetall(self.keys.webhook(subscription_id))
+            found = cast(list[dict[str, str]], await pipe.execute())
+        return [f for f in found if f]
+
+    async def update(self, subscription_id: str, fields: Mapping[str, str], drop: Sequence[str] = ()) -> bool:
+        """Sets `fields` (and removes `drop`) on an existing subscription; False if there is none."""
+        key = self.keys.webhook(subscription_id)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.exists(key)
+            if fields:
+                pipe.hset(key, mapping=dict(fields))  # type: ignore[arg-type]
+            if drop:
+                pipe.hdel(key, *drop)
+            exists, *_ = await pipe.execute()
+        if not exists:
+            await self.client.delete(key)  # the HSET above made a stray hash of the unknown id
+        return bool(exists)
+
+    async def delete(self, subscription_id: str) -> bool:
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.delete(self.keys.webhook(subscription_id))
+            pipe.zrem(self.keys.webhooks(), subscription_id)
+            removed, _ = await pipe.execute()
+        return bool(removed)
+
+    async def resume(self, subscription_id: str, now_ms: int) -> None:
+        """Makes every waiting queue of an enabled subscription due now."""
+        await self._queue("enable", subscription_id, "", now_ms)
+
+    # Fan-out and the due list
+
+    async def cursor(self) -> str | None:
+        return cast(str | None, await self.client.get(self.keys.webhook_cursor()))
+
+    async def fan_out(self, triples: Sequence[tuple[str, str, str]], cursor: str, now_ms: int) -> int:
+        args = scripts.FANOUT.encode(prefix=self.keys.prefix, now=now_ms, cursor=cursor)
+        for triple in triples:
+            args += list(triple)
+        return int(await scripts.call(self.client, scripts.FANOUT, args))
+
+    async def take_due(self, now_ms: int, limit: int, lease_ms: int) -> list[tuple[str, str]]:
+        """Queues whose head is due, each leased `lease_ms` ahead (a process that dies mid-send
+        leaves it due again when the lease ends)."""
+        args = scripts.TAKE_DUE.encode(
+            prefix=self.keys.prefix, list="deliveries", now=now_ms, limit=limit, until_ms=now_ms + lease_ms
+        )
+        members = cast(list[str], await scripts.call(self.client, scripts.TAKE_DUE, args))
+        return [cast(tuple[str, str], tuple(m.split(" ", 1))) for m in members if " " in m]
+
+    async def head(self, subscription_id: str, task_id: str) -> str | None:
+        return cast(
+            str | None, await self.client.lindex(self.keys.delivery_queue(subscription_id, task_id), 0)
+        )
+
+    async def defer(self, subscription_id: str, task_id: str, at_ms: int) -> None:
+        """Puts a queue taken from the due list back for `at_ms` (its subscription is busy)."""
+        await self.client.zadd(self.keys.deliveries_due(), {f"{subscription_id} {task_id}": at_ms}, xx=True)
+
+    async def idle(self, subscription_id: str, task_id: str, now_ms: int) -> None:
+        await self._queue("idle", subscription_id, task_id, now_ms)
+
+    # Deliveries
+
+    async def delivery(self, delivery_id: str) -> dict[str, str] | None:
+        found = cast(dict[str, str], await self.client.hgetall(self.keys.delivery(delivery_id)))
+        return found or None
+
+    async def attempts(self, delivery_id: str) -> list[dict[str, Any]]:
+        raw = cast(list[str], await self.client.lrange(self.keys.delivery_attempts(delivery_id), 0, -1))
+        return [json.loads(a) for a in raw]
+
+    async def record(
+        self,
+        delivery: Mapping[str, str],
+        now_ms: int,
+        attempt: Mapping[str, Any],
+        verdict: str,
+        next_at_ms: int,
+        disable_after_ms: int,
+    ) -> str:
+        """Records one attempt of a queue's head and what follows from it; the delivery's state."""
+        args = scripts.DELIVERY.encode(
+            prefix=self.keys.prefix,
+            mode="record",
+            subscription_id=delivery["subscription_id"],
+            task_id=delivery["task_id"],
+            delivery_id=delivery["id"],
+            now=now_ms,
+            attempt=json.dumps(attempt, separators=(",", ":")),
+            verdict=verdict,
+            next_at=next_at_ms,
+            disable_after_ms=disable_after_ms,
+            events_max=self.events_max,
+            attempts_kept=ATTEMPTS_KEPT,
+            deliveries_kept=DELIVERIES_KEPT,
+        )
+        return str(await scripts.call(self.client, scripts.DELIVERY, args))
+
+    async def deliveries_of(self, subscription_id: str, limit: int) -> list[dict[str, str]]:
+        return await self._deliveries(self.keys.webhook_deliveries(subscription_id), limit)
+
+    async def deliveries_of_task(self, task_id: str, limit: int) -> list[dict[str, str]]:
+        return await self._deliveries(self.keys.task_deliveries(task_id), limit)
+
+    async def _deliveries(self, key: str, limit: int) -> list[dict[str, str]]:
+        ids = cast(list[str], await self.client.zrevrange(key, 0, limit - 1))
+        if not ids:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for delivery_id in ids:
+                pipe.hgetall(self.keys.delivery(delivery_id))
+            found = cast(list[dict[str, str]], await pipe.execute())
+        return [f for f in found if f]
+
+    async def _queue(self, mode: str, subscription_id: str, task_id: str, now_ms: int) -> None:
+        args = scripts.DELIVERY.encode(
+            prefix=self.keys.prefix,
+            mode=mode,
+            subscription_id=subscription_id,
+            task_id=task_id,
+            delivery_id="",
+            now=now_ms,
+            attempt="",
+            verdict="",
+            next_at=0,
+            disable_after_ms=0,
+            events_max=self.events_max,
+            attempts_kept=ATTEMPTS_KEPT,
+            deliveries_kept=DELIVERIES_KEPT,
+        )
+        await scripts.call(self.client, scripts.DELIVERY, args)

@@ -1,0 +1,241 @@
+"""Delivering the event log to webhook subscribers: `tapedeck deliver` runs `Deliverer.run`.
+
+Why an asyncio loop of its own, not RQ jobs: RQ's SimpleWorker runs one job at a time, and a
+subscriber that hangs until WEBHOOK_TIMEOUT_S would hold the downloads and polls behind it.
+Here each send is an asyncio task on one `httpx.AsyncClient`: up to WEBHOOK_CONCURRENCY in
+flight, at most WEBHOOK_PER_SUBSCRIPTION of them for one subscription, so a slow subscriber
+waits on its own sends and nobody else's. Nothing lives only in this process: the fan-out
+cursor, the queues and their due times are in Redis (store/webhooks.py), and a queue taken
+from the due list is leased, so a process killed mid-send leaves it due again (at least once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import httpx
+
+from service.core.retry import parse_retry_after
+from service.core.task_events import body, event_id, render
+from service.core.times import to_ms
+from service.core.url_policy import Policy, Resolver
+from service.core.webhooks import RESPONSE_HEAD_BYTES, Subscription, judge, next_delay, signature_header
+from service.errors import UnsafeURL
+from service.settings import Settings
+from service.store.connection import redis_is_away
+from service.store.events import EventLog
+from service.store.webhooks import WebhookStore
+from workers.pinning import pinned_request
+
+log = logging.getLogger("tapedeck.deliveries")
+
+FAN_OUT_BATCH: Final = 500
+IDLE_WAIT_S: Final = 0.1
+BUSY_RETRY_MS: Final = 250  # a queue whose subscription is at its limit is looked at again then
+USER_AGENT: Final = "Tapedeck-Webhooks/1.0"
+
+
+def subscription_of(fields: dict[str, str]) -> Subscription:
+    types = fields.get("events") or ""
+    try:
+        metadata_filter = dict(json_or(fields.get("metadata_filter"), {}))
+    except (TypeError, ValueError):
+        metadata_filter = {}
+    return Subscription(
+        id=fields["id"],
+        url=fields.get("url", ""),
+        types=frozenset(types.split(",")) if types else None,
+        metadata_filter=metadata_filter,
+        enabled=fields.get("enabled") == "1",
+    )
+
+
+def json_or(raw: str | None, default: Any) -> Any:
+    try:
+        return json.loads(raw) if raw else default
+    except ValueError:
+        return default
+
+
+@dataclass
+class Deliverer:
+    webhooks: WebhookStore
+    events: EventLog
+    settings: Settings
+    http: httpx.AsyncClient
+    policy: Policy
+    resolve: Resolver
+    clock: Callable[[], float] = time.time
+    rng: random.Random = field(default_factory=random.Random)
+    in_flight: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
+    per_subscription: Counter[str] = field(default_factory=Counter)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Fans out and delivers until `stop` is set, then lets the sends in flight finish."""
+        while not stop.is_set():
+            try:
+                busy = await self.step()
+            except Exception as exc:
+                if not redis_is_away(exc):
+                    raise
+                log.warning("Redis unreachable (%s); deliveries wait", type(exc).__name__)
+                busy = 0
+                await asyncio.sleep(1.0)
+            if not busy:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), IDLE_WAIT_S)
+        await self.drain()
+
+    async def drain(self) -> None:
+        if self.in_flight:
+            await asyncio.gather(*self.in_flight.values(), return_exceptions=True)
+
+    async def step(self) -> int:
+        """One round: new events fanned out, due queues started. How much it did (0: idle)."""
+        return await self.fan_out() + await self.start_due()
+
+    async def fan_out(self) -> int:
+        entries = await self.events.after(await self.webhooks.cursor(), FAN_OUT_BATCH)
+        if not entries:
+            return 0
+        subscriptions = [subscription_of(s) for s in await self.webhooks.all()]
+        wanted = [s for s in subscriptions if s.enabled]
+        triples: list[tuple[str, str, str]] = []
+        if wanted:
+            metadata = await self.events.metadata(e.fields.get("submission_id", "") for e in entries)
+            for entry in entries:
+                kind, task_id = entry.fields.get("type", ""), entry.fields.get("task_id", "")
+                if not kind.startswith("task.") or not task_id:
+                    continue  # subscription events are for the feed and the dashboard
+                found = metadata.get(entry.fields.get("submission_id", ""))
+                triples += [(s.id, task_id, entry.id) for s in wanted if s.wants(kind, found)]
+        await self.webhooks.fan_out(triples, entries[-1].id, self._now_ms())
+        return len(entries)
+
+    async def start_due(self) -> int:
+        free = self.settings.webhook_concurrency - len(self.in_flight)
+        if free <= 0:
+            return 0
+        lease_ms = to_ms(self.settings.webhook_timeout_s + 30)
+        due = await self.webhooks.take_due(self._now_ms(), free, lease_ms)
+        started = 0
+        for subscription_id, task_id in due:
+            if (subscription_id, task_id) in self.in_flight:
+                continue  # its send is still running here; recording it sets the next due time
+            if self.per_subscription[subscription_id] >= self.settings.webhook_per_subscription:
+                await self.webhooks.defer(subscription_id, task_id, self._now_ms() + BUSY_RETRY_MS)
+                continue
+            self.per_subscription[subscription_id] += 1
+            task = asyncio.create_task(self._deliver_guarded(subscription_id, task_id))
+            self.in_flight[subscription_id, task_id] = task
+            started += 1
+        return started
+
+    async def _deliver_guarded(self, subscription_id: str, task_id: str) -> None:
+        try:
+            await self.deliver(subscription_id, task_id)
+        except Exception as exc:  # the lease brings the queue back; say why it will
+            log.warning("delivery %s/%s not finished: %r", subscription_id, task_id, exc)
+        finally:
+            self.in_flight.pop((subscription_id, task_id), None)
+            self.per_subscription[subscription_id] -= 1
+
+    async def deliver(self, subscription_id: str, task_id: str) -> str:
+        """Sends the head of one queue once and records what happened; its new state."""
+        now_ms = self._now_ms()
+        head = await self.webhooks.head(subscription_id, task_id)
+        fields = await self.webhooks.get(subscription_id)
+        if head is None or fields is None or fields.get("enabled") != "1":
+            await self.webhooks.idle(subscription_id, task_id, now_ms)
+            return "idle"
+        delivery = await self.webhooks.delivery(head)
+        if delivery is None:
+            await self.webhooks.idle(subscription_id, task_id, now_ms)
+            return "missing"
+        entry = await self.events.entry(delivery["entry"])
+        if entry is None:
+            attempt = {"at": now_ms, "error": "the event is no longer in the event log"}
+            return await self.webhooks.record(delivery, now_ms, attempt, "failed", 0, self._disable_after_ms)
+        metadata = await self.events.metadata([entry.fields.get("submission_id", "")])
+        payload = render(entry.id, entry.fields, self.settings.public_base_url,
+                         metadata.get(entry.fields.get("submission_id", "")))  # fmt: skip
+        attempt, status, retry_after, timed_out = await self._send(fields, event_id(entry.id), body(payload))
+        verdict: str = judge(status)
+        next_at = 0
+        if verdict == "retry":
+            tries = int(delivery.get("attempts") or 0) + 1
+            delay = next_delay(tries, self.rng, status, retry_after, timed_out)
+            if delay is None:
+                verdict = "failed"
+            else:
+                next_at = self._now_ms() + to_ms(delay)
+        state = await self.webhooks.record(delivery, self._now_ms(), attempt, verdict, next_at,
+                                           self._disable_after_ms)  # fmt: skip
+        log.info("delivery %s to %s: %s (%s)", delivery["id"], subscription_id, state, attempt.get("status"))
+        return state
+
+    async def _send(
+        self, subscription: dict[str, str], msg_id: str, content: bytes
+    ) -> tuple[dict[str, Any], int | None, float | None, bool]:
+        started = time.monotonic()
+        now_s = int(self.clock())
+        attempt: dict[str, Any] = {"at": to_ms(self.clock())}
+        try:
+            target = await asyncio.to_thread(self.policy.check, subscription.get("url", ""), self.resolve)
+        except UnsafeURL as exc:  # a DNS answer may have changed since registration
+            return attempt | {"error": exc.message}, None, None, False
+        secrets = [subscription.get("secret", "")]
+        if subscription.get("old_secret") and int(subscription.get("old_secret_until") or 0) > to_ms(now_s):
+            secrets.append(subscription["old_secret"])
+        headers = {
+            "content-type": "application/json",
+            "user-agent": USER_AGENT,
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(now_s),
+            "webhook-signature": signature_header(secrets, msg_id, now_s, content),
+        }
+        request = pinned_request(self.http, target, headers, method="POST", content=content)
+        try:
+            async with asyncio.timeout(self.settings.webhook_timeout_s):
+                response = await self.http.send(request, stream=True)
+                try:
+                    head = b""
+                    async for chunk in response.aiter_raw():
+                        head += chunk
+                        if len(head) >= RESPONSE_HEAD_BYTES:
+                            break
+                finally:
+                    await response.aclose()
+        except TimeoutError:
+            latency = to_ms(time.monotonic() - started)
+            return attempt | {"error": "timed out", "latency_ms": latency}, None, None, True
+        except httpx.HTTPError as exc:
+            latency = to_ms(time.monotonic() - started)
+            return (
+                attempt | {"error": f"{type(exc).__name__}: {exc}"[:300], "latency_ms": latency},
+                None,
+                None,
+                False,
+            )
+        attempt |= {
+            "status": response.status_code,
+            "latency_ms": to_ms(time.monotonic() - started),
+            "body": head[:RESPONSE_HEAD_BYTES].decode(errors="replace"),
+        }
+        return attempt, response.status_code, parse_retry_after(response.headers.get("retry-after")), False
+
+    @property
+    def _disable_after_ms(self) -> int:
+        return to_ms(self.settings.webhook_disable_after_s)
+
+    def _now_ms(self) -> int:
+        return to_ms(self.clock())
