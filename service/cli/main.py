@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--burst", action="store_true", help="work until the queues are empty, then exit")
     worker.set_defaults(run=run_worker)
 
+    deliver = commands.add_parser("deliver", help="deliver the event log to webhook subscribers")
+    deliver.set_defaults(run=run_deliver)
+
     callbacks = commands.add_parser("callbacks", help="inspect and replay the raw callback log")
     callbacks_commands = callbacks.add_subparsers(dest="action", required=True)
     listing = callbacks_commands.add_parser("list", help="the newest raw-log entries, one line each")
@@ -116,6 +119,12 @@ def run_worker(options: argparse.Namespace) -> int:
     from workers.worker import run
 
     return run(Settings.from_env(), burst=options.burst)
+
+
+def run_deliver(options: argparse.Namespace) -> int:
+    from workers.deliveries import run
+
+    return run(Settings.from_env())
 
 
 def run_dev(options: argparse.Namespace) -> int:

@@ -39,6 +39,9 @@ TYPES: Final = (
     "task.files_failed",
     "task.files_expiring",
 )
+# Events of a subscription, not of a task: on the feed (and the dashboard), never delivered.
+SUBSCRIPTION_TYPES: Final = ("subscription.disabled",)
+FEED_TYPES: Final = TYPES + SUBSCRIPTION_TYPES
 # Fields of a file that a consumer may see; the upstream's URL is not one (Tapedeck's outlives it).
 FILE_FIELDS: Final = ("name", "kind", "track_id", "sha256", "bytes", "content_type")
 
@@ -61,9 +64,9 @@ def parse_types(value: str | None) -> frozenset[str] | None:
     if not value:
         return None
     asked = {t.strip() for t in value.split(",") if t.strip()}
-    unknown = sorted(asked - set(TYPES))
+    unknown = sorted(asked - set(FEED_TYPES))
     if unknown:
-        raise ValueError(f"unknown event type(s): {', '.join(unknown)}; known: {', '.join(TYPES)}")
+        raise ValueError(f"unknown event type(s): {', '.join(unknown)}; known: {', '.join(FEED_TYPES)}")
     return frozenset(asked)
 
 
@@ -98,6 +101,8 @@ def render(
     }
     if entry.get("reason"):
         data["reason"] = entry["reason"]
+    if entry.get("subscription_id"):
+        data["subscription_id"] = entry["subscription_id"]
     return {"type": entry.get("type", ""), "timestamp": iso(entry.get("at")), "data": data}
 
 

@@ -92,8 +92,8 @@ class Subscription:
     enabled: bool
 
     def wants(self, event_type: str, metadata: Mapping[str, Any] | None) -> bool:
-        if not self.enabled:
-            return False
+        """Whether the event is queued for this subscription. A disabled one still queues what
+        it wants: re-enabled, it resumes from where it stopped."""
         if self.types is not None and event_type not in self.types:
             return False
         found = metadata or {}

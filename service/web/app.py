@@ -16,7 +16,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from service.core.url_policy import Resolver
 from service.errors import TapedeckError
+from service.resolver import system_resolver
 from service.settings import Settings
 from service.store.connection import connect
 from service.store.keys import Keys
@@ -29,12 +31,26 @@ from service.web.callbacks import receive_kie_callback
 from service.web.context import Context, context
 from service.web.events import list_events, stream_events
 from service.web.submit import boost_style, list_boosts, submit_task
+from service.web.subscriptions import (
+    create_subscription,
+    delete_subscription,
+    get_subscription,
+    list_subscriptions,
+    rotate_secret,
+    subscription_deliveries,
+    task_deliveries,
+    update_subscription,
+)
 from service.web.tasks import get_file, get_task, list_raw_callbacks, list_tasks
 
 log = logging.getLogger("tapedeck.app")
 
 
-def create_app(settings: Settings | None = None, clock: Callable[[], float] = time.time) -> Starlette:
+def create_app(
+    settings: Settings | None = None,
+    clock: Callable[[], float] = time.time,
+    resolve: Resolver = system_resolver,
+) -> Starlette:
     settings = settings or Settings.from_env()
 
     @asynccontextmanager
@@ -50,7 +66,7 @@ def create_app(settings: Settings | None = None, clock: Callable[[], float] = ti
         async with clients as (kie, sseedance):
             submissions = SubmissionStore.from_settings(client, settings)
             submitter = Submitter(submissions, settings, kie, sseedance, clock)
-            app.state.ctx = Context(settings, tasks, clock, submitter)
+            app.state.ctx = Context(settings, tasks, clock, submitter, resolve)
             # Freezing the start-up heap keeps the GC from rescanning it: most of the p99 tail
             # on the callback path (shared/performance-notes.md).
             gc.collect()
@@ -69,6 +85,14 @@ def create_app(settings: Settings | None = None, clock: Callable[[], float] = ti
             Route("/style/boosts", list_boosts, methods=["GET"]),
             Route("/tasks/{task_id}", get_task, methods=["GET"]),
             Route("/tasks/{task_id}/files/{name}", get_file, methods=["GET", "HEAD"]),
+            Route("/tasks/{task_id}/deliveries", task_deliveries, methods=["GET"]),
+            Route("/subscriptions", list_subscriptions, methods=["GET"]),
+            Route("/subscriptions", create_subscription, methods=["POST"]),
+            Route("/subscriptions/{subscription_id}", get_subscription, methods=["GET"]),
+            Route("/subscriptions/{subscription_id}", update_subscription, methods=["PATCH"]),
+            Route("/subscriptions/{subscription_id}", delete_subscription, methods=["DELETE"]),
+            Route("/subscriptions/{subscription_id}/rotate-secret", rotate_secret, methods=["POST"]),
+            Route("/subscriptions/{subscription_id}/deliveries", subscription_deliveries, methods=["GET"]),
             Route("/events", list_events, methods=["GET"]),
             Route("/events/stream", stream_events, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),

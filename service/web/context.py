@@ -9,6 +9,8 @@ from typing import Literal
 
 from starlette.requests import Request
 
+from service.core.url_policy import Resolver
+from service.resolver import system_resolver
 from service.settings import Settings
 from service.store.tasks import TaskStore
 from service.submissions import Submitter
@@ -21,6 +23,7 @@ class Context:
     tasks: TaskStore
     clock: Callable[[], float] = field(default=time.time)
     submitter: Submitter | None = None
+    resolve: Resolver = system_resolver  # subscriber URLs are checked where they resolve
 
 
 def context(request: Request, need: Literal["read", "write"] | None) -> Context:

@@ -124,7 +124,7 @@ def sub(**fields: Any) -> Subscription:
     ("subscription", "event_type", "metadata", "wanted"),
     [
         (sub(), "task.text", None, True),
-        (sub(enabled=False), "task.text", None, False),
+        (sub(enabled=False), "task.text", None, True),  # queued, to be sent once re-enabled
         (sub(types=frozenset({"task.completed"})), "task.text", None, False),
         (sub(types=frozenset({"task.completed"})), "task.completed", None, True),
         (sub(metadata_filter={"team": "a"}), "task.text", {"team": "a", "x": 1}, True),

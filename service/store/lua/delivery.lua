@@ -1,7 +1,8 @@
 -- One queue of deliveries (a subscription's deliveries of one task), changed atomically.
 --   record  the head's attempt: `attempt` (JSON) joins its attempts, `verdict` decides what next:
 --           delivered | failed (given up): the next delivery of the task becomes the head;
---           retry: the head is due again at `next_at`; disable: the subscriber said 410.
+--           retry: the head is due again at `next_at`; disable: the subscriber said 410 (the
+--           head stays, pending, for when the subscription is enabled again).
 --           A subscription failing for `disable_after_ms` is disabled; disabling tells the
 --           event log (`subscription.disabled`).
 --   idle    the queue is empty, or its subscription disabled or gone: off the due list.
@@ -43,10 +44,14 @@ local count = redis.call('HINCRBY', delivery_key, 'attempts', 1)
 if redis.call('LINDEX', queue, 0) ~= id then return redis.call('HGET', delivery_key, 'state') end
 
 local verdict = A.verdict
-local state = (verdict == 'delivered' and 'delivered') or (verdict == 'retry' and 'retrying') or 'failed'
+-- A 410 keeps the delivery at the head, pending: re-enabled, the subscription starts from it.
+local STATES = {delivered = 'delivered', retry = 'retrying', failed = 'failed', disable = 'pending'}
+local state = STATES[verdict] or 'failed'
 redis.call('HSET', delivery_key, 'state', state, 'last_attempt_at', now, 'next_at', verdict == 'retry' and A.next_at or '')
 if state == 'retrying' then
   redis.call('ZADD', due, tonumber(A.next_at), member)
+elseif state == 'pending' then
+  redis.call('ZREM', due, member)
 else
   redis.call('HSET', delivery_key, 'settled_at', now)
   redis.call('LPOP', queue)
@@ -84,7 +89,7 @@ if disable_reason and redis.call('HGET', sub_key, 'enabled') == '1' then
 end
 
 -- Settled deliveries beyond the newest `deliveries_kept` of the subscription are forgotten.
-if state ~= 'retrying' then
+if state == 'delivered' or state == 'failed' then
   local listed = key_webhook_deliveries(prefix, sub)
   if redis.call('ZCARD', listed) > tonumber(A.deliveries_kept) then
     local oldest = redis.call('ZRANGE', listed, 0, 0)[1]

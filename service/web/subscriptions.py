@@ -1,0 +1,248 @@
+"""Webhook subscriptions: register an endpoint once, hear of every task change.
+
+POST   /subscriptions                      {url, events?, description?, metadata_filter?} → 201
+                                           with `secret`, shown in full only here
+GET    /subscriptions, /subscriptions/{id} secrets masked
+PATCH  /subscriptions/{id}                 url, events, description, metadata_filter, enabled
+DELETE /subscriptions/{id}
+POST   /subscriptions/{id}/rotate-secret   a new secret; the old one also signs for
+                                           WEBHOOK_ROTATION_GRACE_S
+GET    /subscriptions/{id}/deliveries?status=&limit=   GET /tasks/{id}/deliveries
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from typing import Any, Final
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from service.core.task_events import TYPES
+from service.core.times import iso
+from service.core.webhooks import SECRET_BYTES, new_secret
+from service.errors import HostUnresolved, InvalidParameter, UnknownSubscription, UnsafeURL
+from service.store.webhooks import WebhookStore
+from service.web.bodies import read_json
+from service.web.context import Context, context
+from service.web.tasks import parse_limit
+
+MAX_URL_CHARS: Final = 2048
+MAX_DESCRIPTION_CHARS: Final = 1000
+MAX_FILTER_BYTES: Final = 4096
+FIELDS: Final = frozenset({"url", "events", "description", "metadata_filter", "enabled"})
+DELIVERY_STATES: Final = ("pending", "retrying", "delivered", "failed")
+
+
+def store(ctx: Context) -> WebhookStore:
+    return WebhookStore(ctx.tasks.client, ctx.tasks.keys, ctx.settings.event_log_max_entries)
+
+
+def masked(secret: str) -> str:
+    return secret[:6] + "…" + secret[-4:] if len(secret) > 12 else "…"
+
+
+def view(fields: dict[str, str], secret_shown: bool = False) -> dict[str, Any]:
+    events = fields.get("events") or ""
+    shown: dict[str, Any] = {
+        "id": fields["id"],
+        "url": fields.get("url"),
+        "events": events.split(",") if events else list(TYPES),
+        "description": fields.get("description", ""),
+        "metadata_filter": json.loads(fields.get("metadata_filter") or "{}"),
+        "enabled": fields.get("enabled") == "1",
+        "created_at": iso(fields.get("created_at")),
+        "disabled_at": iso(fields.get("disabled_at")),
+        "disabled_reason": fields.get("disabled_reason") or None,
+        "failing_since": iso(fields.get("failing_since")),
+        "last_success_at": iso(fields.get("last_success_at")),
+        "secret": fields.get("secret", "") if secret_shown else masked(fields.get("secret", "")),
+    }
+    return shown
+
+
+async def checked_url(ctx: Context, raw: Any) -> str:
+    if not isinstance(raw, str) or not raw or len(raw) > MAX_URL_CHARS:
+        raise InvalidParameter(f"url must be an http(s) URL of at most {MAX_URL_CHARS} characters")
+    try:
+        await asyncio.to_thread(ctx.settings.webhook_policy.check, raw, ctx.resolve)
+    except HostUnresolved as exc:
+        raise InvalidParameter(f"url refused: {exc.message}") from None
+    except UnsafeURL as exc:
+        raise InvalidParameter(f"url refused: {exc.message}") from None
+    return raw
+
+
+def checked_fields(body: dict[str, Any]) -> dict[str, str]:
+    """Every field but the URL, as stored; raises InvalidParameter naming the first bad one."""
+    unknown = sorted(set(body) - FIELDS)
+    if unknown:
+        raise InvalidParameter(
+            f"unknown field(s) {', '.join(unknown)}; a subscription has {', '.join(sorted(FIELDS))}"
+        )
+    fields: dict[str, str] = {}
+    if "events" in body:
+        events = body["events"]
+        if not isinstance(events, list) or not events or not all(isinstance(e, str) for e in events):
+            raise InvalidParameter("events must be a non-empty list of event types")
+        wrong = sorted(set(events) - set(TYPES))
+        if wrong:
+            raise InvalidParameter(f"unknown event type(s) {', '.join(wrong)}; known: {', '.join(TYPES)}")
+        fields["events"] = ",".join(sorted(set(events)))
+    if "description" in body:
+        description = body["description"]
+        if not isinstance(description, str) or len(description) > MAX_DESCRIPTION_CHARS:
+            raise InvalidParameter(f"description must be text of at most {MAX_DESCRIPTION_CHARS} characters")
+        fields["description"] = description
+    if "metadata_filter" in body:
+        wanted = body["metadata_filter"]
+        scalar = (str, int, float, bool)
+        if not isinstance(wanted, dict) or not all(
+            isinstance(v, scalar) or v is None for v in wanted.values()
+        ):
+            raise InvalidParameter("metadata_filter must be an object of metadata keys to plain values")
+        encoded = json.dumps(wanted, separators=(",", ":"), ensure_ascii=False)
+        if len(encoded.encode()) > MAX_FILTER_BYTES:
+            raise InvalidParameter(f"metadata_filter must be at most {MAX_FILTER_BYTES} bytes")
+        fields["metadata_filter"] = encoded
+    if "enabled" in body:
+        if not isinstance(body["enabled"], bool):
+            raise InvalidParameter("enabled must be true or false")
+        fields["enabled"] = "1" if body["enabled"] else "0"
+    return fields
+
+
+async def body_object(request: Request) -> dict[str, Any]:
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise InvalidParameter("the body must be a JSON object")
+    return body
+
+
+async def create_subscription(request: Request) -> JSONResponse:
+    ctx = context(request, "write")
+    body = await body_object(request)
+    if "url" not in body:
+        raise InvalidParameter("url is required: the endpoint that receives the events")
+    fields = checked_fields(body)
+    fields["url"] = await checked_url(ctx, body["url"])
+    now_ms = int(ctx.clock() * 1000)
+    subscription_id = "ep_" + secrets.token_hex(12)
+    fields |= {
+        "id": subscription_id,
+        "secret": new_secret(secrets.token_bytes(SECRET_BYTES)),
+        "enabled": fields.get("enabled", "1"),
+        "created_at": str(now_ms),
+    }
+    await store(ctx).create(fields, now_ms)
+    return JSONResponse(
+        view(fields, secret_shown=True),
+        status_code=201,
+        headers={"Location": f"/subscriptions/{subscription_id}"},
+    )
+
+
+async def list_subscriptions(request: Request) -> JSONResponse:
+    ctx = context(request, "read")
+    return JSONResponse({"subscriptions": [view(s) for s in await store(ctx).all()]})
+
+
+async def found(ctx: Context, request: Request) -> dict[str, str]:
+    subscription_id = request.path_params["subscription_id"]
+    fields = await store(ctx).get(subscription_id)
+    if fields is None:
+        raise UnknownSubscription(f"no subscription {subscription_id!r}")
+    return fields
+
+
+async def get_subscription(request: Request) -> JSONResponse:
+    ctx = context(request, "read")
+    return JSONResponse(view(await found(ctx, request)))
+
+
+async def update_subscription(request: Request) -> JSONResponse:
+    ctx = context(request, "write")
+    before = await found(ctx, request)
+    body = await body_object(request)
+    fields = checked_fields(body)
+    if "url" in body:
+        fields["url"] = await checked_url(ctx, body["url"])
+    drop: list[str] = []
+    resumed = fields.get("enabled") == "1" and before.get("enabled") != "1"
+    if resumed:  # a fresh start: its failing time no longer counts towards disabling it
+        drop = ["failing_since", "disabled_at", "disabled_reason"]
+    webhooks = store(ctx)
+    if not await webhooks.update(before["id"], fields, drop):
+        raise UnknownSubscription(f"no subscription {before['id']!r}")
+    if resumed:
+        await webhooks.resume(before["id"], int(ctx.clock() * 1000))
+    return JSONResponse(view(await found(ctx, request)))
+
+
+async def delete_subscription(request: Request) -> Response:
+    ctx = context(request, "write")
+    subscription_id = request.path_params["subscription_id"]
+    if not await store(ctx).delete(subscription_id):
+        raise UnknownSubscription(f"no subscription {subscription_id!r}")
+    return Response(status_code=204)
+
+
+async def rotate_secret(request: Request) -> JSONResponse:
+    ctx = context(request, "write")
+    before = await found(ctx, request)
+    now_ms = int(ctx.clock() * 1000)
+    grace_ms = int(ctx.settings.webhook_rotation_grace_s * 1000)
+    fields = {
+        "secret": new_secret(secrets.token_bytes(SECRET_BYTES)),
+        "old_secret": before.get("secret", ""),
+        "old_secret_until": str(now_ms + grace_ms),
+    }
+    await store(ctx).update(before["id"], fields)
+    shown = view(before | fields, secret_shown=True)
+    shown["old_secret_valid_until"] = iso(now_ms + grace_ms)
+    return JSONResponse(shown)
+
+
+def delivery_view(fields: dict[str, str], attempts: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "id": fields["id"],
+        "subscription_id": fields.get("subscription_id"),
+        "task_id": fields.get("task_id"),
+        "event_id": "evt_" + fields.get("entry", ""),
+        "state": fields.get("state"),
+        "attempts": [a | {"at": iso(a.get("at")), "at_ms": a.get("at")} for a in attempts],
+        "created_at": iso(fields.get("created_at")),
+        "next_attempt_at": iso(fields.get("next_at") or None),
+        "next_attempt_at_ms": int(fields["next_at"]) if fields.get("next_at") else None,
+        "settled_at": iso(fields.get("settled_at")),
+    }
+
+
+async def deliveries_view(ctx: Context, deliveries: list[dict[str, str]], state: str | None) -> JSONResponse:
+    webhooks = store(ctx)
+    chosen = [d for d in deliveries if state is None or d.get("state") == state]
+    shown = [delivery_view(d, await webhooks.attempts(d["id"])) for d in chosen]
+    return JSONResponse({"deliveries": shown})
+
+
+def parse_state(request: Request) -> str | None:
+    state = request.query_params.get("status") or None
+    if state is not None and state not in DELIVERY_STATES:
+        raise InvalidParameter(f"status must be one of {', '.join(DELIVERY_STATES)}")
+    return state
+
+
+async def subscription_deliveries(request: Request) -> JSONResponse:
+    ctx = context(request, "read")
+    subscription = await found(ctx, request)
+    state, limit = parse_state(request), parse_limit(request.query_params.get("limit"))
+    return await deliveries_view(ctx, await store(ctx).deliveries_of(subscription["id"], limit), state)
+
+
+async def task_deliveries(request: Request) -> JSONResponse:
+    ctx = context(request, "read")
+    state, limit = parse_state(request), parse_limit(request.query_params.get("limit"))
+    found_deliveries = await store(ctx).deliveries_of_task(request.path_params["task_id"], limit)
+    return await deliveries_view(ctx, found_deliveries, state)

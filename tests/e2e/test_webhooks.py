@@ -1,0 +1,394 @@
+"""Webhook deliveries end to end: Tapedeck's API registers a subscriber, callbacks make events,
+the Deliverer (real Redis, real HTTP to real subscribers on 127.0.0.1) sends them.
+
+The Deliverer is stepped by the test with a clock the test moves, so a retry schedule of hours
+runs in a moment; the subscribers answer as each test tells them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+import standardwebhooks
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from svix.webhooks import Webhook as SvixWebhook
+
+from sandbox.server import BackgroundServer
+from service.core.webhooks import RETRY_SCHEDULE_S
+from service.resolver import system_resolver
+from service.settings import Settings
+from service.store.connection import connect
+from service.store.events import EventLog
+from service.store.keys import Keys
+from service.store.webhooks import WebhookStore
+from tests.conftest import TapedeckFactory
+from tests.web.test_callbacks import music
+from workers.deliveries import Deliverer
+
+LOCAL = {"WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8"}
+
+
+@dataclass
+class Received:
+    name: str
+    headers: dict[str, str]
+    body: bytes
+    at: float = field(default_factory=time.monotonic)  # when it arrived (answered after any sleep)
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        found: dict[str, Any] = json.loads(self.body)
+        return found
+
+
+@dataclass
+class Subscribers:
+    """Endpoints /hook/{name}; each answers from its script of (status, headers, sleep_s), then 200."""
+
+    url: str = ""
+    received: list[Received] = field(default_factory=list)
+    scripts: dict[str, list[tuple[int, dict[str, str], float]]] = field(default_factory=dict)
+
+    def of(self, name: str) -> list[Received]:
+        return [r for r in self.received if r.name == name]
+
+    def answer(self, name: str, *answers: tuple[int, dict[str, str], float]) -> None:
+        self.scripts[name] = list(answers)
+
+
+@pytest.fixture
+def subscribers() -> Iterator[Subscribers]:
+    state = Subscribers()
+
+    async def hook(request: Request) -> Response:
+        name = request.path_params["name"]
+        script = state.scripts.get(name) or []
+        status, headers, sleep_s = script.pop(0) if script else (200, {}, 0.0)
+        if sleep_s:
+            await asyncio.sleep(sleep_s)
+        state.received.append(Received(name, dict(request.headers), await request.body()))
+        return Response(b"ok" if status < 300 else b"no", status_code=status, headers=headers)
+
+    server = BackgroundServer(Starlette(routes=[Route("/hook/{name}", hook, methods=["POST"])]))
+    state.url = server.bind()
+    with server:
+        yield state
+
+
+@dataclass
+class Clock:
+    now: float = field(default_factory=time.time)
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def drive(
+    redis_url: str,
+    until: Callable[[], bool],
+    clock: Clock | None = None,
+    timeout_s: float = 20,
+    jump_s: float = 0,
+    **env: str,
+) -> None:
+    """Steps a Deliverer until `until()` holds, moving `clock` on by `jump_s` each idle round;
+    fails when `timeout_s` (real time) passes first."""
+    settings = Settings.from_env({"REDIS_URL": redis_url, **LOCAL, **env})
+    clock = clock or Clock()
+
+    async def main() -> None:
+        client = connect(redis_url)
+        keys = Keys(settings.redis_prefix)
+        async with httpx.AsyncClient(follow_redirects=False, timeout=None) as http:
+            deliverer = Deliverer(
+                WebhookStore(client, keys), EventLog(client, keys), settings, http,
+                settings.webhook_policy, system_resolver, clock=clock, rng=random.Random(7),
+            )  # fmt: skip
+            deadline = time.monotonic() + timeout_s
+            try:
+                while not until():
+                    assert time.monotonic() < deadline, "timed out driving the deliveries"
+                    if not await deliverer.step() and not deliverer.in_flight:
+                        clock.now += jump_s
+                    await asyncio.sleep(0.01)
+            finally:
+                await deliverer.drain()
+                await client.aclose()
+
+    asyncio.run(main())
+
+
+def subscribe(client: httpx.Client, url: str, **fields: Any) -> dict[str, Any]:
+    response = client.post("/subscriptions", json={"url": url, **fields})
+    assert response.status_code == 201, response.text
+    found: dict[str, Any] = response.json()
+    return found
+
+
+def test_a_subscriber_gets_each_event_once_in_order_signed_for_both_libraries(
+    tapedeck_local: TapedeckFactory, subscribers: Subscribers, redis_url: str
+) -> None:
+    with tapedeck_local(**LOCAL, PUBLIC_BASE_URL="https://td.example") as client:
+        sub = subscribe(client, f"{subscribers.url}/hook/a", description="main")
+        assert sub["secret"].startswith("whsec_") and sub["events"][0] == "task.submitted"
+        for stage in ("text", "text", "first", "complete", "first"):  # a duplicate, a stale one
+            client.post("/callbacks/kie", json=music(stage, "t1"))
+        drive(redis_url, lambda: len(subscribers.of("a")) >= 3, PUBLIC_BASE_URL="https://td.example")
+        time.sleep(0.2)
+        drive(redis_url, lambda: True)  # one more round: nothing else is due
+        listed = client.get("/subscriptions").json()["subscriptions"]
+    got = subscribers.of("a")
+    assert [r.payload["type"] for r in got] == ["task.text", "task.first", "task.completed"]
+    assert [r.payload["data"]["seq"] for r in got] == [1, 2, 3]
+    for received in got:
+        assert received.headers["webhook-id"] == received.payload["data"]["id"]
+        assert received.headers["user-agent"].startswith("Tapedeck")
+        standardwebhooks.Webhook(sub["secret"]).verify(received.body, received.headers)
+        SvixWebhook(sub["secret"]).verify(received.body, received.headers)
+    assert got[2].payload["data"]["files"][0]["url"].startswith("https://td.example/tasks/t1/files/")
+    assert listed[0]["secret"] != sub["secret"] and listed[0]["secret"].endswith(sub["secret"][-4:])
+
+
+def test_a_subscriber_down_for_a_while_gets_everything_after_in_order(
+    tapedeck_local: TapedeckFactory, subscribers: Subscribers, redis_url: str
+) -> None:
+    subscribers.answer("down", *[(500, {}, 0.0)] * 4)
+    with tapedeck_local(**LOCAL) as client:
+        subscribe(client, f"{subscribers.url}/hook/down")
+        for stage in ("text", "first", "complete"):
+            client.post("/callbacks/kie", json=music(stage, "t1"))
+            client.post("/callbacks/kie", json=music(stage, "t2"))
+        clock = Clock()
+        drive(redis_url, lambda: len({r.headers["webhook-id"] for r in subscribers.of("down")}) == 6,
+              clock, jump_s=400)  # fmt: skip
+        deliveries = client.get("/tasks/t1/deliveries").json()["deliveries"]
+    firsts: dict[str, dict[str, Any]] = {}  # each webhook-id's payload, in the order first received
+    for received in subscribers.of("down"):
+        firsts.setdefault(received.headers["webhook-id"], received.payload)
+    for task_id in ("t1", "t2"):
+        seqs = [p["data"]["seq"] for p in firsts.values() if p["data"]["task_id"] == task_id]
+        assert seqs == [1, 2, 3], task_id
+    assert len(subscribers.of("down")) == 6 + 4  # four failed attempts, then each once
+    assert all(d["state"] == "delivered" for d in deliveries)
+    first = min(deliveries, key=lambda d: d["created_at"])
+    assert [a.get("status") for a in first["attempts"]][-1] == 200
+
+
+def test_a_410_disables_the_subscription_and_re_enabling_resumes_it(
+    tapedeck_local: TapedeckFactory, subscribers: Subscribers, redis_url: str
+) -> None:
+    subscribers.answer("gone", (410, {}, 0.0))
+    with tapedeck_local(**LOCAL) as client:
+        sub = subscribe(client, f"{subscribers.url}/hook/gone")
+        client.post("/callbacks/kie", json=music("text", "t1"))
+        drive(redis_url, lambda: len(subscribers.of("gone")) == 1)
+        shown = client.get(f"/subscriptions/{sub['id']}").json()
+        assert not shown["enabled"] and "410" in shown["disabled_reason"]
+        (disabled,) = client.get("/events", params={"types": "subscription.disabled"}).json()["events"]
+        assert disabled["data"]["subscription_id"] == sub["id"] and "410" in disabled["data"]["reason"]
+        client.post("/callbacks/kie", json=music("complete", "t1"))
+        drive(redis_url, lambda: True)
+        assert len(subscribers.of("gone")) == 1  # nothing goes to a disabled subscription
+        assert client.patch(f"/subscriptions/{sub['id']}", json={"enabled": True}).json()["enabled"]
+        drive(redis_url, lambda: len(subscribers.of("gone")) == 3)
+    assert [r.payload["type"] for r in subscribers.of("gone")] == ["task.text", "task.text", "task.completed"]
+
+
+def test_retry_after_is_honoured_within_the_schedule(
+    tapedeck_local: TapedeckFactory, subscribers: Subscribers, redis_url: str
+) -> None:
+    subscribers.answer("busy", (503, {"Retry-After": "8"}, 0.0))
+    with tapedeck_local(**LOCAL) as client:
+        sub = subscribe(client, f"{subscribers.url}/hook/busy")
+        client.post("/callbacks/kie", json=music("text", "t1"))
+        clock = Clock()
+        drive(redis_url, lambda: len(subscribers.of("busy")) == 1, clock)
+        (delivery,) = client.get(f"/subscriptions/{sub['id']}/deliveries").json()["deliveries"]
+        assert delivery["state"] == "retrying"
+        waited = (delivery["next_attempt_at_ms"] - clock.now * 1000) / 1000
+        assert 7.9 <= waited <= 8.1  # Retry-After 8 s, within [5 s, 10 s]: as asked
+        drive(redis_url, lambda: len(subscribers.of("busy")) == 2, clock, jump_s=1)
+
+
+def test_the_whole_schedule_runs_to_failed(
+    tapedeck_local: TapedeckFactory, subscribers: Subscribers, redis_url: str
+) -> None:
+    tries = len(RETRY_SCHEDULE_S) + 1
+    subscribers.answer("broken", *[(500, {}, 0.0)] * (tries + 5))
+    with tapedeck_local(**LOCAL) as client:
+        sub = subscribe(client, f"{subscribers.url}/hook/broken")
+        client.post("/callbacks/kie", json=music("text", "t1"))
+
+        def settled() -> bool:
+            found = client.get(f"/subscriptions/{sub['id']}/deliveries").json()["deliveries"]
+            return bool(found) and found[0]["state"] == "failed"
+
+        drive(redis_url, settled, Clock(), jump_s=3600)
+        (delivery,) = client.get(f"/subscriptions/{sub['id']}/deliveries").json()["deliveries"]
+        shown = client.get(f"/subscriptions/{sub['id']}").json()
+    assert len(delivery["attempts"]) == tries == len(subscribers.of("broken"))
+    # ~28 h of retries is short of WEBHOOK_DISABLE_AFTER_S (5 days): one event failed, not the endpoint.
+    assert shown["enabled"] is True and shown["failing_since"]
+
+
+def test_a_subscription_failing_for_disable_after_is_disabled_and_its_delivery_kept(
+    tapedeck_local: TapedeckFactory, subscribers: Subscribers, redis_url: str
+) -> None:
+    subscribers.answer("flaky", *[(500, {}, 0.0)] * 4)
+    with tapedeck_local(**LOCAL) as client:
+        sub = subscribe(client, f"{subscribers.url}/hook/flaky")
+        client.post("/callbacks/kie", json=music("text", "t1"))
+        clock = Clock()
+
+        def disabled() -> bool:
+            return client.get(f"/subscriptions/{sub['id']}").json()["enabled"] is False
+
+        drive(redis_url, disabled, clock, jump_s=600, WEBHOOK_DISABLE_AFTER_S="1800")
+        shown = client.get(f"/subscriptions/{sub['id']}").json()
+        assert "every delivery failed" in shown["disabled_reason"]
+        (delivery,) = client.get(f"/subscriptions/{sub['id']}/deliveries").json()["deliveries"]
+        assert delivery["state"] == "retrying"  # not given up: it waits for the endpoint to return
+        tried = len(subscribers.of("flaky"))
+        client.patch(f"/subscriptions/{sub['id']}", json={"enabled": True})
+        drive(redis_url, lambda: len(subscribers.of("flaky")) > tried, clock)
+        assert client.get(f"/subscriptions/{sub['id']}").json()["failing_since"] is None
+
+
+def test_a_slow_subscriber_does_not_delay_a_fast_one(
+    tapedeck_local: TapedeckFactory, subscribers: Subscribers, redis_url: str
+) -> None:
+    subscribers.answer("slow", (200, {}, 3.0))
+    with tapedeck_local(**LOCAL) as client:
+        subscribe(client, f"{subscribers.url}/hook/slow")
+        subscribe(client, f"{subscribers.url}/hook/fast")
+        for n in range(5):
+            client.post("/callbacks/kie", json=music("text", f"t{n}"))
+        started = time.monotonic()
+        drive(redis_url, lambda: len(subscribers.of("fast")) == 5 and len(subscribers.of("slow")) == 5,
+              WEBHOOK_TIMEOUT_S="10")  # fmt: skip
+    fast_took = max(r.at for r in subscribers.of("fast")) - started
+    assert fast_took < 3.0, f"the fast subscriber waited for the slow one ({fast_took:.1f} s)"
+
+
+def test_a_timeout_is_retried_no_sooner_than_a_minute(
+    tapedeck_local: TapedeckFactory, subscribers: Subscribers, redis_url: str
+) -> None:
+    subscribers.answer("hang", (200, {}, 2.0))
+    with tapedeck_local(**LOCAL) as client:
+        sub = subscribe(client, f"{subscribers.url}/hook/hang")
+        client.post("/callbacks/kie", json=music("text", "t1"))
+        clock = Clock()
+        store_deliveries = f"/subscriptions/{sub['id']}/deliveries"
+
+        def tried() -> bool:
+            found = client.get(store_deliveries).json()["deliveries"]
+            return bool(found and found[0]["attempts"])
+
+        drive(redis_url, tried, clock, WEBHOOK_TIMEOUT_S="0.5")
+        (delivery,) = client.get(store_deliveries).json()["deliveries"]
+    assert delivery["attempts"][0]["error"] == "timed out" and delivery["state"] == "retrying"
+    waited_ms = int(delivery["next_attempt_at_ms"]) - delivery["attempts"][0]["at_ms"]
+    assert 60_000 <= waited_ms <= 61_000  # the schedule says 5 s; a timeout waits a minute
+
+
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        ("http://127.0.0.1:9/hook", "loopback address 127.0.0.1, not in WEBHOOK_ALLOWED_NETWORKS"),
+        ("http://169.254.169.254/latest", "metadata address"),
+        ("ftp://example.com/x", "scheme 'ftp' is not http or https"),
+        ("http://[::1/x", "cannot be parsed"),
+        ("https://no-such-host.invalid/x", "does not resolve"),
+    ],
+)
+def test_unsafe_subscriber_urls_are_refused_at_registration(
+    tapedeck_local: TapedeckFactory, url: str, fragment: str
+) -> None:
+    with tapedeck_local() as client:
+        response = client.post("/subscriptions", json={"url": url})
+        assert response.status_code == 422 and fragment in response.json()["message"], response.text
+        assert client.get("/subscriptions").json()["subscriptions"] == []
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({}, "url is required"),
+        ({"url": "http://127.0.0.1/x", "events": ["task.exploded"]}, "unknown event type(s) task.exploded"),
+        ({"url": "http://127.0.0.1/x", "events": []}, "events must be a non-empty list"),
+        ({"url": "http://127.0.0.1/x", "metadata_filter": {"a": [1]}}, "metadata_filter must be an object"),
+        ({"url": "http://127.0.0.1/x", "colour": "red"}, "unknown field(s) colour"),
+        ({"url": "http://127.0.0.1/x", "enabled": "yes"}, "enabled must be true or false"),
+    ],
+)
+def test_bad_subscriptions_are_a_clear_422(
+    tapedeck_local: TapedeckFactory, body: dict[str, Any], fragment: str
+) -> None:
+    with tapedeck_local(**LOCAL) as client:
+        response = client.post("/subscriptions", json=body)
+    assert response.status_code == 422 and fragment in response.json()["message"], response.text
+
+
+def test_subscriptions_need_the_write_token_to_change_and_the_read_token_to_read(
+    tapedeck_local: TapedeckFactory, subscribers: Subscribers
+) -> None:
+    read, write = {"Authorization": "Bearer r"}, {"Authorization": "Bearer w"}
+    with tapedeck_local(**LOCAL, TAPEDECK_READ_TOKEN="r", TAPEDECK_API_TOKEN="w") as client:
+        body = {"url": f"{subscribers.url}/hook/x"}
+        assert client.post("/subscriptions", json=body, headers=read).status_code == 403
+        created = client.post("/subscriptions", json=body, headers=write).json()
+        shown = client.get(f"/subscriptions/{created['id']}", headers=read).json()
+        assert created["secret"] not in json.dumps(shown)
+        for method, path in [("PATCH", ""), ("DELETE", ""), ("POST", "/rotate-secret")]:
+            response = client.request(method, f"/subscriptions/{created['id']}{path}", json={}, headers=read)
+            assert response.status_code == 403, (method, path)
+        assert client.delete(f"/subscriptions/{created['id']}", headers=write).status_code == 204
+        assert client.get(f"/subscriptions/{created['id']}", headers=read).status_code == 404
+
+
+def test_during_a_rotation_deliveries_verify_with_the_old_and_the_new_secret(
+    tapedeck_local: TapedeckFactory, subscribers: Subscribers, redis_url: str
+) -> None:
+    with tapedeck_local(**LOCAL) as client:
+        sub = subscribe(client, f"{subscribers.url}/hook/rot")
+        rotated = client.post(f"/subscriptions/{sub['id']}/rotate-secret").json()
+        assert rotated["secret"] != sub["secret"] and rotated["old_secret_valid_until"]
+        client.post("/callbacks/kie", json=music("text", "t1"))
+        drive(redis_url, lambda: len(subscribers.of("rot")) == 1)
+    (received,) = subscribers.of("rot")
+    assert received.headers["webhook-signature"].count("v1,") == 2
+    for secret in (sub["secret"], rotated["secret"]):
+        standardwebhooks.Webhook(secret).verify(received.body, received.headers)
+        SvixWebhook(secret).verify(received.body, received.headers)
+
+
+def test_a_metadata_filter_and_a_type_list_choose_the_events(
+    tapedeck_local: TapedeckFactory, subscribers: Subscribers, redis_url: str, redis_client: Any
+) -> None:
+    with tapedeck_local(**LOCAL) as client:
+        subscribe(client, f"{subscribers.url}/hook/team", metadata_filter={"team": "a"})
+        subscribe(client, f"{subscribers.url}/hook/done", events=["task.completed"])
+        keys = Keys()
+        for task_id, team in (("ta", "a"), ("tb", "b")):
+            submission = f"sub_{team * 32}"
+            redis_client.hset(keys.submission(submission), mapping={"metadata": json.dumps({"team": team})})
+            for stage in ("text", "complete"):
+                client.post(f"/callbacks/kie?sub={submission}", json=music(stage, task_id))
+        drive(redis_url, lambda: len(subscribers.of("team")) == 2 and len(subscribers.of("done")) == 2)
+    assert {(r.payload["data"]["task_id"], r.payload["type"]) for r in subscribers.of("team")} == {
+        ("ta", "task.text"),
+        ("ta", "task.completed"),
+    }
+    assert {r.payload["data"]["task_id"] for r in subscribers.of("done")} == {"ta", "tb"}
+    assert {r.payload["type"] for r in subscribers.of("done")} == {"task.completed"}
