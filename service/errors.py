@@ -14,7 +14,8 @@ TapedeckError                     500
 ├── NotFound                      404
 │   ├── UnknownTask
 │   ├── UnknownRawEntry
-│   └── UnknownSubscription
+│   ├── UnknownSubscription
+│   └── UnknownDelivery
 ├── Conflict                      409   an Idempotency-Key still in flight
 ├── PayloadTooLarge               413
 ├── RangeNotSatisfiable           416   a Range past the end of a stored file
@@ -133,6 +134,10 @@ class UnknownRawEntry(NotFound):
 
 class UnknownSubscription(NotFound):
     code = "unknown_subscription"
+
+
+class UnknownDelivery(NotFound):
+    code = "unknown_delivery"
 
 
 class PayloadTooLarge(TapedeckError):

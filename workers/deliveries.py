@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import signal
@@ -29,14 +28,20 @@ from service.core.retry import parse_retry_after
 from service.core.task_events import body, event_id, render
 from service.core.times import to_ms
 from service.core.url_policy import Policy, Resolver
-from service.core.webhooks import RESPONSE_HEAD_BYTES, Subscription, judge, next_delay, signature_header
+from service.core.webhooks import (
+    RESPONSE_HEAD_BYTES,
+    fan_out,
+    judge,
+    next_delay,
+    signature_header,
+)
 from service.errors import UnsafeURL
 from service.resolver import system_resolver
 from service.settings import Settings
 from service.store.connection import connect, redis_is_away
 from service.store.events import EventLog
 from service.store.keys import Keys
-from service.store.webhooks import WebhookStore
+from service.store.webhooks import WebhookStore, subscription_of
 from workers.pinning import pinned_request
 
 log = logging.getLogger("tapedeck.deliveries")
@@ -45,28 +50,6 @@ FAN_OUT_BATCH: Final = 500
 IDLE_WAIT_S: Final = 0.1
 BUSY_RETRY_MS: Final = 250  # a queue whose subscription is at its limit is looked at again then
 USER_AGENT: Final = "Tapedeck-Webhooks/1.0"
-
-
-def subscription_of(fields: dict[str, str]) -> Subscription:
-    types = fields.get("events") or ""
-    try:
-        metadata_filter = dict(json_or(fields.get("metadata_filter"), {}))
-    except (TypeError, ValueError):
-        metadata_filter = {}
-    return Subscription(
-        id=fields["id"],
-        url=fields.get("url", ""),
-        types=frozenset(types.split(",")) if types else None,
-        metadata_filter=metadata_filter,
-        enabled=fields.get("enabled") == "1",
-    )
-
-
-def json_or(raw: str | None, default: Any) -> Any:
-    try:
-        return json.loads(raw) if raw else default
-    except ValueError:
-        return default
 
 
 @dataclass
@@ -114,12 +97,7 @@ class Deliverer:
         triples: list[tuple[str, str, str]] = []
         if wanted:
             metadata = await self.events.metadata(e.fields.get("submission_id", "") for e in entries)
-            for entry in entries:
-                kind, task_id = entry.fields.get("type", ""), entry.fields.get("task_id", "")
-                if not kind.startswith("task.") or not task_id:
-                    continue  # subscription events are for the feed and the dashboard
-                found = metadata.get(entry.fields.get("submission_id", ""))
-                triples += [(s.id, task_id, entry.id) for s in wanted if s.wants(kind, found)]
+            triples = fan_out([(e.id, e.fields) for e in entries], wanted, metadata)
         await self.webhooks.fan_out(triples, entries[-1].id, self._now_ms())
         return len(entries)
 

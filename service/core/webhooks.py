@@ -98,3 +98,22 @@ class Subscription:
             return False
         found = metadata or {}
         return all(key in found and found[key] == value for key, value in self.metadata_filter.items())
+
+
+def fan_out(
+    entries: Iterable[tuple[str, Mapping[str, str]]],
+    subscriptions: Iterable[Subscription],
+    metadata: Mapping[str, Mapping[str, Any]],
+) -> list[tuple[str, str, str]]:
+    """(subscription id, task id, entry id) for each task event each subscription wants, in log
+    order. `metadata` maps a submission id to its metadata. Subscription events are for the feed
+    only: they go to nobody."""
+    chosen = list(subscriptions)
+    triples: list[tuple[str, str, str]] = []
+    for entry_id, fields in entries:
+        kind, task_id = fields.get("type", ""), fields.get("task_id", "")
+        if not kind.startswith("task.") or not task_id:
+            continue
+        found = metadata.get(fields.get("submission_id", ""))
+        triples += [(s.id, task_id, entry_id) for s in chosen if s.wants(kind, found)]
+    return triples

@@ -153,7 +153,7 @@ TAKE_DUE: Final = Script("take_due", ("prefix", "list", "now", "limit", "until_m
 BUDGET: Final = Script("budget", ("prefix", "name", "mode", "limit", "window_ms", "slot", "pause_ms"))
 
 # Triples (subscription id, task id, entry id) follow the named arguments.
-FANOUT: Final = Script("fanout", ("prefix", "now", "cursor"))
+FANOUT: Final = Script("fanout", ("prefix", "now", "cursor", "requeue"))
 DELIVERY: Final = Script(
     "delivery",
     (

@@ -13,11 +13,28 @@ from typing import Any, Final, cast
 
 import redis.asyncio as aioredis
 
+from service.core.webhooks import Subscription
 from service.store import scripts
 from service.store.keys import Keys
 
 ATTEMPTS_KEPT: Final = 20  # per delivery
 DELIVERIES_KEPT: Final = 10_000  # settled ones per subscription; older ones are forgotten
+
+
+def subscription_of(fields: Mapping[str, str]) -> Subscription:
+    """The rules' view of a stored subscription hash."""
+    types = fields.get("events") or ""
+    try:
+        metadata_filter = json.loads(fields.get("metadata_filter") or "{}")
+    except ValueError:
+        metadata_filter = {}
+    return Subscription(
+        id=fields["id"],
+        url=fields.get("url", ""),
+        types=frozenset(types.split(",")) if types else None,
+        metadata_filter=metadata_filter if isinstance(metadata_filter, dict) else {},
+        enabled=fields.get("enabled") == "1",
+    )
 
 
 class WebhookStore:
@@ -78,8 +95,12 @@ class WebhookStore:
     async def cursor(self) -> str | None:
         return cast(str | None, await self.client.get(self.keys.webhook_cursor()))
 
-    async def fan_out(self, triples: Sequence[tuple[str, str, str]], cursor: str, now_ms: int) -> int:
-        args = scripts.FANOUT.encode(prefix=self.keys.prefix, now=now_ms, cursor=cursor)
+    async def fan_out(
+        self, triples: Sequence[tuple[str, str, str]], cursor: str, now_ms: int, requeue: bool = False
+    ) -> int:
+        """Queues each (subscription, task, entry) once; `requeue` (a replay) queues a settled
+        one again. Moves the fan-out cursor to `cursor` ("" leaves it)."""
+        args = scripts.FANOUT.encode(prefix=self.keys.prefix, now=now_ms, cursor=cursor, requeue=int(requeue))
         for triple in triples:
             args += list(triple)
         return int(await scripts.call(self.client, scripts.FANOUT, args))
@@ -97,6 +118,29 @@ class WebhookStore:
         return cast(
             str | None, await self.client.lindex(self.keys.delivery_queue(subscription_id, task_id), 0)
         )
+
+    async def retry_now(self, delivery_id: str, now_ms: int) -> str | None:
+        """Sends a delivery again now: a settled one goes back to the head of its queue. Its new
+        state, or None if there is no such delivery."""
+        delivery = await self.delivery(delivery_id)
+        if delivery is None:
+            return None
+        args = scripts.DELIVERY.encode(
+            prefix=self.keys.prefix,
+            mode="retry",
+            subscription_id=delivery["subscription_id"],
+            task_id=delivery["task_id"],
+            delivery_id=delivery_id,
+            now=now_ms,
+            attempt="",
+            verdict="",
+            next_at=0,
+            disable_after_ms=0,
+            events_max=self.events_max,
+            attempts_kept=ATTEMPTS_KEPT,
+            deliveries_kept=DELIVERIES_KEPT,
+        )
+        return str(await scripts.call(self.client, scripts.DELIVERY, args))
 
     async def defer(self, subscription_id: str, task_id: str, at_ms: int) -> None:
         """Puts a queue taken from the due list back for `at_ms` (its subscription is busy)."""

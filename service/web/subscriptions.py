@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from starlette.requests import Request
@@ -22,9 +23,10 @@ from starlette.responses import JSONResponse, Response
 
 from service.core.task_events import TYPES
 from service.core.times import iso
-from service.core.webhooks import SECRET_BYTES, new_secret
-from service.errors import HostUnresolved, InvalidParameter, UnknownSubscription, UnsafeURL
-from service.store.webhooks import WebhookStore
+from service.core.webhooks import SECRET_BYTES, fan_out, new_secret
+from service.errors import HostUnresolved, InvalidParameter, UnknownDelivery, UnknownSubscription, UnsafeURL
+from service.store.events import EventLog
+from service.store.webhooks import WebhookStore, subscription_of
 from service.web.bodies import read_json
 from service.web.context import Context, context
 from service.web.tasks import parse_limit
@@ -246,3 +248,52 @@ async def task_deliveries(request: Request) -> JSONResponse:
     state, limit = parse_state(request), parse_limit(request.query_params.get("limit"))
     found_deliveries = await store(ctx).deliveries_of_task(request.path_params["task_id"], limit)
     return await deliveries_view(ctx, found_deliveries, state)
+
+
+async def retry_delivery(request: Request) -> JSONResponse:
+    ctx = context(request, "write")
+    delivery_id = request.path_params["delivery_id"]
+    webhooks = store(ctx)
+    if await webhooks.retry_now(delivery_id, int(ctx.clock() * 1000)) is None:
+        raise UnknownDelivery(f"no delivery {delivery_id!r}")
+    found = await webhooks.delivery(delivery_id)
+    assert found is not None
+    return JSONResponse(delivery_view(found, await webhooks.attempts(delivery_id)), status_code=202)
+
+
+REPLAY_PAGE: Final = 500
+
+
+async def replay_subscription(request: Request) -> JSONResponse:
+    ctx = context(request, "write")
+    subscription = await found(ctx, request)
+    body = await body_object(request)
+    since_ms = parse_since(body.get("since"))
+    log = EventLog(ctx.tasks.client, ctx.tasks.keys)
+    wanted = [subscription_of(subscription)]
+    webhooks = store(ctx)
+    queued, cursor = 0, f"{since_ms - 1}-{2**64 - 1}" if since_ms > 0 else None
+    while True:
+        entries = await log.after(cursor, REPLAY_PAGE)
+        if not entries:
+            break
+        metadata = await log.metadata(e.fields.get("submission_id", "") for e in entries)
+        triples = fan_out([(e.id, e.fields) for e in entries], wanted, metadata)
+        queued += await webhooks.fan_out(triples, "", int(ctx.clock() * 1000), requeue=True)
+        cursor = entries[-1].id
+    return JSONResponse({"subscription_id": subscription["id"], "queued": queued}, status_code=202)
+
+
+def parse_since(raw: Any) -> int:
+    """Epoch ms of an ISO 8601 time (a naive one is UTC)."""
+    if not isinstance(raw, str):
+        raise InvalidParameter('since is required: an ISO 8601 time such as "2026-12-01T00:00:00Z"')
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise InvalidParameter(
+            f"since must be an ISO 8601 time such as 2026-12-01T00:00:00Z; got {raw[:40]!r}"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(0, int(moment.timestamp() * 1000))

@@ -392,3 +392,35 @@ def test_a_metadata_filter_and_a_type_list_choose_the_events(
     }
     assert {r.payload["data"]["task_id"] for r in subscribers.of("done")} == {"ta", "tb"}
     assert {r.payload["type"] for r in subscribers.of("done")} == {"task.completed"}
+
+
+def test_a_delivery_is_sent_again_on_request_and_a_replay_resends_under_the_same_ids(
+    tapedeck_local: TapedeckFactory, subscribers: Subscribers, redis_url: str
+) -> None:
+    with tapedeck_local(**LOCAL) as client:
+        sub = subscribe(client, f"{subscribers.url}/hook/again")
+        for stage in ("text", "complete"):
+            client.post("/callbacks/kie", json=music(stage, "t1"))
+        client.post("/callbacks/kie", json=music("text", "t2"))
+        drive(redis_url, lambda: len(subscribers.of("again")) == 3)
+        deliveries = client.get("/tasks/t1/deliveries").json()["deliveries"]
+        first = min(deliveries, key=lambda d: d["created_at"])
+        retried = client.post(f"/deliveries/{first['id']}/retry")
+        assert retried.status_code == 202 and retried.json()["state"] == "pending"
+        drive(redis_url, lambda: len(subscribers.of("again")) == 4)
+        assert subscribers.of("again")[-1].headers["webhook-id"] == first["event_id"]
+        assert client.post("/deliveries/dlv_nope/retry").status_code == 404
+        ids_before = [r.headers["webhook-id"] for r in subscribers.of("again")[:3]]
+        replayed = client.post(f"/subscriptions/{sub['id']}/replay", json={"since": "2000-01-01T00:00:00Z"})
+        assert replayed.status_code == 202 and replayed.json()["queued"] == 3
+        drive(redis_url, lambda: len(subscribers.of("again")) == 7)
+        bad = client.post(f"/subscriptions/{sub['id']}/replay", json={"since": "last tuesday"})
+        assert bad.status_code == 422 and "ISO 8601" in bad.json()["message"]
+        future = client.post(f"/subscriptions/{sub['id']}/replay", json={"since": "2999-01-01T00:00:00"})
+        assert future.json()["queued"] == 0
+    again = [r.headers["webhook-id"] for r in subscribers.of("again")[4:]]
+    assert sorted(again) == sorted(ids_before)  # the same events, under the same ids
+    t1 = [
+        r.payload["data"]["seq"] for r in subscribers.of("again")[4:] if r.payload["data"]["task_id"] == "t1"
+    ]
+    assert t1 == [1, 2]  # in order per task

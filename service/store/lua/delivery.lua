@@ -7,6 +7,7 @@
 --           event log (`subscription.disabled`).
 --   idle    the queue is empty, or its subscription disabled or gone: off the due list.
 --   enable  every queue of the subscription with something waiting is due now.
+--   retry   send `delivery_id` again now (settled: back to the head of its queue).
 -- `delivery_id` must be the queue's head for `record`; otherwise (a late result of a delivery
 -- another process took over) only the attempt is kept. Returns the delivery's state.
 
@@ -37,6 +38,17 @@ end
 local id = A.delivery_id
 local delivery_key = key_delivery(prefix, id)
 if redis.call('EXISTS', delivery_key) == 0 then return 'missing' end
+if A.mode == 'retry' then
+  -- An operator's "send it again now": a settled delivery goes back to the head of its queue.
+  local state = redis.call('HGET', delivery_key, 'state')
+  if state == 'delivered' or state == 'failed' then
+    redis.call('LPUSH', queue, id)
+    redis.call('SADD', key_webhook_queues(prefix, sub), task)
+    redis.call('HSET', delivery_key, 'state', 'pending', 'next_at', '')
+  end
+  if redis.call('HGET', sub_key, 'enabled') == '1' then redis.call('ZADD', due, now, member) end
+  return redis.call('HGET', delivery_key, 'state')
+end
 local attempts_key = key_delivery_attempts(prefix, id)
 redis.call('RPUSH', attempts_key, A.attempt)
 redis.call('LTRIM', attempts_key, -tonumber(A.attempts_kept), -1)

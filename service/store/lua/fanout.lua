@@ -2,18 +2,26 @@
 -- (subscription, task, entry) triple after the named arguments becomes one delivery, queued
 -- behind that subscription's earlier deliveries of the same task. A delivery's id is made of
 -- its subscription and entry, so fanning the same entries out again (a process died before
--- the cursor moved) makes nothing twice. Moves the cursor to `cursor` if that is later.
+-- the cursor moved) makes nothing twice; with `requeue` (a replay) a settled delivery is queued
+-- again. Moves the cursor to `cursor` if that is later.
 -- Returns the number of deliveries made.
 
-local now, made = tonumber(A.now), 0
+local now, made, requeue = tonumber(A.now), 0, A.requeue == '1'
+local SETTLED_DELIVERY = {delivered = true, failed = true}
 for i = ARG_COUNT + 1, #ARGV - 2, 3 do
   local sub, task, entry = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local id = 'dlv_' .. sub .. '_' .. entry
   local delivery_key = key_delivery(prefix, id)
   local subscription = redis.call('HMGET', key_webhook(prefix, sub), 'id', 'enabled')
-  if subscription[1] and redis.call('EXISTS', delivery_key) == 0 then
-    redis.call('HSET', delivery_key, 'id', id, 'subscription_id', sub, 'task_id', task, 'entry', entry,
-      'state', 'pending', 'attempts', 0, 'created_at', now)
+  local state = redis.call('HGET', delivery_key, 'state')
+  -- A replay sends a settled delivery again, under its own id; one still queued is left be.
+  local send = subscription[1] and (not state or (requeue and SETTLED_DELIVERY[state]))
+  if send then
+    if not state then
+      redis.call('HSET', delivery_key, 'id', id, 'subscription_id', sub, 'task_id', task, 'entry', entry,
+        'attempts', 0, 'created_at', now)
+    end
+    redis.call('HSET', delivery_key, 'state', 'pending', 'next_at', '')
     redis.call('RPUSH', key_delivery_queue(prefix, sub .. ':' .. task), id)
     redis.call('SADD', key_webhook_queues(prefix, sub), task)
     redis.call('ZADD', key_webhook_deliveries(prefix, sub), now, id)
