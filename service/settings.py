@@ -5,6 +5,7 @@ Every variable is documented in `deploy/env.example`.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -69,6 +70,7 @@ class Settings:
     poll_give_up_s: float = 86_400.0
     poll_rate_per_s: int = 10
     poll_lease_s: float = 120.0
+    sseedance_poll_s: float = 15.0
     webhook_secret: Secret | None = field(default=None, repr=False)
     webhook_allowed_networks: tuple[str, ...] = ()
     webhook_timeout_s: float = 15.0
@@ -76,7 +78,6 @@ class Settings:
     webhook_disable_after_s: float = 5 * 86_400.0
     webhook_concurrency: int = 50
     webhook_per_subscription: int = 10
-    sseedance_poll_s: float = 15.0
 
     @property
     def poll_deadlines_ms(self) -> tuple[int, int, int]:
@@ -182,8 +183,8 @@ def _positive(kind: type[int] | type[float]) -> Cast:
             value = kind(raw)
         except ValueError:
             raise SettingsError(f"{variable} must be {WHAT[kind]}, got {raw!r}") from None
-        if value <= 0:
-            raise SettingsError(f"{variable} must be positive, got {raw!r}")
+        if not value > 0 or value == math.inf:  # nan and inf pass float() and break every sum
+            raise SettingsError(f"{variable} must be a positive finite number, got {raw!r}")
         return value
 
     return cast

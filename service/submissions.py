@@ -8,7 +8,6 @@ crash, still joins task and submission.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import itertools
 import json
@@ -38,7 +37,7 @@ from service.errors import (
     UpstreamUnavailable,
 )
 from service.settings import Settings
-from service.store.connection import STORE_ERRORS
+from service.store.connection import STORE_ERRORS, redis_is_away
 from service.store.submissions import SubmissionStore
 from service.upstream import KieClient, SseedanceClient
 
@@ -47,8 +46,22 @@ log = logging.getLogger("tapedeck.submissions")
 SUBMISSION_ID_PREFIX: Final = "sub_"
 MAX_METADATA_BYTES: Final = 16 * 1024
 MAX_NESTING: Final = MAX_RESULT_DEPTH  # far beyond any upstream field; JSON encoders stop near 250
+# How long a retry waits in the request for an attempt in progress before answering 409.
 IN_FLIGHT_WAIT_S: Final = 10.0
+# Retries of an attach while Redis is away: soon at first (a restart), at most every 5 s.
 ATTACH_BACKOFF: Final = Backoff(base_s=0.2, max_s=5.0)
+ATTACH_TRY_S: Final = 5.0  # one attach call; longer means Redis is not answering
+HEARTBEAT_RETRY_S: Final = 0.5
+
+
+@dataclass(frozen=True)
+class Attach:
+    """A create's answer, to be linked to its submission."""
+
+    submission_id: str
+    task_id: str
+    family: str
+    first_poll_s: float
 
 
 @dataclass(frozen=True)
@@ -137,7 +150,7 @@ class Submitter:
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     rng: random.Random = field(default_factory=random.Random)
     # Create answers Redis could not take yet, still being attached in the background.
-    unattached: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    unattached: dict[str, tuple[Attach, asyncio.Task[None]]] = field(default_factory=dict)
 
     async def submit(self, request: SubmissionRequest, idempotency_key: str | None = None) -> Submitted:
         """Raises InvalidParameter, Conflict, UpstreamRejected, UpstreamUnavailable or
@@ -173,14 +186,15 @@ class Submitter:
                 return taken
         async with self._heartbeat(submission_id):
             try:
-                task_id = await self._create(request, submission_id)
+                task_id = await self._create(request, submission_id, idempotency_key or "")
             except UpstreamError as exc:
                 state = "rejected" if isinstance(exc, UpstreamRejected) else "failed"
                 outcome = {"error": exc.message, "error_status": str(exc.status_code)}
                 try:
                     await self.store.end(submission_id, state, outcome)
                 except STORE_ERRORS as store_exc:
-                    # Nothing was created: a retry finds the submission stalled and may create.
+                    # A retry finds the submission stalled: created at once if nothing was sent,
+                    # else after the reconcile wait.
                     log.warning("submission %s: %s not recorded: %r", submission_id, state, store_exc)
                 raise
             first_poll_s = (
@@ -188,62 +202,81 @@ class Submitter:
                 if request.provider == "sseedance"
                 else self.settings.poll_after_submit_s
             )
-            family = family_of(request.kind)
-            if not await self._attach(
-                submission_id, task_id, family, first_poll_s, self.settings.submit_attach_wait_s
-            ):
-                self._attach_later(submission_id, task_id, family, first_poll_s)
+            attach = Attach(submission_id, task_id, family_of(request.kind), first_poll_s)
+            if not await self._attach(attach, self.settings.submit_attach_wait_s):
+                self._attach_later(attach)
+                found_by = (
+                    "its callbacks will find it too"
+                    if request.provider == "kie"
+                    else "the web process's log names it if it stops first"
+                )
                 raise StoreUnavailable(
                     f"task {task_id} was created upstream but Redis cannot record it now; Tapedeck "
-                    "keeps trying and its callbacks will find it too. Retry with the same "
-                    "Idempotency-Key to get the task.",
+                    f"keeps trying ({found_by}). Retry with the same Idempotency-Key to get the task.",
                     details={"task_id": task_id, "submission_id": submission_id},
                     headers={"Retry-After": "5"},
                 )
         return Submitted(task_id, submission_id, created=True)
 
     async def close(self) -> None:
-        """Stops background attaches; each answer still unrecorded is logged with its ids, so an
-        operator can join them (`tapedeck replay` of its callbacks would too)."""
-        for submission_id, attaching in list(self.unattached.items()):
+        """Stops background attaches; each answer still unrecorded is logged with both ids, so an
+        operator can join them."""
+        for attach, attaching in list(self.unattached.values()):
             attaching.cancel()
-            log.error("submission %s: its upstream task was never recorded in Redis", submission_id)
+            log.error("submission %s: upstream task %s was never recorded in Redis",
+                      attach.submission_id, attach.task_id)  # fmt: skip
         self.unattached.clear()
 
-    async def _attach(
-        self, submission_id: str, task_id: str, family: str, first_poll_s: float, within_s: float | None
-    ) -> bool:
+    async def _attach(self, attach: Attach, within_s: float | None) -> bool:
         """Links submission and task, retrying while Redis is away: the upstream holds a task
-        now, and only this answer names it. False when `within_s` passed first."""
+        now, and only this answer names it. False when `within_s` passed first. Raises
+        StoreUnavailable (naming the task) for an error retrying cannot mend."""
         deadline = None if within_s is None else self.clock() + within_s
         for attempt in itertools.count(1):
             now_ms = self._now_ms()
+            first_poll_ms = now_ms + int(attach.first_poll_s * 1000)
             try:
-                await self.store.attach(
-                    submission_id, task_id, family, now_ms, now_ms + int(first_poll_s * 1000)
-                )
+                # The async client has no read timeout: a Redis that does not answer must not
+                # hold the request past its wait.
+                async with asyncio.timeout(ATTACH_TRY_S):
+                    await self.store.attach(attach.submission_id, attach.task_id, attach.family, now_ms,
+                                            first_poll_ms)  # fmt: skip
                 return True
-            except STORE_ERRORS as exc:
+            except Exception as exc:
+                if not isinstance(exc, (*STORE_ERRORS, TimeoutError)):
+                    raise
+                if not isinstance(exc, TimeoutError) and not redis_is_away(exc):
+                    log.error(
+                        "submission %s: task %s not attached: %r", attach.submission_id, attach.task_id, exc
+                    )
+                    raise StoreUnavailable(
+                        f"task {attach.task_id} was created upstream but Redis refused to record it: "
+                        f"{type(exc).__name__}",
+                        details={"task_id": attach.task_id, "submission_id": attach.submission_id},
+                    ) from exc
                 wait = ATTACH_BACKOFF.delay(attempt, self.rng)
                 if deadline is not None and self.clock() + wait > deadline:
                     return False
-                log.warning(
-                    "submission %s: task %s not attached (%r), retry in %.1fs",
-                    submission_id,
-                    task_id,
-                    exc,
-                    wait,
-                )
+                log.warning("submission %s: task %s not attached (%r), retry in %.1fs",
+                            attach.submission_id, attach.task_id, exc, wait)  # fmt: skip
                 await self.sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _attach_later(self, submission_id: str, task_id: str, family: str, first_poll_s: float) -> None:
-        async def attach() -> None:
-            await self._attach(submission_id, task_id, family, first_poll_s, None)
-            log.info("submission %s: task %s attached after Redis came back", submission_id, task_id)
-            self.unattached.pop(submission_id, None)
+    def _attach_later(self, attach: Attach) -> None:
+        async def attach_in_background() -> None:
+            try:
+                # Still alive: a retry must wait for this answer, not take the key over.
+                async with self._heartbeat(attach.submission_id):
+                    await self._attach(attach, None)
+                log.info("submission %s: task %s attached after Redis came back",
+                         attach.submission_id, attach.task_id)  # fmt: skip
+            except Exception:
+                log.exception("submission %s: upstream task %s not recorded",
+                              attach.submission_id, attach.task_id)  # fmt: skip
+            finally:
+                self.unattached.pop(attach.submission_id, None)
 
-        self.unattached[submission_id] = asyncio.create_task(attach())
+        self.unattached[attach.submission_id] = (attach, asyncio.create_task(attach_in_background()))
 
     @asynccontextmanager
     async def _heartbeat(self, submission_id: str) -> AsyncIterator[None]:
@@ -251,11 +284,15 @@ class Submitter:
         process died (core/idempotency.py)."""
 
         async def beat() -> None:
+            wait = HEARTBEAT_S
             while True:
-                await self.sleep(HEARTBEAT_S)
-                # If Redis is away, nobody can read the submission either.
-                with contextlib.suppress(*STORE_ERRORS):
+                await self.sleep(wait)
+                try:
                     await self.store.note(submission_id, {"alive_at": str(self._now_ms())})
+                    wait = HEARTBEAT_S
+                except STORE_ERRORS:
+                    # Beat again soon: alive_at must be fresh as soon as Redis answers again.
+                    wait = HEARTBEAT_RETRY_S
 
         beating = asyncio.create_task(beat())
         try:
@@ -263,10 +300,16 @@ class Submitter:
         finally:
             beating.cancel()
 
-    async def _create(self, request: SubmissionRequest, submission_id: str) -> str:
+    async def _create(self, request: SubmissionRequest, submission_id: str, idempotency_key: str) -> str:
         async def sending() -> None:
-            # Before the create leaves: from here on, the upstream may hold a task.
-            await self.store.note(submission_id, {"sent_at": str(self._now_ms())})
+            # Before the create leaves: from here on, the upstream may hold a task. Only while the
+            # key is still this submission's: a stalled attempt whose key a retry took over must
+            # not create a second task (raising here sends nothing).
+            if not await self.store.mark_sent(submission_id, idempotency_key, self._now_ms()):
+                raise Conflict(
+                    "this Idempotency-Key was taken over by a retry; that retry's outcome is this request's",
+                    headers={"Retry-After": "2"},
+                )
 
         if request.provider == "sseedance":
             if self.sseedance is None:

@@ -35,7 +35,11 @@ def test_production_starts_with_either_authentication(variable: str) -> None:
     ("env", "message"),
     [
         ({"MAX_CALLBACK_BYTES": "lots"}, "MAX_CALLBACK_BYTES must be a whole number"),
-        ({"KIE_WEBHOOK_TOLERANCE_S": "-5"}, "must be positive"),
+        ({"KIE_WEBHOOK_TOLERANCE_S": "-5"}, "must be a positive finite number"),
+        ({"SUBMIT_RECONCILE_S": "inf"}, "SUBMIT_RECONCILE_S must be a positive finite number"),
+        ({"WEBHOOK_TIMEOUT_S": "nan"}, "WEBHOOK_TIMEOUT_S must be a positive finite number"),
+        ({"WEBHOOK_ALLOWED_NETWORKS": "10.0.0.0/33"}, "WEBHOOK_ALLOWED_NETWORKS must be CIDRs"),
+        ({"WEBHOOK_SECRET": "whsec_***"}, "WEBHOOK_SECRET must be whsec_"),
         ({"TAPEDECK_ENV": "staging"}, "TAPEDECK_ENV"),
         ({"TAPEDECK_REDIS_PREFIX": "a:b"}, "TAPEDECK_REDIS_PREFIX"),
     ],

@@ -41,7 +41,9 @@ MAX_TRACKS: Final = 100
 MAX_ARTIFACTS: Final = 500
 MAX_TEXT_CHARS: Final = 64 * 1024  # any one string: a message, an error, a track field, a URL
 MAX_RESULT_DEPTH: Final = 32  # nesting of a result (lyrics variants, MIDI instruments)
-MAX_RESULT_BYTES: Final = 256 * 1024  # a result as JSON: the task keeps it whole, so it is bounded
+# A result as JSON (the task keeps it whole): the callback body's own bound, so no callback that
+# passed MAX_CALLBACK_BYTES is refused for it; a record-info answer can be larger.
+MAX_RESULT_BYTES: Final = 1024 * 1024
 MAX_TRACK_ID_CHARS: Final = 128  # a track id names its files (`audio-<id>`), which paths must hold
 _CAMEL_HUMP: Final = re.compile(r"(?<=[a-z0-9])([A-Z])")
 

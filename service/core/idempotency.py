@@ -61,7 +61,8 @@ def standing(fields: dict[str, str], now_ms: int, reconcile_s: float) -> Standin
         return Refused(fields.get("error", "refused upstream"), _status(fields.get("error_status")))
     if state == "failed":
         return TakeOver()
-    alive_ms = _ms(fields.get("alive_at")) or _ms(fields.get("created_at"))
+    # The latest sign of life: a heartbeat, the create leaving, or the submission's start.
+    alive_ms = max(_ms(fields.get("alive_at")), _ms(fields.get("sent_at")), _ms(fields.get("created_at")))
     if now_ms - alive_ms <= STALE_AFTER_S * 1000:
         return Wait(IN_PROGRESS_RETRY_S, "a submission with this Idempotency-Key is still in progress")
     if not fields.get("sent_at"):

@@ -152,6 +152,7 @@ BEGIN_SUBMISSION: Final = Script(
 TAKE_DUE: Final = Script("take_due", ("prefix", "list", "now", "limit", "until_ms"))
 BUDGET: Final = Script("budget", ("prefix", "name", "mode", "limit", "window_ms", "slot", "pause_ms"))
 
+MARK_SENT: Final = Script("mark_sent", ("prefix", "submission_id", "idempotency_key", "now"))
 # Triples (subscription id, task id, entry id) follow the named arguments.
 FANOUT: Final = Script("fanout", ("prefix", "now", "cursor", "requeue"))
 DELIVERY: Final = Script(
@@ -172,7 +173,18 @@ DELIVERY: Final = Script(
         "deliveries_kept",
     ),
 )
-SCRIPTS: Final = (TRANSITION, ARTIFACT, POLL, SUBMIT, BEGIN_SUBMISSION, TAKE_DUE, BUDGET, FANOUT, DELIVERY)
+SCRIPTS: Final = (
+    TRANSITION,
+    ARTIFACT,
+    POLL,
+    SUBMIT,
+    BEGIN_SUBMISSION,
+    MARK_SENT,
+    TAKE_DUE,
+    BUDGET,
+    FANOUT,
+    DELIVERY,
+)
 
 
 def render(script: Script) -> str:

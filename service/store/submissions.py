@@ -69,6 +69,13 @@ class SubmissionStore:
     async def end(self, submission_id: str, state: str, fields: dict[str, str]) -> None:
         await self.note(submission_id, {"state": state, **fields})
 
+    async def mark_sent(self, submission_id: str, idempotency_key: str, now_ms: int) -> bool:
+        """Notes the create leaving; False (nothing noted) if a retry has taken the key over."""
+        args = scripts.MARK_SENT.encode(
+            prefix=self.keys.prefix, submission_id=submission_id, idempotency_key=idempotency_key, now=now_ms
+        )
+        return bool(int(await scripts.call(self.client, scripts.MARK_SENT, args)))
+
     async def note(self, submission_id: str, fields: dict[str, str]) -> None:
         """Sets fields of a submission in progress (its heartbeat, when its create was sent)."""
         await self.client.hset(self.keys.submission(submission_id), mapping=fields)  # type: ignore[arg-type]

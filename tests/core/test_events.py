@@ -107,9 +107,9 @@ BOUNDS = [
     ("text", {"tracks": (Track(id="a", prompt="p" * (MAX_TEXT_CHARS + 1)),)}, "prompt of 65537"),
     ("depth", {"result": _nested(MAX_RESULT_DEPTH)}, None),
     ("depth", {"result": _nested(MAX_RESULT_DEPTH + 1)}, "nested deeper than 32"),
-    ("result bytes", {"result": {"v": ["x" * 60_000] * 4}}, None),
-    ("result bytes", {"result": {"v": ["x" * 60_000] * 5}}, f"at most {MAX_RESULT_BYTES}"),
-    ("result bytes", {"result": {"v": ["é" * 30_000] * 5}}, "300022 bytes"),  # bytes, not characters
+    ("result bytes", {"result": {"v": ["x" * 60_000] * 17}}, None),
+    ("result bytes", {"result": {"v": ["x" * 60_000] * 18}}, f"at most {MAX_RESULT_BYTES}"),
+    ("result bytes", {"result": {"v": ["é" * 30_000] * 18}}, "1080061 bytes"),  # bytes, not characters
 ]
 
 

@@ -28,7 +28,8 @@ def ago(seconds: float) -> str:
         ({"state": "submitting", "alive_at": ago(60), "sent_at": ago(61)}, Wait(240, "")),
         ({"state": "submitting", "alive_at": ago(299.5), "sent_at": ago(300)}, Wait(1, "")),
         ({"state": "submitting", "alive_at": ago(300), "sent_at": ago(300)}, TakeOver()),
-        ({"state": "submitting", "alive_at": "garbage", "sent_at": ago(1)}, TakeOver()),
+        ({"state": "submitting", "alive_at": "garbage", "sent_at": ago(1)}, "wait-short"),  # sent 1 s ago
+        ({"state": "submitting", "alive_at": "garbage", "sent_at": ago(400)}, TakeOver()),
         ({}, TakeOver()),  # nothing readable: nothing to wait for
     ],
 )

@@ -227,3 +227,48 @@ def test_a_submission_in_progress_answers_409_with_a_short_retry(
         assert response.headers["Retry-After"] == "2"
         assert response.json()["submission_id"] == BUSY
     assert created(sandbox) == 0
+
+
+def test_a_live_attempt_beats_and_notes_when_its_create_left(
+    tapedeck: TapedeckFactory, sandbox: SandboxServer, redis_client: redis.Redis
+) -> None:
+    with tapedeck(**upstream_env(sandbox)) as client:
+        delay_next_answer(sandbox, 6.5)  # past one heartbeat (5 s)
+        answer = post_in_background(client)
+        key = Keys(PREFIX).idempotency(KEY["Idempotency-Key"])
+        submission_id = eventually(lambda: redis_client.get(key), "the submission to begin")
+
+        def beaten() -> dict[str, str] | None:
+            found: dict[str, str] = redis_client.hgetall(Keys(PREFIX).submission(submission_id))  # type: ignore[assignment]
+            return found if int(found.get("alive_at", 0)) > int(found["created_at"]) else None
+
+        during = eventually(beaten, "a heartbeat", timeout_s=10)
+        assert during["state"] == "submitting" and int(during["sent_at"]) >= int(during["created_at"])
+        retry = client.post("/tasks", json=LYRICS, headers=KEY)  # the attempt is alive: wait, not create
+        assert retry.status_code in (200, 409), retry.text
+        assert answer.result(timeout=30).status_code == 201
+    assert created(sandbox) == 1
+
+
+def test_a_stalled_attempt_whose_key_was_taken_over_sends_nothing(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    import asyncio
+
+    from service.store.connection import connect
+    from service.store.submissions import SubmissionStore
+
+    keys = Keys(PREFIX)
+    redis_client.set(keys.idempotency("k"), BUSY)  # a retry took the key over from DEAD
+
+    async def main() -> tuple[bool, bool]:
+        client = connect(redis_url)
+        try:
+            store = SubmissionStore(client, keys)
+            return await store.mark_sent(DEAD, "k", 1), await store.mark_sent(BUSY, "k", 2)
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(main()) == (False, True)
+    assert redis_client.hget(keys.submission(DEAD), "sent_at") is None
+    assert redis_client.hget(keys.submission(BUSY), "sent_at") == "2"

@@ -38,7 +38,12 @@ elseif mode == 'claim' then
   local leased = (tonumber(artifact.lease_until) or 0) > now
   local early = (tonumber(artifact.next_try_at) or 0) > now + 1000
   local outcome = CLAIMS[state .. '|' .. (leased and 1 or 0) .. '|' .. (early and 1 or 0)]
-  if outcome ~= 'claimed' then return {outcome or 'refused', state} end
+  if not outcome then
+    -- A state the lifecycle does not know: no job can move it, so none is queued for it again.
+    redis.call('ZREM', due, member)
+    return {'refused', state}
+  end
+  if outcome ~= 'claimed' then return {outcome, state} end
   artifact.state = 'downloading'
   artifact.attempts = (tonumber(artifact.attempts) or 0) + 1
   artifact.lease_until = now + tonumber(A.value)

@@ -13,17 +13,20 @@ if not status then
   return {'missing', ''}
 end
 -- A re-send after a lost reply (the client retries on a dropped connection) counts nothing twice.
-if redis.call('HGET', task_key, 'last_poll_id') == A.poll_id then return {'ok', status} end
+local last = redis.call('HMGET', task_key, 'last_poll_id', 'last_poll_reply')
+if last[1] == A.poll_id then return {last[2] or 'ok', status} end
 redis.call('HINCRBY', task_key, 'poll_count', 1)
-redis.call('HSET', task_key, 'last_poll_at', now, 'last_poll_answer', A.answer, 'last_poll_id', A.poll_id)
+redis.call('HSET', task_key, 'last_poll_at', now, 'last_poll_answer', A.answer, 'last_poll_id', A.poll_id,
+  'last_poll_reply', 'ok')
 if TERMINAL[status] then
   redis.call('ZREM', due_key, task_id)
+  redis.call('HSET', task_key, 'last_poll_reply', 'finished')
   return {'finished', status}
 end
 if now >= tonumber(A.stop_at) then
   -- Past the files' retention nothing more can be saved: stop asking, for good.
   redis.call('ZREM', due_key, task_id)
-  redis.call('HSET', task_key, 'polling_stopped', now)
+  redis.call('HSET', task_key, 'polling_stopped', now, 'last_poll_reply', 'stopped')
   return {'stopped', status}
 end
 if not news then
@@ -45,6 +48,7 @@ append_history(task_id, {stage = 'lost', source = 'poll', outcome = 'applied', a
   to = lost, msg = reason, answer = A.answer}, history_max)
 append_event(task_key, task_id, {'type', 'task.lost', 'at', now, 'source', 'poll', 'status', lost,
   'reason', reason}, A.events_max)
+redis.call('HSET', task_key, 'last_poll_reply', 'lost')
 -- A lost task is still asked now and then: a late answer can still complete it.
 redis.call('ZADD', due_key, now + tonumber(A.lost_recheck_ms), task_id)
 return {'lost', lost}

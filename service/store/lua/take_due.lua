@@ -1,5 +1,6 @@
 -- Takes the members of a due list (downloads, polls or webhook deliveries) due by `now`, at most `limit`, and
--- pushes each to `until`, atomically, so two workers sweeping at once never take the same one.
+-- pushes each to `until`, atomically, so two workers sweeping at once do not take the same one
+-- (but for the re-send rule below, whose rare duplicates the claims make harmless).
 
 local lists = {polls = key_polls_due(prefix), downloads = key_downloads_due(prefix),
   deliveries = key_deliveries_due(prefix)}

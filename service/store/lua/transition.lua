@@ -21,7 +21,10 @@ local function merge_tracks(tracks_key, from, to, overwrite)
   for i = from, to, 2 do
     local id, encoded = ARGV[i], ARGV[i + 1]
     if redis.call('HSETNX', tracks_key, id, encoded) == 0 and overwrite then
-      local merged = cjson.decode(redis.call('HGET', tracks_key, id))
+      -- A stored record that cannot be read (a bug, a hand edit) is replaced, never an error
+      -- half-way through the event.
+      local read, merged = pcall(cjson.decode, redis.call('HGET', tracks_key, id))
+      if not read or type(merged) ~= 'table' then merged = {} end
       for k, v in pairs(cjson.decode(encoded)) do
         if v ~= cjson.null and v ~= '' then merged[k] = v end
       end

@@ -1,0 +1,9 @@
+-- Notes that a submission's create is about to leave, only while its Idempotency-Key (if any)
+-- still names it: a stalled attempt whose key a retry took over must not send a second create.
+-- Returns 1 when noted (send), 0 when the key is another's (do not send).
+
+if A.idempotency_key ~= '' and redis.call('GET', key_idempotency(prefix, A.idempotency_key)) ~= A.submission_id then
+  return 0
+end
+redis.call('HSET', key_submission(prefix, A.submission_id), 'sent_at', A.now)
+return 1
