@@ -48,6 +48,9 @@ log = logging.getLogger("tapedeck.deliveries")
 
 FAN_OUT_BATCH: Final = 500
 IDLE_WAIT_S: Final = 0.1
+# A queue taken from the due list is due again this long after its send's timeout: by then the
+# send has been recorded, or its process is gone.
+LEASE_GRACE_S: Final = 5.0
 BUSY_RETRY_MS: Final = 250  # a queue whose subscription is at its limit is looked at again then
 USER_AGENT: Final = "Tapedeck-Webhooks/1.0"
 
@@ -105,7 +108,7 @@ class Deliverer:
         free = self.settings.webhook_concurrency - len(self.in_flight)
         if free <= 0:
             return 0
-        lease_ms = to_ms(self.settings.webhook_timeout_s + 30)
+        lease_ms = to_ms(self.settings.webhook_timeout_s + LEASE_GRACE_S)
         due = await self.webhooks.take_due(self._now_ms(), free, lease_ms)
         started = 0
         for subscription_id, task_id in due:

@@ -58,6 +58,7 @@ class Subscribers:
 
     url: str = ""
     received: list[Received] = field(default_factory=list)
+    arrived: list[str] = field(default_factory=list)  # names, as each request arrives (before any sleep)
     scripts: dict[str, list[tuple[int, dict[str, str], float]]] = field(default_factory=dict)
 
     def of(self, name: str) -> list[Received]:
@@ -73,11 +74,13 @@ def subscribers() -> Iterator[Subscribers]:
 
     async def hook(request: Request) -> Response:
         name = request.path_params["name"]
+        state.arrived.append(name)
         script = state.scripts.get(name) or []
         status, headers, sleep_s = script.pop(0) if script else (200, {}, 0.0)
+        content = await request.body()
         if sleep_s:
             await asyncio.sleep(sleep_s)
-        state.received.append(Received(name, dict(request.headers), await request.body()))
+        state.received.append(Received(name, dict(request.headers), content))
         return Response(b"ok" if status < 300 else b"no", status_code=status, headers=headers)
 
     server = BackgroundServer(Starlette(routes=[Route("/hook/{name}", hook, methods=["POST"])]))
@@ -424,3 +427,55 @@ def test_a_delivery_is_sent_again_on_request_and_a_replay_resends_under_the_same
         r.payload["data"]["seq"] for r in subscribers.of("again")[4:] if r.payload["data"]["task_id"] == "t1"
     ]
     assert t1 == [1, 2]  # in order per task
+
+
+def test_a_deliverer_killed_mid_delivery_leaves_the_event_to_the_next_one(
+    tapedeck_local: TapedeckFactory, subscribers: Subscribers, redis_url: str, tmp_path: Any
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    subscribers.answer("killed", (200, {}, 2.5))  # the first send is in flight when the kill comes
+    env = os.environ | {"REDIS_URL": redis_url, "WEBHOOK_TIMEOUT_S": "3", **LOCAL}
+
+    log = (tmp_path / "deliver.log").open("ab")
+
+    def deliverer() -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "service.cli.main", "deliver"], env=env,
+                                stdout=log, stderr=log)  # fmt: skip
+
+    with log, tapedeck_local(**LOCAL) as client:
+        subscribe(client, f"{subscribers.url}/hook/killed")
+        client.post("/callbacks/kie", json=music("text", "t1"))
+        first = deliverer()
+        try:
+            deadline = time.monotonic() + 20
+            while "killed" not in subscribers.arrived:
+                assert time.monotonic() < deadline and first.poll() is None, (
+                    tmp_path / "deliver.log"
+                ).read_text()
+                time.sleep(0.02)
+            first.send_signal(signal.SIGKILL)
+            first.wait(timeout=10)
+        finally:
+            first.kill()
+        second = deliverer()
+        try:
+            deadline = time.monotonic() + 30
+            while not subscribers.of("killed") or len(subscribers.arrived) < 2:
+                assert time.monotonic() < deadline, (tmp_path / "deliver.log").read_text()[-2000:]
+                time.sleep(0.05)
+            (delivery,) = client.get("/tasks/t1/deliveries").json()["deliveries"]
+            deadline = time.monotonic() + 10
+            while delivery["state"] != "delivered":
+                assert time.monotonic() < deadline, delivery
+                time.sleep(0.05)
+                (delivery,) = client.get("/tasks/t1/deliveries").json()["deliveries"]
+        finally:
+            second.send_signal(signal.SIGTERM)
+            second.wait(timeout=15)
+    ids = {r.headers["webhook-id"] for r in subscribers.of("killed")}
+    assert len(ids) == 1 and len(subscribers.arrived) == 2  # sent again, under the same id
+    assert second.returncode == 0, "it stopped when asked"
