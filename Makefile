@@ -37,6 +37,7 @@ bench-tools:
 bench: $(STAMP) bench-tools
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/download.py
+	$(BIN)/python bench/webhooks.py
 
 # After changing a dependency range in pyproject.toml: pin the newest versions it allows.
 lock: $(STAMP)

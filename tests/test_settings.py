@@ -96,3 +96,14 @@ def test_a_blank_environment_or_prefix_is_refused_not_defaulted(variable: str) -
 def test_a_tolerance_past_a_day_is_refused() -> None:
     with pytest.raises(SettingsError, match="KIE_WEBHOOK_TOLERANCE_S"):
         Settings.from_env({"KIE_WEBHOOK_TOLERANCE_S": "1e12"})
+
+
+def test_every_variable_is_documented_in_env_example_and_the_readme() -> None:
+    from pathlib import Path
+
+    from service.settings import VARIABLES
+
+    root = Path(__file__).resolve().parent.parent
+    example, readme = (root / "deploy/env.example").read_text(), (root / "README.md").read_text()
+    assert [v for _, v, _ in VARIABLES if f"\n{v}=" not in example] == []
+    assert [v for _, v, _ in VARIABLES if f"`{v}`" not in readme and f"{v}`" not in readme] == []
