@@ -45,6 +45,7 @@ log = logging.getLogger("tapedeck.submissions")
 
 SUBMISSION_ID_PREFIX: Final = "sub_"
 MAX_METADATA_BYTES: Final = 16 * 1024
+MAX_WEBHOOK_URL_CHARS: Final = 2048
 MAX_NESTING: Final = MAX_RESULT_DEPTH  # far beyond any upstream field; JSON encoders stop near 250
 # How long a retry waits in the request for an attempt in progress before answering 409.
 IN_FLIGHT_WAIT_S: Final = 10.0
@@ -77,6 +78,7 @@ class SubmissionRequest:
     kind: str
     params: dict[str, Any]
     metadata: dict[str, Any]
+    webhook_url: str | None = None  # the task's own endpoint, signed with WEBHOOK_SECRET
 
     @property
     def fingerprint(self) -> str:
@@ -86,6 +88,8 @@ class SubmissionRequest:
             "params": self.params,
             "metadata": self.metadata,
         }
+        if self.webhook_url:
+            whole["webhook_url"] = self.webhook_url
         return hashlib.sha256(dump_json(whole, sort_keys=True)).hexdigest()
 
 
@@ -123,6 +127,12 @@ def parse_request(body: Any) -> SubmissionRequest:
         problems.append(
             _problem("metadata", "max_size", f"metadata must be at most {MAX_METADATA_BYTES} bytes")
         )
+    webhook_url = body.get("webhook_url")
+    if webhook_url is not None and (
+        not isinstance(webhook_url, str) or not webhook_url or len(webhook_url) > MAX_WEBHOOK_URL_CHARS
+    ):
+        message = f"webhook_url must be an http(s) URL of at most {MAX_WEBHOOK_URL_CHARS} characters"
+        problems.append(_problem("webhook_url", "type", message))
     if not problems:
         problems += [
             _problem(f"params.{v.field}" if v.field != "kind" else "kind", v.rule, v.message)
@@ -133,7 +143,7 @@ def parse_request(body: Any) -> SubmissionRequest:
         raise InvalidParameter(
             f"{count} problem{'s' if count > 1 else ''} with the submission", details={"violations": problems}
         )
-    return SubmissionRequest(provider, str(kind), params, metadata)
+    return SubmissionRequest(provider, str(kind), params, metadata, webhook_url)
 
 
 def _problem(field: str, rule: str, message: str) -> dict[str, str]:
@@ -170,6 +180,8 @@ class Submitter:
         }
         if idempotency_key:
             fields["idempotency_key"] = idempotency_key
+        if request.webhook_url:
+            fields["webhook_url"] = request.webhook_url
         ttl = self.settings.idempotency_ttl_s
         owner = await self.store.begin(submission_id, fields, idempotency_key, ttl)
         if owner != submission_id:

@@ -97,10 +97,10 @@ class Deliverer:
         if not entries:
             return 0
         wanted = [subscription_of(s) for s in await self.webhooks.all()]
-        triples: list[tuple[str, str, str]] = []
-        if wanted:
-            metadata = await self.events.metadata(e.fields.get("submission_id", "") for e in entries)
-            triples = fan_out([(e.id, e.fields) for e in entries], wanted, metadata)
+        facts = await self.events.submissions(e.fields.get("submission_id", "") for e in entries)
+        metadata = {k: f.metadata for k, f in facts.items()}
+        endpoints = frozenset(k for k, f in facts.items() if f.webhook_url)
+        triples = fan_out([(e.id, e.fields) for e in entries], wanted, metadata, endpoints)
         await self.webhooks.fan_out(triples, entries[-1].id, self._now_ms())
         return len(entries)
 
@@ -176,7 +176,17 @@ class Deliverer:
             target = await asyncio.to_thread(self.policy.check, subscription.get("url", ""), self.resolve)
         except UnsafeURL as exc:  # a DNS answer may have changed since registration
             return attempt | {"error": exc.message}, None, None, False
-        secrets = [subscription.get("secret", "")]
+        if subscription.get("kind") == "task":  # a task's own webhook_url: the account secret
+            if not self.settings.webhook_secret:
+                return (
+                    attempt | {"error": "WEBHOOK_SECRET is not set: a task endpoint cannot be signed"},
+                    None,
+                    None,
+                    False,
+                )
+            secrets = [str(self.settings.webhook_secret)]
+        else:
+            secrets = [subscription.get("secret", "")]
         if subscription.get("old_secret") and int(subscription.get("old_secret_until") or 0) > to_ms(now_s):
             secrets.append(subscription["old_secret"])
         headers = {

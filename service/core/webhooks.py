@@ -100,20 +100,30 @@ class Subscription:
         return all(key in found and found[key] == value for key, value in self.metadata_filter.items())
 
 
+def task_endpoint_id(submission_id: str) -> str:
+    """The subscription that stands for a submission's own `webhook_url`."""
+    return "ept_" + submission_id.removeprefix("sub_")
+
+
 def fan_out(
     entries: Iterable[tuple[str, Mapping[str, str]]],
     subscriptions: Iterable[Subscription],
     metadata: Mapping[str, Mapping[str, Any]],
+    endpoints: frozenset[str] = frozenset(),
 ) -> list[tuple[str, str, str]]:
     """(subscription id, task id, entry id) for each task event each subscription wants, in log
-    order. `metadata` maps a submission id to its metadata. Subscription events are for the feed
-    only: they go to nobody."""
+    order; every event of a task whose submission is in `endpoints` goes to its own endpoint too.
+    `metadata` maps a submission id to its metadata. Subscription events are for the feed only:
+    they go to nobody."""
     chosen = list(subscriptions)
     triples: list[tuple[str, str, str]] = []
     for entry_id, fields in entries:
         kind, task_id = fields.get("type", ""), fields.get("task_id", "")
         if not kind.startswith("task.") or not task_id:
             continue
-        found = metadata.get(fields.get("submission_id", ""))
+        submission_id = fields.get("submission_id", "")
+        found = metadata.get(submission_id)
         triples += [(s.id, task_id, entry_id) for s in chosen if s.wants(kind, found)]
+        if submission_id in endpoints:
+            triples.append((task_endpoint_id(submission_id), task_id, entry_id))
     return triples

@@ -16,6 +16,12 @@ Entries = list[tuple[str, dict[str, str]]]
 
 
 @dataclass(frozen=True)
+class SubmissionFacts:
+    metadata: dict[str, Any]
+    webhook_url: str | None  # the task's own endpoint, if it was submitted with one
+
+
+@dataclass(frozen=True)
 class LogEntry:
     id: str  # the stream id; the event id is `evt_` + it
     fields: dict[str, str]
@@ -53,21 +59,27 @@ class EventLog:
 
     async def metadata(self, submission_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         """Each submission's metadata (as submitted), in one round trip."""
+        return {k: facts.metadata for k, facts in (await self.submissions(submission_ids)).items()}
+
+    async def submissions(self, submission_ids: Iterable[str]) -> dict[str, SubmissionFacts]:
+        """What the event payloads and the fan-out need of each submission, in one round trip."""
         ordered = sorted({s for s in submission_ids if s})
         if not ordered:
             return {}
         async with self.client.pipeline(transaction=False) as pipe:
             for submission_id in ordered:
-                pipe.hget(self.keys.submission(submission_id), "metadata")
+                pipe.hmget(self.keys.submission(submission_id), ["metadata", "webhook_url"])
             found = await pipe.execute()
-        metadata: dict[str, dict[str, Any]] = {}
-        for submission_id, raw in zip(ordered, found, strict=True):
+        facts: dict[str, SubmissionFacts] = {}
+        for submission_id, (raw, webhook_url) in zip(ordered, found, strict=True):
             try:
                 value = json.loads(raw) if raw else {}
             except ValueError:
                 value = {}
-            metadata[submission_id] = value if isinstance(value, dict) else {}
-        return metadata
+            facts[submission_id] = SubmissionFacts(
+                value if isinstance(value, dict) else {}, webhook_url or None
+            )
+        return facts
 
     async def entry(self, entry_id: str) -> LogEntry | None:
         found = cast(Entries, await self.client.xrange(self.keys.events(), min=entry_id, max=entry_id))

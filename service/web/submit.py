@@ -13,6 +13,7 @@ from service.errors import InvalidParameter, UnknownTask, UpstreamUnavailable
 from service.submissions import parse_request
 from service.web.bodies import read_json
 from service.web.context import context
+from service.web.subscriptions import checked_url
 from service.web.tasks import parse_limit
 from service.web.views import task_view
 
@@ -29,7 +30,15 @@ async def submit_task(request: Request) -> JSONResponse:
     key = request.headers.get("idempotency-key")
     if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
         raise InvalidParameter("Idempotency-Key must be 1-255 printable ASCII characters without spaces")
-    submitted = await ctx.submitter.submit(parse_request(await read_json(request)), key)
+    submission = parse_request(await read_json(request))
+    if submission.webhook_url is not None:
+        if not ctx.settings.webhook_secret:
+            raise InvalidParameter(
+                "webhook_url needs the account secret: set WEBHOOK_SECRET (whsec_…) on the server, "
+                "or register a subscription (POST /subscriptions)"
+            )
+        await checked_url(ctx, submission.webhook_url, "webhook_url")
+    submitted = await ctx.submitter.submit(submission, key)
     record = await ctx.tasks.get_task(submitted.task_id)
     if record is None:  # only if Redis lost it between two calls
         raise UnknownTask(f"task {submitted.task_id!r} was created upstream but is not in Redis")

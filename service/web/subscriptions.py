@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse, Response
 from service.core.task_events import TYPES
 from service.core.times import iso
 from service.core.webhooks import SECRET_BYTES, fan_out, new_secret
-from service.errors import HostUnresolved, InvalidParameter, UnknownDelivery, UnknownSubscription, UnsafeURL
+from service.errors import InvalidParameter, UnknownDelivery, UnknownSubscription, UnsafeURL
 from service.store.events import EventLog
 from service.store.webhooks import WebhookStore, subscription_of
 from service.web.bodies import read_json
@@ -65,15 +65,14 @@ def view(fields: dict[str, str], secret_shown: bool = False) -> dict[str, Any]:
     return shown
 
 
-async def checked_url(ctx: Context, raw: Any) -> str:
+async def checked_url(ctx: Context, raw: Any, name: str = "url") -> str:
+    """A subscriber URL the policy lets deliveries reach; raises InvalidParameter with the reason."""
     if not isinstance(raw, str) or not raw or len(raw) > MAX_URL_CHARS:
-        raise InvalidParameter(f"url must be an http(s) URL of at most {MAX_URL_CHARS} characters")
+        raise InvalidParameter(f"{name} must be an http(s) URL of at most {MAX_URL_CHARS} characters")
     try:
         await asyncio.to_thread(ctx.settings.webhook_policy.check, raw, ctx.resolve)
-    except HostUnresolved as exc:
-        raise InvalidParameter(f"url refused: {exc.message}") from None
-    except UnsafeURL as exc:
-        raise InvalidParameter(f"url refused: {exc.message}") from None
+    except UnsafeURL as exc:  # HostUnresolved too: a subscriber must resolve when registered
+        raise InvalidParameter(f"{name} refused: {exc.message}") from None
     return raw
 
 

@@ -479,3 +479,40 @@ def test_a_deliverer_killed_mid_delivery_leaves_the_event_to_the_next_one(
     ids = {r.headers["webhook-id"] for r in subscribers.of("killed")}
     assert len(ids) == 1 and len(subscribers.arrived) == 2  # sent again, under the same id
     assert second.returncode == 0, "it stopped when asked"
+
+
+def test_a_task_submitted_with_its_own_webhook_url_gets_its_events_signed_with_the_account_secret(
+    tapedeck: TapedeckFactory, subscribers: Subscribers, redis_url: str
+) -> None:
+    from sandbox.config import SandboxConfig
+    from sandbox.server import SandboxServer
+    from service.core.webhooks import new_secret
+
+    account = new_secret(bytes(range(32)))
+    lyrics = {"kind": "lyrics", "params": {"prompt": "home"}}
+    with SandboxServer(SandboxConfig(port=0, speed=1000, seed=5)) as sandbox:
+        upstream = {"KIE_API_BASE": sandbox.url, "KIE_API_KEY": "sandbox-key", **LOCAL}
+        with tapedeck(**upstream) as client:  # no WEBHOOK_SECRET: refused, nothing created
+            refused = client.post("/tasks", json=lyrics | {"webhook_url": f"{subscribers.url}/hook/own"})
+            assert refused.status_code == 422 and "WEBHOOK_SECRET" in refused.json()["message"]
+        with tapedeck(**upstream, WEBHOOK_SECRET=account) as client:
+            unsafe = client.post("/tasks", json=lyrics | {"webhook_url": "http://169.254.169.254/x"})
+            assert unsafe.status_code == 422 and "metadata address" in unsafe.json()["message"]
+            own = client.post("/tasks", json=lyrics | {"webhook_url": f"{subscribers.url}/hook/own"}).json()
+            other = client.post("/tasks", json=lyrics).json()
+            for task in (own, other):
+                deadline = time.monotonic() + 20
+                while client.get(f"/tasks/{task['task_id']}").json()["status"] != "complete":
+                    assert time.monotonic() < deadline
+                    time.sleep(0.05)
+            assert client.get("/subscriptions").json()["subscriptions"] == []  # not a listed subscription
+
+            def told() -> bool:
+                return "task.completed" in [r.payload["type"] for r in subscribers.of("own")]
+
+            drive(redis_url, told, WEBHOOK_SECRET=account)
+    got = subscribers.of("own")
+    assert {r.payload["data"]["task_id"] for r in got} == {own["task_id"]}
+    assert {"task.submitted", "task.completed"} <= {r.payload["type"] for r in got}
+    for received in got:
+        standardwebhooks.Webhook(account).verify(received.body, received.headers)
