@@ -25,7 +25,7 @@ from typing import Any, Final
 import httpx
 
 from service.core.retry import parse_retry_after
-from service.core.task_events import body, event_id, render
+from service.core.task_events import body, event_id, expiry_warning, render
 from service.core.times import to_ms
 from service.core.url_policy import Policy, Resolver
 from service.core.webhooks import (
@@ -52,6 +52,8 @@ IDLE_WAIT_S: Final = 0.1
 # send has been recorded, or its process is gone.
 LEASE_GRACE_S: Final = 5.0
 BUSY_RETRY_MS: Final = 250  # a queue whose subscription is at its limit is looked at again then
+EXPIRY_SWEEP_S: Final = 60.0  # files at risk are looked for this often
+EXPIRY_SWEEP_LIMIT: Final = 10_000  # unfinished files looked at per sweep
 USER_AGENT: Final = "Tapedeck-Webhooks/1.0"
 
 
@@ -67,6 +69,7 @@ class Deliverer:
     rng: random.Random = field(default_factory=random.Random)
     in_flight: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
     per_subscription: Counter[str] = field(default_factory=Counter)
+    swept_at: float = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Fans out and delivers until `stop` is set, then lets the sends in flight finish."""
@@ -90,7 +93,24 @@ class Deliverer:
 
     async def step(self) -> int:
         """One round: new events fanned out, due queues started. How much it did (0: idle)."""
+        if self.clock() - self.swept_at >= EXPIRY_SWEEP_S:
+            self.swept_at = self.clock()
+            await self.warn_expiring()
         return await self.fan_out() + await self.start_due()
+
+    async def warn_expiring(self) -> int:
+        """Appends task.files_expiring for tasks whose files are not all stored 72 h and again
+        24 h before the upstream deletes them. How many it told."""
+        now_s = self.clock()
+        told = 0
+        for task_id, created_ms in (await self.webhooks.unstored_tasks(EXPIRY_SWEEP_LIMIT)).items():
+            expires_at_s = created_ms / 1000 + self.settings.artifact_ttl_s
+            window = expiry_warning(expires_at_s, now_s)
+            if window and await self.webhooks.tell_expiring(
+                task_id, to_ms(now_s), window, to_ms(expires_at_s)
+            ):
+                told += 1
+        return told
 
     async def fan_out(self) -> int:
         entries = await self.events.after(await self.webhooks.cursor(), FAN_OUT_BATCH)

@@ -43,7 +43,7 @@ TYPES: Final = (
 SUBSCRIPTION_TYPES: Final = ("subscription.disabled",)
 FEED_TYPES: Final = TYPES + SUBSCRIPTION_TYPES
 # Fields of a file that a consumer may see; the upstream's URL is not one (Tapedeck's outlives it).
-FILE_FIELDS: Final = ("name", "kind", "track_id", "sha256", "bytes", "content_type")
+FILE_FIELDS: Final = ("name", "kind", "track_id", "state", "sha256", "bytes", "content_type")
 
 
 def event_id(stream_id: str) -> str:
@@ -101,6 +101,8 @@ def render(
     }
     if entry.get("reason"):
         data["reason"] = entry["reason"]
+    if entry.get("expires_at"):
+        data["expires_at"] = iso(entry["expires_at"])
     if entry.get("subscription_id"):
         data["subscription_id"] = entry["subscription_id"]
     return {"type": entry.get("type", ""), "timestamp": iso(entry.get("at")), "data": data}
@@ -114,6 +116,8 @@ def body(payload: Mapping[str, Any]) -> bytes:
 def _file(record: Any, task_id: str, base_url: str) -> dict[str, Any]:
     record = record if isinstance(record, dict) else {}
     shown = {name: record.get(name) for name in FILE_FIELDS}
+    if record.get("last_error"):  # why a file failed, or why it is still waiting
+        shown["last_error"] = record["last_error"]
     name = str(record.get("name", ""))
     shown["url"] = f"{base_url}/tasks/{quote(task_id, safe='')}/files/{quote(name, safe='')}"
     return shown
@@ -127,3 +131,17 @@ def _json_list(value: str | None) -> list[Any]:
     except ValueError:
         return []
     return found if isinstance(found, list) else []
+
+
+# task.files_expiring is told once per warning, this long before the upstream deletes the files.
+EXPIRY_WARNINGS: Final = (("72h", 72 * 3600.0), ("24h", 24 * 3600.0))
+
+
+def expiry_warning(expires_at_s: float, now_s: float) -> str | None:
+    """The latest warning due for files the upstream deletes at `expires_at_s` (None: none yet,
+    or too late for any)."""
+    left = expires_at_s - now_s
+    if left <= 0:
+        return None
+    due = [name for name, before in EXPIRY_WARNINGS if left <= before]
+    return due[-1] if due else None

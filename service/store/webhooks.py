@@ -149,6 +149,31 @@ class WebhookStore:
     async def idle(self, subscription_id: str, task_id: str, now_ms: int) -> None:
         await self._queue("idle", subscription_id, task_id, now_ms)
 
+    # Files at risk
+
+    async def unstored_tasks(self, limit: int) -> dict[str, int]:
+        """Tasks with a file not yet settled, and when each was created (epoch ms)."""
+        members = cast(list[str], await self.client.zrange(self.keys.downloads_due(), 0, limit - 1))
+        task_ids = sorted({m.split(" ", 1)[0] for m in members if " " in m})
+        if not task_ids:
+            return {}
+        async with self.client.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.hget(self.keys.task(task_id), "created_at")
+            created = await pipe.execute()
+        return {t: int(c) for t, c in zip(task_ids, created, strict=True) if c and str(c).isdigit()}
+
+    async def tell_expiring(self, task_id: str, now_ms: int, window: str, expires_at_ms: int) -> bool:
+        args = scripts.EXPIRING.encode(
+            prefix=self.keys.prefix,
+            task_id=task_id,
+            now=now_ms,
+            window=window,
+            expires_at=expires_at_ms,
+            events_max=self.events_max,
+        )
+        return bool(int(await scripts.call(self.client, scripts.EXPIRING, args)))
+
     # Deliveries
 
     async def delivery(self, delivery_id: str) -> dict[str, str] | None:

@@ -137,3 +137,13 @@ def test_which_subscription_hears_of_which_event(
     subscription: Subscription, event_type: str, metadata: dict[str, Any] | None, wanted: bool
 ) -> None:
     assert subscription.wants(event_type, metadata) is wanted
+
+
+@pytest.mark.parametrize(
+    ("left_h", "warning"),
+    [(100, None), (72.01, None), (72, "72h"), (30, "72h"), (24, "24h"), (1, "24h"), (0, None), (-5, None)],
+)
+def test_which_expiry_warning_is_due(left_h: float, warning: str | None) -> None:
+    from service.core.task_events import expiry_warning
+
+    assert expiry_warning(1_000_000 + left_h * 3600, 1_000_000) == warning

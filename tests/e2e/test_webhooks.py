@@ -516,3 +516,26 @@ def test_a_task_submitted_with_its_own_webhook_url_gets_its_events_signed_with_t
     assert {"task.submitted", "task.completed"} <= {r.payload["type"] for r in got}
     for received in got:
         standardwebhooks.Webhook(account).verify(received.body, received.headers)
+
+
+def test_files_not_stored_are_told_expiring_72_and_24_hours_before_the_upstream_deletes_them(
+    tapedeck_local: TapedeckFactory, subscribers: Subscribers, redis_url: str
+) -> None:
+    with tapedeck_local(**LOCAL) as client:
+        subscribe(client, f"{subscribers.url}/hook/risk", events=["task.files_expiring"])
+        client.post("/callbacks/kie", json=music("complete", "t1"))  # files queued, never stored here
+        made = time.time()
+        ttl = 14 * 86_400
+
+        def warnings() -> list[dict[str, Any]]:
+            return [r.payload for r in subscribers.of("risk")]
+
+        drive(redis_url, lambda: len(warnings()) == 1, Clock(made + ttl - 71 * 3600))
+        drive(redis_url, lambda: True, Clock(made + ttl - 70 * 3600))  # the 72 h warning is told once
+        time.sleep(0.3)
+        drive(redis_url, lambda: len(warnings()) == 2, Clock(made + ttl - 23 * 3600))
+    first, second = warnings()
+    assert [w["data"]["reason"][:3] for w in (first, second)] == ["72h", "24h"]
+    assert first["data"]["expires_at"] == second["data"]["expires_at"]
+    assert sorted(f["name"] for f in first["data"]["files"]) == ["audio-trk-1", "audio-trk-2"]
+    assert all(f["state"] == "waiting" for f in first["data"]["files"])
