@@ -128,7 +128,10 @@ def test_a_dropped_complete_is_found_by_a_poll_after_its_deadline(
     ):
         task_id = submit(client)
         (task,) = poll_env.work_until(client, [task_id], finished)
+        events = client.get("/events", params={"task_id": task_id}).json()["events"]
     assert (task["stages"]["first"]["source"], task["stages"]["complete"]["source"]) == ("callback", "poll")
+    told = {e["type"]: e["data"]["source"] for e in events}
+    assert (told["task.first"], told["task.completed"]) == ("callback", "poll")  # the same event, by poll
 
 
 def test_a_first_that_never_comes_does_not_hold_back_complete(
@@ -177,8 +180,16 @@ def test_a_task_is_given_up_as_lost_and_a_late_answer_still_completes_it(
         assert lost["lost"]["reason"] and lost["polling"]["last_answer"]["code"] == 422
         assert client.get("/tasks?status=lost").json()["tasks"][0]["task_id"] == task_id
         (task,) = poll_env.work_until(client, [task_id], finished)
+        events = client.get("/events", params={"task_id": task_id}).json()["events"]
     stages = [h["stage"] for h in task["history"] if h["outcome"] == "applied"]
     assert stages == ["submit", "lost", "complete"]
+    told = [(e["type"], e["data"]["source"], e["data"]["status"]) for e in events]
+    assert told[:4] == [
+        ("task.submitted", "submit", "pending"),
+        ("task.lost", "poll", "lost"),
+        ("task.revived", "poll", "complete"),
+        ("task.completed", "poll", "complete"),
+    ]
 
 
 def text_callback(task_id: str) -> dict[str, Any]:

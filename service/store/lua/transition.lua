@@ -145,7 +145,13 @@ local function apply(e)
     if e.result ~= '' then redis.call('HSET', task_key, 'result', e.result) end
     local tracks = {}
     for i = e.tracks_from + 1, e.artifacts_from - 1, 2 do tracks[#tracks + 1] = ARGV[i] end
-    local told = {'type', status == 'lost' and 'task.revived' or STAGE_TYPES[stage], 'at', now,
+    if status == 'lost' then
+      -- Revived, and the stage it reached told as itself too: a subscriber of task.completed alone
+      -- must hear of a task that completed after it was given up.
+      append_event(task_key, task_id, {'type', 'task.revived', 'at', now, 'source', e.source,
+        'status', new_status}, A.events_max)
+    end
+    local told = {'type', STAGE_TYPES[stage], 'at', now,
       'source', e.source, 'status', new_status, 'tracks', json_array(tracks), 'files', json_array(added)}
     if stage == 'error' then
       told[#told + 1] = 'error_code'
