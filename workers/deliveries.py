@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import random
 import signal
@@ -21,13 +22,14 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import httpx
 
 from service.core.retry import parse_retry_after
 from service.core.task_events import body, event_id, expiry_warning, render
 from service.core.times import to_ms
-from service.core.url_policy import Policy, Resolver
+from service.core.url_policy import Policy, Resolver, Target
 from service.core.webhooks import (
     RESPONSE_HEAD_BYTES,
     fan_out,
@@ -52,6 +54,7 @@ IDLE_WAIT_S: Final = 0.1
 # send has been recorded, or its process is gone.
 LEASE_GRACE_S: Final = 5.0
 BUSY_RETRY_MS: Final = 250  # a queue whose subscription is at its limit is looked at again then
+METADATA_CACHE_SIZE: Final = 10_000
 EXPIRY_SWEEP_S: Final = 60.0  # files at risk are looked for this often
 EXPIRY_SWEEP_LIMIT: Final = 10_000  # unfinished files looked at per sweep
 USER_AGENT: Final = "Tapedeck-Webhooks/1.0"
@@ -70,6 +73,8 @@ class Deliverer:
     in_flight: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
     per_subscription: Counter[str] = field(default_factory=Counter)
     swept_at: float = 0.0
+    finished: asyncio.Event = field(default_factory=asyncio.Event)  # a send has just ended
+    metadata_cache: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Fans out and delivers until `stop` is set, then lets the sends in flight finish."""
@@ -83,8 +88,11 @@ class Deliverer:
                 busy = 0
                 await asyncio.sleep(1.0)
             if not busy:
+                # Until a send finishes (its queue may have a next delivery, and its slot is free)
+                # or a little while passes (new events, due retries).
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), IDLE_WAIT_S)
+                    await asyncio.wait_for(self.finished.wait(), IDLE_WAIT_S)
+                self.finished.clear()
         await self.drain()
 
     async def drain(self) -> None:
@@ -151,27 +159,22 @@ class Deliverer:
         finally:
             self.in_flight.pop((subscription_id, task_id), None)
             self.per_subscription[subscription_id] -= 1
+            self.finished.set()
 
     async def deliver(self, subscription_id: str, task_id: str) -> str:
         """Sends the head of one queue once and records what happened; its new state."""
         now_ms = self._now_ms()
-        head = await self.webhooks.head(subscription_id, task_id)
-        fields = await self.webhooks.get(subscription_id)
-        if head is None or fields is None or fields.get("enabled") != "1":
+        fields, delivery, entry = await self.webhooks.next_send(subscription_id, task_id)
+        if delivery is None or fields is None or fields.get("enabled") != "1":
             await self.webhooks.idle(subscription_id, task_id, now_ms)
             return "idle"
-        delivery = await self.webhooks.delivery(head)
-        if delivery is None:
-            await self.webhooks.idle(subscription_id, task_id, now_ms)
-            return "missing"
-        entry = await self.events.entry(delivery["entry"])
         if entry is None:
             attempt = {"at": now_ms, "error": "the event is no longer in the event log"}
             return await self.webhooks.record(delivery, now_ms, attempt, "failed", 0, self._disable_after_ms)
-        metadata = await self.events.metadata([entry.fields.get("submission_id", "")])
-        payload = render(entry.id, entry.fields, self.settings.public_base_url,
-                         metadata.get(entry.fields.get("submission_id", "")))  # fmt: skip
-        attempt, status, retry_after, timed_out = await self._send(fields, event_id(entry.id), body(payload))
+        entry_id, entry_fields = entry
+        payload = render(entry_id, entry_fields, self.settings.public_base_url,
+                         await self._metadata(entry_fields.get("submission_id", "")))  # fmt: skip
+        attempt, status, retry_after, timed_out = await self._send(fields, event_id(entry_id), body(payload))
         verdict: str = judge(status)
         next_at = 0
         if verdict == "retry":
@@ -186,6 +189,25 @@ class Deliverer:
         log.info("delivery %s to %s: %s (%s)", delivery["id"], subscription_id, state, attempt.get("status"))
         return state
 
+    async def _metadata(self, submission_id: str) -> dict[str, Any] | None:
+        """A submission's metadata; kept here, since it never changes once submitted."""
+        if not submission_id:
+            return None
+        if submission_id not in self.metadata_cache:
+            if len(self.metadata_cache) >= METADATA_CACHE_SIZE:
+                self.metadata_cache.clear()
+            found = await self.events.metadata([submission_id])
+            self.metadata_cache[submission_id] = found.get(submission_id, {})
+        return self.metadata_cache[submission_id]
+
+    async def _check(self, url: str) -> Target:
+        """The policy's check; DNS runs in a thread (it blocks), an address literal needs none."""
+        try:
+            ipaddress.ip_address(urlsplit(url).hostname or "")
+        except ValueError:  # a name (or no URL at all: the policy says why)
+            return await asyncio.to_thread(self.policy.check, url, self.resolve)
+        return self.policy.check(url, self.resolve)
+
     async def _send(
         self, subscription: dict[str, str], msg_id: str, content: bytes
     ) -> tuple[dict[str, Any], int | None, float | None, bool]:
@@ -193,7 +215,7 @@ class Deliverer:
         now_s = int(self.clock())
         attempt: dict[str, Any] = {"at": to_ms(self.clock())}
         try:
-            target = await asyncio.to_thread(self.policy.check, subscription.get("url", ""), self.resolve)
+            target = await self._check(subscription.get("url", ""))
         except UnsafeURL as exc:  # a DNS answer may have changed since registration
             return attempt | {"error": exc.message}, None, None, False
         if subscription.get("kind") == "task":  # a task's own webhook_url: the account secret

@@ -114,10 +114,24 @@ class WebhookStore:
         members = cast(list[str], await scripts.call(self.client, scripts.TAKE_DUE, args))
         return [cast(tuple[str, str], tuple(m.split(" ", 1))) for m in members if " " in m]
 
-    async def head(self, subscription_id: str, task_id: str) -> str | None:
-        return cast(
-            str | None, await self.client.lindex(self.keys.delivery_queue(subscription_id, task_id), 0)
-        )
+    async def next_send(
+        self, subscription_id: str, task_id: str
+    ) -> tuple[dict[str, str] | None, dict[str, str] | None, tuple[str, dict[str, str]] | None]:
+        """What sending a queue's head needs, in two round trips: the subscription, the head
+        delivery and its event-log entry (None for what is not there)."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.lindex(self.keys.delivery_queue(subscription_id, task_id), 0)
+            pipe.hgetall(self.keys.webhook(subscription_id))
+            head, subscription = await pipe.execute()
+        if not head:
+            return subscription or None, None, None
+        entry_id = str(head).removeprefix(f"dlv_{subscription_id}_")
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.delivery(head))
+            pipe.xrange(self.keys.events(), min=entry_id, max=entry_id)
+            delivery, entries = await pipe.execute()
+        entry = (entries[0][0], entries[0][1]) if entries else None
+        return subscription or None, delivery or None, entry
 
     async def retry_now(self, delivery_id: str, now_ms: int) -> str | None:
         """Sends a delivery again now: a settled one goes back to the head of its queue. Its new
