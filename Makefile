@@ -35,7 +35,7 @@ bench-tools:
 		(apt-get update -qq && apt-get install -y -qq wrk curl time)
 
 bench: $(STAMP) bench-tools
-	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/ingest.py --with-deliveries
 	$(BIN)/python bench/download.py
 	$(BIN)/python bench/webhooks.py
 

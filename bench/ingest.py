@@ -5,7 +5,10 @@ that only parses the same JSON, each under uvicorn (1 worker, uvloop, httptools)
 both with the same realistic traffic (callbacks/lua: text, first, complete per task, ~10 %
 duplicates, ~2 KB bodies). Rounds alternate between the two; medians are printed.
 
-    python bench/ingest.py [--rounds 3] [--seconds 10] [--connections 16]
+    python bench/ingest.py [--rounds 3] [--seconds 10] [--connections 16] [--with-deliveries]
+
+With --with-deliveries a third variant runs Tapedeck with `tapedeck deliver` sending every
+event to a bare local receiver (bench/receiver_app.py) at the same time.
 
 Target (issue #2): ingest >= 0.30 x the bare endpoint's req/s, p99 <= 10 ms at 16 connections.
 """
@@ -95,6 +98,11 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers, the same for both apps")
+    parser.add_argument(
+        "--with-deliveries",
+        action="store_true",
+        help="also measure ingest while `tapedeck deliver` sends every event to a local receiver",
+    )
     options = parser.parse_args()
     if not shutil.which("wrk"):
         print("bench/ingest.py needs wrk: apt-get install wrk", file=sys.stderr)
@@ -102,20 +110,48 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp, RedisServer(Path(tmp), appendonly=True) as server:
         env = dict(os.environ, REDIS_URL=server.url, PYTHONPATH=str(HERE.parent))
         results: dict[str, list[Run]] = {"bare": [], "ingest": []}
-        for _ in range(options.rounds):
-            for name, app, factory in (
-                ("bare", "bare_app:app", False),
-                ("ingest", "service.web.app:app_from_env", True),
-            ):
-                process, url = start_uvicorn(app, env, factory, options.workers)
-                try:
-                    wrk(url, 2, options.connections)  # warm-up
-                    results[name].append(wrk(url, options.seconds, options.connections))
-                finally:
-                    process.terminate()
-                    process.wait()
+        variants = [("bare", "bare_app:app", False), ("ingest", "service.web.app:app_from_env", True)]
+        receiver: subprocess.Popen[bytes] | None = None
+        if options.with_deliveries:
+            results["ingest+deliveries"] = []
+            variants.append(("ingest+deliveries", "service.web.app:app_from_env", True))
+            receiver, receiver_url = start_uvicorn("receiver_app:app", env)
+            subscribe(server.url, f"{receiver_url}/hook")
+        try:
+            for _ in range(options.rounds):
+                for name, app, factory in variants:
+                    process, url = start_uvicorn(app, env, factory, options.workers)
+                    deliverer = start_deliverer(env) if name == "ingest+deliveries" else None
+                    try:
+                        wrk(url, 2, options.connections)  # warm-up
+                        results[name].append(wrk(url, options.seconds, options.connections))
+                    finally:
+                        for child in (process, deliverer):
+                            if child is not None:
+                                child.terminate()
+                                child.wait()
+        finally:
+            if receiver is not None:
+                receiver.terminate()
+                receiver.wait()
         stored = redis.Redis.from_url(server.url).zcard("td:index:all")
     report(results, options, int(stored))
+    return 0
+
+
+def subscribe(redis_url: str, url: str) -> None:
+    """One subscription wanting every event (the receiver verifies nothing, so any secret does)."""
+    client = redis.Redis.from_url(redis_url)
+    fields = {"id": "ep_bench", "url": url, "enabled": "1", "secret": "whsec_" + "A" * 44, "created_at": "0"}
+    client.hset("td:wh:sub:ep_bench", mapping=fields)  # type: ignore[arg-type]
+    client.zadd("td:wh:subs", {"ep_bench": 0})
+    client.close()
+
+
+def start_deliverer(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    deliver_env = env | {"WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8"}
+    command = [sys.executable, "-m", "service.cli.main", "deliver"]
+    return subprocess.Popen(command, env=deliver_env, cwd=HERE.parent, stderr=subprocess.DEVNULL)
     return 0
 
 
@@ -126,14 +162,17 @@ def report(results: dict[str, list[Run]], options: argparse.Namespace, stored: i
     rounds = f"{options.rounds} rounds of {options.seconds}s"
     workers = f"{options.workers} uvicorn worker(s)"
     print(f"callback ingest, {options.connections} connections, {workers}, {rounds} (medians)")
-    print(f"{'':8} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
-    for name in ("bare", "ingest"):
+    print(f"{'':18} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+    for name in results:
         errors = sum(r.errors for r in results[name])
         rps, p50, p99 = median(name, "rps"), median(name, "p50_ms"), median(name, "p99_ms")
-        print(f"{name:8} {rps:>10.0f} {p50:>8.2f} {p99:>8.2f} {errors:>8}")
+        print(f"{name:18} {rps:>10.0f} {p50:>8.2f} {p99:>8.2f} {errors:>8}")
     ratio = median("ingest", "rps") / median("bare", "rps")
     p99 = median("ingest", "p99_ms")
     print(f"ratio ingest/bare req/s: {ratio:.2f} (target >= 0.30); ingest p99 {p99:.2f} ms (target <= 10 ms)")
+    if "ingest+deliveries" in results:
+        with_them = median("ingest+deliveries", "rps") / median("ingest", "rps")
+        print(f"ingest while delivering / ingest alone: {with_them:.2f} (target >= 0.90)")
     print(f"tasks stored in Redis: {stored}")
 
 
