@@ -16,7 +16,7 @@ TapedeckError                     500
 │   ├── UnknownRawEntry
 │   ├── UnknownSubscription
 │   └── UnknownDelivery
-├── Conflict                      409   an Idempotency-Key still in flight
+├── Conflict                      409   an Idempotency-Key in flight; a disabled subscription
 ├── PayloadTooLarge               413
 ├── RangeNotSatisfiable           416   a Range past the end of a stored file
 ├── Unprocessable                 422

@@ -75,6 +75,7 @@ class Deliverer:
     swept_at: float = 0.0
     finished: asyncio.Event = field(default_factory=asyncio.Event)  # a send has just ended
     metadata_cache: dict[str, dict[str, Any]] = field(default_factory=dict)
+    again: set[tuple[str, str]] = field(default_factory=set)  # taken while their send ran
 
     async def run(self, stop: asyncio.Event) -> None:
         """Fans out and delivers until `stop` is set, then lets the sends in flight finish."""
@@ -138,17 +139,22 @@ class Deliverer:
             return 0
         lease_ms = to_ms(self.settings.webhook_timeout_s + LEASE_GRACE_S)
         due = await self.webhooks.take_due(self._now_ms(), free, lease_ms)
-        started = 0
+        started, busy = 0, []
         for subscription_id, task_id in due:
             if (subscription_id, task_id) in self.in_flight:
-                continue  # its send is still running here; recording it sets the next due time
+                # Its send is still running here; the queue may have a next delivery made due by
+                # that send's record, so it is looked at again as soon as the send ends.
+                self.again.add((subscription_id, task_id))
+                continue
             if self.per_subscription[subscription_id] >= self.settings.webhook_per_subscription:
-                await self.webhooks.defer(subscription_id, task_id, self._now_ms() + BUSY_RETRY_MS)
+                busy.append((subscription_id, task_id))
                 continue
             self.per_subscription[subscription_id] += 1
             task = asyncio.create_task(self._deliver_guarded(subscription_id, task_id))
             self.in_flight[subscription_id, task_id] = task
             started += 1
+        if busy:  # one round trip for all of them, however many a saturated subscription has
+            await self.webhooks.defer_all(busy, self._now_ms() + BUSY_RETRY_MS)
         return started
 
     async def _deliver_guarded(self, subscription_id: str, task_id: str) -> None:
@@ -159,6 +165,10 @@ class Deliverer:
         finally:
             self.in_flight.pop((subscription_id, task_id), None)
             self.per_subscription[subscription_id] -= 1
+            if (subscription_id, task_id) in self.again:
+                self.again.discard((subscription_id, task_id))
+                with contextlib.suppress(Exception):  # else its lease brings it back
+                    await self.webhooks.defer_all([(subscription_id, task_id)], self._now_ms())
             self.finished.set()
 
     async def deliver(self, subscription_id: str, task_id: str) -> str:
@@ -178,7 +188,8 @@ class Deliverer:
         verdict: str = judge(status)
         next_at = 0
         if verdict == "retry":
-            tries = int(delivery.get("attempts") or 0) + 1
+            # Tries since it was last queued: a replay or a manual retry starts the schedule anew.
+            tries = int(delivery.get("round_attempts") or delivery.get("attempts") or 0) + 1
             delay = next_delay(tries, self.rng, status, retry_after, timed_out)
             if delay is None:
                 verdict = "failed"
@@ -186,7 +197,10 @@ class Deliverer:
                 next_at = self._now_ms() + to_ms(delay)
         state = await self.webhooks.record(delivery, self._now_ms(), attempt, verdict, next_at,
                                            self._disable_after_ms)  # fmt: skip
-        log.info("delivery %s to %s: %s (%s)", delivery["id"], subscription_id, state, attempt.get("status"))
+        if log.isEnabledFor(logging.DEBUG):  # every attempt is in Redis; a line each is for debugging
+            log.debug(
+                "delivery %s to %s: %s (%s)", delivery["id"], subscription_id, state, attempt.get("status")
+            )
         return state
 
     async def _metadata(self, submission_id: str) -> dict[str, Any] | None:
@@ -215,9 +229,13 @@ class Deliverer:
         now_s = int(self.clock())
         attempt: dict[str, Any] = {"at": to_ms(self.clock())}
         try:
-            target = await self._check(subscription.get("url", ""))
+            # Inside the attempt's time: a resolver that hangs is a timeout like any other.
+            async with asyncio.timeout(self.settings.webhook_timeout_s):
+                target = await self._check(subscription.get("url", ""))
         except UnsafeURL as exc:  # a DNS answer may have changed since registration
             return attempt | {"error": exc.message}, None, None, False
+        except TimeoutError:
+            return attempt | {"error": "timed out resolving the host"}, None, None, True
         if subscription.get("kind") == "task":  # a task's own webhook_url: the account secret
             if not self.settings.webhook_secret:
                 return (

@@ -156,9 +156,11 @@ class WebhookStore:
         )
         return str(await scripts.call(self.client, scripts.DELIVERY, args))
 
-    async def defer(self, subscription_id: str, task_id: str, at_ms: int) -> None:
-        """Puts a queue taken from the due list back for `at_ms` (its subscription is busy)."""
-        await self.client.zadd(self.keys.deliveries_due(), {f"{subscription_id} {task_id}": at_ms}, xx=True)
+    async def defer_all(self, queues: Sequence[tuple[str, str]], at_ms: int) -> None:
+        """Puts queues taken from the due list back for `at_ms` (their subscription is busy, or
+        their send just ended), in one call."""
+        members: dict[str, float] = {f"{sub} {task}": at_ms for sub, task in queues}
+        await self.client.zadd(self.keys.deliveries_due(), members, xx=True)
 
     async def idle(self, subscription_id: str, task_id: str, now_ms: int) -> None:
         await self._queue("idle", subscription_id, task_id, now_ms)

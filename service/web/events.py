@@ -92,9 +92,9 @@ async def stream_events(request: Request) -> StreamingResponse:
     resume = request.headers.get("last-event-id") or request.query_params.get("after")
     after = parse_cursor(resume, "Last-Event-ID") if resume else None
     # A blocking read holds its connection: each stream has a client of its own.
+    position = after or await EventLog(ctx.tasks.client, ctx.tasks.keys).last_id() or "0-0"
     client = connect(ctx.settings.redis_url)
     log = EventLog(client, ctx.tasks.keys)
-    position = after or await log.last_id() or "0-0"
 
     async def frames() -> AsyncIterator[bytes]:
         nonlocal position

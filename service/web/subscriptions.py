@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -24,7 +25,7 @@ from starlette.responses import JSONResponse, Response
 from service.core.task_events import TYPES
 from service.core.times import iso
 from service.core.webhooks import SECRET_BYTES, fan_out, new_secret
-from service.errors import InvalidParameter, UnknownDelivery, UnknownSubscription, UnsafeURL
+from service.errors import Conflict, InvalidParameter, UnknownDelivery, UnknownSubscription, UnsafeURL
 from service.store.events import EventLog
 from service.store.webhooks import WebhookStore, subscription_of
 from service.web.bodies import read_json
@@ -36,6 +37,9 @@ MAX_DESCRIPTION_CHARS: Final = 1000
 MAX_FILTER_BYTES: Final = 4096
 FIELDS: Final = frozenset({"url", "events", "description", "metadata_filter", "enabled"})
 DELIVERY_STATES: Final = ("pending", "retrying", "delivered", "failed")
+_SUBSCRIPTION_ID: Final = re.compile(r"ep_[0-9a-f]{24}")
+# A delivery of a subscription or of a task's own endpoint, of one event-log entry.
+_DELIVERY_ID: Final = re.compile(r"dlv_(?:ep_[0-9a-f]{24}|ept_[0-9a-f]{32})_\d{1,20}-\d{1,20}")
 
 
 def store(ctx: Context) -> WebhookStore:
@@ -150,10 +154,20 @@ async def list_subscriptions(request: Request) -> JSONResponse:
     return JSONResponse({"subscriptions": [view(s) for s in await store(ctx).all()]})
 
 
+def subscription_id_of(request: Request) -> str:
+    """The path's subscription id, if it can name one: a task's own endpoint (`ept_…`) is not
+    a subscription anyone may change or replay, and an id with a separator could reach another
+    key."""
+    subscription_id = str(request.path_params["subscription_id"])
+    if not _SUBSCRIPTION_ID.fullmatch(subscription_id):
+        raise UnknownSubscription(f"no subscription {subscription_id[:60]!r}")
+    return subscription_id
+
+
 async def found(ctx: Context, request: Request) -> dict[str, str]:
-    subscription_id = request.path_params["subscription_id"]
+    subscription_id = subscription_id_of(request)
     fields = await store(ctx).get(subscription_id)
-    if fields is None:
+    if fields is None or fields.get("kind") == "task":
         raise UnknownSubscription(f"no subscription {subscription_id!r}")
     return fields
 
@@ -184,9 +198,9 @@ async def update_subscription(request: Request) -> JSONResponse:
 
 async def delete_subscription(request: Request) -> Response:
     ctx = context(request, "write")
-    subscription_id = request.path_params["subscription_id"]
-    if not await store(ctx).delete(subscription_id):
-        raise UnknownSubscription(f"no subscription {subscription_id!r}")
+    subscription = await found(ctx, request)
+    if not await store(ctx).delete(subscription["id"]):
+        raise UnknownSubscription(f"no subscription {subscription['id']!r}")
     return Response(status_code=204)
 
 
@@ -251,8 +265,19 @@ async def task_deliveries(request: Request) -> JSONResponse:
 
 async def retry_delivery(request: Request) -> JSONResponse:
     ctx = context(request, "write")
-    delivery_id = request.path_params["delivery_id"]
+    delivery_id = str(request.path_params["delivery_id"])
+    if not _DELIVERY_ID.fullmatch(delivery_id):
+        raise UnknownDelivery(f"no delivery {delivery_id[:80]!r}")
     webhooks = store(ctx)
+    delivery = await webhooks.delivery(delivery_id)
+    if delivery is None:
+        raise UnknownDelivery(f"no delivery {delivery_id!r}")
+    subscription = await webhooks.get(delivery.get("subscription_id", ""))
+    if subscription is None or subscription.get("enabled") != "1":
+        raise Conflict(
+            "this delivery's subscription is disabled or deleted: enable it (PATCH enabled: true) "
+            "and the delivery is sent with the rest of its queue"
+        )
     if await webhooks.retry_now(delivery_id, int(ctx.clock() * 1000)) is None:
         raise UnknownDelivery(f"no delivery {delivery_id!r}")
     found = await webhooks.delivery(delivery_id)

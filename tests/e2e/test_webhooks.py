@@ -539,3 +539,68 @@ def test_files_not_stored_are_told_expiring_72_and_24_hours_before_the_upstream_
     assert first["data"]["expires_at"] == second["data"]["expires_at"]
     assert sorted(f["name"] for f in first["data"]["files"]) == ["audio-trk-1", "audio-trk-2"]
     assert all(f["state"] == "waiting" for f in first["data"]["files"])
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/subscriptions/ep_{hex}:queues"),
+        ("DELETE", "/subscriptions/ep_{hex}:deliveries"),
+        ("PATCH", "/subscriptions/ept_{hex32}"),
+        ("POST", "/subscriptions/ept_{hex32}/replay"),
+        ("POST", "/subscriptions/ept_{hex32}/rotate-secret"),
+        ("GET", "/subscriptions/nope"),
+        ("POST", "/deliveries/dlv_ep_{hex}_1-0:attempts/retry"),
+        ("POST", "/deliveries/nope/retry"),
+    ],
+)
+def test_ids_that_name_no_subscription_or_delivery_are_404(
+    tapedeck_local: TapedeckFactory, subscribers: Subscribers, redis_client: Any, method: str, path: str
+) -> None:
+    with tapedeck_local(**LOCAL) as client:
+        sub = subscribe(client, f"{subscribers.url}/hook/x")
+        hex24 = sub["id"].removeprefix("ep_")
+        endpoint = "ept_" + "a" * 32  # a task's own endpoint, as begin_submission makes it
+        redis_client.hset(Keys().webhook(endpoint), mapping={"id": endpoint, "kind": "task", "enabled": "1"})
+        url = path.format(hex=hex24, hex32="a" * 32)
+        response = client.request(method, url, json={"since": "2000-01-01T00:00:00Z"})
+        assert response.status_code == 404, response.text
+        assert client.get(f"/subscriptions/{sub['id']}").status_code == 200  # nothing else was touched
+
+
+def test_retrying_a_delivery_of_a_disabled_subscription_is_409_and_a_replay_restarts_the_schedule(
+    tapedeck_local: TapedeckFactory, subscribers: Subscribers, redis_url: str
+) -> None:
+    with tapedeck_local(**LOCAL) as client:
+        sub = subscribe(client, f"{subscribers.url}/hook/re")
+        client.post("/callbacks/kie", json=music("text", "t1"))
+        drive(redis_url, lambda: len(subscribers.of("re")) == 1)
+        (delivery,) = client.get("/tasks/t1/deliveries").json()["deliveries"]
+        client.patch(f"/subscriptions/{sub['id']}", json={"enabled": False})
+        refused = client.post(f"/deliveries/{delivery['id']}/retry")
+        assert refused.status_code == 409 and "enable it" in refused.json()["message"]
+        client.patch(f"/subscriptions/{sub['id']}", json={"enabled": True})
+        subscribers.answer("re", (500, {}, 0.0))
+        client.post(f"/subscriptions/{sub['id']}/replay", json={"since": "2000-01-01T00:00:00Z"})
+        clock = Clock()
+        drive(redis_url, lambda: len(subscribers.of("re")) == 2, clock)
+        (delivery,) = client.get("/tasks/t1/deliveries").json()["deliveries"]
+    waited = (delivery["next_attempt_at_ms"] - clock.now * 1000) / 1000
+    assert delivery["state"] == "retrying" and 3.9 <= waited <= 6.1  # the first step again: 5 s
+
+
+def test_a_deleted_subscriptions_waiting_deliveries_are_dropped(
+    tapedeck_local: TapedeckFactory, subscribers: Subscribers, redis_url: str, redis_client: Any
+) -> None:
+    subscribers.answer("bye", (500, {}, 0.0))
+    with tapedeck_local(**LOCAL) as client:
+        sub = subscribe(client, f"{subscribers.url}/hook/bye")
+        for stage in ("text", "complete"):
+            client.post("/callbacks/kie", json=music(stage, "t1"))
+        drive(redis_url, lambda: len(subscribers.of("bye")) == 1)
+        assert client.delete(f"/subscriptions/{sub['id']}").status_code == 204
+        drive(redis_url, lambda: True, Clock(time.time() + 60))
+        drive(redis_url, lambda: not redis_client.exists(Keys().delivery_queue(sub["id"], "t1")),
+              Clock(time.time() + 120))  # fmt: skip
+        assert client.get("/tasks/t1/deliveries").json()["deliveries"] == []
+    assert len(subscribers.of("bye")) == 1

@@ -154,3 +154,32 @@ def test_files_of_a_task_not_yet_final_are_not_told(redis_client: redis.Redis) -
     assert store.claim("t1", "audio-a", NOW, 60_000, "w").outcome == "claimed"
     assert store.finish("t1", "audio-a", NOW, "w#1", "stored")
     assert redis_client.xlen(KEYS.events()) == 0
+
+
+def test_files_stored_before_the_final_stage_are_told_when_it_comes(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """first brings the audio, the download stores it, complete names no new file."""
+    import asyncio
+
+    from service.core.events import Artifact, Event
+    from service.store.connection import connect
+    from service.store.tasks import TaskStore
+
+    audio = Artifact("audio-a", "audio", "https://f/a.mp3", "a")
+
+    async def stage(name: str, at: int) -> None:
+        client = connect(redis_url)
+        try:
+            event = Event("t1", "music", name, 200, "ok", artifacts=(audio,))  # type: ignore[arg-type]
+            await TaskStore(client, KEYS).apply_event(event, "callback", at)
+        finally:
+            await client.aclose()
+
+    asyncio.run(stage("first", 1))
+    store = ArtifactStore(redis_client, KEYS)
+    assert store.claim("t1", "audio-a", NOW, 60_000, "w").outcome == "claimed"
+    assert store.finish("t1", "audio-a", NOW, "w#1", "stored", sha256="ab")
+    asyncio.run(stage("complete", 2))
+    types = [fields["type"] for _id, fields in redis_client.xrange(KEYS.events())]  # type: ignore[union-attr, index]
+    assert types == ["task.first", "task.completed", "task.files_stored"]

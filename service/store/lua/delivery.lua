@@ -18,6 +18,16 @@ local queue = key_delivery_queue(prefix, sub .. ':' .. task)
 local due = key_deliveries_due(prefix)
 
 if A.mode == 'idle' then
+  if redis.call('EXISTS', sub_key) == 0 then
+    -- Deleted: its waiting deliveries of this task go with it (a queue at a time, as it is met).
+    for _, gone in ipairs(redis.call('LRANGE', queue, 0, -1)) do
+      redis.call('DEL', key_delivery(prefix, gone), key_delivery_attempts(prefix, gone))
+      redis.call('ZREM', key_task_deliveries(prefix, task), gone)
+    end
+    redis.call('DEL', queue)
+    redis.call('ZREM', due, member)
+    return 'idle'
+  end
   if redis.call('LLEN', queue) == 0 then
     redis.call('ZREM', due, member)
     redis.call('SREM', key_webhook_queues(prefix, sub), task)
@@ -46,13 +56,15 @@ if A.mode == 'retry' then
     redis.call('SADD', key_webhook_queues(prefix, sub), task)
     redis.call('HSET', delivery_key, 'state', 'pending', 'next_at', '')
   end
+  redis.call('HSET', delivery_key, 'round_attempts', 0)
   if redis.call('HGET', sub_key, 'enabled') == '1' then redis.call('ZADD', due, now, member) end
   return redis.call('HGET', delivery_key, 'state')
 end
 local attempts_key = key_delivery_attempts(prefix, id)
 redis.call('RPUSH', attempts_key, A.attempt)
 redis.call('LTRIM', attempts_key, -tonumber(A.attempts_kept), -1)
-local count = redis.call('HINCRBY', delivery_key, 'attempts', 1)
+redis.call('HINCRBY', delivery_key, 'attempts', 1)
+redis.call('HINCRBY', delivery_key, 'round_attempts', 1)
 if redis.call('LINDEX', queue, 0) ~= id then return redis.call('HGET', delivery_key, 'state') end
 
 local verdict = A.verdict
@@ -103,13 +115,19 @@ end
 -- Settled deliveries beyond the newest `deliveries_kept` of the subscription are forgotten.
 if state == 'delivered' or state == 'failed' then
   local listed = key_webhook_deliveries(prefix, sub)
-  if redis.call('ZCARD', listed) > tonumber(A.deliveries_kept) then
-    local oldest = redis.call('ZRANGE', listed, 0, 0)[1]
-    local settled = redis.call('HMGET', key_delivery(prefix, oldest), 'state', 'task_id')
-    if settled[1] == 'delivered' or settled[1] == 'failed' then
-      redis.call('ZREM', listed, oldest)
-      redis.call('ZREM', key_task_deliveries(prefix, settled[2] or ''), oldest)
-      redis.call('DEL', key_delivery(prefix, oldest), key_delivery_attempts(prefix, oldest))
+  local over = redis.call('ZCARD', listed) - tonumber(A.deliveries_kept)
+  if over > 0 then
+    -- A few of the oldest at a time, skipping any still waiting, so the list shrinks back even
+    -- past a long-disabled backlog.
+    for _, oldest in ipairs(redis.call('ZRANGE', listed, 0, math.min(over, 10) + 9)) do
+      local settled = redis.call('HMGET', key_delivery(prefix, oldest), 'state', 'task_id')
+      if settled[1] == 'delivered' or settled[1] == 'failed' or not settled[1] then
+        redis.call('ZREM', listed, oldest)
+        redis.call('ZREM', key_task_deliveries(prefix, settled[2] or ''), oldest)
+        redis.call('DEL', key_delivery(prefix, oldest), key_delivery_attempts(prefix, oldest))
+        over = over - 1
+        if over == 0 then break end
+      end
     end
   end
 end

@@ -21,7 +21,7 @@ for i = ARG_COUNT + 1, #ARGV - 2, 3 do
       redis.call('HSET', delivery_key, 'id', id, 'subscription_id', sub, 'task_id', task, 'entry', entry,
         'attempts', 0, 'created_at', now)
     end
-    redis.call('HSET', delivery_key, 'state', 'pending', 'next_at', '')
+    redis.call('HSET', delivery_key, 'state', 'pending', 'next_at', '', 'round_attempts', 0)
     redis.call('RPUSH', key_delivery_queue(prefix, sub .. ':' .. task), id)
     redis.call('SADD', key_webhook_queues(prefix, sub), task)
     redis.call('ZADD', key_webhook_deliveries(prefix, sub), now, id)

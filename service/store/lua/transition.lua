@@ -160,10 +160,11 @@ local function apply(e)
       told[#told + 1] = utf8_head(e.error ~= '' and e.error or e.msg, HISTORY_MSG_BYTES)
     end
     append_event(task_key, task_id, told, A.events_max)
-    -- A final stage that brings no new file may find the task's files already settled.
-    if TERMINAL[new_status] and #added == 0 then tell_archive(task_id, now, A.events_max) end
     redis.call('HSET', task_key, 'status', new_status, 'updated_at', now, 'last_event_at', now, 'poll_streak', 0,
       'last_event_id', e.event_id, 'last_reply', short_reply(reply))
+    -- A final stage that brings no new file may find the task's files already settled (read
+    -- after the status is written: the archive is told only of a final task).
+    if TERMINAL[new_status] and #added == 0 then tell_archive(task_id, now, A.events_max) end
     -- The next poll is due when this stage has had its time to move on; a finished task has none.
     if POLL_AFTER[new_status] then
       redis.call('ZADD', key_polls_due(prefix), now + POLL_AFTER[new_status], task_id)
