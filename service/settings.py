@@ -78,6 +78,7 @@ class Settings:
     webhook_disable_after_s: float = 5 * 86_400.0
     webhook_concurrency: int = 50
     webhook_per_subscription: int = 10
+    webhook_niceness: int = 10
 
     @property
     def poll_deadlines_ms(self) -> tuple[int, int, int]:
@@ -190,6 +191,15 @@ def _positive(kind: type[int] | type[float]) -> Cast:
     return cast
 
 
+def _niceness(variable: str, raw: str, default: Any) -> int:
+    """0 (as the parent) to 19 (only when nothing else wants the CPU)."""
+    if raw == "":
+        return int(default)
+    if not re.fullmatch(r"\d{1,2}", raw) or int(raw) > 19:
+        raise SettingsError(f"{variable} must be a whole number from 0 to 19, got {raw!r}")
+    return int(raw)
+
+
 WHAT: Final = {int: "a whole number", float: "a number"}
 _int, _float = _positive(int), _positive(float)
 
@@ -251,4 +261,5 @@ VARIABLES: Final[tuple[tuple[str, str, Cast], ...]] = (
     ("webhook_disable_after_s", "WEBHOOK_DISABLE_AFTER_S", _float),
     ("webhook_concurrency", "WEBHOOK_CONCURRENCY", _int),
     ("webhook_per_subscription", "WEBHOOK_PER_SUBSCRIPTION", _int),
+    ("webhook_niceness", "WEBHOOK_NICENESS", _niceness),
 )

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import random
 import signal
 import time
@@ -296,6 +297,11 @@ class Deliverer:
 
 def run(settings: Settings) -> int:
     """`tapedeck deliver`: delivers until SIGTERM or SIGINT, then finishes the sends in flight."""
+    if settings.webhook_niceness:
+        # Deliveries are background work: on a machine shared with the web process, the callback
+        # ack (which Kie times out) comes first, and deliveries lag instead (bench/ingest.py
+        # --with-deliveries measures the difference).
+        os.nice(settings.webhook_niceness)
     return asyncio.run(_serve(settings))
 
 
