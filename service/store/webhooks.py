@@ -117,21 +117,17 @@ class WebhookStore:
     async def next_send(
         self, subscription_id: str, task_id: str
     ) -> tuple[dict[str, str] | None, dict[str, str] | None, tuple[str, dict[str, str]] | None]:
-        """What sending a queue's head needs, in two round trips: the subscription, the head
-        delivery and its event-log entry (None for what is not there)."""
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.lindex(self.keys.delivery_queue(subscription_id, task_id), 0)
-            pipe.hgetall(self.keys.webhook(subscription_id))
-            head, subscription = await pipe.execute()
-        if not head:
-            return subscription or None, None, None
-        entry_id = str(head).removeprefix(f"dlv_{subscription_id}_")
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.hgetall(self.keys.delivery(head))
-            pipe.xrange(self.keys.events(), min=entry_id, max=entry_id)
-            delivery, entries = await pipe.execute()
-        entry = (entries[0][0], entries[0][1]) if entries else None
-        return subscription or None, delivery or None, entry
+        """What sending a queue's head needs, in one round trip (`lua/next_send.lua`): the
+        subscription, the head delivery and its event-log entry (None for what is not there)."""
+        args = scripts.NEXT_SEND.encode(
+            prefix=self.keys.prefix, subscription_id=subscription_id, task_id=task_id
+        )
+        subscription, delivery, entry_id, entry = await scripts.call(self.client, scripts.NEXT_SEND, args)
+        return (
+            _pairs(subscription) or None,
+            _pairs(delivery) or None,
+            (str(entry_id), _pairs(entry)) if entry_id else None,
+        )
 
     async def retry_now(self, delivery_id: str, now_ms: int) -> str | None:
         """Sends a delivery again now: a settled one goes back to the head of its queue. Its new
@@ -260,3 +256,8 @@ class WebhookStore:
             deliveries_kept=DELIVERIES_KEPT,
         )
         await scripts.call(self.client, scripts.DELIVERY, args)
+
+
+def _pairs(flat: list[str]) -> dict[str, str]:
+    """A hash (or stream entry) as Lua returns it, [field, value, ...], as a dict."""
+    return {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
