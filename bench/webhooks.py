@@ -137,6 +137,7 @@ def main() -> int:
                 "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
                 "WEBHOOK_CONCURRENCY": str(options.concurrency),
                 "WEBHOOK_PER_SUBSCRIPTION": str(options.concurrency),
+                "WEBHOOK_NICENESS": "0",  # the same priority as the baseline loop
             }
             cmd = [sys.executable, "-m", "service.cli.main", "deliver"]
             deliver = subprocess.Popen(cmd, env=deliver_env, cwd=HERE.parent)
