@@ -19,6 +19,7 @@ from service.store.keys import Keys
 
 ATTEMPTS_KEPT: Final = 20  # per delivery
 DELIVERIES_KEPT: Final = 10_000  # settled ones per subscription; older ones are forgotten
+FORGET_STEP: Final = 500  # deliveries of a deleted subscription forgotten per script call
 
 
 def subscription_of(fields: Mapping[str, str]) -> Subscription:
@@ -80,10 +81,16 @@ class WebhookStore:
         return bool(exists)
 
     async def delete(self, subscription_id: str) -> bool:
+        """Deletes a subscription and forgets its deliveries (in steps of FORGET_STEP)."""
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.delete(self.keys.webhook(subscription_id))
             pipe.zrem(self.keys.webhooks(), subscription_id)
             removed, _ = await pipe.execute()
+        args = scripts.FORGET.encode(
+            prefix=self.keys.prefix, subscription_id=subscription_id, count=FORGET_STEP
+        )
+        while int(await scripts.call(self.client, scripts.FORGET, args)):
+            pass
         return bool(removed)
 
     async def resume(self, subscription_id: str, now_ms: int) -> None:
