@@ -139,7 +139,9 @@ class Deliverer:
         if free <= 0:
             return 0
         lease_ms = to_ms(self.settings.webhook_timeout_s + LEASE_GRACE_S)
-        due = await self.webhooks.take_due(self._now_ms(), free, lease_ms)
+        limit = self.settings.webhook_per_subscription
+        busy_subscriptions = [sub for sub, sending in self.per_subscription.items() if sending >= limit]
+        due = await self.webhooks.take_due(self._now_ms(), free, lease_ms, busy_subscriptions)
         started, busy = 0, []
         for subscription_id, task_id in due:
             if (subscription_id, task_id) in self.in_flight:

@@ -153,6 +153,8 @@ TAKE_DUE: Final = Script("take_due", ("prefix", "list", "now", "limit", "until_m
 BUDGET: Final = Script("budget", ("prefix", "name", "mode", "limit", "window_ms", "slot", "pause_ms"))
 
 EXPIRING: Final = Script("expiring", ("prefix", "task_id", "now", "window", "expires_at", "events_max"))
+# The subscription ids to leave alone follow the named arguments.
+TAKE_DELIVERIES: Final = Script("take_deliveries", ("prefix", "now", "limit", "until_ms"))
 FORGET: Final = Script("forget", ("prefix", "subscription_id", "count"))
 NEXT_SEND: Final = Script("next_send", ("prefix", "subscription_id", "task_id"))
 MARK_SENT: Final = Script("mark_sent", ("prefix", "submission_id", "idempotency_key", "now"))

@@ -112,13 +112,15 @@ class WebhookStore:
             args += list(triple)
         return int(await scripts.call(self.client, scripts.FANOUT, args))
 
-    async def take_due(self, now_ms: int, limit: int, lease_ms: int) -> list[tuple[str, str]]:
+    async def take_due(
+        self, now_ms: int, limit: int, lease_ms: int, busy: Sequence[str] = ()
+    ) -> list[tuple[str, str]]:
         """Queues whose head is due, each leased `lease_ms` ahead (a process that dies mid-send
-        leaves it due again when the lease ends)."""
-        args = scripts.TAKE_DUE.encode(
-            prefix=self.keys.prefix, list="deliveries", now=now_ms, limit=limit, until_ms=now_ms + lease_ms
+        leaves it due again when the lease ends); none of the `busy` subscriptions'."""
+        args = scripts.TAKE_DELIVERIES.encode(
+            prefix=self.keys.prefix, now=now_ms, limit=limit, until_ms=now_ms + lease_ms
         )
-        members = cast(list[str], await scripts.call(self.client, scripts.TAKE_DUE, args))
+        members = cast(list[str], await scripts.call(self.client, scripts.TAKE_DELIVERIES, [*args, *busy]))
         return [cast(tuple[str, str], tuple(m.split(" ", 1))) for m in members if " " in m]
 
     async def next_send(

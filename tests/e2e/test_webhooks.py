@@ -97,6 +97,13 @@ class Clock:
         return self.now
 
 
+class WallClock(Clock):
+    """The real time: for tests where queues put back for a moment must come due again."""
+
+    def __call__(self) -> float:
+        return time.time()
+
+
 def drive(
     redis_url: str,
     until: Callable[[], bool],
@@ -604,3 +611,21 @@ def test_a_deleted_subscription_is_forgotten_with_its_deliveries(
         assert client.get("/tasks/t1/deliveries").json()["deliveries"] == []
         drive(redis_url, lambda: True, Clock(time.time() + 120))  # a due member left behind is harmless
     assert len(subscribers.of("bye")) == 1
+
+
+def test_a_slow_subscribers_backlog_does_not_stand_in_front_of_another_subscriber(
+    tapedeck_local: TapedeckFactory, subscribers: Subscribers, redis_url: str
+) -> None:
+    subscribers.answer("jam", *[(200, {}, 1.0)] * 40)
+    with tapedeck_local(**LOCAL) as client:
+        subscribe(client, f"{subscribers.url}/hook/jam")
+        subscribe(client, f"{subscribers.url}/hook/quick")
+        for n in range(40):
+            client.post("/callbacks/kie", json=music("text", f"t{n}"))
+        started = time.monotonic()
+        drive(redis_url, lambda: len(subscribers.of("quick")) == 40, WallClock(),
+              WEBHOOK_CONCURRENCY="6", WEBHOOK_PER_SUBSCRIPTION="2")  # fmt: skip
+    quick_took = max(r.at for r in subscribers.of("quick")) - started
+    # 40 slow sends, 2 at a time, take 20 s; the other subscriber's 40 need no more than a moment.
+    assert quick_took < 8.0, f"the other subscriber waited behind the backlog ({quick_took:.1f} s)"
+    assert len(subscribers.of("jam")) < 40

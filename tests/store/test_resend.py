@@ -127,3 +127,22 @@ def test_both_clients_carry_on_when_redis_restarts_under_them(tmp_path: Path) ->
             await client.aclose()
 
     assert asyncio.run(across_a_restart()) == ["applied", "duplicate"]
+
+
+def test_deliveries_due_of_a_busy_subscription_stay_due_and_others_are_taken(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    from service.store.webhooks import WebhookStore
+
+    due = {f"ep_busy t{n}": n for n in range(500)} | {"ep_free t1": 600, "ep_free t2": 601}
+    redis_client.zadd(KEYS.deliveries_due(), due)
+
+    async def work(client: Any) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        store = WebhookStore(client, KEYS)
+        first = await store.take_due(1_000, 10, 5_000, busy=["ep_busy"])
+        return first, await store.take_due(1_000, 10, 5_000, busy=["ep_busy"])  # the same call again
+
+    first, again = run(redis_url, work)
+    assert first == again == [("ep_free", "t1"), ("ep_free", "t2")]
+    assert redis_client.zscore(KEYS.deliveries_due(), "ep_busy t0") == 0  # still due, untouched
+    assert redis_client.zscore(KEYS.deliveries_due(), "ep_free t1") == 6_000
