@@ -80,7 +80,3 @@ class EventLog:
                 value if isinstance(value, dict) else {}, webhook_url or None
             )
         return facts
-
-    async def entry(self, entry_id: str) -> LogEntry | None:
-        found = cast(Entries, await self.client.xrange(self.keys.events(), min=entry_id, max=entry_id))
-        return LogEntry(found[0][0], found[0][1]) if found else None

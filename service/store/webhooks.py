@@ -138,28 +138,12 @@ class WebhookStore:
             (str(entry_id), _pairs(entry)) if entry_id else None,
         )
 
-    async def retry_now(self, delivery_id: str, now_ms: int) -> str | None:
+    async def retry_now(self, delivery: Mapping[str, str], now_ms: int) -> str:
         """Sends a delivery again now: a settled one goes back to the head of its queue. Its new
-        state, or None if there is no such delivery."""
-        delivery = await self.delivery(delivery_id)
-        if delivery is None:
-            return None
-        args = scripts.DELIVERY.encode(
-            prefix=self.keys.prefix,
-            mode="retry",
-            subscription_id=delivery["subscription_id"],
-            task_id=delivery["task_id"],
-            delivery_id=delivery_id,
-            now=now_ms,
-            attempt="",
-            verdict="",
-            next_at=0,
-            disable_after_ms=0,
-            events_max=self.events_max,
-            attempts_kept=ATTEMPTS_KEPT,
-            deliveries_kept=DELIVERIES_KEPT,
+        state ('missing' if it was forgotten meanwhile)."""
+        return await self._delivery(
+            "retry", delivery["subscription_id"], delivery["task_id"], now_ms, delivery_id=delivery["id"]
         )
-        return str(await scripts.call(self.client, scripts.DELIVERY, args))
 
     async def defer_all(self, queues: Sequence[tuple[str, str]], at_ms: int) -> None:
         """Puts queues taken from the due list back for `at_ms` (their subscription is busy, or
@@ -202,8 +186,15 @@ class WebhookStore:
         return found or None
 
     async def attempts(self, delivery_id: str) -> list[dict[str, Any]]:
-        raw = cast(list[str], await self.client.lrange(self.keys.delivery_attempts(delivery_id), 0, -1))
-        return [json.loads(a) for a in raw]
+        return (await self.attempts_of([delivery_id]))[delivery_id]
+
+    async def attempts_of(self, delivery_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """Each delivery's attempts, oldest first, in one round trip."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for delivery_id in delivery_ids:
+                pipe.lrange(self.keys.delivery_attempts(delivery_id), 0, -1)
+            found = cast(list[list[str]], await pipe.execute())
+        return {d: [json.loads(a) for a in raw] for d, raw in zip(delivery_ids, found, strict=True)}
 
     async def record(
         self,
@@ -215,22 +206,17 @@ class WebhookStore:
         disable_after_ms: int,
     ) -> str:
         """Records one attempt of a queue's head and what follows from it; the delivery's state."""
-        args = scripts.DELIVERY.encode(
-            prefix=self.keys.prefix,
-            mode="record",
-            subscription_id=delivery["subscription_id"],
-            task_id=delivery["task_id"],
+        return await self._delivery(
+            "record",
+            delivery["subscription_id"],
+            delivery["task_id"],
+            now_ms,
             delivery_id=delivery["id"],
-            now=now_ms,
             attempt=json.dumps(attempt, separators=(",", ":")),
             verdict=verdict,
             next_at=next_at_ms,
             disable_after_ms=disable_after_ms,
-            events_max=self.events_max,
-            attempts_kept=ATTEMPTS_KEPT,
-            deliveries_kept=DELIVERIES_KEPT,
         )
-        return str(await scripts.call(self.client, scripts.DELIVERY, args))
 
     async def deliveries_of(self, subscription_id: str, limit: int) -> list[dict[str, str]]:
         return await self._deliveries(self.keys.webhook_deliveries(subscription_id), limit)
@@ -249,22 +235,37 @@ class WebhookStore:
         return [f for f in found if f]
 
     async def _queue(self, mode: str, subscription_id: str, task_id: str, now_ms: int) -> None:
+        await self._delivery(mode, subscription_id, task_id, now_ms)
+
+    async def _delivery(
+        self,
+        mode: str,
+        subscription_id: str,
+        task_id: str,
+        now_ms: int,
+        delivery_id: str = "",
+        attempt: str = "",
+        verdict: str = "",
+        next_at: int = 0,
+        disable_after_ms: int = 0,
+    ) -> str:
+        """One call of `lua/delivery.lua`; what each mode does is said there."""
         args = scripts.DELIVERY.encode(
             prefix=self.keys.prefix,
             mode=mode,
             subscription_id=subscription_id,
             task_id=task_id,
-            delivery_id="",
+            delivery_id=delivery_id,
             now=now_ms,
-            attempt="",
-            verdict="",
-            next_at=0,
-            disable_after_ms=0,
+            attempt=attempt,
+            verdict=verdict,
+            next_at=next_at,
+            disable_after_ms=disable_after_ms,
             events_max=self.events_max,
             attempts_kept=ATTEMPTS_KEPT,
             deliveries_kept=DELIVERIES_KEPT,
         )
-        await scripts.call(self.client, scripts.DELIVERY, args)
+        return str(await scripts.call(self.client, scripts.DELIVERY, args))
 
 
 def _pairs(flat: list[str]) -> dict[str, str]:

@@ -238,7 +238,8 @@ def delivery_view(fields: dict[str, str], attempts: list[dict[str, Any]]) -> dic
 async def deliveries_view(ctx: Context, deliveries: list[dict[str, str]], state: str | None) -> JSONResponse:
     webhooks = store(ctx)
     chosen = [d for d in deliveries if state is None or d.get("state") == state]
-    shown = [delivery_view(d, await webhooks.attempts(d["id"])) for d in chosen]
+    attempts = await webhooks.attempts_of([d["id"] for d in chosen])
+    shown = [delivery_view(d, attempts[d["id"]]) for d in chosen]
     return JSONResponse({"deliveries": shown})
 
 
@@ -278,10 +279,10 @@ async def retry_delivery(request: Request) -> JSONResponse:
             "this delivery's subscription is disabled or deleted: enable it (PATCH enabled: true) "
             "and the delivery is sent with the rest of its queue"
         )
-    if await webhooks.retry_now(delivery_id, int(ctx.clock() * 1000)) is None:
-        raise UnknownDelivery(f"no delivery {delivery_id!r}")
+    await webhooks.retry_now(delivery, int(ctx.clock() * 1000))
     found = await webhooks.delivery(delivery_id)
-    assert found is not None
+    if found is None:  # forgotten meanwhile (its subscription deleted)
+        raise UnknownDelivery(f"no delivery {delivery_id!r}")
     return JSONResponse(delivery_view(found, await webhooks.attempts(delivery_id)), status_code=202)
 
 

@@ -1,9 +1,8 @@
--- Takes the members of a due list (downloads, polls or webhook deliveries) due by `now`, at most `limit`, and
+-- Takes the members of a due list (downloads or polls; deliveries have take_deliveries.lua) due by `now`, at most `limit`, and
 -- pushes each to `until`, atomically, so two workers sweeping at once do not take the same one
 -- (but for the re-send rule below, whose rare duplicates the claims make harmless).
 
-local lists = {polls = key_polls_due(prefix), downloads = key_downloads_due(prefix),
-  deliveries = key_deliveries_due(prefix)}
+local lists = {polls = key_polls_due(prefix), downloads = key_downloads_due(prefix)}
 local key = lists[A.list]
 if not key then return redis.error_reply('unknown due list ' .. tostring(A.list)) end
 local members = redis.call('ZRANGEBYSCORE', key, '-inf', A.now, 'LIMIT', 0, tonumber(A.limit))
