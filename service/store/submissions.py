@@ -7,6 +7,7 @@ from typing import cast
 
 import redis.asyncio as aioredis
 
+from service.core.webhooks import task_endpoint_id
 from service.settings import Settings
 from service.store import scripts
 from service.store.keys import Keys
@@ -67,7 +68,12 @@ class SubmissionStore:
         return bool(int(created))
 
     async def end(self, submission_id: str, state: str, fields: dict[str, str]) -> None:
-        await self.note(submission_id, {"state": state, **fields})
+        """Ends a submission whose create failed: no task will ever be attached to it, so its own
+        endpoint (made with it for a `webhook_url`) goes with the same transaction."""
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(self.keys.submission(submission_id), mapping={"state": state, **fields})  # type: ignore[dict-item]
+            pipe.delete(self.keys.webhook(task_endpoint_id(submission_id)))
+            await pipe.execute()
 
     async def mark_sent(self, submission_id: str, idempotency_key: str, now_ms: int) -> bool:
         """Notes the create leaving; False (nothing noted) if a retry has taken the key over."""

@@ -8,11 +8,13 @@ runs in a moment; the subscribers answer as each test tells them.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,7 +26,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 from svix.webhooks import Webhook as SvixWebhook
 
-from sandbox.server import BackgroundServer
+from sandbox.config import SandboxConfig
+from sandbox.server import BackgroundServer, SandboxServer
 from service.core.webhooks import RETRY_SCHEDULE_S
 from service.resolver import system_resolver
 from service.settings import Settings
@@ -33,6 +36,7 @@ from service.store.events import EventLog
 from service.store.keys import Keys
 from service.store.webhooks import WebhookStore
 from tests.conftest import TapedeckFactory
+from tests.e2e.test_polling import ALL, PollEnv, finished, submit
 from tests.web.test_callbacks import music
 from workers.deliveries import Deliverer
 
@@ -168,6 +172,75 @@ def test_a_subscriber_gets_each_event_once_in_order_signed_for_both_libraries(
         SvixWebhook(sub["secret"]).verify(received.body, received.headers)
     assert got[2].payload["data"]["files"][0]["url"].startswith("https://td.example/tasks/t1/files/")
     assert listed[0]["secret"] != sub["secret"] and listed[0]["secret"].endswith(sub["secret"][-4:])
+
+
+@pytest.fixture
+def poll_env(redis_url: str, tmp_path: Path) -> PollEnv:
+    return PollEnv(redis_url, tmp_path / "files")
+
+
+STAGE_BY_STAGE = ["task.submitted", "task.text", "task.first", "task.completed", "task.files_stored"]
+
+
+@pytest.mark.parametrize(
+    ("drop", "duplicate_rate", "reorder", "source"),
+    [(frozenset(), 1.0, False, "callback"), (frozenset(), 0.0, True, "callback"), (ALL, 0.0, False, "poll")],
+    ids=["every-callback-duplicated", "callbacks-reordered", "every-callback-dropped"],
+)
+def test_a_generated_task_reaches_a_subscriber_stage_by_stage_with_file_urls_that_serve_its_files(
+    tapedeck: TapedeckFactory,
+    poll_env: PollEnv,
+    subscribers: Subscribers,
+    redis_url: str,
+    drop: frozenset[str],
+    duplicate_rate: float,
+    reorder: bool,
+    source: str,
+) -> None:
+    # Slow enough for polls every 0.1-0.3 s to find each stage (at full speed a poll finds the
+    # task complete and reports only that, which is the truth, but not this test's subject).
+    config = SandboxConfig(port=0, speed=20, seed=7, file_bytes=2048, create_limit=10_000, drop=drop,
+                           record_info_per_s=1000,
+                           duplicate_rate=duplicate_rate, reorder=reorder)  # fmt: skip
+    upstream = SandboxServer(config)
+    with upstream, tapedeck_for_polls(tapedeck, poll_env(upstream)) as client:
+        sub = subscribe(client, f"{subscribers.url}/hook/a")
+        task_id = submit(client)
+        poll_env.work_until(client, [task_id], finished)
+        time.sleep(0.3)  # duplicated callbacks still arriving add nothing (asserted below)
+        base = str(client.base_url).rstrip("/")
+        stored = lambda: "task.files_stored" in {r.payload["type"] for r in subscribers.of("a")}  # noqa: E731
+        drive(redis_url, stored, PUBLIC_BASE_URL=base)
+        drive(redis_url, lambda: True)  # one more round: nothing else is due
+        got = subscribers.of("a")
+        types = [r.payload["type"] for r in got]
+        history = client.get(f"/tasks/{task_id}").json()["history"]
+    # A reordered `first` that arrives after `complete` is stale: no event, no gap in the order.
+    reached = {h["stage"] for h in history if h["outcome"] == "applied"}
+    expected = [t for t in STAGE_BY_STAGE if t.removeprefix("task.") not in ("first",) or "first" in reached]
+    assert types == expected, (types, reached)
+    if not reorder:
+        assert types == STAGE_BY_STAGE
+    seqs = [r.payload["data"]["seq"] for r in got]
+    assert seqs == sorted(set(seqs)), seqs
+    assert {r.payload["data"]["source"] for r in got[1:-1]} == {source}
+    assert len({r.headers["webhook-id"] for r in got}) == len(got)
+    for received in got:
+        standardwebhooks.Webhook(sub["secret"]).verify(received.body, received.headers)
+    files = got[-1].payload["data"]["files"]
+    assert {f["kind"] for f in files} == {"audio", "stream", "image"}
+    with tapedeck_for_polls(tapedeck, poll_env.env) as again:  # the files outlive the first server
+        for file in files:
+            path = file["url"].removeprefix(base)
+            assert path == f"/tasks/{task_id}/files/{file['name']}"
+            served = again.get(path)
+            assert served.status_code == 200, file
+            assert hashlib.sha256(served.content).hexdigest() == file["sha256"]
+            assert len(served.content) == file["bytes"]
+
+
+def tapedeck_for_polls(tapedeck: TapedeckFactory, env: dict[str, str]) -> Any:
+    return tapedeck(**LOCAL, **{k: v for k, v in env.items() if k != "REDIS_URL"})
 
 
 def test_a_subscriber_down_for_a_while_gets_everything_after_in_order(
