@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import redis
 
 from sandbox.config import CALLBACK_STAGES, SandboxConfig
@@ -74,11 +73,6 @@ class PollEnv:
                     (t["task_id"], t["status"], t["archive"]) for t in tasks if not done(t)
                 ]
                 time.sleep(0.05)
-
-
-@pytest.fixture
-def poll_env(redis_url: str, tmp_path: Path) -> PollEnv:
-    return PollEnv(redis_url, tmp_path / "files")
 
 
 def sandbox(**config: Any) -> SandboxServer:
