@@ -44,7 +44,7 @@ from service.settings import Settings
 from service.store.connection import connect, redis_is_away
 from service.store.events import EventLog
 from service.store.keys import Keys
-from service.store.webhooks import WebhookStore, subscription_of
+from service.store.webhooks import Move, Position, WebhookStore, subscription_of
 from workers.pinning import pinned_request
 
 log = logging.getLogger("tapedeck.deliveries")
@@ -76,7 +76,8 @@ class Deliverer:
     swept_at: float = 0.0
     finished: asyncio.Event = field(default_factory=asyncio.Event)  # a send has just ended
     metadata_cache: dict[str, dict[str, Any]] = field(default_factory=dict)
-    again: set[tuple[str, str]] = field(default_factory=set)  # taken while their send ran
+    # Queues taken again while their send ran here, and the lease that take gave them.
+    again: dict[tuple[str, str], int] = field(default_factory=dict)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Fans out and delivers until `stop` is set, then lets the sends in flight finish."""
@@ -123,31 +124,43 @@ class Deliverer:
         return told
 
     async def fan_out(self) -> int:
-        entries = await self.events.after(await self.webhooks.cursor(), FAN_OUT_BATCH)
+        at = await self.webhooks.position()
+        # Counted before reading: an entry trimmed after this is counted by the next round.
+        trimmed = await self.events.trimmed()
+        entries = await self.events.after(at.cursor or None, FAN_OUT_BATCH)
         if not entries:
             return 0
+        lost = max(0, trimmed - at.passed)
+        if lost:
+            # The log is capped (EVENT_LOG_MAX_ENTRIES) and the fan-out fell that far behind:
+            # what was trimmed can reach no subscriber. Said loudly, and counted for operators.
+            log.error(
+                "%d events after %s were trimmed from the log before fan-out", lost, at.cursor or "the start"
+            )
         wanted = [subscription_of(s) for s in await self.webhooks.all()]
         facts = await self.events.submissions(e.fields.get("submission_id", "") for e in entries)
         metadata = {k: f.metadata for k, f in facts.items()}
         endpoints = frozenset(k for k, f in facts.items() if f.webhook_url)
         triples = fan_out([(e.id, e.fields) for e in entries], wanted, metadata, endpoints)
-        await self.webhooks.fan_out(triples, entries[-1].id, self._now_ms())
+        to = Position(entries[-1].id, at.passed + lost + len(entries))
+        await self.webhooks.fan_out(triples, self._now_ms(), moved=Move(at, to, lost))
         return len(entries)
 
     async def start_due(self) -> int:
         free = self.settings.webhook_concurrency - len(self.in_flight)
         if free <= 0:
             return 0
-        lease_ms = to_ms(self.settings.webhook_timeout_s + LEASE_GRACE_S)
+        now_ms = self._now_ms()
+        leased_until = now_ms + to_ms(self.settings.webhook_timeout_s + LEASE_GRACE_S)
         limit = self.settings.webhook_per_subscription
         busy_subscriptions = [sub for sub, sending in self.per_subscription.items() if sending >= limit]
-        due = await self.webhooks.take_due(self._now_ms(), free, lease_ms, busy_subscriptions)
+        due = await self.webhooks.take_due(now_ms, free, leased_until, busy_subscriptions)
         started, busy = 0, []
         for subscription_id, task_id in due:
             if (subscription_id, task_id) in self.in_flight:
-                # Its send is still running here; the queue may have a next delivery made due by
-                # that send's record, so it is looked at again as soon as the send ends.
-                self.again.add((subscription_id, task_id))
+                # Made due while its send runs here (an operator's retry, a resume): looked at
+                # again as soon as that send ends, unless its record has set a time of its own.
+                self.again[subscription_id, task_id] = leased_until
                 continue
             if self.per_subscription[subscription_id] >= self.settings.webhook_per_subscription:
                 busy.append((subscription_id, task_id))
@@ -157,7 +170,7 @@ class Deliverer:
             self.in_flight[subscription_id, task_id] = task
             started += 1
         if busy:  # one round trip for all of them, however many a saturated subscription has
-            await self.webhooks.defer_all(busy, self._now_ms() + BUSY_RETRY_MS)
+            await self.webhooks.release(busy, leased_until, self._now_ms() + BUSY_RETRY_MS)
         return started
 
     async def _deliver_guarded(self, subscription_id: str, task_id: str) -> None:
@@ -168,10 +181,10 @@ class Deliverer:
         finally:
             self.in_flight.pop((subscription_id, task_id), None)
             self.per_subscription[subscription_id] -= 1
-            if (subscription_id, task_id) in self.again:
-                self.again.discard((subscription_id, task_id))
+            leased_until = self.again.pop((subscription_id, task_id), None)
+            if leased_until is not None:
                 with contextlib.suppress(Exception):  # else its lease brings it back
-                    await self.webhooks.defer_all([(subscription_id, task_id)], self._now_ms())
+                    await self.webhooks.release([(subscription_id, task_id)], leased_until, self._now_ms())
             self.finished.set()
 
     async def deliver(self, subscription_id: str, task_id: str) -> str:
@@ -182,8 +195,9 @@ class Deliverer:
             await self.webhooks.idle(subscription_id, task_id, now_ms)
             return "idle"
         if entry is None:
+            # Trimmed from the capped log (EVENT_LOG_MAX_ENTRIES) before it could be sent.
             attempt = {"at": now_ms, "error": "the event is no longer in the event log"}
-            return await self.webhooks.record(delivery, now_ms, attempt, "failed", 0, self._disable_after_ms)
+            return await self.webhooks.record(delivery, now_ms, attempt, "lost", 0, self._disable_after_ms)
         entry_id, entry_fields = entry
         payload = render(entry_id, entry_fields, self.settings.public_base_url,
                          await self._metadata(entry_fields.get("submission_id", "")))  # fmt: skip
@@ -228,60 +242,62 @@ class Deliverer:
     async def _send(
         self, subscription: dict[str, str], msg_id: str, content: bytes
     ) -> tuple[dict[str, Any], int | None, float | None, bool]:
+        """One attempt: (what to record of it, status, Retry-After, timed out). Never raises: a
+        URL nothing can be sent to is a failed attempt, so its queue moves on by its schedule.
+        Resolving and sending share one deadline, so an attempt never outlives its lease."""
         started = time.monotonic()
+        deadline = asyncio.get_running_loop().time() + self.settings.webhook_timeout_s
         now_s = int(self.clock())
         attempt: dict[str, Any] = {"at": to_ms(self.clock())}
+
+        def failed(error: str, timed_out: bool = False) -> tuple[dict[str, Any], None, None, bool]:
+            latency = to_ms(time.monotonic() - started)
+            return attempt | {"error": error[:300], "latency_ms": latency}, None, None, timed_out
+
         try:
             # Inside the attempt's time: a resolver that hangs is a timeout like any other.
-            async with asyncio.timeout(self.settings.webhook_timeout_s):
+            async with asyncio.timeout_at(deadline):
                 target = await self._check(subscription.get("url", ""))
         except UnsafeURL as exc:  # a DNS answer may have changed since registration
-            return attempt | {"error": exc.message}, None, None, False
+            return failed(exc.message)
         except TimeoutError:
-            return attempt | {"error": "timed out resolving the host"}, None, None, True
+            return failed("timed out resolving the host", timed_out=True)
         if subscription.get("kind") == "task":  # a task's own webhook_url: the account secret
             if not self.settings.webhook_secret:
-                return (
-                    attempt | {"error": "WEBHOOK_SECRET is not set: a task endpoint cannot be signed"},
-                    None,
-                    None,
-                    False,
-                )
+                return failed("WEBHOOK_SECRET is not set: a task endpoint cannot be signed")
             secrets = [str(self.settings.webhook_secret)]
         else:
             secrets = [subscription.get("secret", "")]
         if subscription.get("old_secret") and int(subscription.get("old_secret_until") or 0) > to_ms(now_s):
             secrets.append(subscription["old_secret"])
+        try:
+            signature = signature_header(secrets, msg_id, now_s, content)
+        except ValueError:  # a secret edited by hand; what it holds is never repeated
+            return failed("the subscription's secret is not a whsec_ base64 secret: rotate it")
         headers = {
             "content-type": "application/json",
             "user-agent": USER_AGENT,
             "webhook-id": msg_id,
             "webhook-timestamp": str(now_s),
-            "webhook-signature": signature_header(secrets, msg_id, now_s, content),
+            "webhook-signature": signature,
         }
-        request = pinned_request(self.http, target, headers, method="POST", content=content)
         try:
-            async with asyncio.timeout(self.settings.webhook_timeout_s):
+            request = pinned_request(self.http, target, headers, method="POST", content=content)
+            async with asyncio.timeout_at(deadline):
                 response = await self.http.send(request, stream=True)
                 try:
                     head = b""
-                    async for chunk in response.aiter_raw():
+                    # Decoded bytes: a gzipped answer is kept as the text the subscriber sent.
+                    async for chunk in response.aiter_bytes():
                         head += chunk
                         if len(head) >= RESPONSE_HEAD_BYTES:
                             break
                 finally:
                     await response.aclose()
         except TimeoutError:
-            latency = to_ms(time.monotonic() - started)
-            return attempt | {"error": "timed out", "latency_ms": latency}, None, None, True
-        except httpx.HTTPError as exc:
-            latency = to_ms(time.monotonic() - started)
-            return (
-                attempt | {"error": f"{type(exc).__name__}: {exc}"[:300], "latency_ms": latency},
-                None,
-                None,
-                False,
-            )
+            return failed("timed out", timed_out=True)
+        except Exception as exc:  # httpx's errors, and a request that cannot be built
+            return failed(f"{type(exc).__name__}: {exc}")
         attempt |= {
             "status": response.status_code,
             "latency_ms": to_ms(time.monotonic() - started),

@@ -51,6 +51,14 @@ class EventLog:
             entries += [LogEntry(entry_id, fields) for entry_id, fields in items]
         return entries
 
+    async def trimmed(self) -> int:
+        """How many entries the capped log has dropped since it began (0 when there is none)."""
+        try:
+            info = await self.client.xinfo_stream(self.keys.events())
+        except aioredis.ResponseError:  # no log yet
+            return 0
+        return max(0, int(info["entries-added"]) - int(info["length"]))
+
     async def last_id(self) -> str | None:
         found = cast(
             list[tuple[str, dict[str, str]]], await self.client.xrevrange(self.keys.events(), count=1)

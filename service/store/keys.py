@@ -63,6 +63,7 @@ TEMPLATES: Final[dict[str, str]] = {
     "webhook_queues": "{prefix}:wh:sub:{id}:queues",
     "webhook_deliveries": "{prefix}:wh:sub:{id}:deliveries",
     "webhook_cursor": "{prefix}:wh:cursor",
+    "webhook_gaps": "{prefix}:wh:gaps",
     "delivery": "{prefix}:wh:dlv:{id}",
     "delivery_attempts": "{prefix}:wh:dlv:{id}:attempts",
     "delivery_queue": "{prefix}:wh:q:{id}",
@@ -143,6 +144,9 @@ class Keys:
 
     def webhook_cursor(self) -> str:
         return self._key("webhook_cursor")
+
+    def webhook_gaps(self) -> str:
+        return self._key("webhook_gaps")
 
     def delivery(self, delivery_id: str) -> str:
         return self._key("delivery", delivery_id)

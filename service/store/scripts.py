@@ -155,11 +155,14 @@ BUDGET: Final = Script("budget", ("prefix", "name", "mode", "limit", "window_ms"
 EXPIRING: Final = Script("expiring", ("prefix", "task_id", "now", "window", "expires_at", "events_max"))
 # The subscription ids to leave alone follow the named arguments.
 TAKE_DELIVERIES: Final = Script("take_deliveries", ("prefix", "now", "limit", "until_ms"))
+# The members ("subscription task") to put back follow the named arguments.
+RELEASE: Final = Script("release", ("prefix", "leased_until", "at"))
+RESUME: Final = Script("resume", ("prefix", "subscription_id", "now", "cursor", "count"))
 FORGET: Final = Script("forget", ("prefix", "subscription_id", "count"))
 NEXT_SEND: Final = Script("next_send", ("prefix", "subscription_id", "task_id"))
 MARK_SENT: Final = Script("mark_sent", ("prefix", "submission_id", "idempotency_key", "now"))
 # Triples (subscription id, task id, entry id) follow the named arguments.
-FANOUT: Final = Script("fanout", ("prefix", "now", "cursor", "requeue"))
+FANOUT: Final = Script("fanout", ("prefix", "now", "requeue", "read_from", "cursor", "passed", "lost"))
 DELIVERY: Final = Script(
     "delivery",
     (
@@ -189,6 +192,12 @@ SCRIPTS: Final = (
     BUDGET,
     FANOUT,
     DELIVERY,
+    TAKE_DELIVERIES,
+    RELEASE,
+    RESUME,
+    NEXT_SEND,
+    FORGET,
+    EXPIRING,
 )
 
 

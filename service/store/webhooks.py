@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final, cast
 
 import redis.asyncio as aioredis
@@ -20,6 +21,27 @@ from service.store.keys import Keys
 ATTEMPTS_KEPT: Final = 20  # per delivery
 DELIVERIES_KEPT: Final = 10_000  # settled ones per subscription; older ones are forgotten
 FORGET_STEP: Final = 500  # deliveries of a deleted subscription forgotten per script call
+RESUME_STEP: Final = 500  # queues of a re-enabled subscription looked at per script call
+FANOUT_STEP: Final = 1_000  # deliveries made per script call
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where the fan-out is: after `cursor` (a stream id; "" before the first entry), and how
+    many entries the log has ever held up to it, trimmed ones too."""
+
+    cursor: str
+    passed: int
+
+
+@dataclass(frozen=True)
+class Move:
+    """The fan-out read a batch after `read_from` and is now at `to`; `lost` entries between were
+    trimmed from the capped log before it could read them."""
+
+    read_from: Position
+    to: Position
+    lost: int
 
 
 def subscription_of(fields: Mapping[str, str]) -> Subscription:
@@ -94,31 +116,62 @@ class WebhookStore:
         return bool(removed)
 
     async def resume(self, subscription_id: str, now_ms: int) -> None:
-        """Makes every waiting queue of an enabled subscription due now."""
-        await self._queue("enable", subscription_id, "", now_ms)
+        """Makes every waiting queue of an enabled subscription due now (RESUME_STEP at a time)."""
+        cursor = "0"
+        while True:
+            args = scripts.RESUME.encode(
+                prefix=self.keys.prefix, subscription_id=subscription_id, now=now_ms, cursor=cursor,
+                count=RESUME_STEP,
+            )  # fmt: skip
+            cursor = str(await scripts.call(self.client, scripts.RESUME, args))
+            if cursor in ("0", "disabled"):
+                return
 
     # Fan-out and the due list
 
-    async def cursor(self) -> str | None:
-        return cast(str | None, await self.client.get(self.keys.webhook_cursor()))
+    async def position(self) -> Position:
+        """Where the fan-out is in the event log."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.get(self.keys.webhook_cursor())
+            pipe.hget(self.keys.webhook_gaps(), "passed")
+            cursor, passed = await pipe.execute()
+        return Position(cursor or "", int(passed or 0))
+
+    async def gaps(self) -> dict[str, str]:
+        """How many events were trimmed from the log before the fan-out read them, and when last."""
+        return cast(dict[str, str], await self.client.hgetall(self.keys.webhook_gaps()))
 
     async def fan_out(
-        self, triples: Sequence[tuple[str, str, str]], cursor: str, now_ms: int, requeue: bool = False
+        self,
+        triples: Sequence[tuple[str, str, str]],
+        now_ms: int,
+        requeue: bool = False,
+        moved: Move | None = None,
     ) -> int:
         """Queues each (subscription, task, entry) once; `requeue` (a replay) queues a settled
-        one again. Moves the fan-out cursor to `cursor` ("" leaves it)."""
-        args = scripts.FANOUT.encode(prefix=self.keys.prefix, now=now_ms, cursor=cursor, requeue=int(requeue))
-        for triple in triples:
-            args += list(triple)
-        return int(await scripts.call(self.client, scripts.FANOUT, args))
+        one again. `moved`: the fan-out read these from the log, and its position moves on."""
+        made = 0
+        # In steps, none of which holds Redis for long; the cursor moves with the last one only,
+        # and a step made again (a process died between two) makes nothing twice.
+        steps = [triples[i : i + FANOUT_STEP] for i in range(0, len(triples), FANOUT_STEP)] or [[]]
+        for n, step in enumerate(steps):
+            move = moved if n == len(steps) - 1 and moved else Move(Position("", 0), Position("", 0), 0)
+            args = scripts.FANOUT.encode(
+                prefix=self.keys.prefix, now=now_ms, requeue=int(requeue), read_from=move.read_from.cursor,
+                cursor=move.to.cursor, passed=move.to.passed, lost=move.lost,
+            )  # fmt: skip
+            for triple in step:
+                args += list(triple)
+            made += int(await scripts.call(self.client, scripts.FANOUT, args))
+        return made
 
     async def take_due(
-        self, now_ms: int, limit: int, lease_ms: int, busy: Sequence[str] = ()
+        self, now_ms: int, limit: int, until_ms: int, busy: Sequence[str] = ()
     ) -> list[tuple[str, str]]:
-        """Queues whose head is due, each leased `lease_ms` ahead (a process that dies mid-send
+        """Queues whose head is due, each leased until `until_ms` (a process that dies mid-send
         leaves it due again when the lease ends); none of the `busy` subscriptions'."""
         args = scripts.TAKE_DELIVERIES.encode(
-            prefix=self.keys.prefix, now=now_ms, limit=limit, until_ms=now_ms + lease_ms
+            prefix=self.keys.prefix, now=now_ms, limit=limit, until_ms=until_ms
         )
         members = cast(list[str], await scripts.call(self.client, scripts.TAKE_DELIVERIES, [*args, *busy]))
         return [cast(tuple[str, str], tuple(m.split(" ", 1))) for m in members if " " in m]
@@ -145,14 +198,15 @@ class WebhookStore:
             "retry", delivery["subscription_id"], delivery["task_id"], now_ms, delivery_id=delivery["id"]
         )
 
-    async def defer_all(self, queues: Sequence[tuple[str, str]], at_ms: int) -> None:
-        """Puts queues taken from the due list back for `at_ms` (their subscription is busy, or
-        their send just ended), in one call."""
-        members: dict[str, float] = {f"{sub} {task}": at_ms for sub, task in queues}
-        await self.client.zadd(self.keys.deliveries_due(), members, xx=True)
+    async def release(self, queues: Sequence[tuple[str, str]], leased_until_ms: int, at_ms: int) -> int:
+        """Puts queues taken from the due list (leased until `leased_until_ms`) back for `at_ms`,
+        in one call; a queue no longer under that lease keeps the time its new owner set."""
+        args = scripts.RELEASE.encode(prefix=self.keys.prefix, leased_until=leased_until_ms, at=at_ms)
+        members = [f"{sub} {task}" for sub, task in queues]
+        return int(await scripts.call(self.client, scripts.RELEASE, [*args, *members]))
 
     async def idle(self, subscription_id: str, task_id: str, now_ms: int) -> None:
-        await self._queue("idle", subscription_id, task_id, now_ms)
+        await self._delivery("idle", subscription_id, task_id, now_ms)
 
     # Files at risk
 
@@ -233,9 +287,6 @@ class WebhookStore:
                 pipe.hgetall(self.keys.delivery(delivery_id))
             found = cast(list[dict[str, str]], await pipe.execute())
         return [f for f in found if f]
-
-    async def _queue(self, mode: str, subscription_id: str, task_id: str, now_ms: int) -> None:
-        await self._delivery(mode, subscription_id, task_id, now_ms)
 
     async def _delivery(
         self,

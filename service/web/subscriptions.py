@@ -304,7 +304,7 @@ async def replay_subscription(request: Request) -> JSONResponse:
             break
         metadata = await log.metadata(e.fields.get("submission_id", "") for e in entries)
         triples = fan_out([(e.id, e.fields) for e in entries], wanted, metadata)
-        queued += await webhooks.fan_out(triples, "", int(ctx.clock() * 1000), requeue=True)
+        queued += await webhooks.fan_out(triples, int(ctx.clock() * 1000), requeue=True)
         cursor = entries[-1].id
     return JSONResponse({"subscription_id": subscription["id"], "queued": queued}, status_code=202)
 

@@ -692,3 +692,77 @@ def test_a_slow_subscribers_backlog_does_not_stand_in_front_of_another_subscribe
     # 40 slow sends, 2 at a time, take 20 s; the other subscriber's 40 need no more than a moment.
     assert quick_took < 8.0, f"the other subscriber waited behind the backlog ({quick_took:.1f} s)"
     assert len(subscribers.of("jam")) < 40
+
+
+def test_rounds_in_the_same_millisecond_send_a_head_once_and_its_retry_keeps_its_time(
+    tapedeck_local: TapedeckFactory, subscribers: Subscribers, redis_url: str
+) -> None:
+    subscribers.answer("slow", *[(500, {}, 0.3)] * 5)
+    with tapedeck_local(**LOCAL) as client:
+        sub = subscribe(client, f"{subscribers.url}/hook/slow")
+        client.post("/callbacks/kie", json=music("text", "t1"))
+        clock = Clock()  # frozen: every round of the drive runs in the same millisecond
+        drive(redis_url, lambda: len(subscribers.of("slow")) == 1, clock)
+        window_ends = time.monotonic() + 1.0  # a window for a wrong second send to show up in
+        drive(redis_url, lambda: time.monotonic() > window_ends, clock)
+        (delivery,) = client.get(f"/subscriptions/{sub['id']}/deliveries").json()["deliveries"]
+    assert subscribers.arrived == ["slow"]
+    assert delivery["state"] == "retrying"
+    assert delivery["next_attempt_at_ms"] >= clock.now * 1000 + RETRY_SCHEDULE_S[0] * 1000 * 0.5
+
+
+def test_events_trimmed_from_the_log_are_counted_and_never_held_against_a_subscriber(
+    tapedeck_local: TapedeckFactory, subscribers: Subscribers, redis_url: str
+) -> None:
+    import redis
+
+    sync = redis.Redis.from_url(redis_url, decode_responses=True)
+    keys = Keys()
+    with tapedeck_local(**LOCAL) as client:
+        subscribe(client, f"{subscribers.url}/hook/live")
+        paused = subscribe(client, f"{subscribers.url}/hook/paused")
+        client.patch(f"/subscriptions/{paused['id']}", json={"enabled": False})
+        for n in range(10):
+            client.post("/callbacks/kie", json=music("text", f"t{n}"))
+        added = sync.xlen(keys.events())
+        sync.xtrim(keys.events(), maxlen=4, approximate=False)  # the fan-out fell that far behind
+        drive(redis_url, lambda: len(subscribers.of("live")) == 4)
+        gaps = sync.hgetall(keys.webhook_gaps())
+        # The paused subscription's deliveries are made, then the log loses their events too.
+        sync.xtrim(keys.events(), maxlen=0, approximate=False)
+        client.patch(f"/subscriptions/{paused['id']}", json={"enabled": True})
+
+        def given_up() -> bool:
+            found = client.get(f"/subscriptions/{paused['id']}/deliveries").json()["deliveries"]
+            return len(found) == 4 and all(d["state"] == "failed" for d in found)
+
+        drive(redis_url, given_up)
+        (delivery, *_) = client.get(f"/subscriptions/{paused['id']}/deliveries").json()["deliveries"]
+        shown = client.get(f"/subscriptions/{paused['id']}").json()
+    sync.close()
+    assert int(gaps["lost"]) == added - 4 and int(gaps["passed"]) == added
+    assert "no longer in the event log" in delivery["attempts"][0]["error"]
+    assert shown["enabled"] is True and shown["failing_since"] is None
+    assert subscribers.of("paused") == []
+
+
+def test_a_request_that_cannot_be_built_is_a_failed_attempt_that_says_why_without_the_secret(
+    tapedeck_local: TapedeckFactory, subscribers: Subscribers, redis_url: str
+) -> None:
+    import redis
+
+    with tapedeck_local(**LOCAL) as client:
+        sub = subscribe(client, f"{subscribers.url}/hook/never")
+        with redis.Redis.from_url(redis_url, decode_responses=True) as sync:
+            sync.hset(Keys().webhook(sub["id"]), "secret", "whsec_not*base64")  # edited by hand
+        client.post("/callbacks/kie", json=music("text", "t1"))
+
+        def tried() -> list[dict[str, Any]]:
+            found = client.get(f"/subscriptions/{sub['id']}/deliveries").json()["deliveries"]
+            return found[0]["attempts"] if found else []
+
+        drive(redis_url, lambda: bool(tried()))
+        (delivery,) = client.get(f"/subscriptions/{sub['id']}/deliveries").json()["deliveries"]
+    assert delivery["state"] == "retrying" and subscribers.arrived == []
+    assert "rotate it" in delivery["attempts"][0]["error"]
+    assert "not*base64" not in json.dumps(delivery)

@@ -2,11 +2,12 @@
 --   record  the head's attempt: `attempt` (JSON) joins its attempts, `verdict` decides what next:
 --           delivered | failed (given up): the next delivery of the task becomes the head;
 --           retry: the head is due again at `next_at`; disable: the subscriber said 410 (the
---           head stays, pending, for when the subscription is enabled again).
+--           head stays, pending, for when the subscription is enabled again); lost: the event
+--           is no longer in the event log, so it is given up without counting against the
+--           subscriber's health (nothing was sent).
 --           A subscription failing for `disable_after_ms` is disabled; disabling tells the
 --           event log (`subscription.disabled`).
 --   idle    the queue is empty, or its subscription disabled or gone: off the due list.
---   enable  every queue of the subscription with something waiting is due now.
 --   retry   send `delivery_id` again now (settled: back to the head of its queue).
 -- `delivery_id` must be the queue's head for `record`; otherwise (a late result of a delivery
 -- another process took over) only the attempt is kept. Returns the delivery's state.
@@ -35,14 +36,6 @@ if A.mode == 'idle' then
     redis.call('ZREM', due, member)
   end
   return 'idle'
-elseif A.mode == 'enable' then
-  if redis.call('HGET', sub_key, 'enabled') ~= '1' then return 'disabled' end
-  for _, waiting in ipairs(redis.call('SMEMBERS', key_webhook_queues(prefix, sub))) do
-    if redis.call('LLEN', key_delivery_queue(prefix, sub .. ':' .. waiting)) > 0 then
-      redis.call('ZADD', due, 'NX', now, sub .. ' ' .. waiting)
-    end
-  end
-  return 'enabled'
 end
 
 local id = A.delivery_id
@@ -69,7 +62,7 @@ if redis.call('LINDEX', queue, 0) ~= id then return redis.call('HGET', delivery_
 
 local verdict = A.verdict
 -- A 410 keeps the delivery at the head, pending: re-enabled, the subscription starts from it.
-local STATES = {delivered = 'delivered', retry = 'retrying', failed = 'failed', disable = 'pending'}
+local STATES = {delivered = 'delivered', retry = 'retrying', failed = 'failed', disable = 'pending', lost = 'failed'}
 local state = STATES[verdict] or 'failed'
 redis.call('HSET', delivery_key, 'state', state, 'last_attempt_at', now, 'next_at', verdict == 'retry' and A.next_at or '')
 if state == 'retrying' then
@@ -88,14 +81,14 @@ else
 end
 
 -- The subscription's health: failing since its first failure after a success. (A subscription
--- deleted while this attempt was in flight has none to keep.)
+-- deleted while this attempt was in flight has none to keep; a lost event says nothing of it.)
 local disable_reason = nil
 if redis.call('EXISTS', sub_key) == 0 then
   return state
 elseif verdict == 'delivered' then
   redis.call('HDEL', sub_key, 'failing_since')
   redis.call('HSET', sub_key, 'last_success_at', now)
-else
+elseif verdict ~= 'lost' then
   redis.call('HSETNX', sub_key, 'failing_since', now)
   redis.call('HSET', sub_key, 'last_failure_at', now)
   local since = tonumber(redis.call('HGET', sub_key, 'failing_since'))

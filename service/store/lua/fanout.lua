@@ -3,7 +3,10 @@
 -- behind that subscription's earlier deliveries of the same task. A delivery's id is made of
 -- its subscription and entry, so fanning the same entries out again (a process died before
 -- the cursor moved) makes nothing twice; with `requeue` (a replay) a settled delivery is queued
--- again. Moves the cursor to `cursor` if that is later.
+-- again. Moves the cursor to `cursor` (the last entry fanned out; '' leaves it) if that is later,
+-- with `passed`, how many entries the log has ever held up to it. `lost` entries after
+-- `read_from` (the cursor this batch was read after) were trimmed before they could be read:
+-- counted once, by the call that moves the cursor from `read_from`.
 -- Returns the number of deliveries made.
 
 local now, made, requeue = tonumber(A.now), 0, A.requeue == '1'
@@ -31,7 +34,16 @@ for i = ARG_COUNT + 1, #ARGV - 2, 3 do
     made = made + 1
   end
 end
-if A.cursor ~= '' and stream_id_after(A.cursor, redis.call('GET', key_webhook_cursor(prefix)) or '0-0') then
-  redis.call('SET', key_webhook_cursor(prefix), A.cursor)
+if A.cursor ~= '' then
+  local cursor_key, gaps = key_webhook_cursor(prefix), key_webhook_gaps(prefix)
+  local stored = redis.call('GET', cursor_key) or ''
+  if stored == A.read_from or stream_id_after(A.cursor, stored == '' and '0-0' or stored) then
+    redis.call('SET', cursor_key, A.cursor)
+    redis.call('HSET', gaps, 'passed', A.passed)
+    if stored == A.read_from and tonumber(A.lost) > 0 then
+      redis.call('HINCRBY', gaps, 'lost', tonumber(A.lost))
+      redis.call('HSET', gaps, 'last_lost', A.lost, 'last_lost_after', A.read_from, 'last_lost_at', now)
+    end
+  end
 end
 return made

@@ -2,7 +2,8 @@
 -- `until_ms`, but none of the subscriptions named after the arguments (they have as many sends
 -- in flight as they may): their queues stay due, and a busy subscriber's backlog never stands
 -- in front of anyone else's, unless it has more than LOOK_AT queues due (looked at per call).
--- A re-send after a lost reply takes again what is already leased to exactly `until_ms`.
+-- A queue once taken is not taken again until its lease ends, by this process or another: a
+-- call whose reply was lost leaves its queues to come back when their lease ends.
 
 local due, limit, now = key_deliveries_due(prefix), tonumber(A.limit), A.now
 local busy = {}
@@ -21,15 +22,6 @@ while #taken < limit and looked < LOOK_AT do
     end
   end
 end
--- Read before anything is pushed to `until_ms`, or it would find this call's own members.
-local again = {}
-if #taken < limit then
-  for _, member in ipairs(redis.call('ZRANGEBYSCORE', due, A.until_ms, A.until_ms, 'LIMIT', 0, limit - #taken)) do
-    local sub = string.match(member, '^(%S+) ')
-    if sub and not busy[sub] then again[#again + 1] = member end
-  end
-end
 -- Pushed only after the scan: pushing during it would shift the offsets it pages by.
 for _, member in ipairs(taken) do redis.call('ZADD', due, 'XX', A.until_ms, member) end
-for _, member in ipairs(again) do taken[#taken + 1] = member end
 return taken
