@@ -303,7 +303,12 @@ class Deliverer:
             "latency_ms": to_ms(time.monotonic() - started),
             "body": head[:RESPONSE_HEAD_BYTES].decode(errors="replace"),
         }
-        return attempt, response.status_code, parse_retry_after(response.headers.get("retry-after")), False
+        return (
+            attempt,
+            response.status_code,
+            parse_retry_after(response.headers.get("retry-after"), self.clock()),
+            False,
+        )
 
     @property
     def _disable_after_ms(self) -> int:

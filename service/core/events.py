@@ -159,14 +159,24 @@ def track_artifacts(tracks: tuple[Track, ...]) -> tuple[Artifact, ...]:
     """`audio-<track>`, `stream-<track>`, `image-<track>` for each URL a track carries."""
     artifacts = []
     for track in tracks:
-        safe_id = _UNSAFE_NAME_CHARS.sub("_", track.id)
         urls: tuple[tuple[ArtifactKind, str | None], ...] = (
             ("audio", track.audio_url),
             ("stream", track.stream_url),
             ("image", track.image_url),
         )
-        artifacts += [Artifact(f"{kind}-{safe_id}", kind, url, track.id) for kind, url in urls if url]
+        artifacts += [
+            Artifact(track_file_name(kind, track.id), kind, url, track.id) for kind, url in urls if url
+        ]
     return tuple(artifacts)
+
+
+# A track's upstream URL fields and the kind of file each one is stored as.
+TRACK_FILE_FIELDS: Final = (("audio_url", "audio"), ("stream_url", "stream"), ("image_url", "image"))
+
+
+def track_file_name(kind: str, track_id: str) -> str:
+    """The stored file a track's `kind` URL becomes: `audio-<track>` and so on."""
+    return f"{kind}-{_UNSAFE_NAME_CHARS.sub('_', track_id)}"
 
 
 def stem_artifacts(info: dict[str, Any]) -> tuple[Artifact, ...]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 
 MAX_DOUBLINGS = 64  # far past any cap: base * 2**64 is beyond every max_s in use
 
@@ -30,12 +33,21 @@ class Backoff:
         return max(wait, retry_after_s or 0.0)
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """Retry-After in seconds (the HTTP-date form is not used by Kie and is ignored)."""
+def parse_retry_after(value: str | None, now_s: float | None = None) -> float | None:
+    """Retry-After in seconds: delay-seconds, or an HTTP-date (RFC 9110 10.2.3) when `now_s` is
+    given to count from; None when absent or unreadable. A date already past is 0."""
     if value is None:
         return None
     try:
         seconds = float(value.strip())
     except ValueError:
-        return None
-    return seconds if seconds >= 0 else None
+        if now_s is None:
+            return None
+        try:
+            moment = parsedate_to_datetime(value.strip())
+        except (TypeError, ValueError, IndexError):
+            return None
+        if moment.tzinfo is None:  # RFC 9110: an HTTP-date is GMT; "-0000" parses naive
+            moment = moment.replace(tzinfo=UTC)
+        return max(0.0, moment.timestamp() - now_s)
+    return seconds if seconds >= 0 and math.isfinite(seconds) else None

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import quote
 
+from service.core.events import TRACK_FILE_FIELDS, track_file_name
 from service.core.times import iso
 
 EVENT_ID_PREFIX: Final = "evt_"
@@ -95,7 +96,7 @@ def render(
         "family": entry.get("family") or None,
         "source": entry.get("source") or None,
         "submission": {"id": submission_id, "metadata": metadata or {}} if submission_id else None,
-        "tracks": _json_list(entry.get("tracks")),
+        "tracks": [_track(t, task_id, base_url) for t in _json_list(entry.get("tracks"))],
         "files": files,
         "error": error,
     }
@@ -118,9 +119,24 @@ def _file(record: Any, task_id: str, base_url: str) -> dict[str, Any]:
     shown = {name: record.get(name) for name in FILE_FIELDS}
     if record.get("last_error"):  # why a file failed, or why it is still waiting
         shown["last_error"] = record["last_error"]
-    name = str(record.get("name", ""))
-    shown["url"] = f"{base_url}/tasks/{quote(task_id, safe='')}/files/{quote(name, safe='')}"
+    shown["url"] = _file_url(base_url, task_id, str(record.get("name", "")))
     return shown
+
+
+def _track(record: Any, task_id: str, base_url: str) -> Any:
+    """A track as a consumer sees it: its upstream file URLs (deleted after ~14 days) replaced by
+    Tapedeck's, which serve the stored copies."""
+    if not isinstance(record, dict):
+        return record
+    shown = dict(record)
+    for field, kind in TRACK_FILE_FIELDS:
+        if shown.get(field):
+            shown[field] = _file_url(base_url, task_id, track_file_name(kind, str(record.get("id", ""))))
+    return shown
+
+
+def _file_url(base_url: str, task_id: str, name: str) -> str:
+    return f"{base_url}/tasks/{quote(task_id, safe='')}/files/{quote(name, safe='')}"
 
 
 def _json_list(value: str | None) -> list[Any]:

@@ -23,6 +23,7 @@ DELIVERIES_KEPT: Final = 10_000  # settled ones per subscription; older ones are
 FORGET_STEP: Final = 500  # deliveries of a deleted subscription forgotten per script call
 RESUME_STEP: Final = 500  # queues of a re-enabled subscription looked at per script call
 FANOUT_STEP: Final = 1_000  # deliveries made per script call
+LIST_PAGE: Final = 500  # deliveries read per round trip when a listing is filtered by state
 
 
 @dataclass(frozen=True)
@@ -272,21 +273,32 @@ class WebhookStore:
             disable_after_ms=disable_after_ms,
         )
 
-    async def deliveries_of(self, subscription_id: str, limit: int) -> list[dict[str, str]]:
-        return await self._deliveries(self.keys.webhook_deliveries(subscription_id), limit)
+    async def deliveries_of(
+        self, subscription_id: str, limit: int, state: str | None = None
+    ) -> list[dict[str, str]]:
+        return await self._deliveries(self.keys.webhook_deliveries(subscription_id), limit, state)
 
-    async def deliveries_of_task(self, task_id: str, limit: int) -> list[dict[str, str]]:
-        return await self._deliveries(self.keys.task_deliveries(task_id), limit)
+    async def deliveries_of_task(
+        self, task_id: str, limit: int, state: str | None = None
+    ) -> list[dict[str, str]]:
+        return await self._deliveries(self.keys.task_deliveries(task_id), limit, state)
 
-    async def _deliveries(self, key: str, limit: int) -> list[dict[str, str]]:
-        ids = cast(list[str], await self.client.zrevrange(key, 0, limit - 1))
-        if not ids:
-            return []
-        async with self.client.pipeline(transaction=False) as pipe:
-            for delivery_id in ids:
-                pipe.hgetall(self.keys.delivery(delivery_id))
-            found = cast(list[dict[str, str]], await pipe.execute())
-        return [f for f in found if f]
+    async def _deliveries(self, key: str, limit: int, state: str | None) -> list[dict[str, str]]:
+        """The newest `limit` deliveries listed under `key`, of `state` only if given: read a page
+        at a time until enough are found (a subscription keeps at most DELIVERIES_KEPT settled)."""
+        chosen: list[dict[str, str]] = []
+        start, page = 0, limit if state is None else max(limit, LIST_PAGE)
+        while len(chosen) < limit:
+            ids = cast(list[str], await self.client.zrevrange(key, start, start + page - 1))
+            if not ids:
+                break
+            async with self.client.pipeline(transaction=False) as pipe:
+                for delivery_id in ids:
+                    pipe.hgetall(self.keys.delivery(delivery_id))
+                found = cast(list[dict[str, str]], await pipe.execute())
+            chosen += [f for f in found if f and (state is None or f.get("state") == state)]
+            start += page
+        return chosen[:limit]
 
     async def _delivery(
         self,

@@ -235,11 +235,9 @@ def delivery_view(fields: dict[str, str], attempts: list[dict[str, Any]]) -> dic
     }
 
 
-async def deliveries_view(ctx: Context, deliveries: list[dict[str, str]], state: str | None) -> JSONResponse:
-    webhooks = store(ctx)
-    chosen = [d for d in deliveries if state is None or d.get("state") == state]
-    attempts = await webhooks.attempts_of([d["id"] for d in chosen])
-    shown = [delivery_view(d, attempts[d["id"]]) for d in chosen]
+async def deliveries_view(ctx: Context, deliveries: list[dict[str, str]]) -> JSONResponse:
+    attempts = await store(ctx).attempts_of([d["id"] for d in deliveries])
+    shown = [delivery_view(d, attempts[d["id"]]) for d in deliveries]
     return JSONResponse({"deliveries": shown})
 
 
@@ -254,14 +252,14 @@ async def subscription_deliveries(request: Request) -> JSONResponse:
     ctx = context(request, "read")
     subscription = await found(ctx, request)
     state, limit = parse_state(request), parse_limit(request.query_params.get("limit"))
-    return await deliveries_view(ctx, await store(ctx).deliveries_of(subscription["id"], limit), state)
+    return await deliveries_view(ctx, await store(ctx).deliveries_of(subscription["id"], limit, state))
 
 
 async def task_deliveries(request: Request) -> JSONResponse:
     ctx = context(request, "read")
     state, limit = parse_state(request), parse_limit(request.query_params.get("limit"))
-    found_deliveries = await store(ctx).deliveries_of_task(request.path_params["task_id"], limit)
-    return await deliveries_view(ctx, found_deliveries, state)
+    found_deliveries = await store(ctx).deliveries_of_task(request.path_params["task_id"], limit, state)
+    return await deliveries_view(ctx, found_deliveries)
 
 
 async def retry_delivery(request: Request) -> JSONResponse:

@@ -30,10 +30,28 @@ def test_same_seed_same_schedule() -> None:
 
 @pytest.mark.parametrize(
     ("header", "seconds"),
-    [("10", 10.0), (" 2.5 ", 2.5), ("-1", None), ("Wed, 21 Oct 2015", None), (None, None)],
+    [
+        ("10", 10.0),
+        (" 2.5 ", 2.5),
+        ("-1", None),
+        ("nan", None),
+        ("inf", None),
+        ("Wed, 21 Oct 2015", None),
+        (None, None),
+        ("Wed, 21 Oct 2015 07:28:30 GMT", 30.0),  # an HTTP-date: counted from now
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),  # now
+        ("Wed, 21 Oct 2015 07:20:00 GMT", 0.0),  # already past
+        ("Wed, 21 Oct 2015 07:28:30 -0000", 30.0),
+        ("Someday, 99 Foo 2015 07:28:30 GMT", None),
+    ],
 )
 def test_retry_after_header(header: str | None, seconds: float | None) -> None:
-    assert parse_retry_after(header) == seconds
+    now_s = 1445412480.0  # Wed, 21 Oct 2015 07:28:00 GMT
+    assert parse_retry_after(header, now_s) == seconds
+
+
+def test_without_a_now_an_http_date_is_not_read() -> None:
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT") is None
 
 
 def test_a_task_polled_for_days_still_waits_the_cap() -> None:

@@ -766,3 +766,45 @@ def test_a_request_that_cannot_be_built_is_a_failed_attempt_that_says_why_withou
     assert delivery["state"] == "retrying" and subscribers.arrived == []
     assert "rotate it" in delivery["attempts"][0]["error"]
     assert "not*base64" not in json.dumps(delivery)
+
+
+def test_a_tasks_own_endpoint_that_answers_410_is_finished_and_nothing_waits_for_it(
+    tapedeck: TapedeckFactory, subscribers: Subscribers, redis_url: str
+) -> None:
+    from service.core.webhooks import new_secret
+
+    account = new_secret(bytes(range(32)))
+    subscribers.answer("gone", (410, {}, 0.0))
+    with SandboxServer(SandboxConfig(port=0, speed=1000, seed=6)) as sandbox:
+        upstream = {
+            "KIE_API_BASE": sandbox.url,
+            "KIE_API_KEY": "sandbox-key",
+            "WEBHOOK_SECRET": account,
+            **LOCAL,
+        }
+        with tapedeck(**upstream) as client:
+            body = {
+                "kind": "lyrics",
+                "params": {"prompt": "home"},
+                "webhook_url": f"{subscribers.url}/hook/gone",
+            }
+            task_id = client.post("/tasks", json=body).json()["task_id"]
+            deadline = time.monotonic() + 20
+            while client.get(f"/tasks/{task_id}").json()["status"] != "complete":
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+
+            def listed() -> list[dict[str, Any]]:
+                found: list[dict[str, Any]] = client.get(f"/tasks/{task_id}/deliveries").json()["deliveries"]
+                return found
+
+            drive(redis_url, lambda: any(d["state"] == "failed" for d in listed()), WEBHOOK_SECRET=account)
+            window_ends = time.monotonic() + 0.5  # for anything still waiting to be sent
+            drive(redis_url, lambda: time.monotonic() > window_ends, WEBHOOK_SECRET=account)
+            deliveries = listed()
+            client.post("/callbacks/kie", json=music("complete", task_id))  # a late duplicate
+            window_ends = time.monotonic() + 0.3
+            drive(redis_url, lambda: time.monotonic() > window_ends, WEBHOOK_SECRET=account)
+            assert len(listed()) == len(deliveries)  # nothing more is made for it
+    assert subscribers.arrived == ["gone"]
+    assert deliveries and {d["state"] for d in deliveries} == {"failed"}

@@ -121,3 +121,24 @@ def test_lost_entries_are_counted_once_by_the_fan_out_that_moves_the_cursor_from
         "last_lost_after": "",
         "last_lost_at": "1000",
     }
+
+
+def test_a_listing_filtered_by_state_finds_the_newest_of_that_state_past_a_page_of_others(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    count = store_module.LIST_PAGE * 2 + 50
+    with redis_client.pipeline() as pipe:
+        for n in range(count):
+            state = "failed" if n < 20 else "delivered"  # the failed ones are the oldest
+            pipe.hset(KEYS.delivery(f"d{n}"), mapping={"id": f"d{n}", "state": state})
+            pipe.zadd(KEYS.webhook_deliveries("ep_a"), {f"d{n}": n})
+        pipe.execute()
+
+    async def work(store: WebhookStore, _: EventLog) -> list[list[str]]:
+        found = [await store.deliveries_of("ep_a", 5, state) for state in ("failed", None, "retrying")]
+        return [[d["id"] for d in listed] for listed in found]
+
+    failed, newest, retrying = run(redis_url, work)
+    assert failed == ["d19", "d18", "d17", "d16", "d15"]
+    assert newest == [f"d{count - n}" for n in range(1, 6)]
+    assert retrying == []

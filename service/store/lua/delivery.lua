@@ -103,6 +103,16 @@ if disable_reason and redis.call('HGET', sub_key, 'enabled') == '1' then
   redis.call('ZREM', due, member)
   redis.call('XADD', key_events(prefix), 'MAXLEN', '~', tonumber(A.events_max), '*', 'type',
     'subscription.disabled', 'subscription_id', sub, 'at', now, 'reason', disable_reason, 'task_id', '')
+  if redis.call('HGET', sub_key, 'kind') == 'task' then
+    -- A task's own endpoint cannot be enabled again (it has no API of its own): what waits for
+    -- it is given up now, rather than held pending for ever (fanout.lua makes no more).
+    for _, waiting in ipairs(redis.call('LRANGE', queue, 0, -1)) do
+      redis.call('HSET', key_delivery(prefix, waiting), 'state', 'failed', 'next_at', '', 'settled_at', now)
+    end
+    redis.call('DEL', queue)
+    redis.call('SREM', key_webhook_queues(prefix, sub), task)
+    state = 'failed'
+  end
 end
 
 -- Settled deliveries beyond the newest `deliveries_kept` of the subscription are forgotten.

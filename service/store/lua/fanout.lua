@@ -15,10 +15,12 @@ for i = ARG_COUNT + 1, #ARGV - 2, 3 do
   local sub, task, entry = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local id = 'dlv_' .. sub .. '_' .. entry
   local delivery_key = key_delivery(prefix, id)
-  local subscription = redis.call('HMGET', key_webhook(prefix, sub), 'id', 'enabled')
+  local subscription = redis.call('HMGET', key_webhook(prefix, sub), 'id', 'enabled', 'kind')
   local state = redis.call('HGET', delivery_key, 'state')
   -- A replay sends a settled delivery again, under its own id; one still queued is left be.
-  local send = subscription[1] and (not state or (requeue and SETTLED_DELIVERY[state]))
+  -- A task's own endpoint, once disabled, is finished (delivery.lua): nothing more is made for it.
+  local finished = subscription[3] == 'task' and subscription[2] ~= '1'
+  local send = subscription[1] and not finished and (not state or (requeue and SETTLED_DELIVERY[state]))
   if send then
     if not state then
       redis.call('HSET', delivery_key, 'id', id, 'subscription_id', sub, 'task_id', task, 'entry', entry,
