@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from service.core.retry import parse_retry_after
-from service.core.task_events import body, event_id, expiry_warning, render
+from service.core.task_events import body, event_id, expiry_warning, log_order, render
 from service.core.times import to_ms
 from service.core.url_policy import Policy, Resolver, Target
 from service.core.webhooks import (
@@ -44,12 +44,13 @@ from service.settings import Settings
 from service.store.connection import connect, redis_is_away
 from service.store.events import EventLog
 from service.store.keys import Keys
-from service.store.webhooks import Move, Position, WebhookStore, subscription_of
+from service.store.webhooks import Move, Position, ReplayStep, WebhookStore, subscription_of
 from workers.pinning import pinned_request
 
 log = logging.getLogger("tapedeck.deliveries")
 
 FAN_OUT_BATCH: Final = 500
+REPLAY_PAGE: Final = 500  # entries of the log one replay step reads
 IDLE_WAIT_S: Final = 0.1
 # A queue taken from the due list is due again this long after its send's timeout: by then the
 # send has been recorded, or its process is gone.
@@ -74,6 +75,7 @@ class Deliverer:
     in_flight: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
     per_subscription: Counter[str] = field(default_factory=Counter)
     swept_at: float = 0.0
+    sweep: asyncio.Task[None] | None = None  # the running sweep for files at risk, if any
     finished: asyncio.Event = field(default_factory=asyncio.Event)  # a send has just ended
     metadata_cache: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Queues taken again while their send ran here, and the lease that take gave them.
@@ -99,15 +101,24 @@ class Deliverer:
         await self.drain()
 
     async def drain(self) -> None:
-        if self.in_flight:
-            await asyncio.gather(*self.in_flight.values(), return_exceptions=True)
+        running = [*self.in_flight.values(), *([self.sweep] if self.sweep else [])]
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
 
     async def step(self) -> int:
         """One round: new events fanned out, due queues started. How much it did (0: idle)."""
-        if self.clock() - self.swept_at >= EXPIRY_SWEEP_S:
+        if self.clock() - self.swept_at >= EXPIRY_SWEEP_S and (self.sweep is None or self.sweep.done()):
+            # Beside the deliveries, never in front of them: a sweep reads up to
+            # EXPIRY_SWEEP_LIMIT tasks.
             self.swept_at = self.clock()
+            self.sweep = asyncio.create_task(self._sweep_guarded())
+        return await self.fan_out() + await self.replay() + await self.start_due()
+
+    async def _sweep_guarded(self) -> None:
+        try:
             await self.warn_expiring()
-        return await self.fan_out() + await self.start_due()
+        except Exception as exc:  # the next sweep looks again
+            log.warning("the sweep for files at risk did not finish: %r", exc)
 
     async def warn_expiring(self) -> int:
         """Appends task.files_expiring for tasks whose files are not all stored 72 h and again
@@ -145,6 +156,27 @@ class Deliverer:
         to = Position(entries[-1].id, at.passed + lost + len(entries))
         await self.webhooks.fan_out(triples, self._now_ms(), moved=Move(at, to, lost))
         return len(entries)
+
+    async def replay(self) -> int:
+        """One step (REPLAY_PAGE entries) of each subscription's replay under way: a replay of a
+        long log never holds up the deliveries. How many entries it read."""
+        read = 0
+        for subscription_id in await self.webhooks.replaying():
+            fields = await self.webhooks.get(subscription_id)
+            if fields is None or fields.get("replay_done_at"):  # deleted, or ended meanwhile
+                await self.webhooks.drop_replay(subscription_id)
+                continue
+            after, until = fields.get("replay_after", ""), fields.get("replay_until", "")
+            page = await self.events.after(after or None, REPLAY_PAGE)
+            entries = [e for e in page if log_order(e.id) <= log_order(until)]
+            to = entries[-1].id if entries else until
+            done = len(entries) < len(page) or len(page) < REPLAY_PAGE or log_order(to) >= log_order(until)
+            metadata = await self.events.metadata(e.fields.get("submission_id", "") for e in entries)
+            triples = fan_out([(e.id, e.fields) for e in entries], [subscription_of(fields)], metadata)
+            step = ReplayStep(subscription_id, after, to, done)
+            await self.webhooks.fan_out(triples, self._now_ms(), requeue=True, replay=step)
+            read += len(entries)
+        return read
 
     async def start_due(self) -> int:
         free = self.settings.webhook_concurrency - len(self.in_flight)

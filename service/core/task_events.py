@@ -60,6 +60,16 @@ def stream_id(value: str) -> str | None:
     return f"{int(found.group(1))}-{int(found.group(2))}"  # 00-0 is 0-0 to Redis
 
 
+def log_order(position: str) -> tuple[int, int]:
+    """What orders a log position (`10-0` is after `9-5`); "" (before the first entry) and
+    anything that is no position come first."""
+    found = stream_id(position)
+    if found is None:
+        return (-1, -1)
+    ms, seq = found.split("-")
+    return (int(ms), int(seq))
+
+
 def parse_types(value: str | None) -> frozenset[str] | None:
     """A comma-separated list of types, or None for all. Raises ValueError naming the unknown."""
     if not value:

@@ -64,6 +64,7 @@ TEMPLATES: Final[dict[str, str]] = {
     "webhook_deliveries": "{prefix}:wh:sub:{id}:deliveries",
     "webhook_cursor": "{prefix}:wh:cursor",
     "webhook_gaps": "{prefix}:wh:gaps",
+    "webhook_replays": "{prefix}:wh:replays",
     "delivery": "{prefix}:wh:dlv:{id}",
     "delivery_attempts": "{prefix}:wh:dlv:{id}:attempts",
     "delivery_queue": "{prefix}:wh:q:{id}",
@@ -147,6 +148,9 @@ class Keys:
 
     def webhook_gaps(self) -> str:
         return self._key("webhook_gaps")
+
+    def webhook_replays(self) -> str:
+        return self._key("webhook_replays")
 
     def delivery(self, delivery_id: str) -> str:
         return self._key("delivery", delivery_id)

@@ -162,7 +162,10 @@ FORGET: Final = Script("forget", ("prefix", "subscription_id", "count"))
 NEXT_SEND: Final = Script("next_send", ("prefix", "subscription_id", "task_id"))
 MARK_SENT: Final = Script("mark_sent", ("prefix", "submission_id", "idempotency_key", "now"))
 # Triples (subscription id, task id, entry id) follow the named arguments.
-FANOUT: Final = Script("fanout", ("prefix", "now", "requeue", "read_from", "cursor", "passed", "lost"))
+FANOUT: Final = Script(
+    "fanout",
+    ("prefix", "now", "requeue", "read_from", "cursor", "passed", "lost", "replay_of", "replay_done"),
+)
 DELIVERY: Final = Script(
     "delivery",
     (

@@ -14,6 +14,7 @@ from typing import Any, Final, cast
 
 import redis.asyncio as aioredis
 
+from service.core.task_events import log_order
 from service.core.webhooks import Subscription
 from service.store import scripts
 from service.store.keys import Keys
@@ -33,6 +34,16 @@ class Position:
 
     cursor: str
     passed: int
+
+
+@dataclass(frozen=True)
+class ReplayStep:
+    """One step of a subscription's replay: the entries after `read_from` up to `to`."""
+
+    subscription_id: str
+    read_from: str
+    to: str
+    done: bool
 
 
 @dataclass(frozen=True)
@@ -148,23 +159,72 @@ class WebhookStore:
         now_ms: int,
         requeue: bool = False,
         moved: Move | None = None,
+        replay: ReplayStep | None = None,
     ) -> int:
         """Queues each (subscription, task, entry) once; `requeue` (a replay) queues a settled
-        one again. `moved`: the fan-out read these from the log, and its position moves on."""
+        one again. `moved`: the fan-out read these from the log, and its position moves on;
+        `replay`: they are one step of a subscription's replay (-1: made already, by another)."""
         made = 0
         # In steps, none of which holds Redis for long; the cursor moves with the last one only,
-        # and a step made again (a process died between two) makes nothing twice.
+        # and a step made again (a process died between two) makes nothing twice. A replay step
+        # is one call (REPLAY_PAGE entries for one subscription), checked and moved at once.
+        if replay is not None and len(triples) > FANOUT_STEP:
+            raise ValueError(f"a replay step makes at most {FANOUT_STEP} deliveries")
         steps = [triples[i : i + FANOUT_STEP] for i in range(0, len(triples), FANOUT_STEP)] or [[]]
         for n, step in enumerate(steps):
-            move = moved if n == len(steps) - 1 and moved else Move(Position("", 0), Position("", 0), 0)
+            last = n == len(steps) - 1
+            move = moved if last and moved else Move(Position("", 0), Position("", 0), 0)
+            if replay is not None:
+                read_from, to, replay_of, done = (
+                    replay.read_from,
+                    replay.to,
+                    replay.subscription_id,
+                    replay.done,
+                )
+            else:
+                read_from, to, replay_of, done = move.read_from.cursor, move.to.cursor, "", False
             args = scripts.FANOUT.encode(
-                prefix=self.keys.prefix, now=now_ms, requeue=int(requeue), read_from=move.read_from.cursor,
-                cursor=move.to.cursor, passed=move.to.passed, lost=move.lost,
+                prefix=self.keys.prefix, now=now_ms, requeue=int(requeue), read_from=read_from, cursor=to,
+                passed=move.to.passed, lost=move.lost, replay_of=replay_of, replay_done=int(done),
             )  # fmt: skip
             for triple in step:
                 args += list(triple)
             made += int(await scripts.call(self.client, scripts.FANOUT, args))
         return made
+
+    # Replays
+
+    async def start_replay(
+        self, subscription_id: str, since_ms: int, after: str, until: str | None, now_ms: int
+    ) -> bool:
+        """Starts (or restarts) a subscription's replay of the log entries after `after` up to
+        `until` (the log's last entry now), made in steps by the deliverer. False if there is no
+        such subscription; a replay with nothing to send is done at once."""
+        done = until is None or log_order(until) <= log_order(after)
+        key = self.keys.webhook(subscription_id)
+        fields: dict[str, str | int] = {
+            "replay_after": after, "replay_until": until or "", "replay_since": since_ms, "replay_queued": 0,
+            "replay_started_at": now_ms, "replay_done_at": now_ms if done else "",
+        }  # fmt: skip
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.exists(key)
+            pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
+            if done:
+                pipe.srem(self.keys.webhook_replays(), subscription_id)
+            else:
+                pipe.sadd(self.keys.webhook_replays(), subscription_id)
+            exists, *_ = await pipe.execute()
+        if not exists:  # deleted meanwhile: the HSET above made a stray hash
+            await self.client.delete(key)
+            await self.client.srem(self.keys.webhook_replays(), subscription_id)
+        return bool(exists)
+
+    async def replaying(self) -> list[str]:
+        """The subscriptions with a replay under way (a handful: one each at most)."""
+        return sorted(cast(set[str], await self.client.smembers(self.keys.webhook_replays())))
+
+    async def drop_replay(self, subscription_id: str) -> None:
+        await self.client.srem(self.keys.webhook_replays(), subscription_id)
 
     async def take_due(
         self, now_ms: int, limit: int, until_ms: int, busy: Sequence[str] = ()

@@ -8,6 +8,7 @@ DELETE /subscriptions/{id}
 POST   /subscriptions/{id}/rotate-secret   a new secret; the old one also signs for
                                            WEBHOOK_ROTATION_GRACE_S
 GET    /subscriptions/{id}/deliveries?status=&limit=   GET /tasks/{id}/deliveries
+POST   /subscriptions/{id}/replay {since}  → 202; the deliverer queues the events in steps
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from starlette.responses import JSONResponse, Response
 
 from service.core.task_events import TYPES
 from service.core.times import iso
-from service.core.webhooks import SECRET_BYTES, fan_out, new_secret
+from service.core.webhooks import SECRET_BYTES, new_secret
 from service.errors import Conflict, InvalidParameter, UnknownDelivery, UnknownSubscription, UnsafeURL
 from service.store.events import EventLog
-from service.store.webhooks import WebhookStore, subscription_of
+from service.store.webhooks import WebhookStore
 from service.web.bodies import read_json
 from service.web.context import Context, context
 from service.web.tasks import parse_limit
@@ -65,6 +66,7 @@ def view(fields: dict[str, str], secret_shown: bool = False) -> dict[str, Any]:
         "failing_since": iso(fields.get("failing_since")),
         "last_success_at": iso(fields.get("last_success_at")),
         "secret": fields.get("secret", "") if secret_shown else masked(fields.get("secret", "")),
+        "replay": replay_view(fields),
     }
     return shown
 
@@ -284,27 +286,34 @@ async def retry_delivery(request: Request) -> JSONResponse:
     return JSONResponse(delivery_view(found, await webhooks.attempts(delivery_id)), status_code=202)
 
 
-REPLAY_PAGE: Final = 500
-
-
 async def replay_subscription(request: Request) -> JSONResponse:
+    """Queues every wanted event since a time again. The deliverer makes the deliveries in steps
+    (a long log is never walked inside a request); `replay` in the answer, and in the
+    subscription, says how far it has got."""
     ctx = context(request, "write")
     subscription = await found(ctx, request)
     body = await body_object(request)
     since_ms = parse_since(body.get("since"))
-    log = EventLog(ctx.tasks.client, ctx.tasks.keys)
-    wanted = [subscription_of(subscription)]
+    # The entries from `since_ms` on: after the last id any earlier millisecond can have.
+    after = f"{since_ms - 1}-{2**64 - 1}" if since_ms > 0 else ""
+    until = await EventLog(ctx.tasks.client, ctx.tasks.keys).last_id()
     webhooks = store(ctx)
-    queued, cursor = 0, f"{since_ms - 1}-{2**64 - 1}" if since_ms > 0 else None
-    while True:
-        entries = await log.after(cursor, REPLAY_PAGE)
-        if not entries:
-            break
-        metadata = await log.metadata(e.fields.get("submission_id", "") for e in entries)
-        triples = fan_out([(e.id, e.fields) for e in entries], wanted, metadata)
-        queued += await webhooks.fan_out(triples, int(ctx.clock() * 1000), requeue=True)
-        cursor = entries[-1].id
-    return JSONResponse({"subscription_id": subscription["id"], "queued": queued}, status_code=202)
+    if not await webhooks.start_replay(subscription["id"], since_ms, after, until, int(ctx.clock() * 1000)):
+        raise UnknownSubscription(f"no subscription {subscription['id']!r}")
+    now = await webhooks.get(subscription["id"]) or {}
+    return JSONResponse({"subscription_id": subscription["id"], "replay": replay_view(now)}, status_code=202)
+
+
+def replay_view(fields: dict[str, str]) -> dict[str, Any] | None:
+    if not fields.get("replay_started_at"):
+        return None
+    return {
+        "since": iso(fields.get("replay_since")),
+        "state": "done" if fields.get("replay_done_at") else "running",
+        "queued": int(fields.get("replay_queued") or 0),
+        "started_at": iso(fields.get("replay_started_at")),
+        "done_at": iso(fields.get("replay_done_at") or None),
+    }
 
 
 def parse_since(raw: Any) -> int:

@@ -485,12 +485,18 @@ def test_a_delivery_is_sent_again_on_request_and_a_replay_resends_under_the_same
         assert client.post("/deliveries/dlv_nope/retry").status_code == 404
         ids_before = [r.headers["webhook-id"] for r in subscribers.of("again")[:3]]
         replayed = client.post(f"/subscriptions/{sub['id']}/replay", json={"since": "2000-01-01T00:00:00Z"})
-        assert replayed.status_code == 202 and replayed.json()["queued"] == 3
+        assert replayed.status_code == 202
+        assert replayed.json()["replay"] | {"started_at": None} == {
+            "since": "2000-01-01T00:00:00.000Z", "state": "running", "queued": 0,
+            "started_at": None, "done_at": None,
+        }  # fmt: skip
         drive(redis_url, lambda: len(subscribers.of("again")) == 7)
+        replay = client.get(f"/subscriptions/{sub['id']}").json()["replay"]
+        assert (replay["state"], replay["queued"]) == ("done", 3)
         bad = client.post(f"/subscriptions/{sub['id']}/replay", json={"since": "last tuesday"})
         assert bad.status_code == 422 and "ISO 8601" in bad.json()["message"]
         future = client.post(f"/subscriptions/{sub['id']}/replay", json={"since": "2999-01-01T00:00:00"})
-        assert future.json()["queued"] == 0
+        assert (future.json()["replay"]["state"], future.json()["replay"]["queued"]) == ("done", 0)
     again = [r.headers["webhook-id"] for r in subscribers.of("again")[4:]]
     assert sorted(again) == sorted(ids_before)  # the same events, under the same ids
     t1 = [

@@ -118,14 +118,15 @@ def test_an_unreadable_record_is_failed_with_what_it_held_never_a_script_error(
     assert redis_client.zscore(KEYS.downloads_due(), "t1 audio-a") is None  # no job repeats it
 
 
+@pytest.mark.parametrize("status", ["complete", "failed", "lost"])
 @pytest.mark.parametrize(
     ("second", "told"),
     [("stored", "task.files_stored"), ("failed", "task.files_failed"), ("expired", "task.files_failed")],
 )
-def test_a_final_task_tells_once_when_its_files_have_all_settled(
-    redis_client: redis.Redis, second: str, told: str
+def test_a_final_or_lost_task_tells_once_when_its_files_have_all_settled(
+    redis_client: redis.Redis, second: str, told: str, status: str
 ) -> None:
-    redis_client.hset(KEYS.task("t1"), mapping={"task_id": "t1", "status": "complete", "family": "music"})
+    redis_client.hset(KEYS.task("t1"), mapping={"task_id": "t1", "status": status, "family": "music"})
     for name in ("audio-a", "audio-b"):
         record = {"name": name, "kind": "audio", "url": "u", "state": "waiting"}
         redis_client.hset(KEYS.artifacts("t1"), name, json.dumps(record))
@@ -142,7 +143,7 @@ def test_a_final_task_tells_once_when_its_files_have_all_settled(
     assert events() == []  # one file still waiting
     settle("audio-b", second)
     (event,) = events()
-    assert (event["type"], event["task_id"], event["status"], event["seq"]) == (told, "t1", "complete", "1")
+    assert (event["type"], event["task_id"], event["status"], event["seq"]) == (told, "t1", status, "1")
     files = sorted(json.loads(event["files"]), key=lambda f: f["name"])
     assert [(f["name"], f["state"]) for f in files] == [("audio-a", "stored"), ("audio-b", second)]
     assert "url" not in files[0]  # the upstream's URL is not told

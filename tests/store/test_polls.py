@@ -67,6 +67,21 @@ def test_giving_up_in_the_script_follows_the_lifecycle_table(
         assert record.state in ("finished", "ok") and history == [] and events == []
 
 
+def test_a_task_given_up_tells_the_files_it_had_already_stored(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    put_task(redis_client, "t1", "first")
+    stored = {"name": "audio-a", "kind": "audio", "url": "u", "state": "stored", "sha256": "ab"}
+    redis_client.hset(KEYS.artifacts("t1"), "audio-a", json.dumps(stored))
+    record_poll(redis_url, "t1", now=5_000, give_up_at=1_000)
+    events: list[dict[str, str]] = [fields for _id, fields in redis_client.xrange(KEYS.events())]  # type: ignore[misc, union-attr]
+    assert [(e["type"], e["status"]) for e in events] == [
+        ("task.lost", "lost"),
+        ("task.files_stored", "lost"),
+    ]
+    assert [f["name"] for f in json.loads(events[1]["files"])] == ["audio-a"]
+
+
 def test_a_poll_with_nothing_new_waits_the_delay_python_chose(
     redis_url: str, redis_client: redis.Redis
 ) -> None:

@@ -61,14 +61,15 @@ local function json_array(encoded)
   return '[' .. table.concat(encoded, ',') .. ']'
 end
 
--- Tells downstream once a final task's files have all settled: `task.files_stored` when every
--- one is stored, `task.files_failed` when any failed or expired. Told again only if what it
--- would say changes (a late stage added files). Called after the change that may settle them.
+-- Tells downstream once a final (or lost) task's files have all settled: `task.files_stored`
+-- when every one is stored, `task.files_failed` when any failed or expired. Told again only if
+-- what it would say changes (a late stage, or a lost task revived, added files). Called after
+-- the change that may settle them. Its source is `download`: the archive, not the upstream.
 local ARCHIVE_FIELDS = {'name', 'kind', 'track_id', 'state', 'sha256', 'bytes', 'content_type', 'last_error'}
 local function tell_archive(task_id, now, events_max)
   local task_key = key_task(prefix, task_id)
   local status = redis.call('HGET', task_key, 'status')
-  if not status or not TERMINAL[status] then return end
+  if not status or not (TERMINAL[status] or status == 'lost') then return end
   local files, all_stored = {}, true
   for _, raw in ipairs(redis.call('HVALS', key_artifacts(prefix, task_id))) do
     local read, artifact = pcall(cjson.decode, raw)

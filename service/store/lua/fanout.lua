@@ -7,9 +7,17 @@
 -- with `passed`, how many entries the log has ever held up to it. `lost` entries after
 -- `read_from` (the cursor this batch was read after) were trimmed before they could be read:
 -- counted once, by the call that moves the cursor from `read_from`.
--- Returns the number of deliveries made.
+-- With `replay_of` (a subscription id) the batch is a step of that subscription's replay
+-- instead: made only if the replay is still at `read_from` (two processes never make one step
+-- twice), it moves the replay to `cursor`, and `replay_done` ends it.
+-- Returns the number of deliveries made (-1: a replay step already made, or no longer wanted).
 
 local now, made, requeue = tonumber(A.now), 0, A.requeue == '1'
+local replay_key = A.replay_of ~= '' and key_webhook(prefix, A.replay_of) or nil
+if replay_key then
+  local at = redis.call('HMGET', replay_key, 'replay_after', 'replay_done_at')
+  if at[1] ~= A.read_from or (at[2] and at[2] ~= '') then return -1 end
+end
 local SETTLED_DELIVERY = {delivered = true, failed = true}
 for i = ARG_COUNT + 1, #ARGV - 2, 3 do
   local sub, task, entry = ARGV[i], ARGV[i + 1], ARGV[i + 2]
@@ -36,7 +44,14 @@ for i = ARG_COUNT + 1, #ARGV - 2, 3 do
     made = made + 1
   end
 end
-if A.cursor ~= '' then
+if replay_key then
+  redis.call('HSET', replay_key, 'replay_after', A.cursor)
+  redis.call('HINCRBY', replay_key, 'replay_queued', made)
+  if A.replay_done == '1' then
+    redis.call('HSET', replay_key, 'replay_done_at', now)
+    redis.call('SREM', key_webhook_replays(prefix), A.replay_of)
+  end
+elseif A.cursor ~= '' then
   local cursor_key, gaps = key_webhook_cursor(prefix), key_webhook_gaps(prefix)
   local stored = redis.call('GET', cursor_key) or ''
   if stored == A.read_from or stream_id_after(A.cursor, stored == '' and '0-0' or stored) then
