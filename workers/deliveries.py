@@ -55,7 +55,6 @@ IDLE_WAIT_S: Final = 0.1
 # A queue taken from the due list is due again this long after its send's timeout: by then the
 # send has been recorded, or its process is gone.
 LEASE_GRACE_S: Final = 5.0
-BUSY_RETRY_MS: Final = 250  # a queue whose subscription is at its limit is looked at again then
 METADATA_CACHE_SIZE: Final = 10_000
 EXPIRY_SWEEP_S: Final = 60.0  # files at risk are looked for this often
 EXPIRY_SWEEP_LIMIT: Final = 10_000  # unfinished files looked at per sweep
@@ -184,25 +183,20 @@ class Deliverer:
             return 0
         now_ms = self._now_ms()
         leased_until = now_ms + to_ms(self.settings.webhook_timeout_s + LEASE_GRACE_S)
-        limit = self.settings.webhook_per_subscription
-        busy_subscriptions = [sub for sub, sending in self.per_subscription.items() if sending >= limit]
-        due = await self.webhooks.take_due(now_ms, free, leased_until, busy_subscriptions)
-        started, busy = 0, []
+        due = await self.webhooks.take_due(
+            now_ms, free, leased_until, self.settings.webhook_per_subscription, self.per_subscription
+        )
+        started = 0
         for subscription_id, task_id in due:
             if (subscription_id, task_id) in self.in_flight:
                 # Made due while its send runs here (an operator's retry, a resume): looked at
                 # again as soon as that send ends, unless its record has set a time of its own.
                 self.again[subscription_id, task_id] = leased_until
                 continue
-            if self.per_subscription[subscription_id] >= self.settings.webhook_per_subscription:
-                busy.append((subscription_id, task_id))
-                continue
             self.per_subscription[subscription_id] += 1
             task = asyncio.create_task(self._deliver_guarded(subscription_id, task_id))
             self.in_flight[subscription_id, task_id] = task
             started += 1
-        if busy:  # one round trip for all of them, however many a saturated subscription has
-            await self.webhooks.release(busy, leased_until, self._now_ms() + BUSY_RETRY_MS)
         return started
 
     async def _deliver_guarded(self, subscription_id: str, task_id: str) -> None:
@@ -213,6 +207,8 @@ class Deliverer:
         finally:
             self.in_flight.pop((subscription_id, task_id), None)
             self.per_subscription[subscription_id] -= 1
+            if self.per_subscription[subscription_id] <= 0:
+                del self.per_subscription[subscription_id]
             leased_until = self.again.pop((subscription_id, task_id), None)
             if leased_until is not None:
                 with contextlib.suppress(Exception):  # else its lease brings it back

@@ -26,7 +26,10 @@
     {p}:wh:dlv:{id}:attempts   list   each attempt: time, status or error, latency, body head (capped)
     {p}:wh:q:{sub}:{task}      list   a subscription's deliveries of one task, in order; the head
                                       is the only one in flight
-    {p}:wh:due                 zset   "sub task" of every queue with a head to send, by when (ms)
+    {p}:wh:gaps                hash   passed (log entries ever, up to the cursor), lost, last_lost_*
+    {p}:wh:replays             set    subscriptions with a replay under way (its state: in wh:sub)
+    {p}:wh:due                 zset   subscriptions with a queue due, by their earliest (ms)
+    {p}:wh:sub:{id}:due        zset   task ids of its queues with a head to send, by when (ms)
     {p}:task:{id}:deliveries   zset   the task's delivery ids by creation time
     {p}:sig:{task}:{timestamp} string sha256 of the body a Kie signature was first seen with (expires
                                       after twice the tolerance: a signature is good for one body)
@@ -69,6 +72,7 @@ TEMPLATES: Final[dict[str, str]] = {
     "delivery_attempts": "{prefix}:wh:dlv:{id}:attempts",
     "delivery_queue": "{prefix}:wh:q:{id}",
     "deliveries_due": "{prefix}:wh:due",
+    "subscription_due": "{prefix}:wh:sub:{id}:due",
     "task_deliveries": "{prefix}:task:{id}:deliveries",
 }
 
@@ -163,6 +167,9 @@ class Keys:
 
     def deliveries_due(self) -> str:
         return self._key("deliveries_due")
+
+    def subscription_due(self, subscription_id: str) -> str:
+        return self._key("subscription_due", subscription_id)
 
     def task_deliveries(self, task_id: str) -> str:
         return self._key("task_deliveries", task_id)

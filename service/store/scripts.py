@@ -153,8 +153,8 @@ TAKE_DUE: Final = Script("take_due", ("prefix", "list", "now", "limit", "until_m
 BUDGET: Final = Script("budget", ("prefix", "name", "mode", "limit", "window_ms", "slot", "pause_ms"))
 
 EXPIRING: Final = Script("expiring", ("prefix", "task_id", "now", "window", "expires_at", "events_max"))
-# The subscription ids to leave alone follow the named arguments.
-TAKE_DELIVERIES: Final = Script("take_deliveries", ("prefix", "now", "limit", "until_ms"))
+# Pairs (subscription id, sends in flight) follow the named arguments.
+TAKE_DELIVERIES: Final = Script("take_deliveries", ("prefix", "now", "limit", "until_ms", "per_subscription"))
 # The members ("subscription task") to put back follow the named arguments.
 RELEASE: Final = Script("release", ("prefix", "leased_until", "at"))
 RESUME: Final = Script("resume", ("prefix", "subscription_id", "now", "cursor", "count"))

@@ -227,15 +227,35 @@ class WebhookStore:
         await self.client.srem(self.keys.webhook_replays(), subscription_id)
 
     async def take_due(
-        self, now_ms: int, limit: int, until_ms: int, busy: Sequence[str] = ()
+        self, now_ms: int, limit: int, until_ms: int, per_subscription: int, sending: Mapping[str, int]
     ) -> list[tuple[str, str]]:
         """Queues whose head is due, each leased until `until_ms` (a process that dies mid-send
-        leaves it due again when the lease ends); none of the `busy` subscriptions'."""
+        leaves it due again when the lease ends); from no subscription more than
+        `per_subscription` less its `sending` (sends in flight here)."""
         args = scripts.TAKE_DELIVERIES.encode(
-            prefix=self.keys.prefix, now=now_ms, limit=limit, until_ms=until_ms
+            prefix=self.keys.prefix,
+            now=now_ms,
+            limit=limit,
+            until_ms=until_ms,
+            per_subscription=per_subscription,
         )
-        members = cast(list[str], await scripts.call(self.client, scripts.TAKE_DELIVERIES, [*args, *busy]))
+        for subscription_id, count in sending.items():
+            if count > 0:
+                args += [subscription_id, count]
+        members = cast(list[str], await scripts.call(self.client, scripts.TAKE_DELIVERIES, args))
         return [cast(tuple[str, str], tuple(m.split(" ", 1))) for m in members if " " in m]
+
+    async def due(self) -> dict[tuple[str, str], int]:
+        """Every queue on the deliveries due list and when it is due (epoch ms): for tests and
+        tools; a deliverer takes from it with take_due."""
+        subscription_ids = cast(list[str], await self.client.zrange(self.keys.deliveries_due(), 0, -1))
+        async with self.client.pipeline(transaction=False) as pipe:
+            for subscription_id in subscription_ids:
+                pipe.zrange(self.keys.subscription_due(subscription_id), 0, -1, withscores=True)
+            found = cast(list[list[tuple[str, float]]], await pipe.execute())
+        return {
+            (s, t): int(at) for s, queues in zip(subscription_ids, found, strict=True) for t, at in queues
+        }
 
     async def next_send(
         self, subscription_id: str, task_id: str

@@ -129,3 +129,36 @@ local function link_submission(task_key, task_id, submission_id, authoritative)
     redis.call('HSETNX', sub_key, 'task_id', task_id)
   end
 end
+
+-- The deliveries due list has two levels: each subscription's queues (its task ids) by due time,
+-- and the subscriptions by their earliest, so a take steps past a busy subscription in one
+-- move, however long its backlog. These helpers are the only writers, and keep the two agreeing.
+local function due_refresh(sub)
+  local first = redis.call('ZRANGE', key_subscription_due(prefix, sub), 0, 0, 'WITHSCORES')
+  if #first == 0 then
+    redis.call('ZREM', key_deliveries_due(prefix), sub)
+  else
+    redis.call('ZADD', key_deliveries_due(prefix), first[2], sub)
+  end
+end
+
+-- Sets a queue's due time (`flag`: nil, 'NX' to keep one already set, 'XX' to only move one).
+local function due_set(sub, task, at, flag)
+  local key = key_subscription_due(prefix, sub)
+  local changed
+  if flag then
+    changed = redis.call('ZADD', key, flag, 'CH', at, task)
+  else
+    changed = redis.call('ZADD', key, 'CH', at, task)
+  end
+  if changed > 0 then due_refresh(sub) end
+  return changed
+end
+
+local function due_remove(sub, task)
+  if redis.call('ZREM', key_subscription_due(prefix, sub), task) > 0 then due_refresh(sub) end
+end
+
+local function due_at(sub, task)
+  return tonumber(redis.call('ZSCORE', key_subscription_due(prefix, sub), task))
+end

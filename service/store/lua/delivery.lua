@@ -14,9 +14,7 @@
 
 local now, sub, task = tonumber(A.now), A.subscription_id, A.task_id
 local sub_key = key_webhook(prefix, sub)
-local member = sub .. ' ' .. task
 local queue = key_delivery_queue(prefix, sub .. ':' .. task)
-local due = key_deliveries_due(prefix)
 
 if A.mode == 'idle' then
   if redis.call('EXISTS', sub_key) == 0 then
@@ -26,14 +24,14 @@ if A.mode == 'idle' then
       redis.call('ZREM', key_task_deliveries(prefix, task), gone)
     end
     redis.call('DEL', queue)
-    redis.call('ZREM', due, member)
+    due_remove(sub, task)
     return 'idle'
   end
   if redis.call('LLEN', queue) == 0 then
-    redis.call('ZREM', due, member)
+    due_remove(sub, task)
     redis.call('SREM', key_webhook_queues(prefix, sub), task)
   elseif redis.call('HGET', sub_key, 'enabled') ~= '1' then
-    redis.call('ZREM', due, member)
+    due_remove(sub, task)
   end
   return 'idle'
 end
@@ -50,7 +48,7 @@ if A.mode == 'retry' then
     redis.call('HSET', delivery_key, 'state', 'pending', 'next_at', '')
   end
   redis.call('HSET', delivery_key, 'round_attempts', 0)
-  if redis.call('HGET', sub_key, 'enabled') == '1' then redis.call('ZADD', due, now, member) end
+  if redis.call('HGET', sub_key, 'enabled') == '1' then due_set(sub, task, now) end
   return redis.call('HGET', delivery_key, 'state')
 end
 local attempts_key = key_delivery_attempts(prefix, id)
@@ -66,16 +64,16 @@ local STATES = {delivered = 'delivered', retry = 'retrying', failed = 'failed', 
 local state = STATES[verdict] or 'failed'
 redis.call('HSET', delivery_key, 'state', state, 'last_attempt_at', now, 'next_at', verdict == 'retry' and A.next_at or '')
 if state == 'retrying' then
-  redis.call('ZADD', due, tonumber(A.next_at), member)
+  due_set(sub, task, tonumber(A.next_at))
 elseif state == 'pending' then
-  redis.call('ZREM', due, member)
+  due_remove(sub, task)
 else
   redis.call('HSET', delivery_key, 'settled_at', now)
   redis.call('LPOP', queue)
   if redis.call('LLEN', queue) > 0 then
-    redis.call('ZADD', due, now, member)
+    due_set(sub, task, now)
   else
-    redis.call('ZREM', due, member)
+    due_remove(sub, task)
     redis.call('SREM', key_webhook_queues(prefix, sub), task)
   end
 end
@@ -100,7 +98,7 @@ elseif verdict ~= 'lost' then
 end
 if disable_reason and redis.call('HGET', sub_key, 'enabled') == '1' then
   redis.call('HSET', sub_key, 'enabled', '0', 'disabled_at', now, 'disabled_reason', disable_reason)
-  redis.call('ZREM', due, member)
+  due_remove(sub, task)
   redis.call('XADD', key_events(prefix), 'MAXLEN', '~', tonumber(A.events_max), '*', 'type',
     'subscription.disabled', 'subscription_id', sub, 'at', now, 'reason', disable_reason, 'task_id', '')
   if redis.call('HGET', sub_key, 'kind') == 'task' then

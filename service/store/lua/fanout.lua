@@ -40,7 +40,7 @@ for i = ARG_COUNT + 1, #ARGV - 2, 3 do
     redis.call('ZADD', key_webhook_deliveries(prefix, sub), now, id)
     redis.call('ZADD', key_task_deliveries(prefix, task), now, id)
     -- NX: a queue whose head is waiting for its retry keeps that time.
-    if subscription[2] == '1' then redis.call('ZADD', key_deliveries_due(prefix), 'NX', now, sub .. ' ' .. task) end
+    if subscription[2] == '1' then due_set(sub, task, now, 'NX') end
     made = made + 1
   end
 end

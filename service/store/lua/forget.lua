@@ -15,7 +15,7 @@ if #ids > 0 then return #ids end
 local queues = key_webhook_queues(prefix, sub)
 for _, task in ipairs(redis.call('SRANDMEMBER', queues, count)) do
   redis.call('DEL', key_delivery_queue(prefix, sub .. ':' .. task))
-  redis.call('ZREM', key_deliveries_due(prefix), sub .. ' ' .. task)
+  due_remove(sub, task)
   redis.call('SREM', queues, task)
 end
 return redis.call('SCARD', queues)

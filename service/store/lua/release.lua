@@ -3,11 +3,11 @@
 -- meanwhile, or that another process took after the lease ended, keeps the time that set.
 -- The members ("subscription task") follow the named arguments. Returns how many moved.
 
-local due, moved = key_deliveries_due(prefix), 0
-local leased = tonumber(A.leased_until)
+local moved, leased = 0, tonumber(A.leased_until)
 for i = ARG_COUNT + 1, #ARGV do
-  if tonumber(redis.call('ZSCORE', due, ARGV[i])) == leased then
-    redis.call('ZADD', due, 'XX', A.at, ARGV[i])
+  local sub, task = string.match(ARGV[i], '^(%S+) (.+)$')
+  if sub and due_at(sub, task) == leased then
+    due_set(sub, task, A.at, 'XX')
     moved = moved + 1
   end
 end

@@ -8,7 +8,7 @@ local found = redis.call('SSCAN', key_webhook_queues(prefix, sub), A.cursor, 'CO
 for _, waiting in ipairs(found[2]) do
   if redis.call('LLEN', key_delivery_queue(prefix, sub .. ':' .. waiting)) > 0 then
     -- NX: a queue waiting for its retry keeps that time.
-    redis.call('ZADD', key_deliveries_due(prefix), 'NX', A.now, sub .. ' ' .. waiting)
+    due_set(sub, waiting, A.now, 'NX')
   end
 end
 return found[1]

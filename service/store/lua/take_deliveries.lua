@@ -1,27 +1,34 @@
--- Takes up to `limit` queues due by `now` from the deliveries due list, leasing each to
--- `until_ms`, but none of the subscriptions named after the arguments (they have as many sends
--- in flight as they may): their queues stay due, and a busy subscriber's backlog never stands
--- in front of anyone else's, unless it has more than LOOK_AT queues due (looked at per call).
+-- Takes up to `limit` queues due by `now`, leasing each to `until_ms`, and from no subscription
+-- more than it has room for: `per_subscription` sends in flight at once, less those it already
+-- has (pairs of subscription id and count after the named arguments). A subscription with no
+-- room is stepped past in one move however long its backlog, so it stands in front of nobody.
 -- A queue once taken is not taken again until its lease ends, by this process or another: a
 -- call whose reply was lost leaves its queues to come back when their lease ends.
+-- Returns "subscription task" members.
 
-local due, limit, now = key_deliveries_due(prefix), tonumber(A.limit), A.now
-local busy = {}
-for i = ARG_COUNT + 1, #ARGV do busy[ARGV[i]] = true end
-local LOOK_AT = math.max(10 * limit, 5000)
-local taken, looked, page = {}, 0, math.max(limit, 500)
-while #taken < limit and looked < LOOK_AT do
-  local members = redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', looked, page)
-  if #members == 0 then break end
-  looked = looked + #members
-  for _, member in ipairs(members) do
-    local sub = string.match(member, '^(%S+) ')
-    if sub and not busy[sub] then
-      taken[#taken + 1] = member
-      if #taken == limit then break end
+local due, limit, now, per = key_deliveries_due(prefix), tonumber(A.limit), A.now, tonumber(A.per_subscription)
+local sending = {}
+for i = ARG_COUNT + 1, #ARGV - 1, 2 do sending[ARGV[i]] = tonumber(ARGV[i + 1]) end
+local taken, touched, offset = {}, {}, 0
+-- A subscription in range has a queue due (its score is its earliest), so each one looked at
+-- gives at least one, but for those with no room: at most `limit` plus those are looked at.
+while #taken < limit do
+  local subs = redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', offset, 100)
+  if #subs == 0 then break end
+  offset = offset + #subs
+  for _, sub in ipairs(subs) do
+    local room = math.min(per - (sending[sub] or 0), limit - #taken)
+    if room > 0 then
+      local key = key_subscription_due(prefix, sub)
+      for _, task in ipairs(redis.call('ZRANGEBYSCORE', key, '-inf', now, 'LIMIT', 0, room)) do
+        redis.call('ZADD', key, 'XX', A.until_ms, task)
+        taken[#taken + 1] = sub .. ' ' .. task
+      end
+      touched[#touched + 1] = sub
     end
+    if #taken >= limit then break end
   end
 end
--- Pushed only after the scan: pushing during it would shift the offsets it pages by.
-for _, member in ipairs(taken) do redis.call('ZADD', due, 'XX', A.until_ms, member) end
+-- Their earliest times moved on: set only after the scan, which pages by offset.
+for _, sub in ipairs(touched) do due_refresh(sub) end
 return taken
