@@ -51,6 +51,7 @@ log = logging.getLogger("tapedeck.deliveries")
 
 FAN_OUT_BATCH: Final = 500
 REPLAY_PAGE: Final = 500  # entries of the log one replay step reads
+REPLAY_LOOK_S: Final = 0.5  # replays asked for are looked for this often (each round while one runs)
 IDLE_WAIT_S: Final = 0.1
 # A queue taken from the due list is due again this long after its send's timeout: by then the
 # send has been recorded, or its process is gone.
@@ -75,6 +76,8 @@ class Deliverer:
     per_subscription: Counter[str] = field(default_factory=Counter)
     swept_at: float = 0.0
     sweep: asyncio.Task[None] | None = None  # the running sweep for files at risk, if any
+    replaying: list[str] = field(default_factory=list)  # subscriptions whose replay runs
+    replays_looked_at: float = -REPLAY_LOOK_S  # time.monotonic() of the last look
     finished: asyncio.Event = field(default_factory=asyncio.Event)  # a send has just ended
     metadata_cache: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Queues taken again while their send ran here, and the lease that take gave them.
@@ -135,9 +138,7 @@ class Deliverer:
 
     async def fan_out(self) -> int:
         at = await self.webhooks.position()
-        # Counted before reading: an entry trimmed after this is counted by the next round.
-        trimmed = await self.events.trimmed()
-        entries = await self.events.after(at.cursor or None, FAN_OUT_BATCH)
+        entries, trimmed = await self.events.after_counting_trimmed(at.cursor or None, FAN_OUT_BATCH)
         if not entries:
             return 0
         lost = max(0, trimmed - at.passed)
@@ -159,8 +160,11 @@ class Deliverer:
     async def replay(self) -> int:
         """One step (REPLAY_PAGE entries) of each subscription's replay under way: a replay of a
         long log never holds up the deliveries. How many entries it read."""
-        read = 0
-        for subscription_id in await self.webhooks.replaying():
+        if not self.replaying and time.monotonic() < self.replays_looked_at + REPLAY_LOOK_S:
+            return 0
+        self.replays_looked_at = time.monotonic()
+        read, self.replaying = 0, await self.webhooks.replaying()
+        for subscription_id in self.replaying:
             fields = await self.webhooks.get(subscription_id)
             if fields is None or fields.get("replay_done_at"):  # deleted, or ended meanwhile
                 await self.webhooks.drop_replay(subscription_id)

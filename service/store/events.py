@@ -51,13 +51,22 @@ class EventLog:
             entries += [LogEntry(entry_id, fields) for entry_id, fields in items]
         return entries
 
-    async def trimmed(self) -> int:
-        """How many entries the capped log has dropped since it began (0 when there is none)."""
-        try:
-            info = await self.client.xinfo_stream(self.keys.events())
-        except aioredis.ResponseError:  # no log yet
-            return 0
-        return max(0, int(info["entries-added"]) - int(info["length"]))
+    async def after_counting_trimmed(self, after: str | None, count: int) -> tuple[list[LogEntry], int]:
+        """`after(after, count)`, and how many entries the capped log has dropped since it began,
+        read in one transaction: none of the entries read can have been counted as dropped."""
+        start = f"({after}" if after else "-"
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.xinfo_stream(self.keys.events())
+            pipe.xrange(self.keys.events(), min=start, max="+", count=count)
+            info, found = await pipe.execute(raise_on_error=False)
+        if isinstance(found, Exception):
+            raise found
+        # No log yet: XINFO's error says so, and nothing was dropped.
+        trimmed = (
+            0 if isinstance(info, Exception) else max(0, int(info["entries-added"]) - int(info["length"]))
+        )
+        entries = [LogEntry(i, f) for i, f in cast(list[tuple[str, dict[str, str]]], found)]
+        return entries, trimmed
 
     async def last_id(self) -> str | None:
         found = cast(
