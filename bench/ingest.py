@@ -133,6 +133,10 @@ def main() -> int:
                             if child is not None:
                                 child.terminate()
                                 child.wait()
+            if receiver is not None:  # the deliveries must have run, or the ratio says nothing
+                received = httpx.get(f"{receiver_url}/stats", timeout=30).json()["requests"]
+                delivering_s = options.rounds * (options.seconds + 2)  # with the warm-ups
+                print(f"deliveries received while ingesting: {received} (~{received / delivering_s:.0f}/s)")
         finally:
             if receiver is not None:
                 receiver.terminate()
@@ -155,7 +159,6 @@ def start_deliverer(env: dict[str, str]) -> subprocess.Popen[bytes]:
     deliver_env = env | {"WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8"}
     command = [sys.executable, "-m", "service.cli.main", "deliver"]
     return subprocess.Popen(command, env=deliver_env, cwd=HERE.parent, stderr=subprocess.DEVNULL)
-    return 0
 
 
 def report(results: dict[str, list[Run]], options: argparse.Namespace, stored: int) -> None:
