@@ -36,6 +36,7 @@ from service.core.webhooks import (
     fan_out,
     judge,
     next_delay,
+    response_head,
     signature_header,
 )
 from service.errors import UnsafeURL
@@ -138,10 +139,17 @@ class Deliverer:
 
     async def fan_out(self) -> int:
         at = await self.webhooks.position()
-        entries, trimmed = await self.events.after_counting_trimmed(at.cursor or None, FAN_OUT_BATCH)
+        entries, counted = await self.events.after_counting(at.cursor or None, FAN_OUT_BATCH)
         if not entries:
             return 0
-        lost = max(0, trimmed - at.passed)
+        # Read to the log's end: the new cursor is its newest entry, so exactly `added` are up
+        # to it (which also sets the count where a cursor was kept before it was).
+        passed = counted.added if len(entries) < FAN_OUT_BATCH else None
+        if at.passed is None and at.cursor:
+            lost = 0  # not known before this read; nothing is counted as lost on a guess
+        else:
+            lost = max(0, counted.trimmed - (at.passed or 0))
+            passed = passed if passed is not None else (at.passed or 0) + lost + len(entries)
         if lost:
             # The log is capped (EVENT_LOG_MAX_ENTRIES) and the fan-out fell that far behind:
             # what was trimmed can reach no subscriber. Said loudly, and counted for operators.
@@ -153,7 +161,7 @@ class Deliverer:
         metadata = {k: f.metadata for k, f in facts.items()}
         endpoints = frozenset(k for k, f in facts.items() if f.webhook_url)
         triples = fan_out([(e.id, e.fields) for e in entries], wanted, metadata, endpoints)
-        to = Position(entries[-1].id, at.passed + lost + len(entries))
+        to = Position(entries[-1].id, passed)
         await self.webhooks.fan_out(triples, self._now_ms(), moved=Move(at, to, lost))
         return len(entries)
 
@@ -176,7 +184,7 @@ class Deliverer:
             done = len(entries) < len(page) or len(page) < REPLAY_PAGE or log_order(to) >= log_order(until)
             metadata = await self.events.metadata(e.fields.get("submission_id", "") for e in entries)
             triples = fan_out([(e.id, e.fields) for e in entries], [subscription_of(fields)], metadata)
-            step = ReplayStep(subscription_id, after, to, done)
+            step = ReplayStep(subscription_id, fields.get("replay_id", ""), after, to, done)
             await self.webhooks.fan_out(triples, self._now_ms(), requeue=True, replay=step)
             read += len(entries)
         return read
@@ -319,8 +327,8 @@ class Deliverer:
                 response = await self.http.send(request, stream=True)
                 try:
                     head = b""
-                    # Decoded bytes: a gzipped answer is kept as the text the subscriber sent.
-                    async for chunk in response.aiter_bytes():
+                    # Raw bytes, decoded by response_head no further than the head it keeps.
+                    async for chunk in response.aiter_raw():
                         head += chunk
                         if len(head) >= RESPONSE_HEAD_BYTES:
                             break
@@ -333,7 +341,7 @@ class Deliverer:
         attempt |= {
             "status": response.status_code,
             "latency_ms": to_ms(time.monotonic() - started),
-            "body": head[:RESPONSE_HEAD_BYTES].decode(errors="replace"),
+            "body": response_head(head, response.headers.get("content-encoding")),
         }
         return (
             attempt,

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
 
+import idna
+
 from service.errors import HostUnresolved, UnsafeURL
 
 # The Kie file hosts seen in kie-api.md §9.
@@ -128,12 +130,14 @@ class Policy:
 
 
 def _ascii_host(host: str) -> str | None:
-    """`host` in ASCII (punycode for an internationalised name); None if it is not a valid name."""
+    """`host` in ASCII: an internationalised name as IDNA 2008 with UTS 46 mapping (as browsers
+    and httpx encode it: `straße.de` is `xn--strae-oqa.de`, never IDNA 2003's `strasse.de`, a
+    different domain). None if it is not a valid name."""
     if host.isascii():
         return host
     try:
-        return host.encode("idna").decode("ascii")
-    except UnicodeError:
+        return idna.encode(host, uts46=True, transitional=False).decode("ascii")
+    except (idna.IDNAError, UnicodeError):
         return None
 
 

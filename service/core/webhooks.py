@@ -14,6 +14,7 @@ import binascii
 import hashlib
 import hmac
 import random
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -49,6 +50,24 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
 
 def signature_header(secrets: Iterable[str], msg_id: str, timestamp: int, body: bytes) -> str:
     return " ".join(sign(secret, msg_id, timestamp, body) for secret in secrets)
+
+
+def response_head(raw: bytes, content_encoding: str | None) -> str:
+    """The first RESPONSE_HEAD_BYTES of a subscriber's answer as text, from the head of its raw
+    bytes: gzip and deflate are inflated no further than that (a small answer claiming to be
+    gzip can inflate to gigabytes); any other encoding is named, not decoded."""
+    encoding = (content_encoding or "").strip().lower()
+    if encoding in ("", "identity"):
+        head = raw[:RESPONSE_HEAD_BYTES]
+    elif encoding in ("gzip", "x-gzip", "deflate"):
+        try:
+            # wbits 47: a gzip or zlib header, whichever it has; max_length bounds the output.
+            head = zlib.decompressobj(wbits=47).decompress(raw, RESPONSE_HEAD_BYTES)
+        except zlib.error:
+            return f"<{encoding} body that does not inflate>"
+    else:
+        return f"<{encoding[:40]}-encoded body>"
+    return head.decode(errors="replace")
 
 
 def judge(status: int | None) -> Verdict:

@@ -27,6 +27,17 @@ class LogEntry:
     fields: dict[str, str]
 
 
+@dataclass(frozen=True)
+class LogCount:
+    added: int  # entries ever appended
+    length: int  # entries held now
+
+    @property
+    def trimmed(self) -> int:
+        """Entries dropped from the capped log since it began (the log is never XDEL'd)."""
+        return max(0, self.added - self.length)
+
+
 class EventLog:
     def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
         self.client = client
@@ -51,9 +62,9 @@ class EventLog:
             entries += [LogEntry(entry_id, fields) for entry_id, fields in items]
         return entries
 
-    async def after_counting_trimmed(self, after: str | None, count: int) -> tuple[list[LogEntry], int]:
-        """`after(after, count)`, and how many entries the capped log has dropped since it began,
-        read in one transaction: none of the entries read can have been counted as dropped."""
+    async def after_counting(self, after: str | None, count: int) -> tuple[list[LogEntry], LogCount]:
+        """`after(after, count)`, and how many entries the capped log has held and holds, read in
+        one transaction: none of the entries read can have been counted as dropped."""
         start = f"({after}" if after else "-"
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.xinfo_stream(self.keys.events())
@@ -61,12 +72,12 @@ class EventLog:
             info, found = await pipe.execute(raise_on_error=False)
         if isinstance(found, Exception):
             raise found
-        # No log yet: XINFO's error says so, and nothing was dropped.
-        trimmed = (
-            0 if isinstance(info, Exception) else max(0, int(info["entries-added"]) - int(info["length"]))
-        )
+        if isinstance(info, Exception):  # no log yet
+            counted = LogCount(0, 0)
+        else:  # entries-added needs Redis 7 (the project's own redis-server is 7)
+            counted = LogCount(int(info.get("entries-added", info["length"])), int(info["length"]))
         entries = [LogEntry(i, f) for i, f in cast(list[tuple[str, dict[str, str]]], found)]
-        return entries, trimmed
+        return entries, counted
 
     async def last_id(self) -> str | None:
         found = cast(

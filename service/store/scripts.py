@@ -164,7 +164,18 @@ MARK_SENT: Final = Script("mark_sent", ("prefix", "submission_id", "idempotency_
 # Triples (subscription id, task id, entry id) follow the named arguments.
 FANOUT: Final = Script(
     "fanout",
-    ("prefix", "now", "requeue", "read_from", "cursor", "passed", "lost", "replay_of", "replay_done"),
+    (
+        "prefix",
+        "now",
+        "requeue",
+        "read_from",
+        "cursor",
+        "passed",
+        "lost",
+        "replay_of",
+        "replay_id",
+        "replay_done",
+    ),
 )
 DELIVERY: Final = Script(
     "delivery",

@@ -25,22 +25,25 @@ FORGET_STEP: Final = 500  # deliveries of a deleted subscription forgotten per s
 RESUME_STEP: Final = 500  # queues of a re-enabled subscription looked at per script call
 FANOUT_STEP: Final = 1_000  # deliveries made per script call
 LIST_PAGE: Final = 500  # deliveries read per round trip when a listing is filtered by state
+LIST_PAGES: Final = 40  # and at most this many pages (20,000 deliveries) per listing
 
 
 @dataclass(frozen=True)
 class Position:
     """Where the fan-out is: after `cursor` (a stream id; "" before the first entry), and how
-    many entries the log has ever held up to it, trimmed ones too."""
+    many entries the log has ever held up to it, trimmed ones too (None: not known yet, for a
+    cursor kept before this count was; known again once the fan-out reads to the log's end)."""
 
     cursor: str
-    passed: int
+    passed: int | None
 
 
 @dataclass(frozen=True)
 class ReplayStep:
-    """One step of a subscription's replay: the entries after `read_from` up to `to`."""
+    """One step of a subscription's replay `replay_id`: the entries after `read_from` up to `to`."""
 
     subscription_id: str
+    replay_id: str
     read_from: str
     to: str
     done: bool
@@ -143,11 +146,11 @@ class WebhookStore:
 
     async def position(self) -> Position:
         """Where the fan-out is in the event log."""
-        async with self.client.pipeline(transaction=False) as pipe:
+        async with self.client.pipeline(transaction=True) as pipe:  # the two agree
             pipe.get(self.keys.webhook_cursor())
             pipe.hget(self.keys.webhook_gaps(), "passed")
             cursor, passed = await pipe.execute()
-        return Position(cursor or "", int(passed or 0))
+        return Position(cursor or "", int(passed) if passed is not None else None)
 
     async def gaps(self) -> dict[str, str]:
         """How many events were trimmed from the log before the fan-out read them, and when last."""
@@ -175,17 +178,15 @@ class WebhookStore:
             last = n == len(steps) - 1
             move = moved if last and moved else Move(Position("", 0), Position("", 0), 0)
             if replay is not None:
-                read_from, to, replay_of, done = (
-                    replay.read_from,
-                    replay.to,
-                    replay.subscription_id,
-                    replay.done,
-                )
+                read_from, to, done = replay.read_from, replay.to, replay.done
+                replay_of, replay_id = replay.subscription_id, replay.replay_id
             else:
-                read_from, to, replay_of, done = move.read_from.cursor, move.to.cursor, "", False
+                read_from, to, done = move.read_from.cursor, move.to.cursor, False
+                replay_of = replay_id = ""
             args = scripts.FANOUT.encode(
                 prefix=self.keys.prefix, now=now_ms, requeue=int(requeue), read_from=read_from, cursor=to,
-                passed=move.to.passed, lost=move.lost, replay_of=replay_of, replay_done=int(done),
+                passed=-1 if move.to.passed is None else move.to.passed, lost=move.lost, replay_of=replay_of,
+                replay_id=replay_id, replay_done=int(done),
             )  # fmt: skip
             for triple in step:
                 args += list(triple)
@@ -195,7 +196,7 @@ class WebhookStore:
     # Replays
 
     async def start_replay(
-        self, subscription_id: str, since_ms: int, after: str, until: str | None, now_ms: int
+        self, subscription_id: str, since_ms: int, after: str, until: str | None, now_ms: int, replay_id: str
     ) -> bool:
         """Starts (or restarts) a subscription's replay of the log entries after `after` up to
         `until` (the log's last entry now), made in steps by the deliverer. False if there is no
@@ -205,6 +206,7 @@ class WebhookStore:
         fields: dict[str, str | int] = {
             "replay_after": after, "replay_until": until or "", "replay_since": since_ms, "replay_queued": 0,
             "replay_started_at": now_ms, "replay_done_at": now_ms if done else "",
+            "replay_id": replay_id,
         }  # fmt: skip
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.exists(key)
@@ -365,19 +367,23 @@ class WebhookStore:
 
     async def _deliveries(self, key: str, limit: int, state: str | None) -> list[dict[str, str]]:
         """The newest `limit` deliveries listed under `key`, of `state` only if given: read a page
-        at a time until enough are found (a subscription keeps at most DELIVERIES_KEPT settled)."""
+        at a time until enough are found, at most LIST_PAGES pages (a subscription keeps at most
+        DELIVERIES_KEPT settled ones, but a disabled one's backlog can be longer). Deliveries
+        made meanwhile push the pages back: what a page shows again is shown once."""
         chosen: list[dict[str, str]] = []
-        start, page = 0, limit if state is None else max(limit, LIST_PAGE)
-        while len(chosen) < limit:
+        seen: set[str] = set()
+        page = limit if state is None else max(limit, LIST_PAGE)
+        for start in range(0, page * LIST_PAGES, page):
             ids = cast(list[str], await self.client.zrevrange(key, start, start + page - 1))
-            if not ids:
-                break
+            fresh = [i for i in ids if i not in seen]
+            seen.update(fresh)
             async with self.client.pipeline(transaction=False) as pipe:
-                for delivery_id in ids:
+                for delivery_id in fresh:
                     pipe.hgetall(self.keys.delivery(delivery_id))
                 found = cast(list[dict[str, str]], await pipe.execute())
             chosen += [f for f in found if f and (state is None or f.get("state") == state)]
-            start += page
+            if len(chosen) >= limit or len(ids) < page:
+                break
         return chosen[:limit]
 
     async def _delivery(

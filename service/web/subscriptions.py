@@ -298,7 +298,10 @@ async def replay_subscription(request: Request) -> JSONResponse:
     after = f"{since_ms - 1}-{2**64 - 1}" if since_ms > 0 else ""
     until = await EventLog(ctx.tasks.client, ctx.tasks.keys).last_id()
     webhooks = store(ctx)
-    if not await webhooks.start_replay(subscription["id"], since_ms, after, until, int(ctx.clock() * 1000)):
+    started = int(ctx.clock() * 1000)
+    if not await webhooks.start_replay(
+        subscription["id"], since_ms, after, until, started, secrets.token_hex(8)
+    ):
         raise UnknownSubscription(f"no subscription {subscription['id']!r}")
     now = await webhooks.get(subscription["id"]) or {}
     return JSONResponse({"subscription_id": subscription["id"], "replay": replay_view(now)}, status_code=202)

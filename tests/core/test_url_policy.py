@@ -19,6 +19,7 @@ DNS = {
     "localhost": ["127.0.0.1"],
     "127.0.0.1": ["127.0.0.1"],
     "xn--bcher-kva.example": ["104.18.1.4"],
+    "xn--strae-oqa.de": ["104.18.1.5"],
 }
 HOSTS = [
     *("tempfile.aiquickdraw.com", "rebind.aiquickdraw.com", "meta.aiquickdraw.com", "mixed.aiquickdraw.com"),
@@ -40,6 +41,8 @@ def test_an_internationalised_name_is_checked_and_sent_as_its_ascii_form() -> No
     any_host = Policy.any_public_host([], "WEBHOOK_ALLOWED_NETWORKS")
     target = any_host.check("https://B\u00fccher.example/hook", resolve)
     assert (target.host, target.address) == ("xn--bcher-kva.example", "104.18.1.4")
+    # IDNA 2008, as browsers and httpx: not IDNA 2003's strasse.de, which is another domain.
+    assert any_host.check("https://stra\u00dfe.de/hook", resolve).host == "xn--strae-oqa.de"
     listed = Policy.build(["b\u00fccher.example"], [])  # listed in either form, it matches
     assert listed.check("https://xn--bcher-kva.example/hook", resolve).host == "xn--bcher-kva.example"
 

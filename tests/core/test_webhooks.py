@@ -147,3 +147,40 @@ def test_which_expiry_warning_is_due(left_h: float, warning: str | None) -> None
     from service.core.task_events import expiry_warning
 
     assert expiry_warning(1_000_000 + left_h * 3600, 1_000_000) == warning
+
+
+def _gzip(data: bytes) -> bytes:
+    import gzip
+
+    return gzip.compress(data)
+
+
+def _deflate(data: bytes) -> bytes:
+    import zlib
+
+    return zlib.compress(data)
+
+
+@pytest.mark.parametrize(
+    ("raw", "encoding", "expected"),
+    [
+        (b"ok", None, "ok"),
+        (b"ok", "identity", "ok"),
+        (b"x" * 5000, None, "x" * 2048),
+        (_gzip(b"accepted"), "gzip", "accepted"),
+        (_gzip(b"accepted"), "GZIP ", "accepted"),
+        (_deflate(b"accepted"), "deflate", "accepted"),
+        # A bomb: 50 MB of zeros in ~50 KB; only the head is ever inflated.
+        (_gzip(b"0" * 50_000_000)[:2048], "gzip", "0" * 2048),
+        (b"not gzip at all", "gzip", "<gzip body that does not inflate>"),
+        (b"\x8b\x00", "br", "<br-encoded body>"),
+        (b"caf\xc3\xa9 \xff", None, "caf\u00e9 \ufffd"),
+    ],
+    ids=["plain", "identity", "cut", "gzip", "gzip-header-case", "deflate", "bomb", "bad-gzip", "br", "utf8"],
+)
+def test_a_response_head_is_kept_as_text_inflated_no_further_than_the_head(
+    raw: bytes, encoding: str | None, expected: str
+) -> None:
+    from service.core.webhooks import response_head
+
+    assert response_head(raw, encoding) == expected

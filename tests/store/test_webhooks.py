@@ -231,3 +231,20 @@ def test_the_two_levels_of_the_due_list_agree_after_any_mix_of_changes(
         return checked
 
     assert run(redis_url, work) == 400 * len(subs)
+
+
+def test_queues_due_on_an_older_versions_one_level_list_are_moved_and_then_taken(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    subscription(redis_client, "ep_a")
+    redis_client.zadd(KEYS.deliveries_due(), {"ep_a t1": 500, "ep_a t2": 99_000})  # t2: a retry later
+
+    async def work(store: WebhookStore, _: EventLog) -> list[list[tuple[str, str]]]:
+        return [await store.take_due(1_000, 10, 6_000, 10, {}) for _ in range(2)]
+
+    assert run(redis_url, work) == [[], [("ep_a", "t1")]]
+    assert due(redis_url) == {("ep_a", "t1"): 6_000}
+    assert redis_client.zrange(KEYS.deliveries_due(), 0, -1, withscores=True) == [
+        ("ep_a", 6_000),
+        ("ep_a t2", 99_000),
+    ]

@@ -4,19 +4,21 @@
 -- its subscription and entry, so fanning the same entries out again (a process died before
 -- the cursor moved) makes nothing twice; with `requeue` (a replay) a settled delivery is queued
 -- again. Moves the cursor to `cursor` (the last entry fanned out; '' leaves it) if that is later,
--- with `passed`, how many entries the log has ever held up to it. `lost` entries after
+-- with `passed`, how many entries the log has ever held up to it (-1: not known). `lost` entries after
 -- `read_from` (the cursor this batch was read after) were trimmed before they could be read:
 -- counted once, by the call that moves the cursor from `read_from`.
 -- With `replay_of` (a subscription id) the batch is a step of that subscription's replay
--- instead: made only if the replay is still at `read_from` (two processes never make one step
--- twice), it moves the replay to `cursor`, and `replay_done` ends it.
+-- instead: made only if the replay `replay_id` is still at `read_from` (two processes never make
+-- one step twice, nor a step of a replay since asked again), it moves the replay to `cursor`,
+-- and `replay_done` ends it.
 -- Returns the number of deliveries made (-1: a replay step already made, or no longer wanted).
 
 local now, made, requeue = tonumber(A.now), 0, A.requeue == '1'
 local replay_key = A.replay_of ~= '' and key_webhook(prefix, A.replay_of) or nil
 if replay_key then
-  local at = redis.call('HMGET', replay_key, 'replay_after', 'replay_done_at')
-  if at[1] ~= A.read_from or (at[2] and at[2] ~= '') then return -1 end
+  -- The replay's id too: a replay asked again meanwhile may start from the same place.
+  local at = redis.call('HMGET', replay_key, 'replay_after', 'replay_done_at', 'replay_id')
+  if at[1] ~= A.read_from or (at[2] and at[2] ~= '') or at[3] ~= A.replay_id then return -1 end
 end
 local SETTLED_DELIVERY = {delivered = true, failed = true}
 for i = ARG_COUNT + 1, #ARGV - 2, 3 do
@@ -56,7 +58,7 @@ elseif A.cursor ~= '' then
   local stored = redis.call('GET', cursor_key) or ''
   if stored == A.read_from or stream_id_after(A.cursor, stored == '' and '0-0' or stored) then
     redis.call('SET', cursor_key, A.cursor)
-    redis.call('HSET', gaps, 'passed', A.passed)
+    if tonumber(A.passed) >= 0 then redis.call('HSET', gaps, 'passed', A.passed) end
     if stored == A.read_from and tonumber(A.lost) > 0 then
       redis.call('HINCRBY', gaps, 'lost', tonumber(A.lost))
       redis.call('HSET', gaps, 'last_lost', A.lost, 'last_lost_after', A.read_from, 'last_lost_at', now)

@@ -49,8 +49,8 @@ append_history(task_id, {stage = 'lost', source = 'poll', outcome = 'applied', a
 append_event(task_key, task_id, {'type', 'task.lost', 'at', now, 'source', 'poll', 'status', lost,
   'reason', reason}, A.events_max)
 redis.call('HSET', task_key, 'last_poll_reply', 'lost')
--- What it had already stored (an early stage's files) is told now, as for a final task.
-tell_archive(task_id, now, A.events_max)
 -- A lost task is still asked now and then: a late answer can still complete it.
 redis.call('ZADD', due_key, now + tonumber(A.lost_recheck_ms), task_id)
+-- What it had already stored (an early stage's files) is told now, as for a final task.
+tell_archive(task_id, now, A.events_max)
 return {'lost', lost}
