@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
 
-import idna
-
 from service.errors import HostUnresolved, UnsafeURL
 
 # The Kie file hosts seen in kie-api.md §9.
@@ -58,7 +56,7 @@ class Policy:
     @classmethod
     def build(cls, hosts: Iterable[str], networks: Iterable[str]) -> Policy:
         return cls(
-            frozenset(_ascii_host(h.strip().lower()) or h.strip().lower() for h in hosts if h.strip()),
+            frozenset(h.strip().lower() for h in hosts if h.strip()),
             tuple(ipaddress.ip_network(n.strip(), strict=False) for n in networks if n.strip()),
         )
 
@@ -80,12 +78,6 @@ class Policy:
         host = (hostname or "").lower().rstrip(".")
         if not host:
             raise UnsafeURL("the URL has no host")
-        # An internationalised name is checked, resolved and sent (Host, TLS name) as its
-        # ASCII form: a header cannot carry anything else.
-        ascii_host = _ascii_host(host)
-        if ascii_host is None:
-            raise UnsafeURL(f"host {host!r} is not a valid domain name (IDNA)")
-        host = ascii_host
         if parts.username or parts.password:
             raise UnsafeURL("URLs with credentials are not fetched")
         if self.allowed_hosts is not None and host not in self.allowed_hosts:
@@ -127,18 +119,6 @@ class Policy:
                 f"host {host!r} resolves to {kind.replace('_', '-')} address {address}, "
                 f"not in {self.networks_setting}"
             )
-
-
-def _ascii_host(host: str) -> str | None:
-    """`host` in ASCII: an internationalised name as IDNA 2008 with UTS 46 mapping (as browsers
-    and httpx encode it: `straße.de` is `xn--strae-oqa.de`, never IDNA 2003's `strasse.de`, a
-    different domain). None if it is not a valid name."""
-    if host.isascii():
-        return host
-    try:
-        return idna.encode(host, uts46=True, transitional=False).decode("ascii")
-    except (idna.IDNAError, UnicodeError):
-        return None
 
 
 def embedded_ipv4(address: Address) -> ipaddress.IPv4Address | None:
