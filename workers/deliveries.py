@@ -38,6 +38,7 @@ from service.core.webhooks import (
     next_delay,
     response_head,
     signature_header,
+    status_class,
 )
 from service.errors import UnsafeURL
 from service.resolver import system_resolver
@@ -45,6 +46,7 @@ from service.settings import Settings
 from service.store.connection import connect, redis_is_away
 from service.store.events import EventLog
 from service.store.keys import Keys
+from service.store.metrics import MetricsStore
 from service.store.webhooks import Move, Position, ReplayStep, WebhookStore, subscription_of
 from workers.pinning import pinned_request
 
@@ -81,6 +83,7 @@ class Deliverer:
     replays_looked_at: float = -REPLAY_LOOK_S  # time.monotonic() of the last look
     finished: asyncio.Event = field(default_factory=asyncio.Event)  # a send has just ended
     metadata_cache: dict[str, dict[str, Any]] = field(default_factory=dict)
+    metrics: MetricsStore | None = None  # where the sweep's count of files at risk is kept
     # Queues taken again while their send ran here, and the lease that take gave them.
     again: dict[tuple[str, str], int] = field(default_factory=dict)
 
@@ -128,13 +131,19 @@ class Deliverer:
         24 h before the upstream deletes them. How many it told."""
         now_s = self.clock()
         told = 0
+        at_risk = {"72h": 0, "24h": 0}  # tasks under 72 h (24 h) from deletion, files not all stored
         for task_id, created_ms in (await self.webhooks.unstored_tasks(EXPIRY_SWEEP_LIMIT)).items():
             expires_at_s = created_ms / 1000 + self.settings.artifact_ttl_s
             window = expiry_warning(expires_at_s, now_s)
+            if window:
+                at_risk["72h"] += 1
+                at_risk["24h"] += window == "24h"
             if window and await self.webhooks.tell_expiring(
                 task_id, to_ms(now_s), window, to_ms(expires_at_s)
             ):
                 told += 1
+        if self.metrics is not None:
+            await self.metrics.note_at_risk(at_risk, to_ms(now_s))
         return told
 
     async def fan_out(self) -> int:
@@ -237,7 +246,9 @@ class Deliverer:
         if entry is None:
             # Trimmed from the capped log (EVENT_LOG_MAX_ENTRIES) before it could be sent.
             attempt = {"at": now_ms, "error": "the event is no longer in the event log"}
-            return await self.webhooks.record(delivery, now_ms, attempt, "lost", 0, self._disable_after_ms)
+            return await self.webhooks.record(
+                delivery, now_ms, attempt, "lost", 0, self._disable_after_ms, "lost"
+            )
         entry_id, entry_fields = entry
         payload = render(entry_id, entry_fields, self.settings.public_base_url,
                          await self._metadata(entry_fields.get("submission_id", "")))  # fmt: skip
@@ -252,8 +263,10 @@ class Deliverer:
                 verdict = "failed"
             else:
                 next_at = self._now_ms() + to_ms(delay)
-        state = await self.webhooks.record(delivery, self._now_ms(), attempt, verdict, next_at,
-                                           self._disable_after_ms)  # fmt: skip
+        answered = status_class(status, timed_out)
+        state = await self.webhooks.record(
+            delivery, self._now_ms(), attempt, verdict, next_at, self._disable_after_ms, answered
+        )
         if log.isEnabledFor(logging.DEBUG):  # every attempt is in Redis; a line each is for debugging
             log.debug(
                 "delivery %s to %s: %s (%s)", delivery["id"], subscription_id, state, attempt.get("status")
@@ -381,6 +394,7 @@ async def _serve(settings: Settings) -> int:
             http,
             settings.webhook_policy,
             system_resolver,
+            metrics=MetricsStore(client, keys),
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

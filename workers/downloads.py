@@ -96,7 +96,7 @@ def fetch_artifact(deps: Deps, task_id: str, name: str) -> str:
     except Refused as exc:
         log.warning("download task_id=%s artifact=%s refused: %s", task_id, name, exc)
         if deps.artifacts.finish(task_id, name, to_ms(deps.clock()), lease.token, "failed",
-                                 last_error=str(exc), refused=True):  # fmt: skip
+                                 last_error=str(exc), refused=True, metric_reason="refused"):  # fmt: skip
             deps.storage.part_path(task_id, name).unlink(missing_ok=True)
         return "failed"
     except TransferFailed as exc:
@@ -303,7 +303,14 @@ def _retry_later(
     delay = min(backoff.delay(attempts, deps.rng), left)
     retry_at = to_ms(now + delay)
     if not deps.artifacts.finish(
-        task_id, name, to_ms(now), lease.token, "waiting", next_try_at=retry_at, **fields
+        task_id,
+        name,
+        to_ms(now),
+        lease.token,
+        "waiting",
+        next_try_at=retry_at,
+        metric_reason="url_rotated" if failure.rotated else "transfer",
+        **fields,
     ):
         return "lost"
     urgent = is_urgent(expiry, now + delay, deps.settings.urgent_within_s)
@@ -322,7 +329,7 @@ def _fresh_url(deps: Deps, task_id: str, family: str, name: str) -> str | None:
 
 def _expire(deps: Deps, lease: Lease, reason: str) -> str:
     if not deps.artifacts.finish(lease.task_id, lease.name, to_ms(deps.clock()), lease.token, "expired",
-                                 last_error=reason):  # fmt: skip
+                                 last_error=reason, metric_reason="expiry"):  # fmt: skip
         return "lost"
     deps.storage.part_path(lease.task_id, lease.name).unlink(missing_ok=True)
     log.warning("download task_id=%s artifact=%s expired: %s", lease.task_id, lease.name, reason)

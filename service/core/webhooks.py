@@ -70,6 +70,13 @@ def response_head(raw: bytes, content_encoding: str | None) -> str:
     return head.decode(errors="replace")
 
 
+def status_class(status: int | None, timed_out: bool) -> str:
+    """An attempt's answer as the metrics count it: 2xx..5xx, timeout, or error (no answer)."""
+    if status is not None and 100 <= status <= 599:
+        return f"{status // 100}xx"
+    return "timeout" if timed_out else "error"
+
+
 def judge(status: int | None) -> Verdict:
     """What a subscriber's answer means (None: no answer, a timeout or a refused connection)."""
     if status is not None and 200 <= status < 300:

@@ -31,6 +31,8 @@
     {p}:wh:due                 zset   subscriptions with a queue due, by their earliest (ms)
     {p}:wh:sub:{id}:due        zset   task ids of its queues with a head to send, by when (ms)
     {p}:task:{id}:deliveries   zset   the task's delivery ids by creation time
+    {p}:metrics                hash   every counter and histogram bucket (core/metrics.py names them)
+    {p}:gauges                 hash   what a sweep counted for the metrics (files at risk)
     {p}:sig:{task}:{timestamp} string sha256 of the body a Kie signature was first seen with (expires
                                       after twice the tolerance: a signature is good for one body)
 
@@ -74,6 +76,8 @@ TEMPLATES: Final[dict[str, str]] = {
     "deliveries_due": "{prefix}:wh:due",
     "subscription_due": "{prefix}:wh:sub:{id}:due",
     "task_deliveries": "{prefix}:task:{id}:deliveries",
+    "metrics": "{prefix}:metrics",
+    "gauges": "{prefix}:gauges",
 }
 
 
@@ -167,6 +171,12 @@ class Keys:
 
     def deliveries_due(self) -> str:
         return self._key("deliveries_due")
+
+    def metrics(self) -> str:
+        return self._key("metrics")
+
+    def gauges(self) -> str:
+        return self._key("gauges")
 
     def subscription_due(self, subscription_id: str) -> str:
         return self._key("subscription_due", subscription_id)

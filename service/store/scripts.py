@@ -37,6 +37,7 @@ from service.core.lifecycle import (
     TRANSITIONS,
     Source,
 )
+from service.core.metrics import METRICS
 from service.core.task_events import STAGE_TYPES
 from service.store.keys import lua_key_functions
 
@@ -193,6 +194,7 @@ DELIVERY: Final = Script(
         "events_max",
         "attempts_kept",
         "deliveries_kept",
+        "status_class",
     ),
 )
 SCRIPTS: Final = (
@@ -213,6 +215,11 @@ SCRIPTS: Final = (
     FORGET,
     EXPIRING,
 )
+
+
+def lua_source(name: str) -> str:
+    """The text of `store/lua/<name>.lua`, as written (render adds the prelude)."""
+    return resources.files("service.store").joinpath("lua", f"{name}.lua").read_text()
 
 
 def render(script: Script) -> str:
@@ -239,10 +246,20 @@ def render(script: Script) -> str:
             f"local STAGE_TYPES = {_lua_map(STAGE_TYPES)}",
             f"local EVENT = {{{', '.join(f'{n} = {i}' for i, n in enumerate(EVENT_FIELDS))}}}",
             f"local EVENT_FIELDS = {len(EVENT_FIELDS)}",
+            f"local METRIC_BUCKETS = {_lua_buckets()}",
             files.joinpath("common.lua").read_text(),
         ]
     )
-    return prelude + "\n" + files.joinpath(f"{script.name}.lua").read_text()
+    return prelude + "\n" + lua_source(script.name)
+
+
+def _lua_buckets() -> str:
+    rows = (
+        f'["{m.name}"] = {{{", ".join(repr(b) for b in m.buckets)}}}'
+        for m in METRICS
+        if m.kind == "histogram"
+    )
+    return "{" + ", ".join(rows) + "}"
 
 
 def _lua_transitions() -> str:

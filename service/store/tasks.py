@@ -22,6 +22,7 @@ from redis.exceptions import (
     ResponseError,
 )
 
+from service.core import metrics
 from service.core.events import Event
 from service.core.lifecycle import Source, Status
 from service.errors import EventRefused, SignatureError, StoreUnavailable
@@ -175,16 +176,20 @@ class TaskStore:
             )
         return applied
 
-    async def log_rejected(self, raw: RawEntry, outcome: str) -> None:
-        """Keeps a rejected request for inspection. Never raises: a rejection is answered regardless."""
+    async def log_rejected(self, raw: RawEntry, outcome: str, reason: str = "") -> None:
+        """Keeps a rejected request for inspection, and counts it by `reason` (an error code).
+        Never raises: a rejection is answered regardless."""
         with contextlib.suppress(RedisError):
             fields: dict[str, str | bytes] = {"outcome": outcome, **raw}
-            await self.client.xadd(
-                self.keys.raw_log(),
-                fields,  # type: ignore[arg-type]
-                maxlen=self.raw_log_max,
-                approximate=True,
-            )
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.xadd(
+                    self.keys.raw_log(),
+                    fields,  # type: ignore[arg-type]
+                    maxlen=self.raw_log_max,
+                    approximate=True,
+                )
+                pipe.hincrby(self.keys.metrics(), metrics.field(metrics.CALLBACKS_REJECTED, (reason,)), 1)
+                await pipe.execute()
 
     async def raw_log(self, limit: int, before: str | None = None) -> list[dict[str, str]]:
         """The newest raw-log entries first, each with its stream `id`."""

@@ -341,8 +341,10 @@ class WebhookStore:
         verdict: str,
         next_at_ms: int,
         disable_after_ms: int,
+        status_class: str = "",
     ) -> str:
-        """Records one attempt of a queue's head and what follows from it; the delivery's state."""
+        """Records one attempt of a queue's head and what follows from it; the delivery's state.
+        `status_class` (core/webhooks.py) counts it in the metrics."""
         return await self._delivery(
             "record",
             delivery["subscription_id"],
@@ -353,6 +355,7 @@ class WebhookStore:
             verdict=verdict,
             next_at=next_at_ms,
             disable_after_ms=disable_after_ms,
+            status_class=status_class,
         )
 
     async def deliveries_of(
@@ -397,6 +400,7 @@ class WebhookStore:
         verdict: str = "",
         next_at: int = 0,
         disable_after_ms: int = 0,
+        status_class: str = "",
     ) -> str:
         """One call of `lua/delivery.lua`; what each mode does is said there."""
         args = scripts.DELIVERY.encode(
@@ -413,6 +417,7 @@ class WebhookStore:
             events_max=self.events_max,
             attempts_kept=ATTEMPTS_KEPT,
             deliveries_kept=DELIVERIES_KEPT,
+            status_class=status_class,
         )
         return str(await scripts.call(self.client, scripts.DELIVERY, args))
 

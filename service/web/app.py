@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 import time
@@ -30,6 +32,7 @@ from service.upstream import CreateLimiter, upstream_clients
 from service.web.callbacks import receive_kie_callback
 from service.web.context import Context, context
 from service.web.events import list_events, stream_events
+from service.web.metrics import metrics_endpoint
 from service.web.submit import boost_style, list_boosts, submit_task
 from service.web.subscriptions import (
     create_subscription,
@@ -68,12 +71,19 @@ def create_app(
         async with clients as (kie, sseedance):
             submissions = SubmissionStore.from_settings(client, settings)
             submitter = Submitter(submissions, settings, kie, sseedance, clock)
-            app.state.ctx = Context(settings, tasks, clock, submitter, resolve)
+            ctx = Context(settings, tasks, clock, submitter, resolve)
+            app.state.ctx = ctx
+            flusher = asyncio.create_task(flush_metrics(ctx))
             # Freezing the start-up heap keeps the GC from rescanning it: most of the p99 tail
             # on the callback path (shared/performance-notes.md).
             gc.collect()
             gc.freeze()
             yield
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            with contextlib.suppress(RedisError):
+                await ctx.metrics.flush(client, tasks.keys)  # what this process measured last
             await submitter.close()
         await client.aclose()
 
@@ -99,6 +109,7 @@ def create_app(
             Route("/deliveries/{delivery_id}/retry", retry_delivery, methods=["POST"]),
             Route("/events", list_events, methods=["GET"]),
             Route("/events/stream", stream_events, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
         ],
@@ -115,6 +126,20 @@ def create_app(
 def app_from_env() -> Starlette:
     """Factory for `uvicorn --factory`: settings from the environment."""
     return create_app(Settings.from_env())
+
+
+METRICS_FLUSH_S = 1.0
+
+
+async def flush_metrics(ctx: Context) -> None:
+    """Adds what this process measured to Redis every METRICS_FLUSH_S (kept on for the next
+    flush while Redis is away)."""
+    while True:
+        await asyncio.sleep(METRICS_FLUSH_S)
+        try:
+            await ctx.metrics.flush(ctx.tasks.client, ctx.tasks.keys)
+        except RedisError as exc:
+            log.warning("metrics not flushed (%s); kept for the next flush", type(exc).__name__)
 
 
 async def healthz(request: Request) -> JSONResponse:

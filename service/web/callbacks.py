@@ -10,6 +10,7 @@ import base64
 import hashlib
 import logging
 import re
+import time
 from typing import Any, Final
 
 import orjson
@@ -17,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from service.core.callbacks import find_task_id, parse_callback
+from service.core.metrics import ACK_SECONDS
 from service.core.signing import is_token_valid, verify_kie_signature
 from service.errors import (
     BodyTimedOut,
@@ -47,6 +49,15 @@ _SUBMISSION_ID = re.compile(r"(sub_[0-9a-f]{32})?")
 
 
 async def receive_kie_callback(request: Request) -> Response:
+    started = time.perf_counter()
+    try:
+        return await _receive(request)
+    finally:
+        # Until the answer is ready: what Kie waits for, less the network and the server's own.
+        context(request, None).metrics.observe(ACK_SECONDS, (), time.perf_counter() - started)
+
+
+async def _receive(request: Request) -> Response:
     ctx = context(request, None)  # Kie holds no API token: the HMAC and ?token= checks are below
     now = ctx.clock()
     body = b""
@@ -125,7 +136,8 @@ async def reject(
     truncated = len(kept) < len(body) or isinstance(exc, PayloadTooLarge)
     meta = {"http_status": exc.status_code, "reason": exc.message, "truncated": truncated}
     signature = "refused" if isinstance(exc, SignatureError) else "unchecked"
-    await ctx.tasks.log_rejected(raw_entry(request, kept, now, task_id, meta, signature), outcome="rejected")
+    entry = raw_entry(request, kept, now, task_id, meta, signature)
+    await ctx.tasks.log_rejected(entry, outcome="rejected", reason=exc.code)
     log.warning(
         "callback rejected task_id=%s status=%s reason=%s", task_id or "-", exc.status_code, exc.message
     )

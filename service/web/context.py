@@ -12,6 +12,7 @@ from starlette.requests import Request
 from service.core.url_policy import Resolver
 from service.resolver import system_resolver
 from service.settings import Settings
+from service.store.metrics import MetricsBuffer
 from service.store.tasks import TaskStore
 from service.submissions import Submitter
 from service.web.auth import authorize
@@ -24,6 +25,8 @@ class Context:
     clock: Callable[[], float] = field(default=time.time)
     submitter: Submitter | None = None
     resolve: Resolver = system_resolver  # subscriber URLs are checked where they resolve
+    # What this process measures outside the scripts (the callback ack), added to Redis each second.
+    metrics: MetricsBuffer = field(default_factory=MetricsBuffer)
 
 
 def context(request: Request, need: Literal["read", "write"] | None) -> Context:

@@ -57,7 +57,15 @@ else
   if not holds then return {'lost', state} end
   local read, fields = pcall(cjson.decode, A.value)
   if not read or type(fields) ~= 'table' or not FINISHES[fields.state] then return {'refused', state} end
+  -- Why, for the metrics only (a short code; the record keeps the whole error in last_error).
+  local reason = fields.metric_reason
+  fields.metric_reason = nil
   for k, v in pairs(fields) do artifact[k] = v end
+  metric_add('tapedeck_downloads', {artifact.state == 'waiting' and 'retry' or artifact.state,
+    reason or (artifact.state == 'stored' and 'none' or 'other')})
+  if artifact.state == 'stored' and tonumber(artifact.bytes) then
+    metric_add('tapedeck_downloaded_bytes', {}, math.floor(tonumber(artifact.bytes)))
+  end
   artifact.lease_until = nil
   artifact.worker = nil
   -- A waiting artifact must be retried by its next try (plus grace); a settled one is off the list.

@@ -1,3 +1,35 @@
+-- Metrics (core/metrics.py names them; the `{p}:metrics` hash keeps them). A label value from
+-- outside that is empty, long or odd is `other`, as in Python: the series stay bounded.
+local function metric_label(value)
+  local text = tostring(value or '')
+  if #text == 0 or #text > 64 or string.find(text, '[^%w_.:%-]') then return 'other' end
+  return text
+end
+
+local function metric_field(name, values)
+  local parts = {name}
+  for i = 1, #values do parts[i + 1] = metric_label(values[i]) end
+  return table.concat(parts, '|')
+end
+
+local function metric_add(name, values, n)
+  redis.call('HINCRBY', key_metrics(prefix), metric_field(name, values), n or 1)
+end
+
+-- One observation of a histogram, in seconds; anything that is not a number is not observed.
+local function metric_observe(name, values, seconds)
+  seconds = tonumber(seconds)
+  local bounds = METRIC_BUCKETS[name]
+  if not seconds or not bounds then return end
+  local bucket = #bounds + 1
+  for i, bound in ipairs(bounds) do
+    if seconds <= bound then bucket = i break end
+  end
+  local base = metric_field(name, values)
+  redis.call('HINCRBY', key_metrics(prefix), base .. '|' .. bucket, 1)
+  redis.call('HINCRBYFLOAT', key_metrics(prefix), base .. '|sum', string.format('%.6f', seconds))
+end
+
 -- Helpers every script shares, so each rule of the data model is written once.
 
 -- Redis's own clock in ms: every process and machine then counts the same time.
@@ -86,6 +118,12 @@ local function tell_archive(task_id, now, events_max)
   redis.call('HSET', task_key, 'archive_told', told)
   append_event(task_key, task_id, {'type', all_stored and 'task.files_stored' or 'task.files_failed',
     'at', now, 'source', 'download', 'status', status, 'files', cjson.encode(files)}, events_max)
+  if all_stored then
+    local read, final = pcall(cjson.decode, redis.call('HGET', task_key, 'stage:complete') or '')
+    if read and type(final) == 'table' and tonumber(final.at) then
+      metric_observe('tapedeck_complete_to_stored_seconds', {}, (now - tonumber(final.at)) / 1000)
+    end
+  end
 end
 
 -- Moves a task's index member from one status index to another.
@@ -162,3 +200,4 @@ end
 local function due_at(sub, task)
   return tonumber(redis.call('ZSCORE', key_subscription_due(prefix, sub), task))
 end
+

@@ -47,7 +47,7 @@ if A.mode == 'retry' then
     redis.call('SADD', key_webhook_queues(prefix, sub), task)
     redis.call('HSET', delivery_key, 'state', 'pending', 'next_at', '')
   end
-  redis.call('HSET', delivery_key, 'round_attempts', 0)
+  redis.call('HSET', delivery_key, 'round_attempts', 0, 'resent', 1)
   if redis.call('HGET', sub_key, 'enabled') == '1' then due_set(sub, task, now) end
   return redis.call('HGET', delivery_key, 'state')
 end
@@ -56,6 +56,14 @@ redis.call('RPUSH', attempts_key, A.attempt)
 redis.call('LTRIM', attempts_key, -tonumber(A.attempts_kept), -1)
 redis.call('HINCRBY', delivery_key, 'attempts', 1)
 redis.call('HINCRBY', delivery_key, 'round_attempts', 1)
+-- Counted by subscription, but a task's own endpoints together: one each would be unbounded.
+local endpoint = redis.call('HGET', sub_key, 'kind') == 'task' and 'task_endpoint' or sub
+metric_add('tapedeck_webhook_deliveries', {endpoint, A.status_class})
+if A.verdict == 'delivered' and redis.call('HGET', delivery_key, 'resent') ~= '1' then
+  -- From the event's creation (its id's time) to this 2xx; a replay or retry is not timed.
+  local made = tonumber(string.match(redis.call('HGET', delivery_key, 'entry') or '', '^(%d+)-'))
+  if made then metric_observe('tapedeck_event_to_delivered_seconds', {}, (now - made) / 1000) end
+end
 if redis.call('LINDEX', queue, 0) ~= id then return redis.call('HGET', delivery_key, 'state') end
 
 local verdict = A.verdict

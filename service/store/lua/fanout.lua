@@ -37,6 +37,7 @@ for i = ARG_COUNT + 1, #ARGV - 2, 3 do
         'attempts', 0, 'created_at', now)
     end
     redis.call('HSET', delivery_key, 'state', 'pending', 'next_at', '', 'round_attempts', 0)
+    if state then redis.call('HSET', delivery_key, 'resent', 1) end  -- a replay: not timed
     redis.call('RPUSH', key_delivery_queue(prefix, sub .. ':' .. task), id)
     redis.call('SADD', key_webhook_queues(prefix, sub), task)
     redis.call('ZADD', key_webhook_deliveries(prefix, sub), now, id)

@@ -100,6 +100,7 @@ local function apply(e)
       -- second (one timestamp): so that a genuine one is not lost, the task is asked about now.
       local current = redis.call('HGET', key_task(prefix, task_id), 'status')
       if current and not TERMINAL[current] then redis.call('ZADD', key_polls_due(prefix), now, task_id) end
+      metric_add('tapedeck_callbacks', {e.family, stage, 'signature_reused'})
       return {'signature_reused', '', '', 0}, e.next_at
     end
     if not seen then redis.call('SET', signature_key, e.body_sha256, 'EX', tonumber(e.signature_ttl_s)) end
@@ -121,6 +122,8 @@ local function apply(e)
   local outcome, new_status = decision[1], decision[2]
   if status == 'lost' and outcome ~= 'applied' then new_status = 'lost' end
   local reply = {outcome, status, new_status, created}
+  if e.source == 'callback' then metric_add('tapedeck_callbacks', {e.family, stage, outcome}) end
+  if outcome == 'applied' then metric_add('tapedeck_transitions', {e.source}) end
 
   if outcome == 'applied' then
     move_index(member, status, new_status)

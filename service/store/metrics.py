@@ -1,0 +1,152 @@
+"""The metrics in Redis: the `{p}:metrics` hash every process adds to (the scripts directly, the
+rest through a MetricsBuffer), and the gauges read from Redis at scrape, in a bounded number of
+calls whatever the number of tasks.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import redis
+import redis.asyncio as aioredis
+
+from service.core import metrics
+from service.core.lifecycle import STATUSES
+from service.store.keys import Keys
+
+
+@dataclass
+class MetricsBuffer:
+    """What one process measured outside a script since its last flush. Adding is a dict update
+    (the callback path pays nothing more); a flush is one HINCRBY pipeline."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    sums: dict[str, float] = field(default_factory=dict)
+
+    def add(self, metric: metrics.Metric, values: tuple[str, ...], n: int = 1) -> None:
+        self.counts[metrics.field(metric, values)] += n
+
+    def observe(self, metric: metrics.Metric, values: tuple[str, ...], seconds: float) -> None:
+        self.counts[metrics.field(metric, values, metrics.bucket_of(metric, seconds))] += 1
+        key = metrics.field(metric, values, "sum")
+        self.sums[key] = self.sums.get(key, 0.0) + seconds
+
+    def take(self) -> tuple[Counter[str], dict[str, float]]:
+        taken = (self.counts, self.sums)
+        self.counts, self.sums = Counter(), {}
+        return taken
+
+    async def flush(self, client: aioredis.Redis, keys: Keys) -> None:
+        counts, sums = self.take()
+        if not counts and not sums:
+            return
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                _add(pipe, keys, counts, sums)
+                await pipe.execute()
+        except Exception:
+            self._put_back(counts, sums)  # Redis away: kept for the next flush, never lost
+            raise
+
+    def flush_sync(self, client: redis.Redis, keys: Keys) -> None:
+        counts, sums = self.take()
+        if not counts and not sums:
+            return
+        try:
+            with client.pipeline(transaction=False) as pipe:
+                _add(pipe, keys, counts, sums)
+                pipe.execute()
+        except Exception:
+            self._put_back(counts, sums)
+            raise
+
+    def _put_back(self, counts: Counter[str], sums: Mapping[str, float]) -> None:
+        self.counts.update(counts)
+        for key, value in sums.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+
+
+def _add(pipe: Any, keys: Keys, counts: Mapping[str, int], sums: Mapping[str, float]) -> None:
+    for name, n in counts.items():
+        pipe.hincrby(keys.metrics(), name, n)
+    for name, seconds in sums.items():
+        pipe.hincrbyfloat(keys.metrics(), name, round(seconds, 6))
+
+
+@dataclass(frozen=True)
+class Queue:
+    depth: int
+    oldest_age_s: float  # 0 when empty: how long the longest-waiting member has been due
+
+
+@dataclass(frozen=True)
+class Gauges:
+    tasks: dict[str, int]  # by status
+    overdue: int  # unfinished tasks whose next check has passed
+    queues: dict[str, Queue]  # downloads, polls, deliveries, outbox
+    files_at_risk: dict[str, int]  # "72h", "24h": from the deliverer's last sweep
+    workers: int  # RQ workers registered
+
+
+class MetricsStore:
+    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+
+    async def samples(self) -> list[metrics.Sample]:
+        """Every counter and histogram bucket kept (one HGETALL: bounded by the label values)."""
+        found = cast(dict[str, str], await self.client.hgetall(self.keys.metrics()))
+        return [s for s in (metrics.parse(k, v) for k, v in found.items()) if s is not None]
+
+    async def gauges(self, now_s: float) -> Gauges:
+        """One pipeline of O(1) and O(log n) calls: never a walk of every task."""
+        now_ms = int(now_s * 1000)
+        due_lists = {
+            "downloads": self.keys.downloads_due(),
+            "polls": self.keys.polls_due(),
+            "deliveries": self.keys.deliveries_due(),
+        }
+        async with self.client.pipeline(transaction=False) as pipe:
+            for status in STATUSES:
+                pipe.zcard(self.keys.index_status(status))
+            pipe.zcount(self.keys.polls_due(), "-inf", now_ms)
+            for key in due_lists.values():
+                # Due now, and the earliest due (for a deliveries list: a subscription's earliest).
+                pipe.zcount(key, "-inf", now_ms)
+                pipe.zrange(key, 0, 0, withscores=True)
+            pipe.llen(self.keys.downloads_new())
+            pipe.hgetall(self.keys.gauges())
+            pipe.scard("rq:workers")
+            found = await pipe.execute()
+        statuses: dict[str, int] = {s: int(n) for s, n in zip(STATUSES, found[: len(STATUSES)], strict=True)}
+        rest = found[len(STATUSES) :]
+        overdue = int(rest[0])
+        queues: dict[str, Queue] = {}
+        for n, name in enumerate(due_lists):
+            depth, first = int(rest[1 + 2 * n]), rest[2 + 2 * n]
+            oldest = max(0.0, (now_ms - float(first[0][1])) / 1000) if first and depth else 0.0
+            queues[name] = Queue(depth, oldest)
+        # The deliveries list's top level holds subscriptions: their queues due are counted in
+        # each one's own list (one call per subscription with something due).
+        due_subscriptions = cast(
+            list[str], await self.client.zrangebyscore(self.keys.deliveries_due(), "-inf", now_ms)
+        )
+        if due_subscriptions:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for subscription_id in due_subscriptions:
+                    pipe.zcount(self.keys.subscription_due(subscription_id), "-inf", now_ms)
+                counted = await pipe.execute()
+            queues["deliveries"] = Queue(sum(int(c) for c in counted), queues["deliveries"].oldest_age_s)
+        outbox, swept, workers = rest[1 + 2 * len(due_lists) :]
+        queues["outbox"] = Queue(int(outbox), 0.0)
+        swept = cast(dict[str, str], swept or {})
+        at_risk = {w: int(swept.get(f"files_at_risk_{w}", 0)) for w in ("72h", "24h")}
+        return Gauges(statuses, overdue, queues, at_risk, int(workers))
+
+    async def note_at_risk(self, counts: Mapping[str, int], now_ms: int) -> None:
+        """The sweep's count of tasks whose files are not all stored, by warning window."""
+        fields = {f"files_at_risk_{w}": n for w, n in counts.items()} | {"files_at_risk_at": now_ms}
+        await self.client.hset(self.keys.gauges(), mapping=fields)  # type: ignore[arg-type]
