@@ -22,9 +22,11 @@ import httpx
 import orjson
 
 from service.core.catalog import SSEEDANCE_KINDS
+from service.core.metrics import UPSTREAM_REQUESTS, endpoint_label
 from service.core.retry import Backoff, parse_retry_after
 from service.errors import UpstreamRejected, UpstreamUnavailable
 from service.settings import Settings
+from service.store.metrics import MetricsBuffer
 
 log = logging.getLogger("tapedeck.upstream")
 
@@ -113,8 +115,10 @@ class UpstreamClient:
         max_queue_s: float = 60.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
+        metrics: MetricsBuffer | None = None,
     ) -> None:
         self.http = http
+        self.metrics = metrics
         self.headers = {"Authorization": f"Bearer {api_key}"}
         self.limiter = limiter
         self.backoff = backoff or Backoff()
@@ -177,9 +181,12 @@ class UpstreamClient:
         try:
             response = await self.http.request(method, path, headers=self.headers, **kwargs)
         except httpx.TimeoutException:
+            self._count(path, "timeout")
             return Answer(ok=False, retry=True, message="timed out")
         except httpx.TransportError as exc:
+            self._count(path, "error")
             return Answer(ok=False, retry=True, message=f"transport error: {type(exc).__name__}")
+        self._count(path, str(response.status_code))
         try:
             # orjson, as for callbacks: stricter than json (no lone surrogates, no 1e400 read as
             # infinity), so what the upstream says can always be stored and shown.
@@ -187,6 +194,10 @@ class UpstreamClient:
         except orjson.JSONDecodeError:
             body = None
         return type(self).judge(response.status_code, body, response.headers.get("retry-after"))
+
+    def _count(self, path: str, status: str) -> None:
+        if self.metrics is not None:
+            self.metrics.add(UPSTREAM_REQUESTS, (f"{self.name.lower()}:{endpoint_label(path)}", status))
 
     async def _settle(self, slot: str) -> None:
         """Moves the slot to the answer's time. Never raises: an answer already received (a task
@@ -260,7 +271,10 @@ LimiterFactory = Callable[[str], CreateLimiter]
 
 @asynccontextmanager
 async def upstream_clients(
-    settings: Settings, limiters: LimiterFactory | None, max_attempts: int
+    settings: Settings,
+    limiters: LimiterFactory | None,
+    max_attempts: int,
+    metrics: MetricsBuffer | None = None,
 ) -> AsyncIterator[tuple[KieClient | None, SseedanceClient | None]]:
     """The Kie and sseedance clients (None when their key is unset). With `limiters` (upstream
     name → its account-wide create budget), each holds its creates to it; the HTTP connections
@@ -274,7 +288,9 @@ async def upstream_clients(
         httpx.AsyncClient(base_url=settings.kie_api_base, timeout=timeout) as kie_http,
         httpx.AsyncClient(base_url=settings.sseedance_api_base, timeout=timeout) as sseedance_http,
     ):
-        options: dict[str, Any] = {"max_attempts": max_attempts, "max_queue_s": settings.create_max_queue_s}
+        options: dict[str, Any] = {
+            "max_attempts": max_attempts, "max_queue_s": settings.create_max_queue_s, "metrics": metrics,
+        }  # fmt: skip
         kie = sseedance = None
         if settings.kie_api_key:
             kie = KieClient(kie_http, str(settings.kie_api_key), limiter("kie"), **options)

@@ -8,6 +8,9 @@ clients from the environment.
 
 from __future__ import annotations
 
+import time
+
+from service.core.metrics import DOWNLOAD_SECONDS
 from workers.downloads import fetch_artifact
 from workers.runtime import WorkerRuntime
 
@@ -33,10 +36,20 @@ def runtime() -> WorkerRuntime:
 
 def download(task_id: str, name: str) -> str:
     """The RQ job: fetch one artifact. Its outcome is also recorded on the artifact."""
-    return fetch_artifact(runtime().downloads, task_id, name)
+    bound = runtime()
+    started, result = time.perf_counter(), "error"
+    try:
+        result = fetch_artifact(bound.downloads, task_id, name)
+        return result
+    finally:
+        bound.metrics.observe(DOWNLOAD_SECONDS, (result,), time.perf_counter() - started)
+        bound.flush_metrics()
 
 
 def poll(task_id: str) -> str:
     """The RQ job: ask the upstream about one task and apply what it says."""
     bound = runtime()
-    return bound.run(bound.poller.poll(task_id))
+    try:
+        return bound.run(bound.poller.poll(task_id))
+    finally:
+        bound.flush_metrics()  # its upstream requests

@@ -15,6 +15,7 @@ event loop for the whole process and runs each poll on it; downloads are synchro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 from collections.abc import Coroutine
@@ -34,6 +35,7 @@ from service.store.artifacts import ArtifactStore
 from service.store.connection import connect, connect_rq, connect_sync
 from service.store.keys import Keys
 from service.store.limiter import RollingBudget
+from service.store.metrics import MetricsBuffer
 from service.store.tasks import TaskStore
 from service.upstream import upstream_clients
 from workers.downloads import Deps
@@ -54,6 +56,8 @@ class WorkerRuntime:
     poller: Poller
     runner: asyncio.Runner
     resources: AsyncExitStack
+    metrics: MetricsBuffer  # measured outside the scripts (downloads, upstream requests), per job
+    keys: Keys
 
     @classmethod
     def build(cls, settings: Settings, worker_id: str | None = None) -> WorkerRuntime:
@@ -63,8 +67,9 @@ class WorkerRuntime:
         artifacts = ArtifactStore(client, keys, settings.event_log_max_entries)
         queues = Queues(rq_connection, settings.redis_prefix)
         runner = asyncio.Runner()
+        measured = MetricsBuffer()
         try:
-            poller, resources = runner.run(_build_poller(settings, keys))
+            poller, resources = runner.run(_build_poller(settings, keys, measured))
         except BaseException:
             runner.close()
             client.close()
@@ -89,14 +94,32 @@ class WorkerRuntime:
             schedule_retry=queues.schedule_download_retry,
             worker_id=worker_id or f"{socket.gethostname()}:{os.getpid()}",
         )
-        return cls(settings, client, rq_connection, artifacts, queues, downloads, poller, runner, resources)
+        return cls(
+            settings,
+            client,
+            rq_connection,
+            artifacts,
+            queues,
+            downloads,
+            poller,
+            runner,
+            resources,
+            measured,
+            keys,
+        )
 
     def run(self, work: Coroutine[Any, Any, T]) -> T:
         """Runs a coroutine on the process's one event loop (where its async clients live)."""
         return self.runner.run(work)
 
+    def flush_metrics(self) -> None:
+        """Adds what the last job measured to Redis (kept for the next job while Redis is away)."""
+        with contextlib.suppress(redis.RedisError):
+            self.metrics.flush_sync(self.client, self.keys)
+
     def close(self) -> None:
         """Closes everything it built, each part even if one before it fails to close."""
+        self.flush_metrics()
         try:
             self.runner.run(self.resources.aclose())
         finally:
@@ -105,7 +128,9 @@ class WorkerRuntime:
             self.rq_connection.close()
 
 
-async def _build_poller(settings: Settings, keys: Keys) -> tuple[Poller, AsyncExitStack]:
+async def _build_poller(
+    settings: Settings, keys: Keys, measured: MetricsBuffer
+) -> tuple[Poller, AsyncExitStack]:
     """The async side: the task store and the upstream clients, on the runtime's loop.
 
     Polls make one attempt per request (a budget slot is one request); a failed poll is retried
@@ -114,6 +139,7 @@ async def _build_poller(settings: Settings, keys: Keys) -> tuple[Poller, AsyncEx
     resources = AsyncExitStack()
     client = connect(settings.redis_url)
     resources.push_async_callback(client.aclose)
-    kie, sseedance = await resources.enter_async_context(upstream_clients(settings, None, max_attempts=1))
+    clients = upstream_clients(settings, None, max_attempts=1, metrics=measured)
+    kie, sseedance = await resources.enter_async_context(clients)
     budget = RollingBudget(client, keys, "poll", settings.poll_rate_per_s, 1.0)
     return Poller(TaskStore.from_settings(client, settings), settings, kie, sseedance, budget), resources

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 Kind = Literal["counter", "histogram"]
-SEPARATOR: Final = "|"  # never in a label value: label() replaces what is not [A-Za-z0-9_.:-]
+SEPARATOR: Final = "|"  # never in a label value: label() replaces what is not [A-Za-z0-9_.:/-]
 OTHER: Final = "other"
 MAX_LABEL_CHARS: Final = 64
-_LABEL: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_LABEL: Final = re.compile(r"[A-Za-z0-9_.:/-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,8 @@ ACK_SECONDS: Final = Metric(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )  # fmt: skip
 DOWNLOAD_SECONDS: Final = Metric(
-    "tapedeck_download_duration_seconds", "histogram", "Time to download and store one file",
+    "tapedeck_download_duration_seconds", "histogram", "Time of one download job, by its result",
+    ("result",),
     buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0),
 )  # fmt: skip
 ARCHIVE_SECONDS: Final = Metric(
@@ -89,6 +90,16 @@ def label(value: object) -> str:
     (a value from outside, too long or with odd characters) is `other`."""
     text = str(value) if value is not None else ""
     return text if _LABEL.fullmatch(text) else OTHER
+
+
+_ID_SEGMENT: Final = re.compile(r"[0-9a-fA-F-]{12,}|.*\d.*\d.*\d.*\d.*|.{25,}")
+
+
+def endpoint_label(path: str) -> str:
+    """An upstream path as a bounded label: no query, and any segment that names one thing (a
+    task id: long, or four digits or more) as `:id`."""
+    segments = path.split("?", 1)[0].strip("/").split("/")
+    return "/" + "/".join(":id" if _ID_SEGMENT.fullmatch(s) else s for s in segments if s)
 
 
 def field(metric: Metric, values: tuple[str, ...], bucket: int | str | None = None) -> str:

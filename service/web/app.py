@@ -25,6 +25,7 @@ from service.settings import Settings
 from service.store.connection import connect
 from service.store.keys import Keys
 from service.store.limiter import RollingBudget
+from service.store.metrics import MetricsBuffer
 from service.store.submissions import SubmissionStore
 from service.store.tasks import TaskStore
 from service.submissions import Submitter
@@ -67,11 +68,12 @@ def create_app(
             keys = Keys(settings.redis_prefix)
             return RollingBudget(client, keys, name, settings.create_limit, settings.create_window_s)
 
-        clients = upstream_clients(settings, create_budget, settings.upstream_max_attempts)
+        measured = MetricsBuffer()  # this process's measurements outside the scripts
+        clients = upstream_clients(settings, create_budget, settings.upstream_max_attempts, measured)
         async with clients as (kie, sseedance):
             submissions = SubmissionStore.from_settings(client, settings)
             submitter = Submitter(submissions, settings, kie, sseedance, clock)
-            ctx = Context(settings, tasks, clock, submitter, resolve)
+            ctx = Context(settings, tasks, clock, submitter, resolve, measured)
             app.state.ctx = ctx
             flusher = asyncio.create_task(flush_metrics(ctx))
             # Freezing the start-up heap keeps the GC from rescanning it: most of the p99 tail

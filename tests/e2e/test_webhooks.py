@@ -37,6 +37,7 @@ from service.store.webhooks import WebhookStore
 from tests.conftest import TapedeckFactory
 from tests.e2e.test_polling import ALL, PollEnv, finished, submit, tapedeck_for
 from tests.web.test_callbacks import music
+from tests.web.test_metrics import scrape, value
 from workers.deliveries import Deliverer
 
 LOCAL = {"WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8"}
@@ -209,6 +210,7 @@ def test_a_generated_task_reaches_a_subscriber_stage_by_stage_with_file_urls_tha
         got = subscribers.of("a")
         types = [r.payload["type"] for r in got]
         history = client.get(f"/tasks/{task_id}").json()["history"]
+        series = scrape(client)
     # A reordered `first` that arrives after `complete` is stale: no event, no gap in the order.
     reached = {h["stage"] for h in history if h["outcome"] == "applied"}
     expected = [t for t in STAGE_BY_STAGE if t != "task.first" or "first" in reached]
@@ -223,6 +225,19 @@ def test_a_generated_task_reaches_a_subscriber_stage_by_stage_with_file_urls_tha
         standardwebhooks.Webhook(sub["secret"]).verify(received.body, received.headers)
     files = got[-1].payload["data"]["files"]
     assert {f["kind"] for f in files} == {"audio", "stream", "image"}
+    # Counted where each thing happened (the scripts, the worker's jobs, the web's upstream client).
+    assert value(series, "tapedeck_downloads_total", result="stored", reason="none") == len(files)
+    assert value(series, "tapedeck_downloaded_bytes_total") == sum(f["bytes"] for f in files)
+    assert value(series, "tapedeck_download_duration_seconds_count", result="stored") == len(files)
+    assert value(series, "tapedeck_complete_to_stored_seconds_count") == 1
+    assert value(
+        series, "tapedeck_webhook_deliveries_total", subscription=sub["id"], status_class="2xx"
+    ) == len(got)
+    assert value(series, "tapedeck_event_to_delivered_seconds_count") == len(got)
+    assert (
+        value(series, "tapedeck_upstream_requests_total", endpoint="kie:/api/v1/generate", status="200") == 1
+    )
+    assert value(series, "tapedeck_transitions_total", source=source) >= 2  # text and complete at least
     with tapedeck_for(tapedeck, poll_env.env) as again:  # the files outlive the first server
         for file in files:
             path = file["url"].removeprefix(base)

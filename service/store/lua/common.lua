@@ -2,7 +2,7 @@
 -- outside that is empty, long or odd is `other`, as in Python: the series stay bounded.
 local function metric_label(value)
   local text = tostring(value or '')
-  if #text == 0 or #text > 64 or string.find(text, '[^%w_.:%-]') then return 'other' end
+  if #text == 0 or #text > 64 or string.find(text, '[^%w_.:/%-]') then return 'other' end
   return text
 end
 
