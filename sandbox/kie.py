@@ -157,6 +157,7 @@ async def boost_style(request: Request) -> Response:
 @authorized
 async def credit(request: Request) -> Response:
     sandbox = sandbox_of(request)
+    sandbox.counters["api.credit"] += 1  # how often the balance is asked (Tapedeck caches it)
     sandbox.settle()
     amount = sandbox.credits
     return reply(200, data=int(amount) if amount == int(amount) else amount)

@@ -186,14 +186,17 @@ class UpstreamClient:
         except httpx.TransportError as exc:
             self._count(path, "error")
             return Answer(ok=False, retry=True, message=f"transport error: {type(exc).__name__}")
-        self._count(path, str(response.status_code))
+
         try:
             # orjson, as for callbacks: stricter than json (no lone surrogates, no 1e400 read as
             # infinity), so what the upstream says can always be stored and shown.
             body = orjson.loads(response.content)
         except orjson.JSONDecodeError:
             body = None
-        return type(self).judge(response.status_code, body, response.headers.get("retry-after"))
+        answer = type(self).judge(response.status_code, body, response.headers.get("retry-after"))
+        # Kie's own code (its 402 for insufficient credits comes in an HTTP 200), else the HTTP one.
+        self._count(path, str(answer.code if answer.code is not None else response.status_code))
+        return answer
 
     def _count(self, path: str, status: str) -> None:
         if self.metrics is not None:
@@ -224,6 +227,9 @@ class UpstreamClient:
             waited += wait
 
 
+CREDITS_PATH = "/api/v1/chat/credit"
+
+
 class KieClient(UpstreamClient):
     name = "Kie"
     judge = staticmethod(judge_kie)
@@ -234,6 +240,14 @@ class KieClient(UpstreamClient):
         if not isinstance(task_id, str) or not task_id:
             raise UpstreamUnavailable(f"Kie answered {path} without a taskId", headers={"Retry-After": "5"})
         return task_id
+
+    async def credits(self) -> float:
+        """The account's remaining credits (§4.19), asked once: a caller asks again later.
+        Raises UpstreamUnavailable."""
+        answer = await self._send("GET", CREDITS_PATH)
+        if not answer.ok or not isinstance(answer.data, int | float) or isinstance(answer.data, bool):
+            raise UpstreamUnavailable(f"Kie credits not known: code {answer.code} ({answer.message})")
+        return float(answer.data)
 
     def salvage(self, path: str, answer: Answer) -> Any:
         # A second cover for the same music task answers 400 with the existing taskId (§4.16).

@@ -33,6 +33,8 @@
     {p}:task:{id}:deliveries   zset   the task's delivery ids by creation time
     {p}:metrics                hash   every counter and histogram bucket (core/metrics.py names them)
     {p}:gauges                 hash   what a sweep counted for the metrics (files at risk)
+    {p}:credits                zset   "ms:credits" samples of Kie's balance, a day of them
+    {p}:credits:asked          string set for a minute when a process asks Kie for the balance
     {p}:sig:{task}:{timestamp} string sha256 of the body a Kie signature was first seen with (expires
                                       after twice the tolerance: a signature is good for one body)
 
@@ -78,6 +80,8 @@ TEMPLATES: Final[dict[str, str]] = {
     "task_deliveries": "{prefix}:task:{id}:deliveries",
     "metrics": "{prefix}:metrics",
     "gauges": "{prefix}:gauges",
+    "credits": "{prefix}:credits",
+    "credits_asked": "{prefix}:credits:asked",
 }
 
 
@@ -177,6 +181,12 @@ class Keys:
 
     def gauges(self) -> str:
         return self._key("gauges")
+
+    def credits(self) -> str:
+        return self._key("credits")
+
+    def credits_asked(self) -> str:
+        return self._key("credits_asked")
 
     def subscription_due(self, subscription_id: str) -> str:
         return self._key("subscription_due", subscription_id)

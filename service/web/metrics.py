@@ -16,6 +16,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from service.core import metrics
+from service.core.credits import CreditsView
+from service.credits import current_credits
+from service.store.credits import CreditsStore
 from service.store.metrics import Gauges, MetricsStore
 from service.web.context import context
 
@@ -24,7 +27,13 @@ async def metrics_endpoint(request: Request) -> Response:
     ctx = context(request, "read")
     store = MetricsStore(ctx.tasks.client, ctx.tasks.keys)
     await ctx.metrics.flush(ctx.tasks.client, ctx.tasks.keys)  # this process's own, up to now
-    families = [*families_of(await store.samples()), *gauge_families(await store.gauges(ctx.clock()))]
+    kie = ctx.submitter.kie if ctx.submitter else None
+    credits = await current_credits(CreditsStore(ctx.tasks.client, ctx.tasks.keys), kie, ctx.clock())
+    families = [
+        *families_of(await store.samples()),
+        *gauge_families(await store.gauges(ctx.clock())),
+        *credit_families(credits),
+    ]
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Fixed(families))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
@@ -67,6 +76,28 @@ def families_of(samples: Iterable[metrics.Sample]) -> list[Metric]:
                 cumulative.append(("+Inf" if bound == float("inf") else repr(bound), running))
             histogram.add_metric(values, cumulative, kept.get("sum", 0.0))
         families.append(histogram)
+    return families
+
+
+def credit_families(credits: CreditsView | None) -> list[Metric]:
+    """Kie's balance, the burn rate over the last hour and the hours left at it, once known."""
+    if credits is None:
+        return []
+    balance = GaugeMetricFamily("tapedeck_kie_credits", "Kie credits remaining (asked at most once a minute)")
+    balance.add_metric((), credits.credits)
+    families: list[Metric] = [balance]
+    if credits.burn_per_hour is not None:
+        burn = GaugeMetricFamily(
+            "tapedeck_kie_credits_burn_per_hour", "Kie credits spent per hour, last hour"
+        )
+        burn.add_metric((), credits.burn_per_hour)
+        families.append(burn)
+    if credits.hours_left is not None:
+        left = GaugeMetricFamily(
+            "tapedeck_kie_credits_hours_left", "Hours of Kie credits left at the burn rate"
+        )
+        left.add_metric((), credits.hours_left)
+        families.append(left)
     return families
 
 

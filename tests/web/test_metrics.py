@@ -132,3 +132,26 @@ def test_with_two_web_processes_every_callback_is_counted_and_no_counter_goes_ba
         assert all(later.get(k, 0.0) >= earlier.get(k, 0.0) for k in counters), "a counter went backwards"
     kept = redis_client.hget(Keys().metrics(), metrics.field(metrics.CALLBACKS, ("music", "text", "applied")))
     assert kept == str(total)  # summed in Redis, whichever process counted
+
+
+def test_kie_credits_are_asked_at_most_once_a_minute_with_their_burn_rate(
+    tapedeck_local: TapedeckFactory, redis_client: redis.Redis
+) -> None:
+    from sandbox.config import SandboxConfig
+    from sandbox.server import SandboxServer
+
+    clock = [1_800_000_000.0]
+    with SandboxServer(SandboxConfig(port=0, credits=1234)) as sandbox:
+        upstream = {"KIE_API_BASE": sandbox.url, "KIE_API_KEY": "sandbox-key"}
+        with tapedeck_local(clock=lambda: clock[0], **upstream) as client:
+            first, again = scrape(client), scrape(client)  # the second within the minute: cached
+            asked = httpx.get(f"{sandbox.url}/_sandbox/counters").json()["counters"]["api.credit"]
+            httpx.post(f"{sandbox.url}/_sandbox/credits", json={"credits": 1134})
+            clock[0] += 600
+            redis_client.delete(Keys().credits_asked())  # the minute has passed (a Redis TTL)
+            later = scrape(client)
+    assert value(first, "tapedeck_kie_credits") == value(again, "tapedeck_kie_credits") == 1234
+    assert asked == 1
+    assert value(later, "tapedeck_kie_credits") == 1134
+    assert value(later, "tapedeck_kie_credits_burn_per_hour") == pytest.approx(600.0)
+    assert value(later, "tapedeck_kie_credits_hours_left") == pytest.approx(1134 / 600)
