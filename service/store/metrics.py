@@ -83,12 +83,20 @@ class Queue:
 
 
 @dataclass(frozen=True)
+class Budget:
+    used: int  # slots taken in the current window
+    limit: int
+    paused_s: float  # how long the upstream's 429 still holds it
+
+
+@dataclass(frozen=True)
 class Gauges:
     tasks: dict[str, int]  # by status
     overdue: int  # unfinished tasks whose next check has passed
     queues: dict[str, Queue]  # downloads, polls, deliveries, outbox
     files_at_risk: dict[str, int]  # "72h", "24h": from the deliverer's last sweep
     workers: int  # RQ workers registered
+    budgets: dict[str, Budget] = field(default_factory=dict)
 
 
 class MetricsStore:
@@ -101,8 +109,9 @@ class MetricsStore:
         found = cast(dict[str, str], await self.client.hgetall(self.keys.metrics()))
         return [s for s in (metrics.parse(k, v) for k, v in found.items()) if s is not None]
 
-    async def gauges(self, now_s: float) -> Gauges:
-        """One pipeline of O(1) and O(log n) calls: never a walk of every task."""
+    async def gauges(self, now_s: float, budgets: Mapping[str, tuple[int, float]] | None = None) -> Gauges:
+        """One pipeline of O(1) and O(log n) calls: never a walk of every task. `budgets`: each
+        rolling budget's name and (limit, window s), for how much of it is in use."""
         now_ms = int(now_s * 1000)
         due_lists = {
             "downloads": self.keys.downloads_due(),
@@ -144,7 +153,23 @@ class MetricsStore:
         queues["outbox"] = Queue(int(outbox), 0.0)
         swept = cast(dict[str, str], swept or {})
         at_risk = {w: int(swept.get(f"files_at_risk_{w}", 0)) for w in ("72h", "24h")}
-        return Gauges(statuses, overdue, queues, at_risk, int(workers))
+        return Gauges(
+            statuses, overdue, queues, at_risk, int(workers), await self._budgets(budgets or {}, now_ms)
+        )
+
+    async def _budgets(self, budgets: Mapping[str, tuple[int, float]], now_ms: int) -> dict[str, Budget]:
+        if not budgets:
+            return {}
+        async with self.client.pipeline(transaction=False) as pipe:
+            for name, (_limit, window_s) in budgets.items():
+                pipe.zcount(self.keys.limit_window(name), now_ms - int(window_s * 1000), "+inf")
+                pipe.get(self.keys.limit_pause(name))
+            found = await pipe.execute()
+        shown = {}
+        for n, (name, (limit, _window)) in enumerate(budgets.items()):
+            used, paused = found[2 * n], found[2 * n + 1]
+            shown[name] = Budget(int(used), limit, max(0.0, (int(paused or 0) - now_ms) / 1000))
+        return shown
 
     async def note_at_risk(self, counts: Mapping[str, int], now_ms: int) -> None:
         """The sweep's count of tasks whose files are not all stored, by warning window."""

@@ -18,6 +18,7 @@ from starlette.responses import Response
 from service.core import metrics
 from service.core.credits import CreditsView
 from service.credits import current_credits
+from service.settings import Settings
 from service.store.credits import CreditsStore
 from service.store.metrics import Gauges, MetricsStore
 from service.web.context import context
@@ -31,7 +32,7 @@ async def metrics_endpoint(request: Request) -> Response:
     credits = await current_credits(CreditsStore(ctx.tasks.client, ctx.tasks.keys), kie, ctx.clock())
     families = [
         *families_of(await store.samples()),
-        *gauge_families(await store.gauges(ctx.clock())),
+        *gauge_families(await store.gauges(ctx.clock(), budgets(ctx.settings))),
         *credit_families(credits),
     ]
     registry = CollectorRegistry(auto_describe=False)
@@ -79,6 +80,12 @@ def families_of(samples: Iterable[metrics.Sample]) -> list[Metric]:
     return families
 
 
+def budgets(settings: Settings) -> dict[str, tuple[int, float]]:
+    """The rolling budgets the web and the workers share (service/upstream.py, workers/runtime.py)."""
+    creates = (settings.create_limit, settings.create_window_s)
+    return {"kie": creates, "sseedance": creates, "poll": (settings.poll_rate_per_s, 1.0)}
+
+
 def credit_families(credits: CreditsView | None) -> list[Metric]:
     """Kie's balance, the burn rate over the last hour and the hours left at it, once known."""
     if credits is None:
@@ -124,4 +131,14 @@ def gauge_families(gauges: Gauges) -> list[Metric]:
         at_risk.add_metric((window,), count)
     workers = GaugeMetricFamily("tapedeck_workers_alive", "RQ workers registered")
     workers.add_metric((), gauges.workers)
-    return [tasks, overdue, due, oldest, at_risk, workers]
+    used = GaugeMetricFamily("tapedeck_budget_used", "Upstream budget slots taken in the current window",
+                             labels=("budget",))  # fmt: skip
+    limit = GaugeMetricFamily("tapedeck_budget_limit", "Upstream budget slots per window", labels=("budget",))
+    paused = GaugeMetricFamily(
+        "tapedeck_budget_paused_seconds", "How long an upstream 429 still holds a budget", labels=("budget",)
+    )
+    for name, budget in gauges.budgets.items():
+        used.add_metric((name,), budget.used)
+        limit.add_metric((name,), budget.limit)
+        paused.add_metric((name,), budget.paused_s)
+    return [tasks, overdue, due, oldest, at_risk, workers, used, limit, paused]

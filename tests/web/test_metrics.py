@@ -155,3 +155,20 @@ def test_kie_credits_are_asked_at_most_once_a_minute_with_their_burn_rate(
     assert value(later, "tapedeck_kie_credits") == 1134
     assert value(later, "tapedeck_kie_credits_burn_per_hour") == pytest.approx(600.0)
     assert value(later, "tapedeck_kie_credits_hours_left") == pytest.approx(1134 / 600)
+
+
+def test_the_create_budget_in_use_is_shown_against_its_limit(tapedeck_local: TapedeckFactory) -> None:
+    from sandbox.config import SandboxConfig
+    from sandbox.server import SandboxServer
+
+    with SandboxServer(SandboxConfig(port=0)) as sandbox:
+        upstream = {"KIE_API_BASE": sandbox.url, "KIE_API_KEY": "sandbox-key", "KIE_CREATE_LIMIT": "7"}
+        with tapedeck_local(**upstream) as client:
+            for _ in range(2):
+                created = client.post("/tasks", json={"kind": "lyrics", "params": {"prompt": "home"}})
+                assert created.status_code == 201, created.text
+            series = scrape(client)
+    assert value(series, "tapedeck_budget_used", budget="kie") == 2
+    assert value(series, "tapedeck_budget_limit", budget="kie") == 7
+    assert value(series, "tapedeck_budget_paused_seconds", budget="kie") == 0
+    assert value(series, "tapedeck_upstream_requests_total", endpoint="kie:/api/v1/lyrics", status="200") == 2
