@@ -38,10 +38,12 @@ def download(task_id: str, name: str) -> str:
     """The RQ job: fetch one artifact. Its outcome is also recorded on the artifact."""
     bound = runtime()
     started, result = time.perf_counter(), "error"
+    bound.note_job(f"download {task_id} {name}")
     try:
         result = fetch_artifact(bound.downloads, task_id, name)
         return result
     finally:
+        bound.note_job(None)
         bound.metrics.observe(DOWNLOAD_SECONDS, (result,), time.perf_counter() - started)
         bound.flush_metrics()
 
@@ -49,7 +51,9 @@ def download(task_id: str, name: str) -> str:
 def poll(task_id: str) -> str:
     """The RQ job: ask the upstream about one task and apply what it says."""
     bound = runtime()
+    bound.note_job(f"poll {task_id}")
     try:
         return bound.run(bound.poller.poll(task_id))
     finally:
+        bound.note_job(None)
         bound.flush_metrics()  # its upstream requests

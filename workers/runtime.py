@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import socket
+import time
 from collections.abc import Coroutine
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -111,6 +113,19 @@ class WorkerRuntime:
     def run(self, work: Coroutine[Any, Any, T]) -> T:
         """Runs a coroutine on the process's one event loop (where its async clients live)."""
         return self.runner.run(work)
+
+    def note_job(self, job: str | None) -> None:
+        """What this process is running now, for the dashboard (None: idle). Never fails a job."""
+        with contextlib.suppress(redis.RedisError):
+            if job is None:
+                self.client.hdel(self.keys.worker_jobs(), self.downloads.worker_id)
+            else:
+                since = int(time.time() * 1000)
+                self.client.hset(
+                    self.keys.worker_jobs(),
+                    self.downloads.worker_id,
+                    json.dumps({"job": job, "since": since}),
+                )
 
     def flush_metrics(self) -> None:
         """Adds what the last job measured to Redis (kept for the next job while Redis is away)."""

@@ -45,6 +45,11 @@ CALLBACKS_REJECTED: Final = Metric(
 TRANSITIONS: Final = Metric(
     "tapedeck_transitions", "counter", "Task status changes applied, by what brought them", ("source",)
 )
+STAGES: Final = Metric(
+    "tapedeck_stages_reached", "counter",
+    "Stages applied to tasks, by stage and what brought them (callback loss: the share brought by polling)",
+    ("stage", "source"),
+)  # fmt: skip
 POLLS: Final = Metric("tapedeck_polls", "counter", "Record-info polls recorded, by result", ("result",))
 DOWNLOADS: Final = Metric(
     "tapedeck_downloads", "counter", "Files settled by the download workers, by result and reason",
@@ -79,10 +84,12 @@ DELIVERY_SECONDS: Final = Metric(
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 300.0, 3600.0),
 )  # fmt: skip
 METRICS: Final = (
-    CALLBACKS, CALLBACKS_REJECTED, TRANSITIONS, POLLS, DOWNLOADS, DOWNLOADED_BYTES, DELIVERIES,
+    CALLBACKS, CALLBACKS_REJECTED, TRANSITIONS, STAGES, POLLS, DOWNLOADS, DOWNLOADED_BYTES, DELIVERIES,
     UPSTREAM_REQUESTS, ACK_SECONDS, DOWNLOAD_SECONDS, ARCHIVE_SECONDS, DELIVERY_SECONDS,
 )  # fmt: skip
 BY_NAME: Final = {m.name: m for m in METRICS}
+# Transitions are also counted per minute (by source) for the dashboard's last hour.
+MINUTE_KEEP_S: Final = 7200
 
 
 def label(value: object) -> str:

@@ -79,6 +79,14 @@ class EventLog:
         entries = [LogEntry(i, f) for i, f in cast(list[tuple[str, dict[str, str]]], found)]
         return entries, counted
 
+    async def count(self) -> LogCount:
+        """How many entries the log has held and holds (zero for no log yet)."""
+        try:
+            info = await self.client.xinfo_stream(self.keys.events())
+        except aioredis.ResponseError:
+            return LogCount(0, 0)
+        return LogCount(int(info.get("entries-added", info["length"])), int(info["length"]))
+
     async def last_id(self) -> str | None:
         found = cast(
             list[tuple[str, dict[str, str]]], await self.client.xrevrange(self.keys.events(), count=1)

@@ -34,6 +34,8 @@
     {p}:metrics                hash   every counter and histogram bucket (core/metrics.py names them)
     {p}:gauges                 hash   what a sweep counted for the metrics (files at risk)
     {p}:credits                zset   "ms:credits" samples of Kie's balance, a day of them
+    {p}:ops:transitions:{min}  hash   status changes in one minute (epoch minute), by source; 2 h
+    {p}:ops:worker_jobs        hash   worker id (host:pid) → the job it runs now, since when
     {p}:credits:asked          string set for a minute when a process asks Kie for the balance
     {p}:sig:{task}:{timestamp} string sha256 of the body a Kie signature was first seen with (expires
                                       after twice the tolerance: a signature is good for one body)
@@ -81,6 +83,8 @@ TEMPLATES: Final[dict[str, str]] = {
     "metrics": "{prefix}:metrics",
     "gauges": "{prefix}:gauges",
     "credits": "{prefix}:credits",
+    "transitions_minute": "{prefix}:ops:transitions:{id}",
+    "worker_jobs": "{prefix}:ops:worker_jobs",
     "credits_asked": "{prefix}:credits:asked",
 }
 
@@ -181,6 +185,12 @@ class Keys:
 
     def gauges(self) -> str:
         return self._key("gauges")
+
+    def transitions_minute(self, minute: int | str) -> str:
+        return self._key("transitions_minute", str(minute))
+
+    def worker_jobs(self) -> str:
+        return self._key("worker_jobs")
 
     def credits(self) -> str:
         return self._key("credits")

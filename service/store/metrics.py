@@ -171,6 +171,35 @@ class MetricsStore:
             shown[name] = Budget(int(used), limit, max(0.0, (int(paused or 0) - now_ms) / 1000))
         return shown
 
+    async def minutes(self, now_s: float, count: int) -> list[tuple[int, dict[str, int]]]:
+        """The last `count` minutes' status changes by source, oldest first: (epoch minute, counts)."""
+        last = int(now_s // 60)
+        minutes = list(range(last - count + 1, last + 1))
+        async with self.client.pipeline(transaction=False) as pipe:
+            for minute in minutes:
+                pipe.hgetall(self.keys.transitions_minute(minute))
+            found = cast(list[dict[str, str]], await pipe.execute())
+        return [(m, {k: int(v) for k, v in f.items()}) for m, f in zip(minutes, found, strict=True)]
+
+    async def workers(self) -> list[dict[str, str]]:
+        """RQ's registered workers (name, hostname, pid, state, last heartbeat) with the job each
+        runs now as Tapedeck's jobs note it (one pipeline per registry: a handful of workers)."""
+        names = sorted(cast(set[str], await self.client.smembers("rq:workers")))
+        async with self.client.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hmget(name, ["hostname", "pid", "state", "last_heartbeat"])
+            pipe.hgetall(self.keys.worker_jobs())
+            *found, running = await pipe.execute()
+        jobs = cast(dict[str, str], running or {})
+        shown = []
+        for name, (hostname, pid, state, heartbeat) in zip(names, found, strict=True):
+            job = jobs.get(f"{hostname}:{pid}")
+            shown.append({
+                "name": name.removeprefix("rq:worker:"), "hostname": hostname or "", "pid": pid or "",
+                "state": state or "", "last_heartbeat": heartbeat or "", "job": job or "",
+            })  # fmt: skip
+        return shown
+
     async def note_at_risk(self, counts: Mapping[str, int], now_ms: int) -> None:
         """The sweep's count of tasks whose files are not all stored, by warning window."""
         fields = {f"files_at_risk_{w}": n for w, n in counts.items()} | {"files_at_risk_at": now_ms}

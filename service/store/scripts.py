@@ -37,7 +37,7 @@ from service.core.lifecycle import (
     TRANSITIONS,
     Source,
 )
-from service.core.metrics import METRICS
+from service.core.metrics import METRICS, MINUTE_KEEP_S
 from service.core.task_events import STAGE_TYPES
 from service.store.keys import lua_key_functions
 
@@ -247,6 +247,7 @@ def render(script: Script) -> str:
             f"local EVENT = {{{', '.join(f'{n} = {i}' for i, n in enumerate(EVENT_FIELDS))}}}",
             f"local EVENT_FIELDS = {len(EVENT_FIELDS)}",
             f"local METRIC_BUCKETS = {_lua_buckets()}",
+            f"local MINUTE_KEEP_S = {MINUTE_KEEP_S}",
             files.joinpath("common.lua").read_text(),
         ]
     )

@@ -247,6 +247,14 @@ class WebhookStore:
         members = cast(list[str], await scripts.call(self.client, scripts.TAKE_DELIVERIES, args))
         return [cast(tuple[str, str], tuple(m.split(" ", 1))) for m in members if " " in m]
 
+    async def earliest_due(self, subscription_ids: Sequence[str]) -> dict[str, int | None]:
+        """Each subscription's earliest queue due time (epoch ms), None with nothing to send."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for subscription_id in subscription_ids:
+                pipe.zscore(self.keys.deliveries_due(), subscription_id)
+            found = await pipe.execute()
+        return {s: int(f) if f is not None else None for s, f in zip(subscription_ids, found, strict=True)}
+
     async def due(self) -> dict[tuple[str, str], int]:
         """Every queue on the deliveries due list and when it is due (epoch ms): for tests and
         tools; a deliverer takes from it with take_due."""

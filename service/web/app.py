@@ -34,6 +34,7 @@ from service.web.callbacks import receive_kie_callback
 from service.web.context import Context, context
 from service.web.events import list_events, stream_events
 from service.web.metrics import metrics_endpoint
+from service.web.ops import ops_summary
 from service.web.submit import boost_style, list_boosts, submit_task
 from service.web.subscriptions import (
     create_subscription,
@@ -112,6 +113,7 @@ def create_app(
             Route("/events", list_events, methods=["GET"]),
             Route("/events/stream", stream_events, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
+            Route("/ops/summary", ops_summary, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
         ],

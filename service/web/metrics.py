@@ -18,7 +18,7 @@ from starlette.responses import Response
 from service.core import metrics
 from service.core.credits import CreditsView
 from service.credits import current_credits
-from service.settings import Settings
+from service.ops import budgets
 from service.store.credits import CreditsStore
 from service.store.metrics import Gauges, MetricsStore
 from service.web.context import context
@@ -78,12 +78,6 @@ def families_of(samples: Iterable[metrics.Sample]) -> list[Metric]:
             histogram.add_metric(values, cumulative, kept.get("sum", 0.0))
         families.append(histogram)
     return families
-
-
-def budgets(settings: Settings) -> dict[str, tuple[int, float]]:
-    """The rolling budgets the web and the workers share (service/upstream.py, workers/runtime.py)."""
-    creates = (settings.create_limit, settings.create_window_s)
-    return {"kie": creates, "sseedance": creates, "poll": (settings.poll_rate_per_s, 1.0)}
 
 
 def credit_families(credits: CreditsView | None) -> list[Metric]:

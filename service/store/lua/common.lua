@@ -16,6 +16,16 @@ local function metric_add(name, values, n)
   redis.call('HINCRBY', key_metrics(prefix), metric_field(name, values), n or 1)
 end
 
+-- A status change, counted by source (and stage), in total and in its minute: the dashboard
+-- draws the last hour from the minutes, each kept two hours.
+local function count_transition(source, stage, now)
+  metric_add('tapedeck_transitions', {source})
+  metric_add('tapedeck_stages_reached', {stage, source})
+  local minute = key_transitions_minute(prefix, tostring(math.floor(now / 60000)))
+  redis.call('HINCRBY', minute, metric_label(source), 1)
+  redis.call('EXPIRE', minute, MINUTE_KEEP_S)
+end
+
 -- One observation of a histogram, in seconds; anything that is not a number is not observed.
 local function metric_observe(name, values, seconds)
   seconds = tonumber(seconds)

@@ -58,5 +58,5 @@ redis.call('HSET', task_key, 'last_poll_reply', 'lost')
 redis.call('ZADD', due_key, now + tonumber(A.lost_recheck_ms), task_id)
 -- What it had already stored (an early stage's files) is told now, as for a final task.
 tell_archive(task_id, now, A.events_max)
-metric_add('tapedeck_transitions', {'poll'})
+count_transition('poll', 'lost', now)
 return recorded('lost', lost)

@@ -16,7 +16,7 @@ redis.call('HSET', task_key, 'submitted_at', now, 'last_event_at', now)
 append_history(task_id, {stage = 'submit', source = 'submit', outcome = 'applied', at = now, from = status,
   to = status, submission_id = submission_id}, tonumber(A.history_max))
 append_event(task_key, task_id, {'type', 'task.submitted', 'at', now, 'source', 'submit', 'status', status}, A.events_max)
-metric_add('tapedeck_transitions', {'submit'})
+count_transition('submit', 'submit', now)
 -- Unless a callback already finished the task or set its next check, the first poll is due.
 if not TERMINAL[status] then
   redis.call('ZADD', key_polls_due(prefix), 'NX', tonumber(A.first_poll_at), task_id)

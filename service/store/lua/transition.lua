@@ -123,7 +123,7 @@ local function apply(e)
   if status == 'lost' and outcome ~= 'applied' then new_status = 'lost' end
   local reply = {outcome, status, new_status, created}
   if e.source == 'callback' then metric_add('tapedeck_callbacks', {e.family, stage, outcome}) end
-  if outcome == 'applied' then metric_add('tapedeck_transitions', {e.source}) end
+  if outcome == 'applied' then count_transition(e.source, stage, now) end
 
   if outcome == 'applied' then
     move_index(member, status, new_status)

@@ -1,0 +1,62 @@
+"""`GET /ops/summary`: the overview the dashboard and `tapedeck top` show, and what it costs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from tests.conftest import TapedeckFactory
+from tests.web.test_callbacks import music
+
+
+def test_the_summary_shows_tasks_queues_transitions_loss_rejections_and_subscriptions(
+    tapedeck_local: TapedeckFactory,
+) -> None:
+    with tapedeck_local(WEBHOOK_ALLOWED_NETWORKS="127.0.0.0/8") as client:
+        client.post("/subscriptions", json={"url": "http://127.0.0.1:9/hook", "description": "ops"})
+        for stage in ("text", "complete"):
+            client.post("/callbacks/kie", json=music(stage, "t1"))
+        client.post("/callbacks/kie", json=music("text", "t2"))
+        client.post("/callbacks/kie", content=b"{not json")
+        shown = client.get("/ops/summary").json()
+    assert shown["tasks"]["by_status"] == {
+        "pending": 0,
+        "text": 1,
+        "first": 0,
+        "complete": 1,
+        "failed": 0,
+        "lost": 0,
+    }
+    assert sum(m.get("callback", 0) for m in shown["transitions_per_minute"]) == 3
+    assert len(shown["transitions_per_minute"]) == 60
+    assert shown["callback_loss"]["text"] == {"callback": 2, "poll": 0, "loss": 0.0}
+    assert shown["callbacks"]["applied"] == 3 and shown["callbacks"]["rejected"] == 1
+    (rejected,) = shown["rejected_callbacks"]
+    assert rejected["http_status"] == 400 and "JSON" in rejected["reason"]
+    (subscription,) = shown["subscriptions"]
+    assert subscription["description"] == "ops" and subscription["enabled"] is True
+    assert subscription["oldest_undelivered_age_s"] is None  # nothing queued: no deliverer ran
+    assert shown["fan_out"] == {"cursor": None, "events": 3, "behind": 3}  # t1 text, completed; t2 text
+    assert shown["queues"]["downloads"]["due"] >= 0 and shown["workers"] == [] and shown["credits"] is None
+    assert set(shown["budgets"]) == {"kie", "sseedance", "poll"}
+
+
+def commands(redis_client: redis.Redis) -> int:
+    stats: dict[str, Any] = redis_client.info("commandstats")
+    return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
+
+
+def test_a_summary_costs_the_same_redis_calls_for_ten_tasks_as_for_five_hundred(
+    tapedeck_local: TapedeckFactory, redis_client: redis.Redis
+) -> None:
+    costs: list[int] = []
+    with tapedeck_local() as client:
+        for count in (10, 500):
+            for n in range(len(costs) * 10, count):
+                client.post("/callbacks/kie", json=music("complete", f"t{n}"))
+            client.get("/ops/summary")  # the first one also loads its scripts
+            before = commands(redis_client)
+            assert client.get("/ops/summary").status_code == 200
+            costs.append(commands(redis_client) - before)
+    assert costs[0] == costs[1], costs
