@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: dev test lint typecheck pytest bench bench-tools lock clean
+.PHONY: dev test lint typecheck pytest browser bench bench-tools lock clean
 
 # The exact versions CI tested (requirements.lock), then the project itself on top of them.
 $(STAMP): pyproject.toml requirements.lock
@@ -26,8 +26,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) browser
 	$(BIN)/pytest -q
+
+# The dashboard's tests drive Debian's chromium (Playwright, no browser download): installed here
+# when missing.
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 
 # wrk, curl and GNU time come from Debian's packages, installed here when missing.
 bench-tools:

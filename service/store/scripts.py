@@ -158,6 +158,7 @@ EXPIRING: Final = Script("expiring", ("prefix", "task_id", "now", "window", "exp
 TAKE_DELIVERIES: Final = Script("take_deliveries", ("prefix", "now", "limit", "until_ms", "per_subscription"))
 # The members ("subscription task") to put back follow the named arguments.
 RELEASE: Final = Script("release", ("prefix", "leased_until", "at"))
+OPERATOR: Final = Script("operator", ("prefix", "mode", "task_id", "name", "now", "history_max"))
 RESUME: Final = Script("resume", ("prefix", "subscription_id", "now", "cursor", "count"))
 FORGET: Final = Script("forget", ("prefix", "subscription_id", "count"))
 NEXT_SEND: Final = Script("next_send", ("prefix", "subscription_id", "task_id"))
@@ -211,6 +212,7 @@ SCRIPTS: Final = (
     TAKE_DELIVERIES,
     RELEASE,
     RESUME,
+    OPERATOR,
     NEXT_SEND,
     FORGET,
     EXPIRING,

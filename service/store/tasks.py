@@ -308,6 +308,18 @@ class TaskStore:
         )
         return scripts.decode_poll(await scripts.call(self.client, scripts.POLL, args))
 
+    async def operator(self, mode: str, task_id: str, now_ms: int, name: str = "") -> str:
+        """An operator's action (`lua/operator.lua`): poll now, or download a file now."""
+        args = scripts.OPERATOR.encode(
+            prefix=self.keys.prefix,
+            mode=mode,
+            task_id=task_id,
+            name=name,
+            now=now_ms,
+            history_max=self.history_max,
+        )
+        return str(await scripts.call(self.client, scripts.OPERATOR, args))
+
     async def record_boost(self, entry: Mapping[str, Any], keep: int = 1000) -> None:
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.lpush(self.keys.boosts(), to_json(entry))

@@ -16,7 +16,8 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from service.core.url_policy import Resolver
 from service.errors import TapedeckError
@@ -32,6 +33,17 @@ from service.submissions import Submitter
 from service.upstream import CreateLimiter, upstream_clients
 from service.web.callbacks import receive_kie_callback
 from service.web.context import Context, context
+from service.web.dashboard import (
+    HERE,
+    login,
+    login_form,
+    logout,
+    overview,
+    poll_now,
+    retry_download,
+    task_page,
+    tasks_page,
+)
 from service.web.events import list_events, stream_events
 from service.web.metrics import metrics_endpoint
 from service.web.ops import ops_summary
@@ -51,6 +63,7 @@ from service.web.subscriptions import (
 from service.web.tasks import get_file, get_task, list_raw_callbacks, list_tasks
 
 log = logging.getLogger("tapedeck.app")
+STATIC = HERE / "static"
 
 
 def create_app(
@@ -114,6 +127,15 @@ def create_app(
             Route("/events/stream", stream_events, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             Route("/ops/summary", ops_summary, methods=["GET"]),
+            Route("/", overview, methods=["GET"]),
+            Route("/ui/tasks", tasks_page, methods=["GET"]),
+            Route("/ui/tasks/{task_id}", task_page, methods=["GET"]),
+            Route("/login", login_form, methods=["GET"]),
+            Route("/login", login, methods=["POST"]),
+            Route("/logout", logout, methods=["POST"]),
+            Route("/ops/tasks/{task_id}/poll", poll_now, methods=["POST"]),
+            Route("/ops/tasks/{task_id}/files/{name}/retry", retry_download, methods=["POST"]),
+            Mount("/ui/static", StaticFiles(directory=str(STATIC)), name="static"),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
         ],

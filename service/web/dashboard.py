@@ -1,0 +1,163 @@
+"""The operators' dashboard: server-rendered pages (Jinja2), their own script and CSS (no CDN),
+live from `/events/stream` and `/ops/summary`; and the actions behind its buttons.
+
+GET  /                         overview          GET  /ui/tasks, /ui/tasks/{id}  list, one task
+GET  /login, POST /login       a token → a session cookie (never a token in a URL)
+POST /logout
+POST /ops/tasks/{id}/poll                  ask the upstream about the task now
+POST /ops/tasks/{id}/files/{name}/retry    download a file now
+Pages need the read token's session; actions the API token's, and the page's CSRF token.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import parse_qs
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.templating import Jinja2Templates
+
+from service.core.events import TASK_ID_PATTERN
+from service.core.lifecycle import STATUSES, Status
+from service.errors import Conflict, UnknownTask
+from service.ops import summary
+from service.web.auth import SESSION_COOKIE, SESSION_S, csrf_token, new_session, page_role, role_of_token
+from service.web.bodies import read_bounded
+from service.web.context import Context, context
+from service.web.views import summary_view, task_view
+
+HERE: Final = Path(__file__).resolve().parent
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+TASKS_SHOWN: Final = 50
+LOGIN_BODY_BYTES: Final = 4096
+
+
+def _page(request: Request, name: str, page: str, **values: Any) -> Response:
+    ctx: Context = request.app.state.ctx
+    role = page_role(request, ctx.settings)
+    session = request.cookies.get(SESSION_COOKIE, "")
+    values |= {
+        "page": page,
+        "can_act": role == "write",
+        "signed_in": bool(session) and role is not None,
+        "csrf": csrf_token(ctx.settings, session) if session else "",
+    }
+    return templates.TemplateResponse(request, name, values)
+
+
+def _signed_in(request: Request) -> bool:
+    return page_role(request, request.app.state.ctx.settings) is not None
+
+
+async def overview(request: Request) -> Response:
+    if not _signed_in(request):
+        return RedirectResponse("/login", status_code=303)
+    ctx: Context = request.app.state.ctx
+    kie = ctx.submitter.kie if ctx.submitter else None
+    shown = await summary(ctx.tasks, ctx.settings, kie, ctx.clock())
+    # Embedded for the script's first drawing; `<` escaped so no value can close the tag.
+    embedded = json.dumps(shown).replace("<", "\\u003c")
+    return _page(request, "overview.html", "overview", s=shown, summary_json=embedded)
+
+
+async def tasks_page(request: Request) -> Response:
+    if not _signed_in(request):
+        return RedirectResponse("/login", status_code=303)
+    ctx: Context = request.app.state.ctx
+    status = request.query_params.get("status") or ""
+    wanted = request.query_params.get("q", "").strip()
+    cursor = request.query_params.get("cursor") or None
+    rows: list[dict[str, Any]] = []
+    next_cursor = None
+    if wanted:
+        record = await ctx.tasks.get_task(wanted) if TASK_ID_PATTERN.fullmatch(wanted) else None
+        if record is not None:
+            fields = ("task_id", "family", "status", "created_at", "updated_at")
+            rows = [summary_view({k: record["task"].get(k) for k in fields})]
+    else:
+        chosen: Status | None = next((s for s in STATUSES if s == status), None)
+        page = await ctx.tasks.list_tasks(chosen, TASKS_SHOWN, cursor)
+        rows, next_cursor = [summary_view(r) for r in page.tasks], page.next_cursor
+    return _page(request, "tasks.html", "tasks", tasks=rows, statuses=STATUSES, status=status, q=wanted,
+                 next_cursor=next_cursor)  # fmt: skip
+
+
+async def task_page(request: Request) -> Response:
+    if not _signed_in(request):
+        return RedirectResponse("/login", status_code=303)
+    ctx: Context = request.app.state.ctx
+    task_id = request.path_params["task_id"]
+    record = await ctx.tasks.get_task(task_id) if TASK_ID_PATTERN.fullmatch(task_id) else None
+    if record is None:
+        raise UnknownTask(f"no task {task_id!r}")
+    shown = task_view(record)
+    return _page(request, "task.html", "tasks", t=shown, timeline=timeline(shown))
+
+
+def timeline(task: dict[str, Any]) -> list[dict[str, str]]:
+    """Everything that happened to the task, oldest first: its history (submission, each
+    callback and poll with its outcome, operators' actions) and each file's last attempt."""
+    items = []
+    for h in task.get("history", []):
+        detail = f"{h.get('outcome', '')} {h.get('from', '')}→{h.get('to', '')} {h.get('msg') or ''}".strip()
+        items.append(
+            {"at": str(h.get("at") or ""), "what": f"{h.get('source')}: {h.get('stage')}", "detail": detail}
+        )
+    for a in task.get("artifacts", []):
+        if a.get("attempts"):
+            tried = f"{a.get('state')} after {a.get('attempts')} attempt(s)"
+            at = str(a.get("stored_at") or a.get("discovered_at") or "")
+            items.append(
+                {"at": at, "what": f"download {a['name']}", "detail": f"{tried} {a.get('last_error') or ''}"}
+            )
+    return sorted(items, key=lambda i: i["at"])
+
+
+async def login_form(request: Request) -> Response:
+    return _page(request, "login.html", "login", error=None)
+
+
+async def login(request: Request) -> Response:
+    ctx: Context = request.app.state.ctx
+    # A urlencoded form of one field, read here (Starlette's form parser needs python-multipart).
+    body = await read_bounded(request, LOGIN_BODY_BYTES, 10.0)
+    token = parse_qs(body[0].decode(errors="replace")).get("token", [""])[0]
+    role = role_of_token(ctx.settings, token)
+    if role is None:
+        return _page(request, "login.html", "login", error="That is not one of Tapedeck's tokens.")
+    response = RedirectResponse("/", status_code=303)
+    response.set_cookie(SESSION_COOKIE, new_session(ctx.settings, role), max_age=SESSION_S, httponly=True,
+                        samesite="strict", secure=request.url.scheme == "https")  # fmt: skip
+    return response
+
+
+async def logout(request: Request) -> Response:
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE)
+    return response
+
+
+async def poll_now(request: Request) -> JSONResponse:
+    ctx = context(request, "write")
+    task_id = request.path_params["task_id"]
+    return await _act(ctx, task_id, "poll", "", "the task will be asked about at once")
+
+
+async def retry_download(request: Request) -> JSONResponse:
+    ctx = context(request, "write")
+    task_id, name = request.path_params["task_id"], request.path_params["name"]
+    return await _act(ctx, task_id, "download", name, f"{name} will be downloaded at once")
+
+
+async def _act(ctx: Context, task_id: str, mode: str, name: str, message: str) -> JSONResponse:
+    if not TASK_ID_PATTERN.fullmatch(task_id):
+        raise UnknownTask(f"no task {task_id[:80]!r}")
+    outcome = await ctx.tasks.operator(mode, task_id, int(ctx.clock() * 1000), name)
+    if outcome == "missing":
+        raise UnknownTask(f"no task {task_id!r}" + (f" with a file {name!r}" if name else ""))
+    if outcome != "queued":
+        raise Conflict(f"{name} is {outcome}: only a waiting or failed file can be downloaded again")
+    return JSONResponse({"task_id": task_id, "outcome": outcome, "message": message}, status_code=202)

@@ -1,0 +1,96 @@
+"""The dashboard's pages, sessions and actions over the app (the browser tests are in e2e/)."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import redis
+
+from service.store.keys import Keys
+from tests.conftest import TapedeckFactory
+from tests.web.test_callbacks import music
+
+WRITE, READ = "w" * 32, "r" * 32
+TOKENS = {"TAPEDECK_API_TOKEN": WRITE, "TAPEDECK_READ_TOKEN": READ}
+
+
+def sign_in(client: httpx.Client, token: str) -> httpx.Response:
+    return client.post("/login", data={"token": token}, follow_redirects=False)
+
+
+def csrf_of(client: httpx.Client, path: str = "/") -> str:
+    page = client.get(path).text
+    return page.split('name="csrf-token" content="', 1)[1].split('"', 1)[0]
+
+
+def test_pages_need_a_session_and_a_token_signs_in_with_a_strict_http_only_cookie(
+    tapedeck_local: TapedeckFactory,
+) -> None:
+    with tapedeck_local(**TOKENS) as client:
+        assert client.get("/", follow_redirects=False).headers["location"] == "/login"
+        assert client.get("/ui/tasks", follow_redirects=False).status_code == 303
+        refused = sign_in(client, "not a token")
+        assert refused.status_code == 200 and "not one of Tapedeck" in refused.text
+        signed = sign_in(client, READ)
+        cookie = signed.headers["set-cookie"].lower()
+        assert signed.status_code == 303 and "httponly" in cookie and "samesite=strict" in cookie
+        assert READ not in signed.headers["set-cookie"] and READ not in signed.headers["location"]
+        overview = client.get("/")
+        assert overview.status_code == 200 and "Transitions per minute" in overview.text
+        assert client.get("/ops/summary").status_code == 200  # the page's own reads, by its cookie
+        assert client.get("/ui/static/app.js").status_code == 200
+
+
+def test_a_read_session_cannot_act_and_a_write_session_needs_the_pages_csrf_token(
+    tapedeck_local: TapedeckFactory, redis_client: redis.Redis
+) -> None:
+    with tapedeck_local(**TOKENS) as client:
+        client.post("/callbacks/kie", json=music("text", "t1"))
+        sign_in(client, READ)
+        assert client.post("/ops/tasks/t1/poll").status_code == 403
+        sign_in(client, WRITE)
+        refused = client.post("/ops/tasks/t1/poll")
+        assert refused.status_code == 403 and "CSRF" in refused.json()["message"]
+        forged = client.post("/ops/tasks/t1/poll", headers={"X-CSRF-Token": "0" * 64})
+        assert forged.status_code == 403
+        done = client.post("/ops/tasks/t1/poll", headers={"X-CSRF-Token": csrf_of(client)})
+        assert done.status_code == 202, done.text
+        # The API's own bearer token needs no CSRF token: no browser sends it by itself.
+        bearer = httpx.Client(transport=client._transport, base_url=str(client.base_url))
+        answer = bearer.post("/ops/tasks/t1/poll", headers={"Authorization": f"Bearer {WRITE}"})
+        assert answer.status_code == 202
+        history = client.get("/tasks/t1").json()["history"]
+    assert [h["source"] for h in history].count("operator") == 2
+    assert redis_client.zscore(Keys().polls_due(), "t1") is not None
+
+
+def test_a_failed_file_can_be_downloaded_again_and_a_stored_one_is_left_alone(
+    tapedeck_local: TapedeckFactory, redis_client: redis.Redis
+) -> None:
+    with tapedeck_local() as client:  # no tokens: open, as in development
+        client.post("/callbacks/kie", json=music("complete", "t1"))
+        key = Keys().artifacts("t1")
+        names = sorted(str(n) for n in redis_client.hkeys(key))
+        failed = json.loads(redis_client.hget(key, names[0]) or "{}") | {"state": "failed", "refused": True}
+        stored = json.loads(redis_client.hget(key, names[1]) or "{}") | {"state": "stored"}
+        redis_client.hset(key, mapping={names[0]: json.dumps(failed), names[1]: json.dumps(stored)})
+        csrf = csrf_of(client)
+        again = client.post(f"/ops/tasks/t1/files/{names[0]}/retry", headers={"X-CSRF-Token": csrf})
+        left = client.post(f"/ops/tasks/t1/files/{names[1]}/retry", headers={"X-CSRF-Token": csrf})
+        missing = client.post("/ops/tasks/nope/poll", headers={"X-CSRF-Token": csrf})
+        page = client.get("/ui/tasks/t1").text
+    assert again.status_code == 202 and left.status_code == 409 and missing.status_code == 404
+    assert "stored" in left.json()["message"]
+    assert json.loads(redis_client.hget(key, names[0]) or "{}")["state"] == "waiting"
+    assert f"t1 {names[0]}" in redis_client.lrange(Keys().downloads_new(), 0, -1)
+    assert "operator: operator" in page and f"download {names[0]} now" in page
+
+
+def test_what_a_callback_says_is_shown_as_text_never_as_markup(tapedeck_local: TapedeckFactory) -> None:
+    with tapedeck_local() as client:
+        client.post(
+            "/callbacks/kie?token=<script>alert(1)</script>", content=b"</script><img src=x onerror=alert(1)>"
+        )
+        page = client.get("/").text
+    assert "<img src=x" not in page and "</script><img" not in page
