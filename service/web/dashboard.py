@@ -6,6 +6,8 @@ GET  /login, POST /login       a token → a session cookie (never a token in a 
 POST /logout
 POST /ops/tasks/{id}/poll                  ask the upstream about the task now
 POST /ops/tasks/{id}/files/{name}/retry    download a file now
+POST /ops/raw/{entry_id}/replay            apply a kept callback again
+(Redelivering an event and re-enabling a subscription are the API's own retry and PATCH.)
 Pages need the read token's session; actions the API token's, and the page's CSRF token.
 """
 
@@ -24,14 +26,19 @@ from service.core.events import TASK_ID_PATTERN
 from service.core.lifecycle import STATUSES, Status
 from service.errors import Conflict, UnknownTask
 from service.ops import summary
+from service.replay import replay
+from service.store.webhooks import WebhookStore
 from service.web.auth import SESSION_COOKIE, SESSION_S, csrf_token, new_session, page_role, role_of_token
 from service.web.bodies import read_bounded
 from service.web.context import Context, context
+from service.web.subscriptions import delivery_view
+from service.web.tasks import parse_stream_id
 from service.web.views import summary_view, task_view
 
 HERE: Final = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 TASKS_SHOWN: Final = 50
+DELIVERIES_SHOWN: Final = 100
 LOGIN_BODY_BYTES: Final = 4096
 
 
@@ -94,13 +101,29 @@ async def task_page(request: Request) -> Response:
     if record is None:
         raise UnknownTask(f"no task {task_id!r}")
     shown = task_view(record)
-    return _page(request, "task.html", "tasks", t=shown, timeline=timeline(shown))
+    webhooks = WebhookStore(ctx.tasks.client, ctx.tasks.keys, ctx.settings.event_log_max_entries)
+    deliveries = await webhooks.deliveries_of_task(task_id, DELIVERIES_SHOWN)
+    attempts = await webhooks.attempts_of([d["id"] for d in deliveries])
+    sent = [delivery_view(d, attempts[d["id"]]) for d in deliveries]
+    return _page(request, "task.html", "tasks", t=shown, deliveries=sent, timeline=timeline(shown, sent))
 
 
-def timeline(task: dict[str, Any]) -> list[dict[str, str]]:
+def timeline(task: dict[str, Any], deliveries: list[dict[str, Any]]) -> list[dict[str, str]]:
     """Everything that happened to the task, oldest first: its history (submission, each
-    callback and poll with its outcome, operators' actions) and each file's last attempt."""
+    callback and poll with its outcome, operators' actions), each file's last attempt, and each
+    webhook delivery attempt."""
     items = []
+    for delivery in deliveries:
+        for attempt in delivery["attempts"]:
+            answer = attempt.get("status") or attempt.get("error") or ""
+            what = f"webhook {delivery['subscription_id']}"
+            items.append(
+                {
+                    "at": str(attempt.get("at") or ""),
+                    "what": what,
+                    "detail": f"{delivery['event_id']}: {answer}",
+                }
+            )
     for h in task.get("history", []):
         detail = f"{h.get('outcome', '')} {h.get('from', '')}→{h.get('to', '')} {h.get('msg') or ''}".strip()
         items.append(
@@ -150,6 +173,18 @@ async def retry_download(request: Request) -> JSONResponse:
     ctx = context(request, "write")
     task_id, name = request.path_params["task_id"], request.path_params["name"]
     return await _act(ctx, task_id, "download", name, f"{name} will be downloaded at once")
+
+
+async def replay_raw(request: Request) -> JSONResponse:
+    """Applies a raw-log entry's body again (service/replay.py), e.g. one refused before a fix."""
+    ctx = context(request, "write")
+    entry_id = parse_stream_id(str(request.path_params["entry_id"]))
+    applied = await replay(ctx.tasks, entry_id, ctx.clock())
+    return JSONResponse(
+        {"entry_id": entry_id, "outcome": applied.outcome, "status": applied.status,
+         "message": f"applied again: {applied.outcome} ({applied.status_before} → {applied.status})"},
+        status_code=202,
+    )  # fmt: skip
 
 
 async def _act(ctx: Context, task_id: str, mode: str, name: str, message: str) -> JSONResponse:

@@ -94,3 +94,37 @@ def test_what_a_callback_says_is_shown_as_text_never_as_markup(tapedeck_local: T
         )
         page = client.get("/").text
     assert "<img src=x" not in page and "</script><img" not in page
+
+
+def test_a_refused_callback_is_replayed_from_the_overview_and_applies(
+    tapedeck_local: TapedeckFactory,
+) -> None:
+    with tapedeck_local(CALLBACK_TOKEN="t" * 16) as client:
+        refused = client.post("/callbacks/kie?token=wrong", json=music("text", "t9"))
+        assert refused.status_code == 401
+        (entry,) = client.get("/ops/summary").json()["rejected_callbacks"]
+        csrf = csrf_of(client)
+        replayed = client.post(f"/ops/raw/{entry['id']}/replay", headers={"X-CSRF-Token": csrf})
+        again = client.post(f"/ops/raw/{entry['id']}/replay", headers={"X-CSRF-Token": csrf})
+        unknown = client.post("/ops/raw/1-1/replay", headers={"X-CSRF-Token": csrf})
+        task = client.get("/tasks/t9").json()
+    assert replayed.status_code == 202 and replayed.json()["outcome"] == "applied", replayed.text
+    assert again.json()["outcome"] == "duplicate"  # applied once, however often it is pressed
+    assert unknown.status_code == 404
+    assert task["status"] == "text" and task["history"][-1]["source"] == "replay"
+
+
+def test_a_task_page_lists_its_webhook_deliveries_with_a_redeliver_button(
+    tapedeck_local: TapedeckFactory, redis_url: str
+) -> None:
+    from tests.e2e.test_webhooks import drive
+
+    with tapedeck_local(WEBHOOK_ALLOWED_NETWORKS="127.0.0.0/8") as client:
+        client.post("/subscriptions", json={"url": "http://127.0.0.1:9/hook"})  # nobody listens there
+        client.post("/callbacks/kie", json=music("text", "t1"))
+        drive(redis_url, lambda: bool(client.get("/tasks/t1/deliveries").json()["deliveries"][0]["attempts"])
+              if client.get("/tasks/t1/deliveries").json()["deliveries"] else False)  # fmt: skip
+        page = client.get("/ui/tasks/t1").text
+        (delivery,) = client.get("/tasks/t1/deliveries").json()["deliveries"]
+    assert f'data-action="/deliveries/{delivery["id"]}/retry"' in page
+    assert "webhook ep_" in page and "ConnectError" in page  # the attempt, in the timeline

@@ -21,13 +21,19 @@ const Tapedeck = (() => {
     }
     return source;
   }
+  // Buttons with data-action (a URL), data-method (POST unless said) and data-body (JSON), even
+  // ones drawn after the page loaded: one listener on the document.
   function actions(onDone) {
-    for (const button of document.querySelectorAll("button[data-action]")) {
-      button.addEventListener("click", async () => {
+    document.addEventListener("click", async (click) => {
+        const button = click.target.closest("button[data-action]");
+        if (!button) return;
         button.disabled = true;
         const notice = document.getElementById("notice");
+        const headers = { "X-CSRF-Token": csrf };
+        const options = { method: button.dataset.method || "POST", headers };
+        if (button.dataset.body) { headers["Content-Type"] = "application/json"; options.body = button.dataset.body; }
         try {
-          const answer = await json(button.dataset.action, { method: "POST", headers: { "X-CSRF-Token": csrf } });
+          const answer = await json(button.dataset.action, options);
           if (notice) notice.textContent = answer.message || "done";
           if (onDone) onDone(answer);
         } catch (error) {
@@ -35,8 +41,8 @@ const Tapedeck = (() => {
         } finally {
           button.disabled = false;
         }
-      });
-    }
+    });
   }
-  return { json, stream, actions, esc, text };
+  const canAct = document.querySelector('meta[name="can-act"]')?.content === "yes";
+  return { json, stream, actions, esc, text, canAct };
 })();

@@ -6,7 +6,12 @@
   const { esc } = Tapedeck;
   const at = (object, path) => path.split(".").reduce((o, k) => (o == null ? undefined : o[k]), object);
   const num = (value, round) => (value === null || value === undefined ? "—" : round ? Number(value).toFixed(round) : String(value));
-  const rows = (id, items, cells) => { document.getElementById(id).innerHTML = items.map((i) => `<tr>${cells(i).join("")}</tr>`).join(""); };
+  const rows = (id, items, cells) => {
+    const body = document.getElementById(id);
+    const columns = body.closest("table").querySelectorAll("thead th").length;
+    body.innerHTML = items.length ? items.map((i) => `<tr>${cells(i).join("")}</tr>`).join("")
+      : `<tr><td colspan="${columns}" class="none">none</td></tr>`;
+  };
   const td = (value, cls) => `<td${cls ? ` class="${cls}"` : ""}>${esc(value)}</td>`;
 
   function render(s) {
@@ -20,8 +25,10 @@
     rows("workers", s.workers, (w) => [td(w.name), td(w.state), td(w.job)]);
     rows("subscriptions", s.subscriptions, (x) => [td(x.description || x.id), td(x.url, "url"), td(x.attempts, "num"),
       td(x.success_rate === null ? "—" : (x.success_rate * 100).toFixed(1), "num"),
-      td(x.oldest_undelivered_age_s === null ? "—" : x.oldest_undelivered_age_s.toFixed(1), "num"), td(x.enabled ? "enabled" : "disabled")]);
-    rows("rejected", s.rejected_callbacks, (r) => [td(r.at), td(r.task_id || "—"), td(r.http_status, "num"), td(r.reason)]);
+      td(x.oldest_undelivered_age_s === null ? "—" : x.oldest_undelivered_age_s.toFixed(1), "num"),
+      x.enabled ? td("enabled") : `<td>disabled ${Tapedeck.canAct ? `<button data-action="/subscriptions/${encodeURIComponent(x.id)}" data-method="PATCH" data-body='{"enabled": true}'>Re-enable</button>` : ""}</td>`]);
+    rows("rejected", s.rejected_callbacks, (r) => [td(r.at), td(r.task_id || "—"), td(r.http_status, "num"), td(r.reason),
+      Tapedeck.canAct ? `<td><button data-action="/ops/raw/${encodeURIComponent(r.id)}/replay">Replay</button></td>` : "<td></td>"]);
     chart(s.transitions_per_minute);
   }
 
@@ -65,6 +72,7 @@
     while (events.children.length > 30) events.lastChild.remove();
     soon();
   });
+  Tapedeck.actions(() => refresh());
   render(JSON.parse(document.getElementById("summary").textContent));
   setInterval(refresh, 5000);
   window.addEventListener("resize", soon);
