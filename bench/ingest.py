@@ -10,6 +10,11 @@ duplicates, ~2 KB bodies). Rounds alternate between the two; medians are printed
 With --with-deliveries a third variant runs Tapedeck with `tapedeck deliver` sending every
 event to a bare local receiver (bench/receiver_app.py) at the same time.
 
+With --with-dashboard another runs Tapedeck while an open dashboard page is simulated as the
+overview's script behaves: the event stream followed, /ops/summary fetched after events (at most
+every 0.3 s, its debounce), and /metrics scraped every second as Prometheus would.
+Target (issue 12): ingest with them >= 0.90 x ingest without.
+
 Target (issue #2): ingest >= 0.30 x the bare endpoint's req/s, p99 <= 10 ms at 16 connections.
 """
 
@@ -23,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +106,11 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers, the same for both apps")
     parser.add_argument(
+        "--with-dashboard",
+        action="store_true",
+        help="also measure ingest while a dashboard page is open and /metrics is scraped every second",
+    )
+    parser.add_argument(
         "--with-deliveries",
         action="store_true",
         help="also measure ingest while `tapedeck deliver` sends every event to a local receiver",
@@ -112,6 +123,10 @@ def main() -> int:
         env = dict(os.environ, REDIS_URL=server.url, PYTHONPATH=str(HERE.parent))
         results: dict[str, list[Run]] = {"bare": [], "ingest": []}
         variants = [("bare", "bare_app:app", False), ("ingest", "service.web.app:app_from_env", True)]
+        watched: list[int] = []
+        if options.with_dashboard:
+            results["ingest+dashboard"] = []
+            variants.append(("ingest+dashboard", "service.web.app:app_from_env", True))
         receiver: subprocess.Popen[bytes] | None = None
         if options.with_deliveries:
             results["ingest+deliveries"] = []
@@ -125,9 +140,14 @@ def main() -> int:
                 for name, app, factory in variants:
                     process, url = start_uvicorn(app, env, factory, options.workers)
                     deliverer = start_deliverer(env) if name == "ingest+deliveries" else None
+                    watcher = Dashboard(url) if name == "ingest+dashboard" else None
                     try:
                         wrk(url, 2, options.connections)  # warm-up
+                        if watcher:
+                            watcher.start()
                         results[name].append(wrk(url, options.seconds, options.connections))
+                        if watcher:
+                            watched.append(watcher.stop())
                     finally:
                         for child in (process, deliverer):
                             if child is not None:
@@ -142,6 +162,8 @@ def main() -> int:
                 receiver.terminate()
                 receiver.wait()
         stored = redis.Redis.from_url(server.url).zcard("td:index:all")
+    if watched:
+        print(f"dashboard requests during the measured rounds: {sum(watched)} ({watched})")
     report(results, options, int(stored))
     return 0
 
@@ -153,6 +175,56 @@ def subscribe(redis_url: str, url: str) -> None:
     client.hset("td:wh:sub:ep_bench", mapping=fields)  # type: ignore[arg-type]
     client.zadd("td:wh:subs", {"ep_bench": 0})
     client.close()
+
+
+class Dashboard:
+    """An open overview page and a Prometheus scraper, as threads beside wrk."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.stopping = threading.Event()
+        self.requests = 0
+        self.threads = [
+            threading.Thread(target=t, daemon=True) for t in (self._stream, self._summary, self._scrape)
+        ]
+        self.events = threading.Event()  # an event arrived since the last summary
+
+    def start(self) -> None:
+        for thread in self.threads:
+            thread.start()
+
+    def stop(self) -> int:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(timeout=10)
+        return self.requests
+
+    def _stream(self) -> None:
+        with (
+            httpx.Client(base_url=self.url, timeout=None) as client,
+            client.stream("GET", "/events/stream") as sse,
+        ):
+            self.requests += 1
+            for line in sse.iter_lines():
+                if line.startswith("data:"):
+                    self.events.set()
+                if self.stopping.is_set():
+                    return
+
+    def _summary(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=30) as client:
+            while not self.stopping.is_set():
+                self.events.wait(timeout=5.0)  # after events, or every 5 s as the page's timer
+                self.events.clear()
+                client.get("/ops/summary").raise_for_status()
+                self.requests += 1
+                self.stopping.wait(0.3)  # the page's debounce
+
+    def _scrape(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=30) as client:
+            while not self.stopping.wait(1.0):
+                client.get("/metrics").raise_for_status()
+                self.requests += 1
 
 
 def start_deliverer(env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -176,6 +248,11 @@ def report(results: dict[str, list[Run]], options: argparse.Namespace, stored: i
     ratio = median("ingest", "rps") / median("bare", "rps")
     p99 = median("ingest", "p99_ms")
     print(f"ratio ingest/bare req/s: {ratio:.2f} (target >= 0.30); ingest p99 {p99:.2f} ms (target <= 10 ms)")
+    if "ingest+dashboard" in results:
+        with_page = median("ingest+dashboard", "rps") / median("ingest", "rps")
+        print(
+            f"ingest with the dashboard open and /metrics scraped / ingest alone: {with_page:.2f} (target >= 0.90)"
+        )
     if "ingest+deliveries" in results:
         with_them = median("ingest+deliveries", "rps") / median("ingest", "rps")
         print(f"ingest while delivering / ingest alone: {with_them:.2f} (target >= 0.90)")
