@@ -1,4 +1,4 @@
-"""`tapedeck submit` and `tapedeck status`: a terminal client of Tapedeck's own HTTP API."""
+"""`tapedeck submit`, `status` and `tasks`: a terminal client of Tapedeck's own HTTP API."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any, TextIO
 import httpx
 
 from service.core.catalog import KINDS
-from service.core.lifecycle import TERMINAL
+from service.core.lifecycle import STATUSES, TERMINAL
 from service.settings import Settings
 
 # Flags for the fields most kinds share; anything else goes through --param NAME=VALUE.
@@ -26,6 +26,13 @@ FIELD_FLAGS = {
     "tags": "tags",
     "negative_tags": "negativeTags",
 }
+
+
+def add_list_arguments(listing: argparse.ArgumentParser) -> None:
+    chosen = listing.add_mutually_exclusive_group()
+    chosen.add_argument("--status", choices=[*STATUSES])
+    chosen.add_argument("--overdue", action="store_true", help="unfinished tasks past their next check")
+    listing.add_argument("--limit", type=int, default=50)
 
 
 def add_arguments(submit: argparse.ArgumentParser, status: argparse.ArgumentParser) -> None:
@@ -113,6 +120,35 @@ def status(settings: Settings, options: argparse.Namespace, out: TextIO | None =
         print(f"  track {track['id']}  {track.get('title') or ''}  {track.get('duration') or ''}s", file=out)
     if task["error"]:
         print(f"  error {task['error']['code']}: {task['error']['message']}", file=out)
+    print(f"  files: {task['archive']}", file=out)
+    for artifact in task["artifacts"]:
+        size = f"{artifact['bytes']} bytes" if artifact.get("bytes") is not None else ""
+        why = (
+            f"  ({artifact['last_error']})"
+            if artifact.get("last_error") and artifact.get("state") != "stored"
+            else ""
+        )
+        print(f"    {artifact['name']:<48} {artifact.get('state', '?'):<11} {size}{why}", file=out)
+    return 0
+
+
+def tasks(settings: Settings, options: argparse.Namespace, out: TextIO | None = None) -> int:
+    """`tapedeck tasks [--status S | --overdue] [--limit N]`: newest first, a line each."""
+    out = out or sys.stdout
+    params: dict[str, str | int] = {"limit": options.limit}
+    if options.overdue:
+        params["status"] = "overdue"
+    elif options.status:
+        params["status"] = options.status
+    with httpx.Client(base_url=settings.tapedeck_url, headers=auth_headers(settings), timeout=30) as http:
+        response = http.get("/tasks", params=params)
+    if response.status_code != 200:
+        return report_error(response)
+    for task in response.json()["tasks"]:
+        print(
+            f"{task['task_id']}  {task.get('family') or '-':<8} {task['status']:<9} {task['updated_at']}",
+            file=out,
+        )
     return 0
 
 

@@ -79,9 +79,22 @@ def build_parser() -> argparse.ArgumentParser:
     client_cli.add_arguments(submit, status)
     submit.set_defaults(run=lambda o: client_cli.submit(Settings.from_env(), o))
     status.set_defaults(run=lambda o: client_cli.status(Settings.from_env(), o))
+    listing_tasks = commands.add_parser("tasks", help="list tasks, newest first")
+    client_cli.add_list_arguments(listing_tasks)
+    listing_tasks.set_defaults(run=lambda o: client_cli.tasks(Settings.from_env(), o))
+    top = commands.add_parser("top", help="a live terminal view of the overview (the dashboard's first page)")
+    top.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    top.add_argument("--once", action="store_true", help="print one view and exit")
+    top.set_defaults(run=run_top)
 
     commands.add_parser("sandbox", help="run the local stand-in for the Kie API (see `tapedeck sandbox -h`)")
     return parser
+
+
+def run_top(options: argparse.Namespace) -> int:
+    from service.cli.top import run
+
+    return run(Settings.from_env(), options)
 
 
 def run_serve(options: argparse.Namespace) -> int:
