@@ -40,7 +40,9 @@ def test_status_shows_the_archive_and_each_file_with_why_it_is_not_stored(
         archive = client.get("/tasks/t1").json()["archive"]
     shown = out.getvalue()
     assert code == 0 and f"files: {archive}" in shown
-    assert f"{name}" in shown and "(HTTP 403)" in shown and shown.count("waiting") == 1
+    files = {line.split()[0]: line.split()[1:] for line in shown.splitlines() if line.startswith("    ")}
+    assert files[name][:1] == ["failed"] and "(HTTP" in files[name] and len(files) == 2
+    assert all(states[:1] == ["waiting"] for n, states in files.items() if n != name)
 
 
 def test_tasks_lists_by_status_and_overdue(tapedeck: TapedeckFactory) -> None:
