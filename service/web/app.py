@@ -47,6 +47,7 @@ from service.web.dashboard import (
 )
 from service.web.events import list_events, stream_events
 from service.web.metrics import metrics_endpoint
+from service.web.openapi import openapi
 from service.web.ops import ops_summary
 from service.web.submit import boost_style, list_boosts, submit_task
 from service.web.subscriptions import (
@@ -138,6 +139,7 @@ def create_app(
             Route("/ops/tasks/{task_id}/files/{name}/retry", retry_download, methods=["POST"]),
             Route("/ops/raw/{entry_id}/replay", replay_raw, methods=["POST"]),
             Mount("/ui/static", StaticFiles(directory=str(STATIC)), name="static"),
+            Route("/openapi.json", openapi, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
         ],
