@@ -70,7 +70,7 @@ async def summary(
             "behind": behind(position, counted),
         },
         "workers": await store.workers(),
-        "credits": credits_view(credits),
+        "credits": credits_view(credits, insufficient_credits(samples)),
     }
 
 
@@ -148,8 +148,20 @@ def subscription_health(
     return shown
 
 
-def credits_view(credits: CreditsView | None) -> dict[str, Any] | None:
+def insufficient_credits(samples: list[metrics.Sample]) -> int:
+    """Requests Kie refused with 402, Insufficient Credits (kie-api.md: creates answer it)."""
+    return int(
+        sum(s.value for s in samples if s.metric is metrics.UPSTREAM_REQUESTS and s.values[1] == "402")
+    )
+
+
+def credits_view(credits: CreditsView | None, refused: int) -> dict[str, Any] | None:
     if credits is None:
-        return None
-    return {"credits": credits.credits, "at": iso(int(credits.at_s * 1000)),
-            "burn_per_hour": credits.burn_per_hour, "hours_left": credits.hours_left}  # fmt: skip
+        return {"credits": None, "refused_insufficient": refused} if refused else None
+    return {
+        "credits": credits.credits,
+        "at": iso(int(credits.at_s * 1000)),
+        "burn_per_hour": credits.burn_per_hour,
+        "hours_left": credits.hours_left,
+        "refused_insufficient": refused,
+    }

@@ -84,6 +84,9 @@ async def tasks_page(request: Request) -> Response:
         if record is not None:
             fields = ("task_id", "family", "status", "created_at", "updated_at")
             rows = [summary_view({k: record["task"].get(k) for k in fields})]
+    elif status == "overdue":
+        page = await ctx.tasks.list_overdue(int(ctx.clock() * 1000), TASKS_SHOWN)
+        rows, next_cursor = [summary_view(r) for r in page.tasks], page.next_cursor
     else:
         chosen: Status | None = next((s for s in STATUSES if s == status), None)
         page = await ctx.tasks.list_tasks(chosen, TASKS_SHOWN, cursor)

@@ -12,5 +12,6 @@ from service.web.context import context
 
 async def ops_summary(request: Request) -> JSONResponse:
     ctx = context(request, "read")
+    await ctx.metrics.flush(ctx.tasks.client, ctx.tasks.keys)  # this process's own, up to now
     kie = ctx.submitter.kie if ctx.submitter else None
     return JSONResponse(await summary(ctx.tasks, ctx.settings, kie, ctx.clock()))

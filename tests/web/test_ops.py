@@ -60,3 +60,18 @@ def test_a_summary_costs_the_same_redis_calls_for_ten_tasks_as_for_five_hundred(
             assert client.get("/ops/summary").status_code == 200
             costs.append(commands(redis_client) - before)
     assert costs[0] == costs[1], costs
+
+
+def test_creates_refused_for_insufficient_credits_are_shown_as_such(tapedeck_local: TapedeckFactory) -> None:
+    from sandbox.config import SandboxConfig
+    from sandbox.server import SandboxServer
+
+    with SandboxServer(SandboxConfig(port=0, credits=0)) as sandbox:
+        upstream = {"KIE_API_BASE": sandbox.url, "KIE_API_KEY": "sandbox-key"}
+        with tapedeck_local(**upstream) as client:
+            refused = client.post("/tasks", json={"kind": "lyrics", "params": {"prompt": "home"}})
+            credits = client.get("/ops/summary").json()["credits"]
+            page = client.get("/").text
+    assert refused.status_code == 402, refused.text
+    assert credits["credits"] == 0 and credits["refused_insufficient"] == 1
+    assert "insufficient credits" in page
