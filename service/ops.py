@@ -1,11 +1,10 @@
 """The operators' overview: everything the dashboard's first page and `tapedeck top` show, read
 in a bounded number of Redis calls whatever the number of tasks (about ten round trips: the
-gauges' pipeline, the hour's minutes in one pipeline, the metrics hash, the newest raw-log
-entries, the subscriptions, the workers, the credits)."""
+gauges' pipeline, the hour's minutes in one pipeline, the metrics hash, the recent rejections'
+metadata (never the raw log's bodies), the subscriptions, the workers, the credits)."""
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from typing import Any, Final
 
@@ -22,7 +21,6 @@ from service.store.webhooks import Position, WebhookStore
 from service.upstream import KieClient
 
 MINUTES: Final = 60  # the chart's hour
-RAW_LOG_LOOKED_AT: Final = 200  # newest raw-log entries looked at for the recent rejections
 REJECTED_SHOWN: Final = 10
 
 
@@ -40,7 +38,7 @@ async def summary(
     gauges = await store.gauges(now_s, budgets(settings))
     samples = await store.samples()
     minutes = await store.minutes(now_s, MINUTES)
-    raw = await tasks.raw_log(RAW_LOG_LOOKED_AT)
+    kept = await tasks.recent_rejections(REJECTED_SHOWN)
     webhooks = WebhookStore(client, keys, settings.event_log_max_entries)
     subscriptions = await webhooks.all()
     earliest = await webhooks.earliest_due([s["id"] for s in subscriptions])
@@ -58,7 +56,7 @@ async def summary(
         "transitions_per_minute": [{"minute": iso(m * 60_000), **counts} for m, counts in minutes],
         "callback_loss": callback_loss(samples),
         "callbacks": callback_outcomes(samples),
-        "rejected_callbacks": rejected(raw),
+        "rejected_callbacks": rejected(kept),
         "budgets": {
             n: {"used": b.used, "limit": b.limit, "paused_s": b.paused_s} for n, b in gauges.budgets.items()
         },
@@ -104,22 +102,25 @@ def callback_outcomes(samples: list[metrics.Sample]) -> dict[str, int]:
     return dict(sorted(found.items()))
 
 
-def rejected(raw: list[dict[str, str]]) -> list[dict[str, Any]]:
-    shown = []
-    for entry in raw:
-        if entry.get("outcome") != "rejected":
-            continue
-        try:
-            meta = json.loads(entry.get("meta") or "{}")
-        except ValueError:
-            meta = {}
-        shown.append({
-            "id": entry.get("id"), "at": iso(meta.get("at")), "task_id": meta.get("task_id") or None,
-            "http_status": meta.get("http_status"), "reason": meta.get("reason"),
-        })  # fmt: skip
-        if len(shown) == REJECTED_SHOWN:
-            break
-    return shown
+def replayable_from_the_web(meta: dict[str, Any]) -> bool:
+    """A refused callback that may be applied again from the dashboard: refused for what it
+    said, not for who sent it (no failed signature or token). Replay skips the checks, so one
+    click must never apply what anyone could have posted; those go through the CLI, after a look."""
+    return meta.get("signature") != "refused" and meta.get("http_status") not in (401, 403)
+
+
+def rejected(kept: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": r.get("id"),
+            "at": iso(r.get("at")),
+            "task_id": r.get("task_id") or None,
+            "http_status": r.get("http_status"),
+            "reason": r.get("reason"),
+            "replayable": replayable_from_the_web(r),
+        }
+        for r in kept
+    ]
 
 
 def subscription_health(

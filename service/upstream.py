@@ -22,7 +22,7 @@ import httpx
 import orjson
 
 from service.core.catalog import SSEEDANCE_KINDS
-from service.core.metrics import UPSTREAM_REQUESTS, endpoint_label
+from service.core.metrics import UPSTREAM_REQUESTS, endpoint_label, status_label
 from service.core.retry import Backoff, parse_retry_after
 from service.errors import UpstreamRejected, UpstreamUnavailable
 from service.settings import Settings
@@ -200,7 +200,8 @@ class UpstreamClient:
 
     def _count(self, path: str, status: str) -> None:
         if self.metrics is not None:
-            self.metrics.add(UPSTREAM_REQUESTS, (f"{self.name.lower()}:{endpoint_label(path)}", status))
+            endpoint = f"{self.name.lower()}:{endpoint_label(path)}"
+            self.metrics.add(UPSTREAM_REQUESTS, (endpoint, status_label(status)))
 
     async def _settle(self, slot: str) -> None:
         """Moves the slot to the answer's time. Never raises: an answer already received (a task

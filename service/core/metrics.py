@@ -102,6 +102,23 @@ def label(value: object) -> str:
 _ID_SEGMENT: Final = re.compile(r"[0-9a-fA-F-]{12,}|.*\d.*\d.*\d.*\d.*|.{25,}")
 
 
+# The upstream's answers counted as themselves (kie-api.md's codes); anything else is `other`.
+UPSTREAM_CODES: Final = frozenset(
+    {200, 400, 401, 402, 404, 405, 409, 413, 422, 429, 430, 433, 451, 455, 500, 501, 502, 503, 504, 505, 531}
+)
+
+
+def status_label(code: int | str) -> str:
+    """An upstream answer's code as a bounded label: a known code, timeout, error, or other."""
+    if code in ("timeout", "error"):
+        return str(code)
+    try:
+        number = int(code)
+    except (TypeError, ValueError):
+        return OTHER
+    return str(number) if number in UPSTREAM_CODES else OTHER
+
+
 def endpoint_label(path: str) -> str:
     """An upstream path as a bounded label: no query, and any segment that names one thing (a
     task id: long, or four digits or more) as `:id`."""

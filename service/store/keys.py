@@ -32,10 +32,12 @@
     {p}:wh:sub:{id}:due        zset   task ids of its queues with a head to send, by when (ms)
     {p}:task:{id}:deliveries   zset   the task's delivery ids by creation time
     {p}:metrics                hash   every counter and histogram bucket (core/metrics.py names them)
+    {p}:metrics:flush:{id}     string a process's flush already added (an hour): none adds twice
     {p}:gauges                 hash   what a sweep counted for the metrics (files at risk)
     {p}:credits                zset   "ms:credits" samples of Kie's balance, a day of them
     {p}:ops:transitions:{min}  hash   status changes in one minute (epoch minute), by source; 2 h
     {p}:ops:worker_jobs        hash   worker id (host:pid) → the job it runs now, since when
+    {p}:ops:rejected           list   the newest refused callbacks' metadata (raw-log id, reason), 50
     {p}:credits:asked          string set for a minute when a process asks Kie for the balance
     {p}:sig:{task}:{timestamp} string sha256 of the body a Kie signature was first seen with (expires
                                       after twice the tolerance: a signature is good for one body)
@@ -81,10 +83,12 @@ TEMPLATES: Final[dict[str, str]] = {
     "subscription_due": "{prefix}:wh:sub:{id}:due",
     "task_deliveries": "{prefix}:task:{id}:deliveries",
     "metrics": "{prefix}:metrics",
+    "metrics_flush": "{prefix}:metrics:flush:{id}",
     "gauges": "{prefix}:gauges",
     "credits": "{prefix}:credits",
     "transitions_minute": "{prefix}:ops:transitions:{id}",
     "worker_jobs": "{prefix}:ops:worker_jobs",
+    "recent_rejections": "{prefix}:ops:rejected",
     "credits_asked": "{prefix}:credits:asked",
 }
 
@@ -183,11 +187,17 @@ class Keys:
     def metrics(self) -> str:
         return self._key("metrics")
 
+    def metrics_flush(self, flush_id: str) -> str:
+        return self._key("metrics_flush", flush_id)
+
     def gauges(self) -> str:
         return self._key("gauges")
 
     def transitions_minute(self, minute: int | str) -> str:
         return self._key("transitions_minute", str(minute))
+
+    def recent_rejections(self) -> str:
+        return self._key("recent_rejections")
 
     def worker_jobs(self) -> str:
         return self._key("worker_jobs")

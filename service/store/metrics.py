@@ -5,26 +5,31 @@ calls whatever the number of tasks.
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import cast
 
 import redis
 import redis.asyncio as aioredis
 
 from service.core import metrics
 from service.core.lifecycle import STATUSES
+from service.store import scripts
 from service.store.keys import Keys
+from service.store.scripts import Args
 
 
 @dataclass
 class MetricsBuffer:
     """What one process measured outside a script since its last flush. Adding is a dict update
-    (the callback path pays nothing more); a flush is one HINCRBY pipeline."""
+    (the callback path pays nothing more); a flush is one script call (`lua/metrics_flush.lua`)
+    under an id of its own, so a flush re-sent or tried again never adds twice."""
 
     counts: Counter[str] = field(default_factory=Counter)
     sums: dict[str, float] = field(default_factory=dict)
+    pending: list[tuple[str, Args]] = field(default_factory=list)  # batches not known to have landed
 
     def add(self, metric: metrics.Metric, values: tuple[str, ...], n: int = 1) -> None:
         self.counts[metrics.field(metric, values)] += n
@@ -34,46 +39,30 @@ class MetricsBuffer:
         key = metrics.field(metric, values, "sum")
         self.sums[key] = self.sums.get(key, 0.0) + seconds
 
-    def take(self) -> tuple[Counter[str], dict[str, float]]:
-        taken = (self.counts, self.sums)
-        self.counts, self.sums = Counter(), {}
-        return taken
+    def _batches(self) -> list[tuple[str, Args]]:
+        """What is still to be sent: earlier batches under their own ids, then what is new."""
+        if self.counts or self.sums:
+            pairs: Args = []
+            for name, n in self.counts.items():
+                pairs += [name, n]
+            for name, seconds in self.sums.items():
+                pairs += [name, repr(round(seconds, 6))]
+            self.pending.append((uuid.uuid4().hex, pairs))
+            self.counts, self.sums = Counter(), {}
+        return list(self.pending)
 
     async def flush(self, client: aioredis.Redis, keys: Keys) -> None:
-        counts, sums = self.take()
-        if not counts and not sums:
-            return
-        try:
-            async with client.pipeline(transaction=False) as pipe:
-                _add(pipe, keys, counts, sums)
-                await pipe.execute()
-        except Exception:
-            self._put_back(counts, sums)  # Redis away: kept for the next flush, never lost
-            raise
+        """Raises the Redis error when Redis is away; the batch is kept and sent later, once."""
+        for flush_id, pairs in self._batches():
+            args = scripts.METRICS_FLUSH.encode(prefix=keys.prefix, flush_id=flush_id)
+            await scripts.call(client, scripts.METRICS_FLUSH, [*args, *pairs])
+            self.pending.remove((flush_id, pairs))
 
     def flush_sync(self, client: redis.Redis, keys: Keys) -> None:
-        counts, sums = self.take()
-        if not counts and not sums:
-            return
-        try:
-            with client.pipeline(transaction=False) as pipe:
-                _add(pipe, keys, counts, sums)
-                pipe.execute()
-        except Exception:
-            self._put_back(counts, sums)
-            raise
-
-    def _put_back(self, counts: Counter[str], sums: Mapping[str, float]) -> None:
-        self.counts.update(counts)
-        for key, value in sums.items():
-            self.sums[key] = self.sums.get(key, 0.0) + value
-
-
-def _add(pipe: Any, keys: Keys, counts: Mapping[str, int], sums: Mapping[str, float]) -> None:
-    for name, n in counts.items():
-        pipe.hincrby(keys.metrics(), name, n)
-    for name, seconds in sums.items():
-        pipe.hincrbyfloat(keys.metrics(), name, round(seconds, 6))
+        for flush_id, pairs in self._batches():
+            args = scripts.METRICS_FLUSH.encode(prefix=keys.prefix, flush_id=flush_id)
+            scripts.call_sync(client, scripts.METRICS_FLUSH, [*args, *pairs])
+            self.pending.remove((flush_id, pairs))
 
 
 @dataclass(frozen=True)
@@ -95,8 +84,9 @@ class Gauges:
     overdue: int  # unfinished tasks whose next check has passed
     queues: dict[str, Queue]  # downloads, polls, deliveries, outbox
     files_at_risk: dict[str, int]  # "72h", "24h": from the deliverer's last sweep
-    workers: int  # RQ workers registered
+    workers: int  # RQ workers of this deployment whose heartbeat is current
     budgets: dict[str, Budget] = field(default_factory=dict)
+    files_at_risk_swept_at: float | None = None  # epoch s of the deliverer's last sweep
 
 
 class MetricsStore:
@@ -128,7 +118,6 @@ class MetricsStore:
                 pipe.zrange(key, 0, 0, withscores=True)
             pipe.llen(self.keys.downloads_new())
             pipe.hgetall(self.keys.gauges())
-            pipe.scard("rq:workers")
             found = await pipe.execute()
         statuses: dict[str, int] = {s: int(n) for s, n in zip(STATUSES, found[: len(STATUSES)], strict=True)}
         rest = found[len(STATUSES) :]
@@ -149,12 +138,14 @@ class MetricsStore:
                     pipe.zcount(self.keys.subscription_due(subscription_id), "-inf", now_ms)
                 counted = await pipe.execute()
             queues["deliveries"] = Queue(sum(int(c) for c in counted), queues["deliveries"].oldest_age_s)
-        outbox, swept, workers = rest[1 + 2 * len(due_lists) :]
+        outbox, swept = rest[1 + 2 * len(due_lists) :]
         queues["outbox"] = Queue(int(outbox), 0.0)
         swept = cast(dict[str, str], swept or {})
         at_risk = {w: int(swept.get(f"files_at_risk_{w}", 0)) for w in ("72h", "24h")}
+        swept_at = int(swept.get("files_at_risk_at", 0)) / 1000 or None
+        workers = len(await self.workers())
         return Gauges(
-            statuses, overdue, queues, at_risk, int(workers), await self._budgets(budgets or {}, now_ms)
+            statuses, overdue, queues, at_risk, workers, await self._budgets(budgets or {}, now_ms), swept_at
         )
 
     async def _budgets(self, budgets: Mapping[str, tuple[int, float]], now_ms: int) -> dict[str, Budget]:
@@ -187,12 +178,17 @@ class MetricsStore:
         names = sorted(cast(set[str], await self.client.smembers("rq:workers")))
         async with self.client.pipeline(transaction=False) as pipe:
             for name in names:
-                pipe.hmget(name, ["hostname", "pid", "state", "last_heartbeat"])
+                pipe.hmget(name, ["hostname", "pid", "state", "last_heartbeat", "queues"])
             pipe.hgetall(self.keys.worker_jobs())
             *found, running = await pipe.execute()
         jobs = cast(dict[str, str], running or {})
         shown = []
-        for name, (hostname, pid, state, heartbeat) in zip(names, found, strict=True):
+        ours = f"{self.keys.prefix}-"
+        for name, (hostname, pid, state, heartbeat, queues) in zip(names, found, strict=True):
+            # The registry keeps a worker SIGKILLed until a live one cleans it up; its own hash
+            # expires with its heartbeat. And the registry is every deployment's on this Redis.
+            if state is None or not any(q.startswith(ours) for q in (queues or "").split(",")):
+                continue
             job = jobs.get(f"{hostname}:{pid}")
             shown.append({
                 "name": name.removeprefix("rq:worker:"), "hostname": hostname or "", "pid": pid or "",

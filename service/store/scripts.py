@@ -158,6 +158,8 @@ EXPIRING: Final = Script("expiring", ("prefix", "task_id", "now", "window", "exp
 TAKE_DELIVERIES: Final = Script("take_deliveries", ("prefix", "now", "limit", "until_ms", "per_subscription"))
 # The members ("subscription task") to put back follow the named arguments.
 RELEASE: Final = Script("release", ("prefix", "leased_until", "at"))
+# Pairs (field, amount) follow the named arguments.
+METRICS_FLUSH: Final = Script("metrics_flush", ("prefix", "flush_id"))
 OPERATOR: Final = Script("operator", ("prefix", "mode", "task_id", "name", "now", "history_max"))
 RESUME: Final = Script("resume", ("prefix", "subscription_id", "now", "cursor", "count"))
 FORGET: Final = Script("forget", ("prefix", "subscription_id", "count"))
@@ -213,6 +215,7 @@ SCRIPTS: Final = (
     RELEASE,
     RESUME,
     OPERATOR,
+    METRICS_FLUSH,
     NEXT_SEND,
     FORGET,
     EXPIRING,

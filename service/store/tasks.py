@@ -106,6 +106,8 @@ class TaskPage:
     next_cursor: str | None
 
 
+REJECTION_FIELDS = ("at", "task_id", "http_status", "reason", "signature")
+REJECTIONS_KEPT = 50
 SUMMARY_FIELDS = ("task_id", "family", "status", "created_at", "updated_at")
 
 
@@ -189,7 +191,19 @@ class TaskStore:
                     approximate=True,
                 )
                 pipe.hincrby(self.keys.metrics(), metrics.field(metrics.CALLBACKS_REJECTED, (reason,)), 1)
+                entry_id, _ = await pipe.execute()
+            # What the overview shows of it, without reading bodies back out of the raw log.
+            meta = json.loads(raw.get("meta") or b"{}")  # JSON, as bytes or text
+            shown = {"id": str(entry_id), **{k: meta.get(k) for k in REJECTION_FIELDS}}
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.lpush(self.keys.recent_rejections(), json.dumps(shown))
+                pipe.ltrim(self.keys.recent_rejections(), 0, REJECTIONS_KEPT - 1)
                 await pipe.execute()
+
+    async def recent_rejections(self, limit: int) -> list[dict[str, Any]]:
+        """The newest refused callbacks' metadata (id, time, task, status, reason, signature)."""
+        found = cast(list[str], await self.client.lrange(self.keys.recent_rejections(), 0, limit - 1))
+        return [json.loads(f) for f in found]
 
     async def raw_log(self, limit: int, before: str | None = None) -> list[dict[str, str]]:
         """The newest raw-log entries first, each with its stream `id`."""

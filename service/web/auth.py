@@ -43,8 +43,9 @@ def _key(settings: Settings) -> bytes:
     return hashlib.sha256(material.encode()).digest()
 
 
-def _sign(settings: Settings, text: str) -> str:
-    return hmac.new(_key(settings), text.encode(), hashlib.sha256).hexdigest()
+def _sign(settings: Settings, text: str, purpose: str = "session") -> str:
+    key = hmac.new(_key(settings), purpose.encode(), hashlib.sha256).digest()  # one key per use
+    return hmac.new(key, text.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()
 
 
 def new_session(settings: Settings, role: Role, now_s: float | None = None) -> str:
@@ -61,16 +62,25 @@ def session_role(settings: Settings, value: str | None, now_s: float | None = No
     until, _, signature = rest.partition(".")
     if role not in ("read", "write") or not until.isdigit():
         return None
-    if not hmac.compare_digest(signature, _sign(settings, f"{role}.{until}")):
+    if not _same(signature, _sign(settings, f"{role}.{until}")):
         return None
     if int(until) < (now_s if now_s is not None else time.time()):
         return None
-    return "write" if role == "write" else "read"
+    # Without an API token the key is made of the read token alone, which its holder knows: such
+    # a session can only ever read.
+    if role == "write" and settings.api_token:
+        return "write"
+    return "read"
+
+
+def _same(given: str, expected: str) -> bool:
+    """Constant time, and any text (a header with odd bytes is a mismatch, never an error)."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode())
 
 
 def csrf_token(settings: Settings, session: str) -> str:
     """What a page holding `session` sends back with each write (the cookie alone is not enough)."""
-    return _sign(settings, f"csrf.{session}")
+    return _sign(settings, session, purpose="csrf")
 
 
 def page_role(request: Request, settings: Settings) -> Role | None:
@@ -103,5 +113,5 @@ def authorize(request: Request, settings: Settings, need: Role) -> None:
         if role == "read":
             raise Forbidden("signed in with the read token: actions need TAPEDECK_API_TOKEN")
         sent = request.headers.get(CSRF_HEADER, "")
-        if not hmac.compare_digest(sent, csrf_token(settings, session)):
+        if not _same(sent, csrf_token(settings, session)):
             raise Forbidden("a write from the dashboard needs its X-CSRF-Token: reload the page")

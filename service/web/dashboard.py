@@ -25,10 +25,18 @@ from starlette.templating import Jinja2Templates
 from service.core.events import TASK_ID_PATTERN
 from service.core.lifecycle import STATUSES, Status
 from service.errors import Conflict, UnknownTask
-from service.ops import summary
+from service.ops import replayable_from_the_web, summary
 from service.replay import replay
 from service.store.webhooks import WebhookStore
-from service.web.auth import SESSION_COOKIE, SESSION_S, csrf_token, new_session, page_role, role_of_token
+from service.web.auth import (
+    SESSION_COOKIE,
+    SESSION_S,
+    csrf_token,
+    new_session,
+    page_role,
+    role_of_token,
+    session_role,
+)
 from service.web.bodies import read_bounded
 from service.web.context import Context, context
 from service.web.subscriptions import delivery_view
@@ -46,11 +54,12 @@ def _page(request: Request, name: str, page: str, **values: Any) -> Response:
     ctx: Context = request.app.state.ctx
     role = page_role(request, ctx.settings)
     session = request.cookies.get(SESSION_COOKIE, "")
+    valid = session_role(ctx.settings, session) is not None  # a CSRF token only for a real session
     values |= {
         "page": page,
         "can_act": role == "write",
-        "signed_in": bool(session) and role is not None,
-        "csrf": csrf_token(ctx.settings, session) if session else "",
+        "signed_in": valid,
+        "csrf": csrf_token(ctx.settings, session) if valid else "",
     }
     return templates.TemplateResponse(request, name, values)
 
@@ -156,8 +165,13 @@ async def login(request: Request) -> Response:
         return _page(request, "login.html", "login", error="That is not one of Tapedeck's tokens.")
     response = RedirectResponse("/", status_code=303)
     response.set_cookie(SESSION_COOKIE, new_session(ctx.settings, role), max_age=SESSION_S, httponly=True,
-                        samesite="strict", secure=request.url.scheme == "https")  # fmt: skip
+                        samesite="strict", secure=_over_https(request, ctx))  # fmt: skip
     return response
+
+
+def _over_https(request: Request, ctx: Context) -> bool:
+    """Behind a TLS-terminating proxy the request arrives as http: the public URL says."""
+    return request.url.scheme == "https" or ctx.settings.public_base_url.startswith("https://")
 
 
 async def logout(request: Request) -> Response:
@@ -182,6 +196,13 @@ async def replay_raw(request: Request) -> JSONResponse:
     """Applies a raw-log entry's body again (service/replay.py), e.g. one refused before a fix."""
     ctx = context(request, "write")
     entry_id = parse_stream_id(str(request.path_params["entry_id"]))
+    entry = await ctx.tasks.raw_entry(entry_id)
+    if entry is not None and not replayable_from_the_web(json.loads(entry.get("meta") or "{}")):
+        # Replay skips the checks: from a page, one click would apply what anyone could post.
+        raise Conflict(
+            "this callback failed its signature or token check: check its body, then apply it with "
+            "`tapedeck callbacks replay ENTRY_ID`, which needs Redis access"
+        )
     applied = await replay(ctx.tasks, entry_id, ctx.clock())
     return JSONResponse(
         {"entry_id": entry_id, "outcome": applied.outcome, "status": applied.status,

@@ -123,7 +123,15 @@ def gauge_families(gauges: Gauges) -> list[Metric]:
     )
     for window, count in gauges.files_at_risk.items():
         at_risk.add_metric((window,), count)
-    workers = GaugeMetricFamily("tapedeck_workers_alive", "RQ workers registered")
+    swept = GaugeMetricFamily(
+        "tapedeck_files_at_risk_swept_timestamp_seconds",
+        "When the deliverer last looked for files at risk (alert when it is old: nobody is looking)",
+    )
+    if gauges.files_at_risk_swept_at is not None:
+        swept.add_metric((), gauges.files_at_risk_swept_at)
+    workers = GaugeMetricFamily(
+        "tapedeck_workers_alive", "RQ workers of this deployment with a current heartbeat"
+    )
     workers.add_metric((), gauges.workers)
     used = GaugeMetricFamily("tapedeck_budget_used", "Upstream budget slots taken in the current window",
                              labels=("budget",))  # fmt: skip
@@ -135,4 +143,4 @@ def gauge_families(gauges: Gauges) -> list[Metric]:
         used.add_metric((name,), budget.used)
         limit.add_metric((name,), budget.limit)
         paused.add_metric((name,), budget.paused_s)
-    return [tasks, overdue, due, oldest, at_risk, workers, used, limit, paused]
+    return [tasks, overdue, due, oldest, at_risk, swept, workers, used, limit, paused]

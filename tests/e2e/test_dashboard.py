@@ -61,10 +61,15 @@ def test_the_overview_is_live_and_a_task_page_acts(
 ) -> None:
     # Slow enough that a task's stages can be watched arriving (seconds, not milliseconds).
     upstream = SandboxServer(SandboxConfig(port=0, speed=20, seed=7, file_bytes=2048, create_limit=10_000))
-    with upstream, tapedeck_for(tapedeck, poll_env(upstream)) as client:
+    with (
+        upstream,
+        tapedeck_for(tapedeck, poll_env(upstream, WEBHOOK_ALLOWED_NETWORKS="127.0.0.0/8")) as client,
+    ):
         process = worker(poll_env.env, tmp_path / "worker.log")
         try:
             base = str(client.base_url).rstrip("/")
+            markup = '<img id="injected" src=x onerror="window.injected = 1">'
+            client.post("/subscriptions", json={"url": "http://127.0.0.1:9/h", "description": markup})
             first = submit(client)  # one finished before the page opens
             deadline = time.monotonic() + 60
             while client.get(f"/tasks/{first}").json()["status"] != "complete":
@@ -78,6 +83,9 @@ def test_the_overview_is_live_and_a_task_page_acts(
             for status, count in shown["tasks"]["by_status"].items():
                 assert page.text_content(f'[data-k="tasks.by_status.{status}"]') == str(count), status
             assert page.text_content('[data-k="workers.length"]') == str(len(shown["workers"]))
+            # Drawn by the script from the summary: as text (an element would have run its onerror).
+            assert page.locator("#injected").count() == 0 and page.evaluate("() => window.injected") is None
+            assert markup in (page.text_content("#subscriptions") or "")
             shoot(page, "overview")
 
             second = submit(client)  # submitted while the page is open: it appears, and moves

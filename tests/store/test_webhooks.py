@@ -9,6 +9,7 @@ from typing import Any
 
 import redis
 
+from service.store import scripts
 from service.store import webhooks as store_module
 from service.store.connection import connect
 from service.store.events import EventLog
@@ -248,3 +249,25 @@ def test_queues_due_on_an_older_versions_one_level_list_are_moved_and_then_taken
         ("ep_a", 6_000),
         ("ep_a t2", 99_000),
     ]
+
+
+def test_a_metrics_flush_sent_twice_adds_once_and_a_failed_one_is_sent_later(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    from service.core import metrics
+    from service.store.metrics import MetricsBuffer
+
+    buffer = MetricsBuffer()
+    buffer.add(metrics.POLLS, ("ok",), 3)
+    buffer.observe(metrics.ACK_SECONDS, (), 0.004)
+    ((flush_id, pairs),) = buffer._batches()
+    args = scripts.METRICS_FLUSH.encode(prefix=KEYS.prefix, flush_id=flush_id)
+    assert scripts.call_sync(redis_client, scripts.METRICS_FLUSH, [*args, *pairs]) == 3
+    buffer.flush_sync(redis_client, KEYS)  # the same batch again (its reply was "lost")
+    buffer.add(metrics.POLLS, ("ok",), 1)
+    buffer.flush_sync(redis_client, KEYS)
+    kept = redis_client.hgetall(KEYS.metrics())
+    assert kept[metrics.field(metrics.POLLS, ("ok",))] == "4"
+    assert kept[metrics.field(metrics.ACK_SECONDS, (), 3)] == "1"
+    assert float(kept[metrics.field(metrics.ACK_SECONDS, (), "sum")]) == 0.004
+    assert buffer.pending == []

@@ -87,31 +87,38 @@ def test_a_failed_file_can_be_downloaded_again_and_a_stored_one_is_left_alone(
     assert "operator: operator" in page and f"download {names[0]} now" in page
 
 
-def test_what_a_callback_says_is_shown_as_text_never_as_markup(tapedeck_local: TapedeckFactory) -> None:
-    with tapedeck_local() as client:
-        client.post(
-            "/callbacks/kie?token=<script>alert(1)</script>", content=b"</script><img src=x onerror=alert(1)>"
-        )
+def test_what_a_sender_chose_is_shown_as_text_never_as_markup(tapedeck_local: TapedeckFactory) -> None:
+    markup = '<img src=x onerror="alert(1)"></script>'
+    with tapedeck_local(WEBHOOK_ALLOWED_NETWORKS="127.0.0.0/8") as client:
+        client.post("/subscriptions", json={"url": "http://127.0.0.1:9/h", "description": markup})
+        client.post("/callbacks/kie", content=markup.encode())  # its reason names what was wrong
         page = client.get("/").text
-    assert "<img src=x" not in page and "</script><img" not in page
+    assert "&lt;img src=x" in page  # the description, escaped, in the table
+    assert "<img" not in page and "</script><" not in page  # nor raw in the embedded summary
 
 
-def test_a_refused_callback_is_replayed_from_the_overview_and_applies(
+def test_a_callback_refused_for_who_sent_it_is_never_replayed_from_a_page(
     tapedeck_local: TapedeckFactory,
 ) -> None:
+    """Replay skips the checks: from the dashboard, one click would apply what anyone posted."""
     with tapedeck_local(CALLBACK_TOKEN="t" * 16) as client:
-        refused = client.post("/callbacks/kie?token=wrong", json=music("text", "t9"))
-        assert refused.status_code == 401
-        (entry,) = client.get("/ops/summary").json()["rejected_callbacks"]
+        assert client.post("/callbacks/kie?token=wrong", json=music("complete", "t9")).status_code == 401
+        assert (
+            client.post("/callbacks/kie?token=" + "t" * 16, json={"code": 200, "data": {}}).status_code == 400
+        )
+        unshaped, forged = client.get("/ops/summary").json()["rejected_callbacks"]  # newest first
         csrf = csrf_of(client)
-        replayed = client.post(f"/ops/raw/{entry['id']}/replay", headers={"X-CSRF-Token": csrf})
-        again = client.post(f"/ops/raw/{entry['id']}/replay", headers={"X-CSRF-Token": csrf})
+        refused = client.post(f"/ops/raw/{forged['id']}/replay", headers={"X-CSRF-Token": csrf})
+        again = client.post(f"/ops/raw/{unshaped['id']}/replay", headers={"X-CSRF-Token": csrf})
         unknown = client.post("/ops/raw/1-1/replay", headers={"X-CSRF-Token": csrf})
-        task = client.get("/tasks/t9").json()
-    assert replayed.status_code == 202 and replayed.json()["outcome"] == "applied", replayed.text
-    assert again.json()["outcome"] == "duplicate"  # applied once, however often it is pressed
+        task = client.get("/tasks/t9")
+    assert (forged["replayable"], unshaped["replayable"]) == (False, True)  # no button for the first
+    assert refused.status_code == 409 and "tapedeck callbacks replay" in refused.json()["message"]
+    assert task.status_code == 404  # the forged callback applied nothing
+    assert (
+        again.status_code == 400 and again.json()["error"] == "missing_task_id"
+    )  # the same refusal, said again
     assert unknown.status_code == 404
-    assert task["status"] == "text" and task["history"][-1]["source"] == "replay"
 
 
 def test_a_task_page_lists_its_webhook_deliveries_with_a_redeliver_button(
@@ -128,3 +135,31 @@ def test_a_task_page_lists_its_webhook_deliveries_with_a_redeliver_button(
         (delivery,) = client.get("/tasks/t1/deliveries").json()["deliveries"]
     assert f'data-action="/deliveries/{delivery["id"]}/retry"' in page
     assert "webhook ep_" in page and "ConnectError" in page  # the attempt, in the timeline
+
+
+def test_without_an_api_token_no_session_can_write_even_one_signed_with_the_read_token(
+    tapedeck_local: TapedeckFactory,
+) -> None:
+    from service.settings import Settings
+    from service.web.auth import csrf_token, new_session
+
+    settings = Settings.from_env({"TAPEDECK_READ_TOKEN": READ})
+    forged = new_session(settings, "write")  # all its key is the read token, which a reader knows
+    with tapedeck_local(TAPEDECK_READ_TOKEN=READ) as client:
+        client.post("/callbacks/kie", json=music("text", "t1"))
+        client.cookies.set("tapedeck_session", forged)
+        answer = client.post("/ops/tasks/t1/poll", headers={"X-CSRF-Token": csrf_token(settings, forged)})
+        assert client.get("/ops/summary").status_code == 200  # it reads, as the read token may
+    assert answer.status_code == 403
+
+
+def test_odd_bytes_in_a_cookie_or_csrf_header_are_a_refusal_never_an_error(
+    tapedeck_local: TapedeckFactory,
+) -> None:
+    with tapedeck_local(**TOKENS) as client:
+        sign_in(client, WRITE)
+        odd = client.post("/ops/tasks/t1/poll", headers={b"X-CSRF-Token": b"\xc3\xa9t\xc3\xa9"})
+        client.cookies.clear()
+        cookie = {b"Cookie": b"tapedeck_session=write.99999999999.\xc3\xa9"}
+        page = client.get("/", headers=cookie, follow_redirects=False)
+    assert odd.status_code == 403 and page.status_code == 303

@@ -58,5 +58,5 @@ redis.call('HSET', task_key, 'last_poll_reply', 'lost')
 redis.call('ZADD', due_key, now + tonumber(A.lost_recheck_ms), task_id)
 -- What it had already stored (an early stage's files) is told now, as for a final task.
 tell_archive(task_id, now, A.events_max)
-count_transition('poll', 'lost', now)
+count_transition('give_up', 'lost', now)  -- not a stage a poll found: not callback loss
 return recorded('lost', lost)

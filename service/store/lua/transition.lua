@@ -100,7 +100,6 @@ local function apply(e)
       -- second (one timestamp): so that a genuine one is not lost, the task is asked about now.
       local current = redis.call('HGET', key_task(prefix, task_id), 'status')
       if current and not TERMINAL[current] then redis.call('ZADD', key_polls_due(prefix), now, task_id) end
-      metric_add('tapedeck_callbacks', {e.family, stage, 'signature_reused'})
       return {'signature_reused', '', '', 0}, e.next_at
     end
     if not seen then redis.call('SET', signature_key, e.body_sha256, 'EX', tonumber(e.signature_ttl_s)) end

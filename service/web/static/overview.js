@@ -28,7 +28,8 @@
       td(x.oldest_undelivered_age_s === null ? "—" : x.oldest_undelivered_age_s.toFixed(1), "num"),
       x.enabled ? td("enabled") : `<td>disabled ${Tapedeck.canAct ? `<button data-action="/subscriptions/${encodeURIComponent(x.id)}" data-method="PATCH" data-body='{"enabled": true}'>Re-enable</button>` : ""}</td>`]);
     rows("rejected", s.rejected_callbacks, (r) => [td(r.at), td(r.task_id || "—"), td(r.http_status, "num"), td(r.reason),
-      Tapedeck.canAct ? `<td><button data-action="/ops/raw/${encodeURIComponent(r.id)}/replay">Replay</button></td>` : "<td></td>"]);
+      // A callback refused for who sent it (401, 403) is replayed only by the CLI, after a look.
+      Tapedeck.canAct && r.replayable ? `<td><button data-action="/ops/raw/${encodeURIComponent(r.id)}/replay">Replay</button></td>` : "<td></td>"]);
     chart(s.transitions_per_minute);
   }
 
