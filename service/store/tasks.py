@@ -106,6 +106,14 @@ class TaskPage:
     next_cursor: str | None
 
 
+def _state_of(raw: str) -> str:
+    try:
+        found = json.loads(raw)
+    except ValueError:
+        return "failed"
+    return str(found.get("state", "waiting")) if isinstance(found, dict) else "failed"
+
+
 REJECTION_FIELDS = ("at", "task_id", "http_status", "reason", "signature")
 REJECTIONS_KEPT = 50
 SUMMARY_FIELDS = ("task_id", "family", "status", "created_at", "updated_at")
@@ -273,6 +281,24 @@ class TaskStore:
                 pipe.hmget(self.keys.task(task_id), SUMMARY_FIELDS)
             rows = await pipe.execute()
         return [dict(zip(SUMMARY_FIELDS, row, strict=True)) for row in rows if row[0]]
+
+    async def facets(self, task_ids: list[str]) -> dict[str, tuple[list[str], str]]:
+        """For a page's filters: each task's file states and its submission's metadata (JSON
+        text), in two round trips."""
+        if not task_ids:
+            return {}
+        async with self.client.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.hvals(self.keys.artifacts(task_id))
+                pipe.hget(self.keys.task(task_id), "submission_id")
+            found = await pipe.execute()
+        states = {t: [_state_of(raw) for raw in found[2 * n]] for n, t in enumerate(task_ids)}
+        submissions = {t: found[2 * n + 1] for n, t in enumerate(task_ids) if found[2 * n + 1]}
+        async with self.client.pipeline(transaction=False) as pipe:
+            for submission_id in submissions.values():
+                pipe.hget(self.keys.submission(submission_id), "metadata")
+            metadata = dict(zip(submissions, await pipe.execute(), strict=True))
+        return {t: (states[t], str(metadata.get(t) or "")) for t in task_ids}
 
     async def poll_subject(self, task_id: str) -> dict[str, str] | None:
         """What a poll needs to know of a task: status, family, creation, provider, poll streak."""

@@ -14,16 +14,18 @@ Pages need the read token's session; actions the API token's, and the page's CSR
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, get_args
 from urllib.parse import parse_qs
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
+from service.core.catalog import KINDS
 from service.core.events import TASK_ID_PATTERN
-from service.core.lifecycle import STATUSES, Status
+from service.core.lifecycle import STATUSES, Archive, Status, archive_summary
 from service.errors import Conflict, UnknownTask
 from service.ops import replayable_from_the_web, summary
 from service.replay import replay
@@ -46,6 +48,9 @@ from service.web.views import summary_view, task_view
 HERE: Final = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 TASKS_SHOWN: Final = 50
+SCANNED: Final = 500  # tasks a narrowed listing reads per page (two pipelines of this many)
+ARCHIVES: Final = ("none", *get_args(Archive))  # "none": the task has no files
+_CURSOR: Final = re.compile(r"[0-9]{13}:[A-Za-z0-9_-]{1,128}")  # as the API's listing makes them
 DELIVERIES_SHOWN: Final = 100
 LOGIN_BODY_BYTES: Final = 4096
 
@@ -80,28 +85,56 @@ async def overview(request: Request) -> Response:
 
 
 async def tasks_page(request: Request) -> Response:
+    """The task list: by status (or overdue), then narrowed by family, archive and a text that
+    the task id or the submission's metadata contains. The narrowing reads a window of
+    SCANNED tasks at a time (bounded however many tasks there are) and pages on from its end."""
     if not _signed_in(request):
         return RedirectResponse("/login", status_code=303)
     ctx: Context = request.app.state.ctx
-    status = request.query_params.get("status") or ""
-    wanted = request.query_params.get("q", "").strip()
-    cursor = request.query_params.get("cursor") or None
-    rows: list[dict[str, Any]] = []
-    next_cursor = None
-    if wanted:
-        record = await ctx.tasks.get_task(wanted) if TASK_ID_PATTERN.fullmatch(wanted) else None
-        if record is not None:
-            fields = ("task_id", "family", "status", "created_at", "updated_at")
-            rows = [summary_view({k: record["task"].get(k) for k in fields})]
-    elif status == "overdue":
-        page = await ctx.tasks.list_overdue(int(ctx.clock() * 1000), TASKS_SHOWN)
-        rows, next_cursor = [summary_view(r) for r in page.tasks], page.next_cursor
+    params = request.query_params
+    status, family, archive = (
+        params.get("status") or "",
+        params.get("family") or "",
+        params.get("archive") or "",
+    )
+    wanted = params.get("q", "").strip()
+    cursor = params.get("cursor") or None
+    if cursor is not None and not _CURSOR.fullmatch(cursor):
+        cursor = None
+    narrowed = bool(family or archive or wanted)
+    if status == "overdue":
+        page = await ctx.tasks.list_overdue(int(ctx.clock() * 1000), SCANNED if narrowed else TASKS_SHOWN)
     else:
         chosen: Status | None = next((s for s in STATUSES if s == status), None)
-        page = await ctx.tasks.list_tasks(chosen, TASKS_SHOWN, cursor)
-        rows, next_cursor = [summary_view(r) for r in page.tasks], page.next_cursor
-    return _page(request, "tasks.html", "tasks", tasks=rows, statuses=STATUSES, status=status, q=wanted,
-                 next_cursor=next_cursor)  # fmt: skip
+        page = await ctx.tasks.list_tasks(chosen, SCANNED if narrowed else TASKS_SHOWN, cursor)
+    rows = [summary_view(r) for r in page.tasks]
+    facets = await ctx.tasks.facets([r["task_id"] for r in rows])
+    for row in rows:
+        states, _ = facets.get(row["task_id"], ([], ""))
+        row["archive"] = archive_summary(states) or "none"
+    if narrowed:
+        rows = [
+            r
+            for r in rows
+            if (not family or r.get("family") == family)
+            and (not archive or r["archive"] == archive)
+            and (not wanted or wanted in r["task_id"] or wanted in facets.get(r["task_id"], ([], ""))[1])
+        ]
+    return _page(
+        request,
+        "tasks.html",
+        "tasks",
+        tasks=rows[:TASKS_SHOWN],
+        statuses=STATUSES,
+        status=status,
+        q=wanted,
+        family=family,
+        archive=archive,
+        families=sorted({k.family for k in KINDS.values()}),
+        archives=ARCHIVES,
+        next_cursor=page.next_cursor,
+        scanned=SCANNED if narrowed else None,
+    )
 
 
 async def task_page(request: Request) -> Response:

@@ -163,3 +163,30 @@ def test_odd_bytes_in_a_cookie_or_csrf_header_are_a_refusal_never_an_error(
         cookie = {b"Cookie": b"tapedeck_session=write.99999999999.\xc3\xa9"}
         page = client.get("/", headers=cookie, follow_redirects=False)
     assert odd.status_code == 403 and page.status_code == 303
+
+
+def test_the_task_list_narrows_by_family_files_and_a_text_in_the_id_or_metadata(
+    tapedeck_local: TapedeckFactory,
+) -> None:
+    from sandbox.config import SandboxConfig
+    from sandbox.server import SandboxServer
+
+    with SandboxServer(SandboxConfig(port=0, speed=1000)) as sandbox:
+        upstream = {"KIE_API_BASE": sandbox.url, "KIE_API_KEY": "sandbox-key"}
+        with tapedeck_local(**upstream) as client:
+            body = {"kind": "lyrics", "params": {"prompt": "home"}, "metadata": {"customer": "acme-42"}}
+            acme = client.post("/tasks", json=body).json()["task_id"]
+            client.post("/callbacks/kie", json=music("complete", "music-one"))
+
+            def listed(query: str) -> list[str]:
+                page = client.get(f"/ui/tasks?{query}").text
+                return sorted(part.split('"', 1)[0] for part in page.split('data-task="')[1:])
+
+            by_text, by_id = listed("q=acme-42"), listed("q=music-o")
+            by_family, by_files, music_waiting = (
+                listed("family=lyrics"),
+                listed("archive=none"),
+                listed("family=music&archive=waiting"),
+            )
+    assert by_text == [acme] and by_id == ["music-one"]
+    assert by_family == [acme] and by_files == [acme] and music_waiting == ["music-one"]
