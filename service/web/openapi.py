@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from service.core.lifecycle import ARTIFACT_STATES, STAGES, STATUSES
-from service.core.task_events import TYPES
+from service.core.task_events import FEED_TYPES, TYPES
 
 Schema = dict[str, Any]
 
@@ -72,7 +72,10 @@ SCHEMAS: Final[dict[str, Schema]] = {
             "result": ANY,
             "submission": maybe(OBJECT),
             "polling": OBJECT,
-            "history": {"type": "array", "items": OBJECT},
+            "history": {
+                "type": "array",
+                "items": obj({"stage": STR, "source": STR, "outcome": STR, "at": maybe(TIME)}),
+            },
         },
         {"lost": maybe(OBJECT)},
     ),
@@ -87,8 +90,38 @@ SCHEMAS: Final[dict[str, Schema]] = {
     "RawLog": obj({"entries": {"type": "array", "items": OBJECT}, "next_before": maybe(STR)}),
     "Boost": obj({"content": STR, "result": ANY, "at": INT}),
     "Boosts": obj({"boosts": {"type": "array", "items": OBJECT}}),
+    "EventFile": obj(
+        {"name": STR, "url": STR},
+        {
+            "kind": maybe(STR),
+            "track_id": maybe(STR),
+            "state": maybe(STR),
+            "sha256": maybe(STR),
+            "bytes": maybe(INT),
+            "content_type": maybe(STR),
+            "last_error": maybe(STR),
+        },
+    ),
     "Event": obj(
-        {"type": {"type": "string"}, "timestamp": maybe(TIME), "data": obj({"id": STR, "task_id": STR})}
+        {
+            "type": {"type": "string", "enum": [*FEED_TYPES]},
+            "timestamp": maybe(TIME),
+            "data": obj(
+                {
+                    "id": STR,
+                    "task_id": STR,
+                    "seq": INT,
+                    "status": maybe(STR),
+                    "family": maybe(STR),
+                    "source": maybe(STR),
+                    "submission": maybe(obj({"id": STR, "metadata": OBJECT})),
+                    "tracks": {"type": "array", "items": ANY},
+                    "files": {"type": "array", "items": ref("EventFile")},
+                    "error": maybe(obj({"code": maybe(INT), "message": STR})),
+                },
+                {"reason": STR, "expires_at": maybe(TIME), "subscription_id": STR},
+            ),
+        }
     ),
     "EventPage": obj({"events": {"type": "array", "items": ref("Event")}, "next_after": maybe(STR)}),
     "SubscriptionInput": obj(
