@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -103,14 +104,31 @@ def two_web_workers(redis_url: str) -> Iterator[str]:
         process.wait(timeout=20)
 
 
-def test_with_two_web_processes_every_callback_is_counted_and_no_counter_goes_backwards(
-    two_web_workers: str, redis_client: redis.Redis
+@pytest.fixture
+def two_rq_workers(redis_url: str, tmp_path: Path) -> Iterator[None]:
+    env = os.environ | {"REDIS_URL": redis_url, "STORAGE_DIR": str(tmp_path / "files")}
+    command = [sys.executable, "-m", "service.cli.main", "worker"]
+    processes = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                 for _ in range(2)]  # fmt: skip
+    try:
+        yield
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=30)
+
+
+def test_with_two_web_and_two_worker_processes_everything_is_counted_and_no_counter_goes_backwards(
+    two_web_workers: str, two_rq_workers: None, redis_client: redis.Redis
 ) -> None:
     total = 300
+    completes = len(range(0, total, 3))  # each brings two files, on a host no download may reach
 
     def post(n: int) -> int:
+        stage = "complete" if n % 3 == 0 else "text"
         with httpx.Client(base_url=two_web_workers, timeout=10) as client:
-            return client.post("/callbacks/kie", json=music("text", f"t{n}")).status_code
+            return client.post("/callbacks/kie", json=music(stage, f"t{n}")).status_code
 
     scrapes: list[Series] = []
     with httpx.Client(base_url=two_web_workers, timeout=10) as client, ThreadPoolExecutor(8) as pool:
@@ -119,19 +137,33 @@ def test_with_two_web_processes_every_callback_is_counted_and_no_counter_goes_ba
             scrapes.append(scrape(client))
         assert {f.result() for f in posted} == {200}
         scrapes.append(scrape(client))
-        deadline = time.monotonic() + 15  # the other process adds its own within a second
-        while value(scrapes[-1], "tapedeck_callback_ack_seconds_count") < total:
+        deadline = time.monotonic() + 60  # the other web process adds its own within a second
+
+        def refused(series: Series) -> float:
+            return value(series, "tapedeck_downloads_total", result="failed", reason="refused")
+
+        while (
+            value(scrapes[-1], "tapedeck_callback_ack_seconds_count") < total
+            or value(scrapes[-1], "tapedeck_download_duration_seconds_count", result="failed") < 2 * completes
+        ):
             assert time.monotonic() < deadline, "not every process's measurements arrived"
             time.sleep(0.2)
-            scrapes.append(scrape(client))
+            scrapes.append(scrape(client))  # fmt: skip
     final = scrapes[-1]
-    assert value(final, "tapedeck_callbacks_total", family="music", stage="text", outcome="applied") == total
+    texts = total - completes
+    assert value(final, "tapedeck_callbacks_total", family="music", stage="text", outcome="applied") == texts
+    assert (
+        value(final, "tapedeck_callbacks_total", family="music", stage="complete", outcome="applied")
+        == completes
+    )
+    assert refused(final) == 2 * completes  # counted in the workers' scripts
+    assert value(final, "tapedeck_download_duration_seconds_count", result="failed") == 2 * completes
     assert value(final, "tapedeck_callback_ack_seconds_count") == total
     counters = {k for k in final if k[0].endswith(("_total", "_count", "_bucket"))}
     for earlier, later in itertools.pairwise(scrapes):
         assert all(later.get(k, 0.0) >= earlier.get(k, 0.0) for k in counters), "a counter went backwards"
     kept = redis_client.hget(Keys().metrics(), metrics.field(metrics.CALLBACKS, ("music", "text", "applied")))
-    assert kept == str(total)  # summed in Redis, whichever process counted
+    assert kept == str(texts)  # summed in Redis, whichever process counted
 
 
 def test_kie_credits_are_asked_at_most_once_a_minute_with_their_burn_rate(
