@@ -53,6 +53,15 @@ async def summary(
             for name, q in gauges.queues.items()
         },
         "files_at_risk": gauges.files_at_risk,
+        # The tasks whose files the upstream deletes soonest (from the deliverer's last sweep).
+        "files_at_risk_soonest": [
+            {
+                "task_id": r.get("task_id"),
+                "expires_at": iso(r.get("expires_at")),
+                "left_s": round(max(0.0, int(r.get("expires_at") or 0) / 1000 - now_s), 1),
+            }
+            for r in await store.soonest_at_risk()
+        ],
         "transitions_per_minute": [{"minute": iso(m * 60_000), **counts} for m, counts in minutes],
         "callback_loss": callback_loss(samples),
         "callbacks": callback_outcomes(samples),
@@ -102,11 +111,18 @@ def callback_outcomes(samples: list[metrics.Sample]) -> dict[str, int]:
     return dict(sorted(found.items()))
 
 
-def replayable_from_the_web(meta: dict[str, Any]) -> bool:
-    """A refused callback that may be applied again from the dashboard: refused for what it
-    said, not for who sent it (no failed signature or token). Replay skips the checks, so one
-    click must never apply what anyone could have posted; those go through the CLI, after a look."""
-    return meta.get("signature") != "refused" and meta.get("http_status") not in (401, 403)
+def replayable_from_the_web(meta: Any) -> bool:
+    """A refused callback that may be applied again from the dashboard: one whose token and
+    signature had both passed, refused for what it said. Replay skips the checks, so one click
+    must never apply what anyone could have posted (a body timed out or cut short was never
+    checked): those go through the CLI, after a look. Anything else, or unreadable, is not."""
+    return (
+        isinstance(meta, dict)
+        and meta.get("authenticated") is True
+        and meta.get("signature") != "refused"
+        and meta.get("http_status") not in (401, 403)
+        and not meta.get("truncated")
+    )
 
 
 def rejected(kept: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -132,18 +132,20 @@ class Deliverer:
         now_s = self.clock()
         told = 0
         at_risk = {"72h": 0, "24h": 0}  # tasks under 72 h (24 h) from deletion, files not all stored
+        soonest: list[tuple[str, int]] = []
         for task_id, created_ms in (await self.webhooks.unstored_tasks(EXPIRY_SWEEP_LIMIT)).items():
             expires_at_s = created_ms / 1000 + self.settings.artifact_ttl_s
             window = expiry_warning(expires_at_s, now_s)
             if window:
                 at_risk["72h"] += 1
                 at_risk["24h"] += window == "24h"
+                soonest.append((task_id, to_ms(expires_at_s)))
             if window and await self.webhooks.tell_expiring(
                 task_id, to_ms(now_s), window, to_ms(expires_at_s)
             ):
                 told += 1
         if self.metrics is not None:
-            await self.metrics.note_at_risk(at_risk, to_ms(now_s))
+            await self.metrics.note_at_risk(at_risk, to_ms(now_s), soonest)
         return told
 
     async def fan_out(self) -> int:

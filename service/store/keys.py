@@ -32,7 +32,7 @@
     {p}:wh:sub:{id}:due        zset   task ids of its queues with a head to send, by when (ms)
     {p}:task:{id}:deliveries   zset   the task's delivery ids by creation time
     {p}:metrics                hash   every counter and histogram bucket (core/metrics.py names them)
-    {p}:metrics:flush:{id}     string a process's flush already added (an hour): none adds twice
+    {p}:metrics:flushed:{id}   string the last batch a process has added (a week): none adds twice
     {p}:gauges                 hash   what a sweep counted for the metrics (files at risk)
     {p}:credits                zset   "ms:credits" samples of Kie's balance, a day of them
     {p}:ops:transitions:{min}  hash   status changes in one minute (epoch minute), by source; 2 h
@@ -83,7 +83,7 @@ TEMPLATES: Final[dict[str, str]] = {
     "subscription_due": "{prefix}:wh:sub:{id}:due",
     "task_deliveries": "{prefix}:task:{id}:deliveries",
     "metrics": "{prefix}:metrics",
-    "metrics_flush": "{prefix}:metrics:flush:{id}",
+    "metrics_flushed": "{prefix}:metrics:flushed:{id}",
     "gauges": "{prefix}:gauges",
     "credits": "{prefix}:credits",
     "transitions_minute": "{prefix}:ops:transitions:{id}",
@@ -187,8 +187,8 @@ class Keys:
     def metrics(self) -> str:
         return self._key("metrics")
 
-    def metrics_flush(self, flush_id: str) -> str:
-        return self._key("metrics_flush", flush_id)
+    def metrics_flushed(self, process_id: str) -> str:
+        return self._key("metrics_flushed", process_id)
 
     def gauges(self) -> str:
         return self._key("gauges")

@@ -5,11 +5,13 @@ calls whatever the number of tasks.
 
 from __future__ import annotations
 
+import json
+import math
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 import redis
 import redis.asyncio as aioredis
@@ -20,49 +22,63 @@ from service.store import scripts
 from service.store.keys import Keys
 from service.store.scripts import Args
 
+# The queues Tapedeck's workers take jobs from, after the prefix (workers/queues.py names them).
+WORKER_QUEUES = ("downloads", "downloads-urgent", "polls")
+AT_RISK_SHOWN = 20  # tasks at risk listed on the overview, soonest deleted first
+
 
 @dataclass
 class MetricsBuffer:
     """What one process measured outside a script since its last flush. Adding is a dict update
     (the callback path pays nothing more); a flush is one script call (`lua/metrics_flush.lua`)
-    under an id of its own, so a flush re-sent or tried again never adds twice."""
+    of a numbered batch, so a batch re-sent or tried again is added once. While one batch is
+    unconfirmed (Redis away), new measurements wait in the buffer: one batch in flight at most."""
 
     counts: Counter[str] = field(default_factory=Counter)
     sums: dict[str, float] = field(default_factory=dict)
-    pending: list[tuple[str, Args]] = field(default_factory=list)  # batches not known to have landed
+    process: str = field(default_factory=lambda: uuid.uuid4().hex)
+    seq: int = 0
+    pending: Args | None = None  # the batch numbered `seq`, not known to have landed
 
     def add(self, metric: metrics.Metric, values: tuple[str, ...], n: int = 1) -> None:
         self.counts[metrics.field(metric, values)] += n
 
     def observe(self, metric: metrics.Metric, values: tuple[str, ...], seconds: float) -> None:
+        if not math.isfinite(seconds):
+            return
         self.counts[metrics.field(metric, values, metrics.bucket_of(metric, seconds))] += 1
         key = metrics.field(metric, values, "sum")
         self.sums[key] = self.sums.get(key, 0.0) + seconds
 
-    def _batches(self) -> list[tuple[str, Args]]:
-        """What is still to be sent: earlier batches under their own ids, then what is new."""
-        if self.counts or self.sums:
+    def _batch(self, keys: Keys) -> Args | None:
+        """The script call to make: the unconfirmed batch again, or a new one of what is new."""
+        if self.pending is None and (self.counts or self.sums):
             pairs: Args = []
             for name, n in self.counts.items():
                 pairs += [name, n]
             for name, seconds in self.sums.items():
-                pairs += [name, repr(round(seconds, 6))]
-            self.pending.append((uuid.uuid4().hex, pairs))
+                pairs += [name, f"{seconds:.6f}"]
+            self.seq += 1
+            self.pending = [
+                *scripts.METRICS_FLUSH.encode(prefix=keys.prefix, process=self.process, seq=self.seq),
+                *pairs,
+            ]
             self.counts, self.sums = Counter(), {}
-        return list(self.pending)
+        return self.pending
 
     async def flush(self, client: aioredis.Redis, keys: Keys) -> None:
         """Raises the Redis error when Redis is away; the batch is kept and sent later, once."""
-        for flush_id, pairs in self._batches():
-            args = scripts.METRICS_FLUSH.encode(prefix=keys.prefix, flush_id=flush_id)
-            await scripts.call(client, scripts.METRICS_FLUSH, [*args, *pairs])
-            self.pending.remove((flush_id, pairs))
+        batch = self._batch(keys)
+        if batch is not None:
+            await scripts.call(client, scripts.METRICS_FLUSH, batch)
+            if self.pending is batch:  # another flush (a scrape) may have confirmed it already
+                self.pending = None
 
     def flush_sync(self, client: redis.Redis, keys: Keys) -> None:
-        for flush_id, pairs in self._batches():
-            args = scripts.METRICS_FLUSH.encode(prefix=keys.prefix, flush_id=flush_id)
-            scripts.call_sync(client, scripts.METRICS_FLUSH, [*args, *pairs])
-            self.pending.remove((flush_id, pairs))
+        batch = self._batch(keys)
+        if batch is not None:
+            scripts.call_sync(client, scripts.METRICS_FLUSH, batch)
+            self.pending = None
 
 
 @dataclass(frozen=True)
@@ -183,11 +199,11 @@ class MetricsStore:
             *found, running = await pipe.execute()
         jobs = cast(dict[str, str], running or {})
         shown = []
-        ours = f"{self.keys.prefix}-"
+        ours = {f"{self.keys.prefix}-{q}" for q in WORKER_QUEUES}
         for name, (hostname, pid, state, heartbeat, queues) in zip(names, found, strict=True):
             # The registry keeps a worker SIGKILLed until a live one cleans it up; its own hash
             # expires with its heartbeat. And the registry is every deployment's on this Redis.
-            if state is None or not any(q.startswith(ours) for q in (queues or "").split(",")):
+            if state is None or not ours & set((queues or "").split(",")):
                 continue
             job = jobs.get(f"{hostname}:{pid}")
             shown.append({
@@ -196,7 +212,24 @@ class MetricsStore:
             })  # fmt: skip
         return shown
 
-    async def note_at_risk(self, counts: Mapping[str, int], now_ms: int) -> None:
-        """The sweep's count of tasks whose files are not all stored, by warning window."""
-        fields = {f"files_at_risk_{w}": n for w, n in counts.items()} | {"files_at_risk_at": now_ms}
+    async def note_at_risk(
+        self, counts: Mapping[str, int], now_ms: int, soonest: Sequence[tuple[str, int]] = ()
+    ) -> None:
+        """The sweep's count of tasks whose files are not all stored, by warning window, and the
+        AT_RISK_SHOWN whose files the upstream deletes soonest (task id, epoch ms)."""
+        listed = [
+            {"task_id": t, "expires_at": at} for t, at in sorted(soonest, key=lambda p: p[1])[:AT_RISK_SHOWN]
+        ]
+        fields = {f"files_at_risk_{w}": n for w, n in counts.items()} | {
+            "files_at_risk_at": now_ms,
+            "files_at_risk_soonest": json.dumps(listed),
+        }
         await self.client.hset(self.keys.gauges(), mapping=fields)  # type: ignore[arg-type]
+
+    async def soonest_at_risk(self) -> list[dict[str, Any]]:
+        found = await self.client.hget(self.keys.gauges(), "files_at_risk_soonest")
+        try:
+            listed = json.loads(found) if found else []
+        except ValueError:
+            return []
+        return listed if isinstance(listed, list) else []

@@ -159,7 +159,7 @@ TAKE_DELIVERIES: Final = Script("take_deliveries", ("prefix", "now", "limit", "u
 # The members ("subscription task") to put back follow the named arguments.
 RELEASE: Final = Script("release", ("prefix", "leased_until", "at"))
 # Pairs (field, amount) follow the named arguments.
-METRICS_FLUSH: Final = Script("metrics_flush", ("prefix", "flush_id"))
+METRICS_FLUSH: Final = Script("metrics_flush", ("prefix", "process", "seq"))
 OPERATOR: Final = Script("operator", ("prefix", "mode", "task_id", "name", "now", "history_max"))
 RESUME: Final = Script("resume", ("prefix", "subscription_id", "now", "cursor", "count"))
 FORGET: Final = Script("forget", ("prefix", "subscription_id", "count"))

@@ -114,7 +114,7 @@ def _state_of(raw: str) -> str:
     return str(found.get("state", "waiting")) if isinstance(found, dict) else "failed"
 
 
-REJECTION_FIELDS = ("at", "task_id", "http_status", "reason", "signature")
+REJECTION_FIELDS = ("at", "task_id", "http_status", "reason", "signature", "authenticated", "truncated")
 REJECTIONS_KEPT = 50
 SUMMARY_FIELDS = ("task_id", "family", "status", "created_at", "updated_at")
 

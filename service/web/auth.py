@@ -60,7 +60,7 @@ def session_role(settings: Settings, value: str | None, now_s: float | None = No
         return None
     role, _, rest = value.partition(".")
     until, _, signature = rest.partition(".")
-    if role not in ("read", "write") or not until.isdigit():
+    if role not in ("read", "write") or not (until.isascii() and until.isdigit()):
         return None
     if not _same(signature, _sign(settings, f"{role}.{until}")):
         return None

@@ -62,6 +62,7 @@ async def _receive(request: Request) -> Response:
     now = ctx.clock()
     body = b""
     task_id = ""
+    authenticated = False  # until the token and the signature have both been checked
     try:
         # The URL token first: a sender without it gets only a moment for its body (below).
         check_token(request, ctx)
@@ -76,6 +77,7 @@ async def _receive(request: Request) -> Response:
         payload = parse_json(body)
         task_id = find_task_id(payload)
         signature = check_signature(request, ctx, task_id, now, body)
+        authenticated = True
         event = parse_callback(payload)
     except Exception as exc:
         if not isinstance(exc, TapedeckError):
@@ -86,7 +88,9 @@ async def _receive(request: Request) -> Response:
             body = exc.received  # what did arrive is kept all the same
         elif isinstance(exc, TokenError):
             body = await body_of_unauthenticated(request, ctx)
-        raise await reject(request, ctx, body, now, task_id or guess_task_id(body), exc) from None
+        raise await reject(
+            request, ctx, body, now, task_id or guess_task_id(body), exc, authenticated
+        ) from None
     verified = "verified" if signature else "unchecked"
     # The raw log keeps an accepted body up to RAW_LOG_BODY_BYTES, so its size is bounded in bytes
     # (entries x that), not only in entries; the event itself was applied whole.
@@ -129,12 +133,21 @@ async def body_of_unauthenticated(request: Request, ctx: Context) -> bytes:
 
 
 async def reject(
-    request: Request, ctx: Context, body: bytes, now: float, task_id: str, exc: TapedeckError
+    request: Request,
+    ctx: Context,
+    body: bytes,
+    now: float,
+    task_id: str,
+    exc: TapedeckError,
+    authenticated: bool = False,
 ) -> TapedeckError:
-    """Keeps a refused request in the raw log with its reason, and gives back the error to raise."""
+    """Keeps a refused request in the raw log with its reason, and gives back the error to raise.
+    `authenticated`: its token and signature had both passed (only such an entry may be replayed
+    from the dashboard; a body cut short or timed out never was)."""
     kept = utf8_head(body, ctx.settings.raw_log_rejected_body_bytes)
     truncated = len(kept) < len(body) or isinstance(exc, PayloadTooLarge)
-    meta = {"http_status": exc.status_code, "reason": exc.message, "truncated": truncated}
+    meta = {"http_status": exc.status_code, "reason": exc.message, "truncated": truncated,
+            "authenticated": authenticated}  # fmt: skip
     signature = "refused" if isinstance(exc, SignatureError) else "unchecked"
     entry = raw_entry(request, kept, now, task_id, meta, signature)
     await ctx.tasks.log_rejected(entry, outcome="rejected", reason=exc.code)

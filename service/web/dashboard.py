@@ -29,6 +29,7 @@ from service.core.lifecycle import STATUSES, Archive, Status, archive_summary
 from service.errors import Conflict, UnknownTask
 from service.ops import replayable_from_the_web, summary
 from service.replay import replay
+from service.store.tasks import SUMMARY_FIELDS
 from service.store.webhooks import WebhookStore
 from service.web.auth import (
     SESSION_COOKIE,
@@ -107,11 +108,12 @@ async def tasks_page(request: Request) -> Response:
     else:
         chosen: Status | None = next((s for s in STATUSES if s == status), None)
         page = await ctx.tasks.list_tasks(chosen, SCANNED if narrowed else TASKS_SHOWN, cursor)
-    rows = [summary_view(r) for r in page.tasks]
+    rows = [summary_view(r) | {"created_ms": r.get("created_at") or 0} for r in page.tasks]
     facets = await ctx.tasks.facets([r["task_id"] for r in rows])
     for row in rows:
         states, _ = facets.get(row["task_id"], ([], ""))
         row["archive"] = archive_summary(states) or "none"
+    next_cursor = page.next_cursor
     if narrowed:
         rows = [
             r
@@ -120,6 +122,17 @@ async def tasks_page(request: Request) -> Response:
             and (not archive or r["archive"] == archive)
             and (not wanted or wanted in r["task_id"] or wanted in facets.get(r["task_id"], ([], ""))[1])
         ]
+        if len(rows) > TASKS_SHOWN and status != "overdue":  # the next page starts after the last shown
+            last = rows[TASKS_SHOWN - 1]
+            next_cursor = f"{int(last['created_ms']):013d}:{last['task_id']}"
+        if wanted and TASK_ID_PATTERN.fullmatch(wanted) and wanted not in {r["task_id"] for r in rows}:
+            record = await ctx.tasks.get_task(wanted)  # an exact id, however old
+            if record is not None:
+                row = summary_view({k: record["task"].get(k) for k in SUMMARY_FIELDS})
+                row["archive"] = (
+                    archive_summary([a.get("state", "waiting") for a in record["artifacts"]]) or "none"
+                )
+                rows.insert(0, row)
     return _page(
         request,
         "tasks.html",
@@ -132,7 +145,7 @@ async def tasks_page(request: Request) -> Response:
         archive=archive,
         families=sorted({k.family for k in KINDS.values()}),
         archives=ARCHIVES,
-        next_cursor=page.next_cursor,
+        next_cursor=next_cursor,
         scanned=SCANNED if narrowed else None,
     )
 
@@ -230,7 +243,7 @@ async def replay_raw(request: Request) -> JSONResponse:
     ctx = context(request, "write")
     entry_id = parse_stream_id(str(request.path_params["entry_id"]))
     entry = await ctx.tasks.raw_entry(entry_id)
-    if entry is not None and not replayable_from_the_web(json.loads(entry.get("meta") or "{}")):
+    if entry is not None and not replayable_from_the_web(_meta_of(entry)):
         # Replay skips the checks: from a page, one click would apply what anyone could post.
         raise Conflict(
             "this callback failed its signature or token check: check its body, then apply it with "
@@ -242,6 +255,13 @@ async def replay_raw(request: Request) -> JSONResponse:
          "message": f"applied again: {applied.outcome} ({applied.status_before} → {applied.status})"},
         status_code=202,
     )  # fmt: skip
+
+
+def _meta_of(entry: dict[str, str]) -> Any:
+    try:
+        return json.loads(entry.get("meta") or "null")
+    except ValueError:
+        return None
 
 
 async def _act(ctx: Context, task_id: str, mode: str, name: str, message: str) -> JSONResponse:

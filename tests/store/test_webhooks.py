@@ -251,7 +251,7 @@ def test_queues_due_on_an_older_versions_one_level_list_are_moved_and_then_taken
     ]
 
 
-def test_a_metrics_flush_sent_twice_adds_once_and_a_failed_one_is_sent_later(
+def test_a_metrics_batch_sent_twice_adds_once_and_a_bad_one_adds_nothing(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
     from service.core import metrics
@@ -260,14 +260,19 @@ def test_a_metrics_flush_sent_twice_adds_once_and_a_failed_one_is_sent_later(
     buffer = MetricsBuffer()
     buffer.add(metrics.POLLS, ("ok",), 3)
     buffer.observe(metrics.ACK_SECONDS, (), 0.004)
-    ((flush_id, pairs),) = buffer._batches()
-    args = scripts.METRICS_FLUSH.encode(prefix=KEYS.prefix, flush_id=flush_id)
-    assert scripts.call_sync(redis_client, scripts.METRICS_FLUSH, [*args, *pairs]) == 3
-    buffer.flush_sync(redis_client, KEYS)  # the same batch again (its reply was "lost")
-    buffer.add(metrics.POLLS, ("ok",), 1)
-    buffer.flush_sync(redis_client, KEYS)
+    batch = buffer._batch(KEYS)
+    assert batch is not None
+    assert scripts.call_sync(redis_client, scripts.METRICS_FLUSH, batch) == 3
+    buffer.add(metrics.POLLS, ("ok",), 1)  # waits: the first batch is not confirmed yet
+    buffer.flush_sync(redis_client, KEYS)  # the same batch again (its reply was "lost"): nothing
+    buffer.flush_sync(redis_client, KEYS)  # now what came since
     kept = redis_client.hgetall(KEYS.metrics())
     assert kept[metrics.field(metrics.POLLS, ("ok",))] == "4"
     assert kept[metrics.field(metrics.ACK_SECONDS, (), 3)] == "1"
     assert float(kept[metrics.field(metrics.ACK_SECONDS, (), "sum")]) == 0.004
-    assert buffer.pending == []
+    assert buffer.pending is None and buffer.seq == 2
+    for amount in ("1.5", "inf", "nan", "x", ""):  # refused whole: not half of it kept
+        bad = [*scripts.METRICS_FLUSH.encode(prefix=KEYS.prefix, process="p2", seq=1), "tapedeck_polls|ok", 1]
+        bad += ["tapedeck_polls|lost" if amount != "inf" else "tapedeck_callback_ack_seconds|sum", amount]
+        assert scripts.call_sync(redis_client, scripts.METRICS_FLUSH, bad) == -1, amount
+    assert redis_client.hget(KEYS.metrics(), metrics.field(metrics.POLLS, ("ok",))) == "4"

@@ -101,23 +101,28 @@ def test_a_callback_refused_for_who_sent_it_is_never_replayed_from_a_page(
     tapedeck_local: TapedeckFactory,
 ) -> None:
     """Replay skips the checks: from the dashboard, one click would apply what anyone posted."""
+    token = "?token=" + "t" * 16
     with tapedeck_local(CALLBACK_TOKEN="t" * 16) as client:
         assert client.post("/callbacks/kie?token=wrong", json=music("complete", "t9")).status_code == 401
-        assert (
-            client.post("/callbacks/kie?token=" + "t" * 16, json={"code": 200, "data": {}}).status_code == 400
-        )
-        unshaped, forged = client.get("/ops/summary").json()["rejected_callbacks"]  # newest first
+        cut = b'{"code": 200, "data": {"task_id": "t8", "callbackType": "complete", "data": ['
+        assert client.post("/callbacks/kie" + token, content=cut).status_code == 400  # never checked
+        odd = {"code": 200, "data": {"task_id": "t7", "callbackType": "later", "data": []}}
+        assert client.post("/callbacks/kie" + token, json=odd).status_code == 422  # checked, then refused
+        unshaped, never_checked, forged = client.get("/ops/summary").json()[
+            "rejected_callbacks"
+        ]  # newest first
         csrf = csrf_of(client)
         refused = client.post(f"/ops/raw/{forged['id']}/replay", headers={"X-CSRF-Token": csrf})
+        unchecked = client.post(f"/ops/raw/{never_checked['id']}/replay", headers={"X-CSRF-Token": csrf})
         again = client.post(f"/ops/raw/{unshaped['id']}/replay", headers={"X-CSRF-Token": csrf})
         unknown = client.post("/ops/raw/1-1/replay", headers={"X-CSRF-Token": csrf})
         task = client.get("/tasks/t9")
-    assert (forged["replayable"], unshaped["replayable"]) == (False, True)  # no button for the first
-    assert refused.status_code == 409 and "tapedeck callbacks replay" in refused.json()["message"]
+    # Only a body whose token and signature passed may be replayed here (a button is shown for it).
+    assert (forged["replayable"], never_checked["replayable"], unshaped["replayable"]) == (False, False, True)
+    assert refused.status_code == unchecked.status_code == 409
+    assert "tapedeck callbacks replay" in refused.json()["message"]
     assert task.status_code == 404  # the forged callback applied nothing
-    assert (
-        again.status_code == 400 and again.json()["error"] == "missing_task_id"
-    )  # the same refusal, said again
+    assert again.status_code == 422  # the same refusal, said again: nothing applied
     assert unknown.status_code == 404
 
 

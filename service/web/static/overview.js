@@ -27,6 +27,9 @@
       td(x.success_rate === null ? "—" : (x.success_rate * 100).toFixed(1), "num"),
       td(x.oldest_undelivered_age_s === null ? "—" : x.oldest_undelivered_age_s.toFixed(1), "num"),
       x.enabled ? td("enabled") : `<td>disabled ${Tapedeck.canAct ? `<button data-action="/subscriptions/${encodeURIComponent(x.id)}" data-method="PATCH" data-body='{"enabled": true}'>Re-enable</button>` : ""}</td>`]);
+    rows("at-risk", s.files_at_risk_soonest, (r) => [`<td><a href="/ui/tasks/${encodeURIComponent(r.task_id)}">${esc(r.task_id)}</a></td>`,
+      td(r.expires_at), `<td class="num" data-expires="${esc(r.expires_at)}"></td>`]);
+    countdown();
     rows("rejected", s.rejected_callbacks, (r) => [td(r.at), td(r.task_id || "—"), td(r.http_status, "num"), td(r.reason),
       // A callback refused for who sent it (401, 403) is replayed only by the CLI, after a look.
       Tapedeck.canAct && r.replayable ? `<td><button data-action="/ops/raw/${encodeURIComponent(r.id)}/replay">Replay</button></td>` : "<td></td>"]);
@@ -56,6 +59,16 @@
     ctx.fillStyle = style.color; ctx.fillText("−60 min", 40, height - 2); ctx.fillText("now", width - 22, height - 2);
     document.getElementById("legend").innerHTML = sources.map((k) => `<span><i style="background:${COLORS[k]}"></i>${k}</span>`).join("");
   }
+
+  // Each file at risk counts down to its deletion, every second, between summaries.
+  function countdown() {
+    for (const cell of document.querySelectorAll("[data-expires]")) {
+      const left = Math.max(0, (Date.parse(cell.dataset.expires) - Date.now()) / 1000);
+      const h = Math.floor(left / 3600), m = Math.floor((left % 3600) / 60), sec = Math.floor(left % 60);
+      cell.textContent = `${h} h ${String(m).padStart(2, "0")} min ${String(sec).padStart(2, "0")} s`;
+    }
+  }
+  setInterval(countdown, 1000);
 
   let pending = null;
   async function refresh() {
