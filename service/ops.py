@@ -47,7 +47,7 @@ async def summary(
     counted = await EventLog(client, keys).count()
     return {
         "at": iso(int(now_s * 1000)),
-        "tasks": {"by_status": gauges.tasks, "overdue": gauges.overdue},
+        "tasks": {"by_status": gauges.tasks, "by_archive": gauges.archives, "overdue": gauges.overdue},
         "queues": {
             name: {"due": q.depth, "oldest_due_age_s": round(q.oldest_age_s, 3)}
             for name, q in gauges.queues.items()

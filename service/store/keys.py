@@ -38,6 +38,7 @@
     {p}:ops:transitions:{min}  hash   status changes in one minute (epoch minute), by source; 2 h
     {p}:ops:worker_jobs        hash   worker id (host:pid) → the job it runs now, since when
     {p}:ops:rejected           list   the newest refused callbacks' metadata (raw-log id, reason), 50
+    {p}:ops:archives           hash   tasks by archive word (stored, partial, waiting, failed, expired)
     {p}:credits:asked          string set for a minute when a process asks Kie for the balance
     {p}:sig:{task}:{timestamp} string sha256 of the body a Kie signature was first seen with (expires
                                       after twice the tolerance: a signature is good for one body)
@@ -89,6 +90,7 @@ TEMPLATES: Final[dict[str, str]] = {
     "transitions_minute": "{prefix}:ops:transitions:{id}",
     "worker_jobs": "{prefix}:ops:worker_jobs",
     "recent_rejections": "{prefix}:ops:rejected",
+    "archives": "{prefix}:ops:archives",
     "credits_asked": "{prefix}:credits:asked",
 }
 
@@ -195,6 +197,9 @@ class Keys:
 
     def transitions_minute(self, minute: int | str) -> str:
         return self._key("transitions_minute", str(minute))
+
+    def archives(self) -> str:
+        return self._key("archives")
 
     def recent_rejections(self) -> str:
         return self._key("recent_rejections")

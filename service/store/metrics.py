@@ -11,13 +11,13 @@ import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, cast, get_args
 
 import redis
 import redis.asyncio as aioredis
 
 from service.core import metrics
-from service.core.lifecycle import STATUSES
+from service.core.lifecycle import STATUSES, Archive
 from service.store import scripts
 from service.store.keys import Keys
 from service.store.scripts import Args
@@ -103,6 +103,7 @@ class Gauges:
     workers: int  # RQ workers of this deployment whose heartbeat is current
     budgets: dict[str, Budget] = field(default_factory=dict)
     files_at_risk_swept_at: float | None = None  # epoch s of the deliverer's last sweep
+    archives: dict[str, int] = field(default_factory=dict)  # tasks by archive word
 
 
 class MetricsStore:
@@ -134,6 +135,7 @@ class MetricsStore:
                 pipe.zrange(key, 0, 0, withscores=True)
             pipe.llen(self.keys.downloads_new())
             pipe.hgetall(self.keys.gauges())
+            pipe.hgetall(self.keys.archives())
             found = await pipe.execute()
         statuses: dict[str, int] = {s: int(n) for s, n in zip(STATUSES, found[: len(STATUSES)], strict=True)}
         rest = found[len(STATUSES) :]
@@ -154,14 +156,24 @@ class MetricsStore:
                     pipe.zcount(self.keys.subscription_due(subscription_id), "-inf", now_ms)
                 counted = await pipe.execute()
             queues["deliveries"] = Queue(sum(int(c) for c in counted), queues["deliveries"].oldest_age_s)
-        outbox, swept = rest[1 + 2 * len(due_lists) :]
+        outbox, swept, archives = rest[1 + 2 * len(due_lists) :]
         queues["outbox"] = Queue(int(outbox), 0.0)
         swept = cast(dict[str, str], swept or {})
         at_risk = {w: int(swept.get(f"files_at_risk_{w}", 0)) for w in ("72h", "24h")}
         swept_at = int(swept.get("files_at_risk_at", 0)) / 1000 or None
         workers = len(await self.workers())
+        by_archive = {
+            a: max(0, int(cast(dict[str, str], archives or {}).get(a, 0))) for a in get_args(Archive)
+        }
         return Gauges(
-            statuses, overdue, queues, at_risk, workers, await self._budgets(budgets or {}, now_ms), swept_at
+            statuses,
+            overdue,
+            queues,
+            at_risk,
+            workers,
+            await self._budgets(budgets or {}, now_ms),
+            swept_at,
+            by_archive,
         )
 
     async def _budgets(self, budgets: Mapping[str, tuple[int, float]], now_ms: int) -> dict[str, Budget]:

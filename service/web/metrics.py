@@ -106,6 +106,11 @@ def gauge_families(gauges: Gauges) -> list[Metric]:
     tasks = GaugeMetricFamily("tapedeck_tasks", "Tasks by status", labels=("status",))
     for status, count in gauges.tasks.items():
         tasks.add_metric((status,), count)
+    archives = GaugeMetricFamily(
+        "tapedeck_tasks_by_archive", "Tasks by the state of their files", labels=("archive",)
+    )
+    for archive, count in gauges.archives.items():
+        archives.add_metric((archive,), count)
     overdue = GaugeMetricFamily("tapedeck_tasks_overdue", "Unfinished tasks whose next check has passed")
     overdue.add_metric((), gauges.overdue)
     due = GaugeMetricFamily("tapedeck_queue_due", "Members of a due list due now", labels=("queue",))
@@ -143,4 +148,4 @@ def gauge_families(gauges: Gauges) -> list[Metric]:
         used.add_metric((name,), budget.used)
         limit.add_metric((name,), budget.limit)
         paused.add_metric((name,), budget.paused_s)
-    return [tasks, overdue, due, oldest, at_risk, swept, workers, used, limit, paused]
+    return [tasks, archives, overdue, due, oldest, at_risk, swept, workers, used, limit, paused]

@@ -184,3 +184,40 @@ def test_files_stored_before_the_final_stage_are_told_when_it_comes(
     asyncio.run(stage("complete", 2))
     types = [fields["type"] for _id, fields in redis_client.xrange(KEYS.events())]  # type: ignore[union-attr, index]
     assert types == ["task.first", "task.completed", "task.files_stored"]
+
+
+def _subsets() -> list[tuple[str, ...]]:
+    states = [*ARTIFACT_STATES]
+    return [tuple(s for i, s in enumerate(states) if mask >> i & 1) for mask in range(2 ** len(states))]
+
+
+@pytest.mark.parametrize("states", _subsets(), ids=lambda s: "+".join(s) or "none")
+def test_the_scripts_sum_a_tasks_files_up_in_one_word_as_the_lifecycle_does(
+    redis_client: redis.Redis, states: tuple[str, ...]
+) -> None:
+    from service.core.lifecycle import archive_summary
+    from service.store import scripts
+
+    for n, state in enumerate(states):
+        redis_client.hset(KEYS.artifacts("t1"), f"f{n}", json.dumps({"name": f"f{n}", "state": state}))
+    rendered = scripts.render(scripts.RELEASE)
+    prelude = rendered[: rendered.index(scripts.lua_source("release"))]
+    found = redis_client.eval(prelude + "\nreturn archive_summary(ARGV[ARG_COUNT + 1])", 0, "td", 0, 0, "t1")
+    assert found == archive_summary(list(states))
+
+
+def test_tasks_are_counted_by_their_files_as_the_files_change(redis_client: redis.Redis) -> None:
+    redis_client.hset(KEYS.task("t1"), mapping={"task_id": "t1", "status": "complete", "family": "music"})
+    for name in ("audio-a", "audio-b"):
+        record = {"name": name, "kind": "audio", "url": "u", "state": "waiting"}
+        redis_client.hset(KEYS.artifacts("t1"), name, json.dumps(record))
+    store = ArtifactStore(redis_client, KEYS)
+    counts = []
+    for name, state in (("audio-a", "stored"), ("audio-b", "stored")):
+        assert store.claim("t1", name, NOW, 60_000, "w").outcome == "claimed"
+        counts.append(dict(redis_client.hgetall(KEYS.archives())))
+        assert store.finish("t1", name, NOW, "w#1", state, sha256="ab")  # type: ignore[arg-type]
+        counts.append(dict(redis_client.hgetall(KEYS.archives())))
+    # Not indexed before its first change (files written by hand here): counted from then on.
+    assert counts == [{"waiting": "1"}, {"partial": "1", "waiting": "0"}, {"partial": "1", "waiting": "0"},
+                      {"partial": "0", "waiting": "0", "stored": "1"}]  # fmt: skip

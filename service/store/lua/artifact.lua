@@ -24,6 +24,7 @@ if not decoded or type(artifact) ~= 'table' then
   redis.call('HSET', key, name, cjson.encode({name = name, state = 'failed', at = now,
     last_error = 'the stored record of this file was unreadable', unreadable = utf8_head(raw, 1000)}))
   redis.call('ZREM', due, member)
+  reindex_archive(task_id)
   return {'corrupt', ''}
 end
 -- A state the lifecycle does not know (or none) finds no row in CLAIMS: refused, never an error.
@@ -77,6 +78,7 @@ else
 end
 local encoded = cjson.encode(artifact)
 redis.call('HSET', key, name, encoded)
+reindex_archive(task_id)
 if mode == 'update' and SETTLED[artifact.state] then tell_archive(task_id, now, A.events_max) end
 local task = redis.call('HMGET', key_task(prefix, task_id), 'created_at', 'family')
 return {mode == 'claim' and 'claimed' or 'ok', encoded, task[1] or '', task[2] or ''}

@@ -211,3 +211,37 @@ local function due_at(sub, task)
   return tonumber(redis.call('ZSCORE', key_subscription_due(prefix, sub), task))
 end
 
+
+-- A task's files in one word (core/lifecycle.py archive_summary, the same rule: a test compares
+-- the two for every mix of states); nil for a task with no files.
+local function archive_summary(task_id)
+  local found, any = {}, false
+  for _, raw in ipairs(redis.call('HVALS', key_artifacts(prefix, task_id))) do
+    local read, artifact = pcall(cjson.decode, raw)
+    local state = (read and type(artifact) == 'table' and type(artifact.state) == 'string') and artifact.state or 'failed'
+    found[state], any = true, true
+  end
+  if not any then return nil end
+  local only_stored = true
+  for state in pairs(found) do if state ~= 'stored' then only_stored = false end end
+  if only_stored then return 'stored' end
+  if found.waiting or found.downloading then return found.stored and 'partial' or 'waiting' end
+  if found.stored then return 'partial' end
+  return found.failed and 'failed' or 'expired'
+end
+
+-- Keeps the count of tasks by archive word (the overview's) after a change to a task's files.
+-- A task indexed by none yet (files from before this count) is counted from its first change.
+local function reindex_archive(task_id)
+  local task_key = key_task(prefix, task_id)
+  local before = redis.call('HGET', task_key, 'archive')
+  local after = archive_summary(task_id)
+  if before == (after or false) then return end
+  if before then redis.call('HINCRBY', key_archives(prefix), before, -1) end
+  if after then
+    redis.call('HINCRBY', key_archives(prefix), after, 1)
+    redis.call('HSET', task_key, 'archive', after)
+  else
+    redis.call('HDEL', task_key, 'archive')
+  end
+end

@@ -20,6 +20,7 @@ elseif A.mode == 'download' then
   if artifact.state ~= 'waiting' and artifact.state ~= 'failed' then return tostring(artifact.state) end
   artifact.state, artifact.next_try_at, artifact.refused = 'waiting', now, nil
   redis.call('HSET', key, A.name, cjson.encode(artifact))
+  reindex_archive(task_id)
   local member = task_id .. ' ' .. A.name
   redis.call('RPUSH', key_downloads_new(prefix), member)  -- the dispatcher queues its job
   redis.call('ZADD', key_downloads_due(prefix), now + DOWNLOAD_GRACE_MS, member)
