@@ -280,6 +280,9 @@ async def retry_delivery(request: Request) -> JSONResponse:
             "and the delivery is sent with the rest of its queue"
         )
     await webhooks.retry_now(delivery, int(ctx.clock() * 1000))
+    # In the task's history too, with source `operator`, like the dashboard's other actions.
+    note = f"redeliver evt_{delivery.get('entry', '')} to {delivery.get('subscription_id', '')}"
+    await ctx.tasks.operator("note", delivery.get("task_id", ""), int(ctx.clock() * 1000), note)
     found = await webhooks.delivery(delivery_id)
     if found is None:  # forgotten meanwhile (its subscription deleted)
         raise UnknownDelivery(f"no delivery {delivery_id!r}")

@@ -497,6 +497,8 @@ def test_a_delivery_is_sent_again_on_request_and_a_replay_resends_under_the_same
         assert retried.status_code == 202 and retried.json()["state"] == "pending"
         drive(redis_url, lambda: len(subscribers.of("again")) == 4)
         assert subscribers.of("again")[-1].headers["webhook-id"] == first["event_id"]
+        history = client.get("/tasks/t1").json()["history"]
+        assert history[-1]["source"] == "operator" and first["event_id"] in history[-1]["msg"]
         assert client.post("/deliveries/dlv_nope/retry").status_code == 404
         ids_before = [r.headers["webhook-id"] for r in subscribers.of("again")[:3]]
         replayed = client.post(f"/subscriptions/{sub['id']}/replay", json={"since": "2000-01-01T00:00:00Z"})

@@ -28,7 +28,13 @@ def test_the_summary_shows_tasks_queues_transitions_loss_rejections_and_subscrip
         "failed": 0,
         "lost": 0,
     }
-    assert shown["tasks"]["by_archive"] == {"stored": 0, "partial": 0, "waiting": 1, "failed": 0, "expired": 0}
+    assert shown["tasks"]["by_archive"] == {
+        "stored": 0,
+        "partial": 0,
+        "waiting": 1,
+        "failed": 0,
+        "expired": 0,
+    }
     assert sum(m.get("callback", 0) for m in shown["transitions_per_minute"]) == 3
     assert len(shown["transitions_per_minute"]) == 60
     assert shown["callback_loss"]["text"] == {"callback": 2, "poll": 0, "loss": 0.0}

@@ -3,6 +3,7 @@
 --   poll      ask the upstream about it now
 --   download  fetch file `name` again now: a waiting file is tried at once, a failed one goes
 --             back to waiting first (a stored, expired or downloading one is left as it is)
+--   note      only the history entry, saying `name` (an action done by another script)
 -- Returns queued | missing | the state that stopped it.
 
 local task_id, now = A.task_id, tonumber(A.now)
@@ -25,6 +26,8 @@ elseif A.mode == 'download' then
   redis.call('RPUSH', key_downloads_new(prefix), member)  -- the dispatcher queues its job
   redis.call('ZADD', key_downloads_due(prefix), now + DOWNLOAD_GRACE_MS, member)
   entry.msg = 'download ' .. A.name .. ' now'
+elseif A.mode == 'note' then
+  entry.msg = utf8_head(A.name, HISTORY_MSG_BYTES)  -- what an operator did elsewhere (a redelivery)
 else
   return 'unknown'
 end
