@@ -20,10 +20,13 @@ from service.store.scripts import Claim
 
 
 class ArtifactStore:
-    def __init__(self, client: redis.Redis, keys: Keys, events_max: int = 200_000) -> None:
+    def __init__(
+        self, client: redis.Redis, keys: Keys, events_max: int = 200_000, history_max: int = 500
+    ) -> None:
         self.client = client
         self.keys = keys
         self.events_max = events_max
+        self.history_max = history_max
 
     def claim(self, task_id: str, name: str, now_ms: int, lease_ms: int, worker: str) -> Claim:
         return self._change("claim", task_id, name, now_ms, str(lease_ms), worker)
@@ -52,6 +55,7 @@ class ArtifactStore:
             value=value,
             worker=worker,
             events_max=self.events_max,
+            history_max=self.history_max,
         )
         return scripts.decode_claim(cast(list[str], scripts.call_sync(self.client, scripts.ARTIFACT, args)))
 

@@ -124,7 +124,7 @@ EVENT_FIELDS: Final = (
 # The outcome the transition script gives a signature replayed with another body (nothing written).
 SIGNATURE_REUSED: Final = "signature_reused"
 ARTIFACT: Final = Script(
-    "artifact", ("prefix", "mode", "task_id", "name", "now", "value", "worker", "events_max")
+    "artifact", ("prefix", "mode", "task_id", "name", "now", "value", "worker", "events_max", "history_max")
 )
 POLL: Final = Script(
     "poll",

@@ -168,7 +168,7 @@ async def task_page(request: Request) -> Response:
 
 def timeline(task: dict[str, Any], deliveries: list[dict[str, Any]]) -> list[dict[str, str]]:
     """Everything that happened to the task, oldest first: its history (submission, each
-    callback and poll with its outcome, operators' actions), each file's last attempt, and each
+    callback and poll with its outcome, each download attempt, operators' actions) and each
     webhook delivery attempt."""
     items = []
     for delivery in deliveries:
@@ -187,13 +187,6 @@ def timeline(task: dict[str, Any], deliveries: list[dict[str, Any]]) -> list[dic
         items.append(
             {"at": str(h.get("at") or ""), "what": f"{h.get('source')}: {h.get('stage')}", "detail": detail}
         )
-    for a in task.get("artifacts", []):
-        if a.get("attempts"):
-            tried = f"{a.get('state')} after {a.get('attempts')} attempt(s)"
-            at = str(a.get("stored_at") or a.get("discovered_at") or "")
-            items.append(
-                {"at": at, "what": f"download {a['name']}", "detail": f"{tried} {a.get('last_error') or ''}"}
-            )
     return sorted(items, key=lambda i: i["at"])
 
 

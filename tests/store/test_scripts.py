@@ -53,7 +53,15 @@ def test_every_script_compiles_in_redis(redis_client: redis.Redis, script: scrip
 def test_encode_refuses_a_missing_or_unknown_argument() -> None:
     with pytest.raises(TypeError, match=r"missing \['worker'\], unknown \['workr'\]"):
         scripts.ARTIFACT.encode(
-            prefix="td", mode="claim", task_id="t", name="n", now=1, value="1", workr="w", events_max=10
+            prefix="td",
+            mode="claim",
+            task_id="t",
+            name="n",
+            now=1,
+            value="1",
+            workr="w",
+            events_max=10,
+            history_max=10,
         )
 
 

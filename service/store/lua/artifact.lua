@@ -64,6 +64,10 @@ else
   for k, v in pairs(fields) do artifact[k] = v end
   metric_add('tapedeck_downloads', {artifact.state == 'waiting' and 'retry' or artifact.state,
     reason or (artifact.state == 'stored' and 'none' or 'other')})
+  -- Each download attempt joins the task's history (the dashboard's timeline shows them all).
+  local said = artifact.state == 'waiting' and ('retry: ' .. tostring(artifact.last_error or '')) or artifact.state
+  append_history(task_id, {stage = 'download', source = 'download', outcome = artifact.state, at = now,
+    msg = utf8_head(name .. ' ' .. said, HISTORY_MSG_BYTES)}, tonumber(A.history_max))
   if artifact.state == 'stored' and tonumber(artifact.bytes) then
     metric_add('tapedeck_downloaded_bytes', {}, math.floor(tonumber(artifact.bytes)))
   end
