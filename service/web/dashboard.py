@@ -243,6 +243,9 @@ async def replay_raw(request: Request) -> JSONResponse:
             "`tapedeck callbacks replay ENTRY_ID`, which needs Redis access"
         )
     applied = await replay(ctx.tasks, entry_id, ctx.clock())
+    task_id = json.loads(entry.get("meta") or "{}").get("task_id", "") if entry else ""
+    if task_id:  # who did it, beside the replayed event itself (history source `replay`)
+        await ctx.tasks.operator("note", task_id, int(ctx.clock() * 1000), f"replay raw-log entry {entry_id}")
     return JSONResponse(
         {"entry_id": entry_id, "outcome": applied.outcome, "status": applied.status,
          "message": f"applied again: {applied.outcome} ({applied.status_before} → {applied.status})"},
