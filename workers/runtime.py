@@ -66,7 +66,9 @@ class WorkerRuntime:
         client = connect_sync(settings.redis_url)
         rq_connection = connect_rq(settings.redis_url)
         keys = Keys(settings.redis_prefix)
-        artifacts = ArtifactStore(client, keys, settings.event_log_max_entries, settings.history_max_entries)
+        artifacts = ArtifactStore(
+            client, keys, events_max=settings.event_log_max_entries, history_max=settings.history_max_entries
+        )
         queues = Queues(rq_connection, settings.redis_prefix)
         runner = asyncio.Runner()
         measured = MetricsBuffer()

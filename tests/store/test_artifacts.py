@@ -218,6 +218,22 @@ def test_tasks_are_counted_by_their_files_as_the_files_change(redis_client: redi
         counts.append(dict(redis_client.hgetall(KEYS.archives())))
         assert store.finish("t1", name, NOW, "w#1", state, sha256="ab")  # type: ignore[arg-type]
         counts.append(dict(redis_client.hgetall(KEYS.archives())))
-    # Not indexed before its first change (files written by hand here): counted from then on.
-    assert counts == [{"waiting": "1"}, {"partial": "1", "waiting": "0"}, {"partial": "1", "waiting": "0"},
-                      {"partial": "0", "waiting": "0", "stored": "1"}]  # fmt: skip
+    # Not indexed before its first change (files written by hand here): counted from then on; a
+    # claim changes no summary, and is not counted.
+    assert counts == [{}, {"partial": "1"}, {"partial": "1"}, {"partial": "0", "stored": "1"}]
+
+
+def test_a_file_retried_again_and_again_is_one_history_entry_counting_its_tries(
+    redis_client: redis.Redis,
+) -> None:
+    redis_client.hset(KEYS.task("t1"), mapping={"task_id": "t1", "status": "complete", "family": "music"})
+    redis_client.rpush(KEYS.history("t1"), json.dumps({"stage": "complete", "source": "callback"}))
+    store = put(redis_client, state="waiting")
+    for n in range(6):
+        assert store.claim("t1", "audio-a", NOW + n, 60_000, "w").outcome == "claimed"
+        assert store.finish(
+            "t1", "audio-a", NOW + n, f"w#{n + 1}", "waiting", last_error="HTTP 503", next_try_at=0
+        )
+    history = [json.loads(h) for h in redis_client.lrange(KEYS.history("t1"), 0, -1)]
+    assert [h["stage"] for h in history] == ["complete", "download"]  # the callback is still there
+    assert history[-1]["tries"] == 6 and "HTTP 503" in history[-1]["msg"]

@@ -7,6 +7,8 @@
 -- {'missing'|'done'|'busy'|'early'|'lost'|'refused', state}. Every check precedes every write.
 
 local mode, task_id, name, now = A.mode, A.task_id, A.name, tonumber(A.now)
+local history_max = tonumber(A.history_max)
+if not history_max then return redis.error_reply('history_max must be a number') end  -- before any write
 local key = key_artifacts(prefix, task_id)
 
 local function holds_claim_of(artifact, worker, at)
@@ -64,10 +66,21 @@ else
   for k, v in pairs(fields) do artifact[k] = v end
   metric_add('tapedeck_downloads', {artifact.state == 'waiting' and 'retry' or artifact.state,
     reason or (artifact.state == 'stored' and 'none' or 'other')})
-  -- Each download attempt joins the task's history (the dashboard's timeline shows them all).
+  -- Each download attempt joins the task's history (the dashboard's timeline shows them all); a
+  -- file retried again and again is one entry counting its tries, so retries until expiry never
+  -- push the submission and the callbacks out of the capped history.
   local said = artifact.state == 'waiting' and ('retry: ' .. tostring(artifact.last_error or '')) or artifact.state
-  append_history(task_id, {stage = 'download', source = 'download', outcome = artifact.state, at = now,
-    msg = utf8_head(name .. ' ' .. said, HISTORY_MSG_BYTES)}, tonumber(A.history_max))
+  local entry = {stage = 'download', source = 'download', outcome = artifact.state, at = now, file = name,
+    tries = 1, msg = utf8_head(name .. ' ' .. said, HISTORY_MSG_BYTES)}
+  local history_key = key_history(prefix, task_id)
+  local read_last, last = pcall(cjson.decode, redis.call('LINDEX', history_key, -1) or '')
+  if read_last and type(last) == 'table' and last.stage == 'download' and last.file == name
+      and last.outcome == 'waiting' then
+    entry.tries = (tonumber(last.tries) or 1) + 1
+    redis.call('LSET', history_key, -1, cjson.encode(entry))
+  else
+    append_history(task_id, entry, history_max)
+  end
   if artifact.state == 'stored' and tonumber(artifact.bytes) then
     metric_add('tapedeck_downloaded_bytes', {}, math.floor(tonumber(artifact.bytes)))
   end
@@ -82,7 +95,7 @@ else
 end
 local encoded = cjson.encode(artifact)
 redis.call('HSET', key, name, encoded)
-reindex_archive(task_id)
+if mode == 'update' then reindex_archive(task_id) end  -- a claim or renew leaves the summary as it was
 if mode == 'update' and SETTLED[artifact.state] then tell_archive(task_id, now, A.events_max) end
 local task = redis.call('HMGET', key_task(prefix, task_id), 'created_at', 'family')
 return {mode == 'claim' and 'claimed' or 'ok', encoded, task[1] or '', task[2] or ''}

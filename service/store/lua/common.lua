@@ -218,7 +218,10 @@ local function archive_summary(task_id)
   local found, any = {}, false
   for _, raw in ipairs(redis.call('HVALS', key_artifacts(prefix, task_id))) do
     local read, artifact = pcall(cjson.decode, raw)
-    local state = (read and type(artifact) == 'table' and type(artifact.state) == 'string') and artifact.state or 'failed'
+    local state = 'failed'  -- unreadable, as Python reads it (store/tasks.py _state_of)
+    if read and type(artifact) == 'table' then
+      state = type(artifact.state) == 'string' and artifact.state or 'waiting'
+    end
     found[state], any = true, true
   end
   if not any then return nil end
@@ -234,6 +237,7 @@ end
 -- A task indexed by none yet (files from before this count) is counted from its first change.
 local function reindex_archive(task_id)
   local task_key = key_task(prefix, task_id)
+  if redis.call('EXISTS', task_key) == 0 then return end  -- files of no task: no record is made
   local before = redis.call('HGET', task_key, 'archive')
   local after = archive_summary(task_id)
   if before == (after or false) then return end

@@ -144,7 +144,7 @@ local function apply(e)
     merge_tracks(key_tracks(prefix, task_id), e.tracks_from, e.artifacts_from - 1, true)
     local added = add_artifacts(task_id, key_artifacts(prefix, task_id), e.artifacts_from, e.raw_from - 1,
       reply, now)
-    reindex_archive(task_id)
+    if #added > 0 then reindex_archive(task_id) end  -- files already known keep their states
     if e.result ~= '' then redis.call('HSET', task_key, 'result', e.result) end
     local tracks = {}
     for i = e.tracks_from + 1, e.artifacts_from - 1, 2 do tracks[#tracks + 1] = ARGV[i] end
@@ -179,8 +179,8 @@ local function apply(e)
       -- A stale or contradicting stage moves nothing, but the files it names exist upstream
       -- and expire all the same: keep what is new, overwrite nothing.
       merge_tracks(key_tracks(prefix, task_id), e.tracks_from, e.artifacts_from - 1, false)
-      add_artifacts(task_id, key_artifacts(prefix, task_id), e.artifacts_from, e.raw_from - 1, reply, now)
-      reindex_archive(task_id)
+      local also = add_artifacts(task_id, key_artifacts(prefix, task_id), e.artifacts_from, e.raw_from - 1, reply, now)
+      if #also > 0 then reindex_archive(task_id) end
     end
     redis.call('HSET', task_key, 'last_event_at', now, 'last_event_id', e.event_id,
       'last_reply', short_reply(reply))
