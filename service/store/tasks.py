@@ -360,6 +360,12 @@ class TaskStore:
         )
         return str(await scripts.call(self.client, scripts.OPERATOR, args))
 
+    async def note(self, task_id: str, now_ms: int, message: str) -> None:
+        """An operator's action done elsewhere, in the task's history (source operator). Never
+        raises: the action it notes has happened, and a lost note must not say otherwise."""
+        with contextlib.suppress(RedisError):
+            await self.operator("note", task_id, now_ms, message)
+
     async def record_boost(self, entry: Mapping[str, Any], keep: int = 1000) -> None:
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.lpush(self.keys.boosts(), to_json(entry))

@@ -13,14 +13,12 @@ Pages need the read token's session; actions the API token's, and the page's CSR
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 from pathlib import Path
 from typing import Any, Final, get_args
 from urllib.parse import parse_qs
 
-from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.templating import Jinja2Templates
@@ -247,10 +245,7 @@ async def replay_raw(request: Request) -> JSONResponse:
     applied = await replay(ctx.tasks, entry_id, ctx.clock())
     task_id = json.loads(entry.get("meta") or "{}").get("task_id", "") if entry else ""
     if task_id:  # who did it, beside the replayed event itself (history source `replay`)
-        with contextlib.suppress(RedisError):  # the replay happened: a lost note must not say otherwise
-            await ctx.tasks.operator(
-                "note", task_id, int(ctx.clock() * 1000), f"replay raw-log entry {entry_id}"
-            )
+        await ctx.tasks.note(task_id, int(ctx.clock() * 1000), f"replay raw-log entry {entry_id}")
     return JSONResponse(
         {"entry_id": entry_id, "outcome": applied.outcome, "status": applied.status,
          "message": f"applied again: {applied.outcome} ({applied.status_before} → {applied.status})"},

@@ -14,14 +14,12 @@ POST   /subscriptions/{id}/replay {since}  → 202; the deliverer queues the eve
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
 import secrets
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -284,8 +282,7 @@ async def retry_delivery(request: Request) -> JSONResponse:
     await webhooks.retry_now(delivery, int(ctx.clock() * 1000))
     # In the task's history too, with source `operator`, like the dashboard's other actions.
     note = f"redeliver evt_{delivery.get('entry', '')} to {delivery.get('subscription_id', '')}"
-    with contextlib.suppress(RedisError):  # the retry is queued: a lost note must not say otherwise
-        await ctx.tasks.operator("note", delivery.get("task_id", ""), int(ctx.clock() * 1000), note)
+    await ctx.tasks.note(delivery.get("task_id", ""), int(ctx.clock() * 1000), note)
     found = await webhooks.delivery(delivery_id)
     if found is None:  # forgotten meanwhile (its subscription deleted)
         raise UnknownDelivery(f"no delivery {delivery_id!r}")
