@@ -76,7 +76,7 @@ async def summary(
             "events": counted.added,
             "behind": behind(position, counted),
         },
-        "workers": await store.workers(),
+        "workers": gauges.workers,
         "credits": credits_view(credits, insufficient_credits(samples)),
     }
 

@@ -72,20 +72,15 @@ class EventLog:
             info, found = await pipe.execute(raise_on_error=False)
         if isinstance(found, Exception):
             raise found
-        if isinstance(info, Exception):  # no log yet
-            counted = LogCount(0, 0)
-        else:  # entries-added needs Redis 7 (the project's own redis-server is 7)
-            counted = LogCount(int(info.get("entries-added", info["length"])), int(info["length"]))
         entries = [LogEntry(i, f) for i, f in cast(list[tuple[str, dict[str, str]]], found)]
-        return entries, counted
+        return entries, _log_count(None if isinstance(info, Exception) else info)
 
     async def count(self) -> LogCount:
         """How many entries the log has held and holds (zero for no log yet)."""
         try:
-            info = await self.client.xinfo_stream(self.keys.events())
-        except aioredis.ResponseError:
-            return LogCount(0, 0)
-        return LogCount(int(info.get("entries-added", info["length"])), int(info["length"]))
+            return _log_count(await self.client.xinfo_stream(self.keys.events()))
+        except aioredis.ResponseError:  # no log yet
+            return _log_count(None)
 
     async def last_id(self) -> str | None:
         found = cast(
@@ -116,3 +111,10 @@ class EventLog:
                 value if isinstance(value, dict) else {}, webhook_url or None
             )
         return facts
+
+
+def _log_count(info: dict[str, Any] | None) -> LogCount:
+    """XINFO STREAM's counts (None: no log yet). entries-added needs Redis 7, the project's own."""
+    if info is None:
+        return LogCount(0, 0)
+    return LogCount(int(info.get("entries-added", info["length"])), int(info["length"]))

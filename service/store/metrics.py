@@ -100,7 +100,7 @@ class Gauges:
     overdue: int  # unfinished tasks whose next check has passed
     queues: dict[str, Queue]  # downloads, polls, deliveries, outbox
     files_at_risk: dict[str, int]  # "72h", "24h": from the deliverer's last sweep
-    workers: int  # RQ workers of this deployment whose heartbeat is current
+    workers: list[dict[str, str]]  # RQ workers of this deployment whose heartbeat is current
     budgets: dict[str, Budget] = field(default_factory=dict)
     files_at_risk_swept_at: float | None = None  # epoch s of the deliverer's last sweep
     archives: dict[str, int] = field(default_factory=dict)  # tasks by archive word
@@ -161,7 +161,7 @@ class MetricsStore:
         swept = cast(dict[str, str], swept or {})
         at_risk = {w: int(swept.get(f"files_at_risk_{w}", 0)) for w in ("72h", "24h")}
         swept_at = int(swept.get("files_at_risk_at", 0)) / 1000 or None
-        workers = len(await self.workers())
+        workers = await self.workers()
         by_archive = {
             a: max(0, int(cast(dict[str, str], archives or {}).get(a, 0))) for a in get_args(Archive)
         }

@@ -152,10 +152,6 @@ class WebhookStore:
             cursor, passed = await pipe.execute()
         return Position(cursor or "", int(passed) if passed is not None else None)
 
-    async def gaps(self) -> dict[str, str]:
-        """How many events were trimmed from the log before the fan-out read them, and when last."""
-        return cast(dict[str, str], await self.client.hgetall(self.keys.webhook_gaps()))
-
     async def fan_out(
         self,
         triples: Sequence[tuple[str, str, str]],

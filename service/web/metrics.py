@@ -137,7 +137,7 @@ def gauge_families(gauges: Gauges) -> list[Metric]:
     workers = GaugeMetricFamily(
         "tapedeck_workers_alive", "RQ workers of this deployment with a current heartbeat"
     )
-    workers.add_metric((), gauges.workers)
+    workers.add_metric((), len(gauges.workers))
     used = GaugeMetricFamily("tapedeck_budget_used", "Upstream budget slots taken in the current window",
                              labels=("budget",))  # fmt: skip
     limit = GaugeMetricFamily("tapedeck_budget_limit", "Upstream budget slots per window", labels=("budget",))
