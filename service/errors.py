@@ -27,6 +27,7 @@ TapedeckError                     500
 │   └── UnsafeURL                       the download URL policy refused a URL
 │       └── HostUnresolved              ...because its host does not resolve now (may pass)
 ├── StoreUnavailable              503
+├── StorageUnavailable            503   the object store failed or is unreachable
 ├── UpstreamError                 502   Kie or sseedance, mapped at the client boundary
 │   ├── UpstreamRejected          per refusal (402, 409, 422, 502)
 │   └── UpstreamUnavailable       503   still failing after every retry
@@ -195,6 +196,11 @@ class Conflict(TapedeckError):
 class StoreUnavailable(TapedeckError):
     status_code = 503
     code = "store_unavailable"
+
+
+class StorageUnavailable(TapedeckError):
+    status_code = 503
+    code = "storage_unavailable"
 
 
 class UpstreamError(TapedeckError):

@@ -53,6 +53,13 @@ class Settings:
     submit_attach_wait_s: float = 20.0
     tapedeck_url: str = "http://127.0.0.1:8000"
     storage_dir: str = ".data/files"
+    storage_url: str = ""  # file:///path or s3://bucket/prefix; unset: STORAGE_DIR
+    s3_endpoint_url: str = ""
+    s3_public_endpoint_url: str = ""
+    s3_region: str = ""
+    s3_part_bytes: int = 8 * MIB
+    files_presign_s: int = 300
+    files_proxy: bool = False
     download_allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS
     download_allowed_networks: tuple[str, ...] = ()
     max_download_bytes: int = 1024 * MIB
@@ -140,12 +147,30 @@ class Settings:
         if self.kie_webhook_tolerance_s > 86_400:
             # A signature is remembered for twice the tolerance; a day is far past any clock skew.
             raise SettingsError("KIE_WEBHOOK_TOLERANCE_S must be at most 86400 seconds")
+        self.check_storage()
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", self.redis_prefix):
             # It begins every key and every RQ queue name and job id, which allow no more.
             raise SettingsError(
                 "TAPEDECK_REDIS_PREFIX must be 1-32 letters, digits, '_' or '-'; got "
                 + repr(self.redis_prefix)
             )
+
+    def check_storage(self) -> None:
+        url = self.storage_url
+        if url.startswith("s3://"):
+            bucket = url.removeprefix("s3://").partition("/")[0]
+            if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+                raise SettingsError(
+                    f"STORAGE_URL must be s3://BUCKET/PREFIX with a valid bucket name; got {url!r}"
+                )
+        elif url and not url.startswith("file:///"):
+            raise SettingsError(
+                f"STORAGE_URL must be file:///absolute/path or s3://bucket/prefix; got {url!r}"
+            )
+        if self.s3_part_bytes < 5 * MIB:
+            raise SettingsError("S3_PART_BYTES must be at least 5242880 (S3 refuses smaller parts)")
+        if self.files_presign_s > 7 * 86_400:
+            raise SettingsError("FILES_PRESIGN_S must be at most 604800 (S3 signs for a week at most)")
 
 
 Cast = Callable[[str, str, Any], Any]
@@ -189,6 +214,14 @@ def _positive(kind: type[int] | type[float]) -> Cast:
         return value
 
     return cast
+
+
+def _flag(variable: str, raw: str, default: Any) -> bool:
+    if raw == "":
+        return bool(default)
+    if raw not in ("0", "1"):
+        raise SettingsError(f"{variable} must be 0 or 1, got {raw!r}")
+    return raw == "1"
 
 
 def _niceness(variable: str, raw: str, default: Any) -> int:
@@ -236,6 +269,13 @@ VARIABLES: Final[tuple[tuple[str, str, Cast], ...]] = (
     ("submit_attach_wait_s", "SUBMIT_ATTACH_WAIT_S", _float),
     ("tapedeck_url", "TAPEDECK_URL", _base_url),
     ("storage_dir", "STORAGE_DIR", _text),
+    ("storage_url", "STORAGE_URL", _text),
+    ("s3_endpoint_url", "S3_ENDPOINT_URL", _base_url),
+    ("s3_public_endpoint_url", "S3_PUBLIC_ENDPOINT_URL", _base_url),
+    ("s3_region", "S3_REGION", _text),
+    ("s3_part_bytes", "S3_PART_BYTES", _int),
+    ("files_presign_s", "FILES_PRESIGN_S", _int),
+    ("files_proxy", "FILES_PROXY", _flag),
     ("download_allowed_hosts", "DOWNLOAD_ALLOWED_HOSTS", _list),
     ("download_allowed_networks", "DOWNLOAD_ALLOWED_NETWORKS", _list),
     ("max_download_bytes", "MAX_DOWNLOAD_BYTES", _int),

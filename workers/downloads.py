@@ -6,15 +6,12 @@ once (`workers/runtime.py`), and a test builds its own (an `httpx.MockTransport`
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import random
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urljoin
 
@@ -24,9 +21,10 @@ from service.core.lifecycle import expires_at, is_urgent
 from service.core.retry import Backoff
 from service.core.times import to_ms
 from service.core.url_policy import Policy, Resolver
-from service.errors import HostUnresolved, LeaseLost, Refused, TransferFailed, UnsafeURL
+from service.errors import HostUnresolved, LeaseLost, Refused, StorageUnavailable, TransferFailed, UnsafeURL
 from service.settings import Settings
-from service.storage import EXPECTED_TYPE, PartFile, Storage, extension, is_expected_type
+from service.storage import EXPECTED_TYPE, Storage, Writer, extension, is_expected_type
+from service.storage.media import stored_name
 from service.store.artifacts import ArtifactStore
 from service.store.connection import redis_is_away
 from workers.pinning import pinned_request
@@ -34,7 +32,6 @@ from workers.pinning import pinned_request
 log = logging.getLogger("tapedeck.downloads")
 
 MAX_REDIRECTS: Final = 5
-WRITEBACK_BYTES: Final = 8 * 1024 * 1024
 ROTATED: Final = frozenset({403, 404, 410})
 
 
@@ -97,10 +94,12 @@ def fetch_artifact(deps: Deps, task_id: str, name: str) -> str:
         log.warning("download task_id=%s artifact=%s refused: %s", task_id, name, exc)
         if deps.artifacts.finish(task_id, name, to_ms(deps.clock()), lease.token, "failed",
                                  last_error=str(exc), refused=True, metric_reason="refused"):  # fmt: skip
-            deps.storage.part_path(task_id, name).unlink(missing_ok=True)
+            deps.storage.discard(task_id, name)
         return "failed"
     except TransferFailed as exc:
         return _retry_later(deps, lease, artifact, exc, claim.family, expiry)
+    except StorageUnavailable as exc:  # the object store is away: like a cut transfer, later
+        return _retry_later(deps, lease, artifact, TransferFailed(exc.message), claim.family, expiry)
     except Exception as exc:  # a bug or a surprise is recorded and retried, never repeated silently
         if redis_is_away(exc):
             raise  # the job fails and the lease brings the artifact back when Redis returns
@@ -127,17 +126,15 @@ def already_published(deps: Deps, task_id: str, artifact: dict[str, Any]) -> dic
 
 
 def transfer(deps: Deps, task_id: str, artifact: dict[str, Any], lease: Lease) -> dict[str, Any]:
-    """Streams the artifact to its part file and publishes it; resumes a part file with Range.
+    """Streams the artifact into storage and publishes it; resumes the bytes kept with Range.
 
-    The part file is locked while this worker writes it (a killed worker's lock dies with it), so
-    two workers never interleave bytes, and it is only resumed for the same URL and validator.
+    The storage's writer holds one writer at a time (a local part file is locked; an S3 upload
+    is the lease's alone) and is only resumed for the same URL and validator.
     """
     name, kind, url = artifact["name"], artifact["kind"], artifact["url"]
-    part = deps.storage.part_path(task_id, name)
-    part.parent.mkdir(parents=True, exist_ok=True)
-    with PartFile(part) as held:
+    with deps.storage.writer(task_id, name) as held:
         validator = held.resume_validator(url)
-        offset = part.stat().st_size if validator is not None else 0
+        offset = held.size if validator is not None else 0
         response = open_stream(deps, url, offset, validator)
         try:
             if response.status_code == 416 and offset:
@@ -149,7 +146,6 @@ def transfer(deps: Deps, task_id: str, artifact: dict[str, Any], lease: Lease) -
                 # Every byte had arrived already (the worker died before publishing).
                 total: int | None = offset
                 content_type = held.content_type
-                digest, size = _hash_file(part), offset
             else:
                 offset, total = _expected_range(response, offset)
                 content_type = response.headers.get("content-type", "")
@@ -160,39 +156,28 @@ def transfer(deps: Deps, task_id: str, artifact: dict[str, Any], lease: Lease) -
                 limit = deps.settings.max_download_bytes
                 if total is not None and total > limit:
                     raise Refused(f"file of {total} bytes exceeds MAX_DOWNLOAD_BYTES ({limit})")
-                held.begin(url, response.headers.get("etag", ""), content_type, fresh=offset == 0)
-                digest, size = _stream_to(deps, lease, response, held.fd, offset)
+                etag, ext = response.headers.get("etag", ""), extension(kind, content_type)
+                held.begin(url, etag, content_type, ext, fresh=offset == 0)
+                _stream_to(deps, lease, response, held)
         finally:
             response.close()
+        size = held.size
         if size == 0:
             raise TransferFailed("the file host answered an empty body")
         if total is not None and size != total:
-            raise TransferFailed(
-                f"transfer ended at {size} of {total} bytes"
-            )  # the part file resumes next time
+            raise TransferFailed(f"transfer ended at {size} of {total} bytes")  # resumed next time
         lease.keep(deps, force=True)  # still ours, just before it becomes visible
-        now = deps.clock()
         ext = extension(kind, content_type)
-        result = {
-            "sha256": digest,
+        result: dict[str, Any] = {
             "bytes": size,
             "resumed_from": offset,
             "content_type": content_type.split(";")[0].strip(),
-            "path": deps.storage.relative(task_id, name, ext),
-            "stored_at": to_ms(now),
+            "path": stored_name(task_id, name, ext),
+            "stored_at": to_ms(deps.clock()),
         }
         sidecar = result | {"upstream_url": url, "attempts": artifact.get("attempts", 1), "task_id": task_id}
-        deps.storage.publish(task_id, name, ext, sidecar)
-        held.forget()
+        result["sha256"] = held.publish(ext, sidecar)
     return result
-
-
-def _hash_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1024 * 1024):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _range_total(response: httpx.Response) -> int | None:
@@ -245,40 +230,21 @@ def _expected_range(response: httpx.Response, offset: int) -> tuple[int, int | N
     return 0, int(length) if length.isdigit() else None  # 200 to a Range request: start over
 
 
-def _stream_to(deps: Deps, lease: Lease, response: httpx.Response, fd: int, offset: int) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    if offset:
-        os.lseek(fd, 0, os.SEEK_SET)
-        while block := os.read(fd, 1024 * 1024):
-            digest.update(block)
-    size = written_back = offset
+def _stream_to(deps: Deps, lease: Lease, response: httpx.Response, held: Writer) -> None:
     limit = deps.settings.max_download_bytes
-    os.lseek(fd, offset, os.SEEK_SET)
     try:
         # Raw network reads (httpcore reads 64 KiB at a time): a re-chunking iterator would hold
         # back what arrived before a cut, and the resume would start from less.
         for chunk in response.iter_raw():
-            size += len(chunk)
-            if size > limit:
-                os.ftruncate(fd, 0)
-                raise Refused(f"file exceeds MAX_DOWNLOAD_BYTES ({limit}) after {size} bytes")
-            digest.update(chunk)
-            _write_all(fd, chunk)
-            if size - written_back >= WRITEBACK_BYTES:
-                # Start writing back what is already on disk while the rest arrives, so the final
-                # fsync has little left to wait for (measured: +15-25 % MB/s here).
-                os.posix_fadvise(fd, written_back, size - written_back, os.POSIX_FADV_DONTNEED)
-                written_back = size
+            if held.size + len(chunk) > limit:
+                held.discard()
+                raise Refused(
+                    f"file exceeds MAX_DOWNLOAD_BYTES ({limit}) after {held.size + len(chunk)} bytes"
+                )
+            held.write(chunk)
             lease.keep(deps)
     except httpx.HTTPError as exc:
-        raise TransferFailed(f"transfer interrupted after {size} bytes: {type(exc).__name__}") from None
-    return digest.hexdigest(), size
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+        raise TransferFailed(f"transfer interrupted after {held.size} bytes: {type(exc).__name__}") from None
 
 
 def _retry_later(
@@ -331,6 +297,6 @@ def _expire(deps: Deps, lease: Lease, reason: str) -> str:
     if not deps.artifacts.finish(lease.task_id, lease.name, to_ms(deps.clock()), lease.token, "expired",
                                  last_error=reason, metric_reason="expiry"):  # fmt: skip
         return "lost"
-    deps.storage.part_path(lease.task_id, lease.name).unlink(missing_ok=True)
+    deps.storage.discard(lease.task_id, lease.name)
     log.warning("download task_id=%s artifact=%s expired: %s", lease.task_id, lease.name, reason)
     return "expired"

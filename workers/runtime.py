@@ -23,7 +23,6 @@ import time
 from collections.abc import Coroutine
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -32,7 +31,7 @@ import redis
 from service.core.url_policy import Policy
 from service.resolver import system_resolver
 from service.settings import Settings
-from service.storage import Storage
+from service.storage import open_storage, target_of
 from service.store.artifacts import ArtifactStore
 from service.store.connection import connect, connect_rq, connect_sync
 from service.store.keys import Keys
@@ -90,7 +89,7 @@ class WorkerRuntime:
         downloads = Deps(
             settings=settings,
             artifacts=artifacts,
-            storage=Storage(Path(settings.storage_dir)),
+            storage=open_storage(target_of(settings)),
             http=http,
             policy=Policy.build(settings.download_allowed_hosts, settings.download_allowed_networks),
             resolve=system_resolver,

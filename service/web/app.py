@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -23,6 +24,7 @@ from service.core.url_policy import Resolver
 from service.errors import TapedeckError
 from service.resolver import system_resolver
 from service.settings import Settings
+from service.storage import open_storage, target_of
 from service.store.connection import connect
 from service.store.keys import Keys
 from service.store.limiter import RollingBudget
@@ -89,7 +91,11 @@ def create_app(
         async with clients as (kie, sseedance):
             submissions = SubmissionStore.from_settings(client, settings)
             submitter = Submitter(submissions, settings, kie, sseedance, clock)
-            ctx = Context(settings, tasks, clock, submitter, resolve, measured)
+            storage = open_storage(target_of(settings))
+            files_http = (
+                httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0)) if settings.files_proxy else None
+            )
+            ctx = Context(settings, tasks, clock, submitter, resolve, measured, storage, files_http)
             app.state.ctx = ctx
             flusher = asyncio.create_task(flush_metrics(ctx))
             # Freezing the start-up heap keeps the GC from rescanning it: most of the p99 tail
@@ -103,6 +109,8 @@ def create_app(
             with contextlib.suppress(RedisError):
                 await ctx.metrics.flush(client, tasks.keys)  # what this process measured last
             await submitter.close()
+            if files_http is not None:
+                await files_http.aclose()
         await client.aclose()
 
     return Starlette(

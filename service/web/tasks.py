@@ -6,14 +6,31 @@ import re
 from pathlib import Path
 from typing import Any, Final, cast
 
+import httpx
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, MalformedRangeHeader, Response
+from starlette.responses import (
+    FileResponse,
+    JSONResponse,
+    MalformedRangeHeader,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.responses import RangeNotSatisfiable as StarletteRangeNotSatisfiable
 
 from service.core.events import TASK_ID_PATTERN
 from service.core.lifecycle import STATUSES, Status
-from service.errors import InvalidParameter, InvalidRange, NotFound, RangeNotSatisfiable, UnknownTask
-from service.storage import Storage
+from service.errors import (
+    InvalidParameter,
+    InvalidRange,
+    NotFound,
+    RangeNotSatisfiable,
+    StorageUnavailable,
+    UnknownTask,
+)
+from service.storage import LocalFile, RemoteObject
 from service.web.context import context
 from service.web.views import raw_entry_view, summary_view, task_view
 
@@ -35,7 +52,11 @@ async def get_task(request: Request) -> JSONResponse:
 
 
 async def get_file(request: Request) -> Response:
-    """A stored artifact, by its name (with or without its extension), with Range support."""
+    """A stored artifact, by its name (with or without its extension), with Range support.
+
+    From a directory it is served here; from object storage it is a redirect to a presigned URL
+    (FILES_PRESIGN_S), or with FILES_PROXY=1 streamed through this process, Range passed on.
+    """
     ctx = context(request, "read")
     task_id, requested = request.path_params["task_id"], request.path_params["name"]
     record = await ctx.tasks.get_task(task_id) if TASK_ID_PATTERN.fullmatch(task_id) else None
@@ -43,14 +64,55 @@ async def get_file(request: Request) -> Response:
         raise UnknownTask(f"no task {task_id!r}")
     for artifact in record["artifacts"]:
         path = artifact.get("path")
-        if artifact.get("state") != "stored" or not path:
+        if (
+            artifact.get("state") != "stored"
+            or not path
+            or requested not in (artifact["name"], Path(path).name)
+        ):
             continue
-        if requested in (artifact["name"], Path(path).name):
-            stored = Storage(Path(ctx.settings.storage_dir)).open_stored(task_id, path)
-            if stored is None:
-                break
-            return StoredFile(stored, media_type=artifact.get("content_type"), filename=Path(path).name)
+        assert ctx.storage is not None, "the app's lifespan opens the storage"
+        stored = await run_in_threadpool(ctx.storage.locate, task_id, path)  # S3: a HEAD request
+        media_type = artifact.get("content_type") or "application/octet-stream"
+        if isinstance(stored, LocalFile):
+            return StoredFile(stored.path, media_type=media_type, filename=Path(path).name)
+        if isinstance(stored, RemoteObject):
+            if ctx.files_http is None:
+                url = stored.url(ctx.settings.files_presign_s, True)
+                # 307 keeps the method (a HEAD stays a HEAD) and the client sends its Range on.
+                return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
+            return await proxied(request, ctx.files_http, stored, media_type, Path(path).name)
+        break
     raise NotFound(f"task {task_id} has no stored file named {requested!r}")
+
+
+async def proxied(
+    request: Request, http: httpx.AsyncClient, stored: RemoteObject, media_type: str, filename: str
+) -> Response:
+    """The object streamed from storage: one byte range at most (several are answered whole,
+    which HTTP allows), checked here first so a bad Range gets the same error as from disk."""
+    headers = {"Accept-Ranges": "bytes", "Content-Type": media_type,
+               "Content-Disposition": f'attachment; filename="{filename}"'}  # fmt: skip
+    span: tuple[int, int] | None = None
+    if http_range := request.headers.get("range"):
+        ranges = StoredFile.parse_range(http_range, stored.size)
+        span = ranges[0] if len(ranges) == 1 else None
+    start, end = span or (0, stored.size)
+    headers["Content-Length"] = str(end - start)
+    status = 200
+    if span is not None:
+        status, headers["Content-Range"] = 206, f"bytes {start}-{end - 1}/{stored.size}"
+    if request.method == "HEAD":
+        return Response(status_code=status, headers=headers)
+    upstream = http.build_request("GET", stored.url(60, False), headers={"Range": f"bytes={start}-{end - 1}"})
+    try:
+        answer = await http.send(upstream, stream=True)
+    except httpx.HTTPError as exc:
+        raise StorageUnavailable(f"object storage unreachable: {type(exc).__name__}") from None
+    if answer.status_code not in (200, 206):
+        await answer.aclose()
+        raise StorageUnavailable(f"object storage answered HTTP {answer.status_code} for a stored file")
+    return StreamingResponse(answer.aiter_raw(), status_code=status, headers=headers,
+                             background=BackgroundTask(answer.aclose))  # fmt: skip
 
 
 class StoredFile(FileResponse):
@@ -58,6 +120,11 @@ class StoredFile(FileResponse):
 
     @classmethod
     def _parse_range_header(cls, http_range: str, file_size: int) -> list[tuple[int, int]]:
+        return cls.parse_range(http_range, file_size)
+
+    @classmethod
+    def parse_range(cls, http_range: str, file_size: int) -> list[tuple[int, int]]:
+        """[(start, end exclusive), ...] of a Range header, or InvalidRange / RangeNotSatisfiable."""
         try:
             return super()._parse_range_header(http_range, file_size)
         except MalformedRangeHeader as exc:

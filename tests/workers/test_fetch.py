@@ -17,7 +17,7 @@ import redis
 from service.core.retry import Backoff
 from service.core.url_policy import Policy
 from service.settings import Settings
-from service.storage import Storage
+from service.storage.local import LocalStorage
 from service.store.artifacts import ArtifactStore
 from service.store.keys import Keys
 from workers.downloads import Deps, fetch_artifact
@@ -64,7 +64,7 @@ def harness(
     made.deps = Deps(
         settings=settings,
         artifacts=store,
-        storage=Storage(tmp_path),
+        storage=LocalStorage(tmp_path),
         http=httpx.Client(transport=httpx.MockTransport(record_request)),
         policy=Policy.build(["files.test"], []),
         resolve=lambda host, port: ["93.184.216.34"],
