@@ -58,6 +58,10 @@ class Settings:
     s3_public_endpoint_url: str = ""
     s3_region: str = ""
     s3_part_bytes: int = 8 * MIB
+    # AWS's own variable names; unset, boto3's chain finds credentials (a profile, a role).
+    aws_access_key_id: Secret | None = field(default=None, repr=False)
+    aws_secret_access_key: Secret | None = field(default=None, repr=False)
+    aws_session_token: Secret | None = field(default=None, repr=False)
     files_presign_s: int = 300
     files_proxy: bool = False
     download_allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS
@@ -274,6 +278,9 @@ VARIABLES: Final[tuple[tuple[str, str, Cast], ...]] = (
     ("s3_public_endpoint_url", "S3_PUBLIC_ENDPOINT_URL", _base_url),
     ("s3_region", "S3_REGION", _text),
     ("s3_part_bytes", "S3_PART_BYTES", _int),
+    ("aws_access_key_id", "AWS_ACCESS_KEY_ID", _secret),
+    ("aws_secret_access_key", "AWS_SECRET_ACCESS_KEY", _secret),
+    ("aws_session_token", "AWS_SESSION_TOKEN", _secret),
     ("files_presign_s", "FILES_PRESIGN_S", _int),
     ("files_proxy", "FILES_PROXY", _flag),
     ("download_allowed_hosts", "DOWNLOAD_ALLOWED_HOSTS", _list),

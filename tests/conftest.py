@@ -15,11 +15,13 @@ import pytest
 import redis
 from starlette.applications import Starlette
 
+from service.cli.object_server import ObjectServer
 from service.cli.redis_server import RedisServer
 from service.settings import Settings
 from service.web.app import create_app
 from tests.inprocess import in_process
 from tests.live import serve
+from tests.storage_backends import BUCKET, Backend
 
 TapedeckFactory = Callable[..., AbstractContextManager[httpx.Client]]
 
@@ -28,6 +30,23 @@ TapedeckFactory = Callable[..., AbstractContextManager[httpx.Client]]
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     with RedisServer(Path(tmp_path_factory.mktemp("redis"))) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def object_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObjectServer]:
+    """One SeaweedFS (S3 API) for the run, started the first time a test asks for it."""
+    with ObjectServer(Path(tmp_path_factory.mktemp("seaweedfs"))) as server:
+        server.create_bucket(BUCKET)
+        yield server
+
+
+@pytest.fixture(params=["file", "s3"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """Each storage test runs twice: against a directory, and against the S3 server."""
+    if request.param == "file":
+        return Backend.local(tmp_path / "files")
+    server: ObjectServer = request.getfixturevalue("object_server")
+    return Backend.remote(server.client(), server.env)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -99,6 +99,8 @@ class StorageTarget:
     s3_public_endpoint_url: str | None = None
     s3_region: str | None = None
     s3_part_bytes: int = 8 * 1024 * 1024
+    # Given, they are used; None, boto3's own chain looks for them (a profile, an instance role).
+    credentials: dict[str, str] | None = field(default=None, repr=False)
 
     @property
     def is_s3(self) -> bool:
@@ -113,7 +115,18 @@ def target_of(settings: Settings) -> StorageTarget:
         s3_public_endpoint_url=settings.s3_public_endpoint_url or None,
         s3_region=settings.s3_region or None,
         s3_part_bytes=settings.s3_part_bytes,
+        credentials=_credentials(settings),
     )
+
+
+def _credentials(settings: Settings) -> dict[str, str] | None:
+    if not (settings.aws_access_key_id and settings.aws_secret_access_key):
+        return None
+    given = {"aws_access_key_id": str(settings.aws_access_key_id),
+             "aws_secret_access_key": str(settings.aws_secret_access_key)}  # fmt: skip
+    if settings.aws_session_token:
+        given["aws_session_token"] = str(settings.aws_session_token)
+    return given
 
 
 def open_storage(target: StorageTarget) -> Storage:

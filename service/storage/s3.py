@@ -75,7 +75,12 @@ class S3Storage:
             connect_timeout=5,
             read_timeout=60,
         )
-        session = boto3.session.Session()
+        given = target.credentials or {}
+        session = boto3.session.Session(
+            aws_access_key_id=given.get("aws_access_key_id"),
+            aws_secret_access_key=given.get("aws_secret_access_key"),
+            aws_session_token=given.get("aws_session_token"),
+        )
 
         def client(endpoint: str | None) -> S3Client:
             return session.client("s3", endpoint_url=endpoint, region_name=target.s3_region, config=config)

@@ -76,32 +76,41 @@ async def get_file(request: Request) -> Response:
         if isinstance(stored, LocalFile):
             return StoredFile(stored.path, media_type=media_type, filename=Path(path).name)
         if isinstance(stored, RemoteObject):
-            if ctx.files_http is None:
+            # A bad Range is refused here, as from disk (the same JSON error), before S3 sees it.
+            ranges = (
+                StoredFile.parse_range(request.headers["range"], stored.size)
+                if "range" in request.headers
+                else []
+            )
+            if ctx.files_http is None and request.method == "GET":
                 url = stored.url(ctx.settings.files_presign_s, True)
-                # 307 keeps the method (a HEAD stays a HEAD) and the client sends its Range on.
+                # The client sends its Range on to the presigned URL, which is good for a GET only:
+                # a HEAD is answered here, from what the lookup found.
                 return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
-            return await proxied(request, ctx.files_http, stored, media_type, Path(path).name)
+            span = ranges[0] if len(ranges) == 1 else None
+            return await proxied(request, ctx.files_http, stored, span, media_type, Path(path).name)
         break
     raise NotFound(f"task {task_id} has no stored file named {requested!r}")
 
 
 async def proxied(
-    request: Request, http: httpx.AsyncClient, stored: RemoteObject, media_type: str, filename: str
+    request: Request,
+    http: httpx.AsyncClient | None,
+    stored: RemoteObject,
+    span: tuple[int, int] | None,
+    media_type: str,
+    filename: str,
 ) -> Response:
-    """The object streamed from storage: one byte range at most (several are answered whole,
-    which HTTP allows), checked here first so a bad Range gets the same error as from disk."""
+    """The object streamed from storage, whole or one byte range (several ranges are answered
+    whole, which HTTP allows)."""
     headers = {"Accept-Ranges": "bytes", "Content-Type": media_type,
                "Content-Disposition": f'attachment; filename="{filename}"'}  # fmt: skip
-    span: tuple[int, int] | None = None
-    if http_range := request.headers.get("range"):
-        ranges = StoredFile.parse_range(http_range, stored.size)
-        span = ranges[0] if len(ranges) == 1 else None
     start, end = span or (0, stored.size)
     headers["Content-Length"] = str(end - start)
     status = 200
     if span is not None:
         status, headers["Content-Range"] = 206, f"bytes {start}-{end - 1}/{stored.size}"
-    if request.method == "HEAD":
+    if request.method == "HEAD" or http is None:
         return Response(status_code=status, headers=headers)
     upstream = http.build_request("GET", stored.url(60, False), headers={"Range": f"bytes={start}-{end - 1}"})
     try:
