@@ -127,7 +127,12 @@ def installable_copy(directory: Path, break_with: str = "") -> list[Path]:
         if path.suffix in (".service", ".target"):
             text = path.read_text().replace(INSTALLED_TAPEDECK, str(tapedeck))
             (directory / path.name).write_text(text.replace("[Service]\n", f"[Service]\n{break_with}\n"))
-    names = ["tapedeck-web.service", "tapedeck-worker@1.service", "tapedeck-deliver.service", "tapedeck.target"]
+    names = [
+        "tapedeck-web.service",
+        "tapedeck-worker@1.service",
+        "tapedeck-deliver.service",
+        "tapedeck.target",
+    ]
     return [directory / name for name in names]
 
 
