@@ -162,3 +162,13 @@ def series(tapedeck_local: TapedeckFactory) -> dict[str, list[dict[str, str]]]:
 def test_tapedeck_exposes_the_hpas_metric_with_its_labels(series: dict[str, list[dict[str, str]]]) -> None:
     name, labels = external_metric()
     assert any(labels.items() <= found.items() for found in series[name]), series.get(name)
+
+
+def test_prometheus_scrapes_the_web_service_with_the_namespace_label_the_adapter_matches() -> None:
+    (job,) = yaml.safe_load((ROOT / "deploy" / "prometheus" / "scrape.yml").read_text())["scrape_configs"]
+    service = find("Service", "tapedeck-web")
+    keep = next(r for r in job["relabel_configs"] if r.get("action") == "keep")
+    assert keep["regex"] == f"{service['metadata']['name']};{service['spec']['ports'][0]['name']}"
+    assert job["kubernetes_sd_configs"][0]["namespaces"]["names"] == [service["metadata"]["namespace"]]
+    assert job["metrics_path"] == "/metrics" and job["authorization"]["type"] == "Bearer"
+    assert "namespace" in {r.get("target_label") for r in job["relabel_configs"]}
