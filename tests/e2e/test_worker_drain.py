@@ -62,7 +62,8 @@ def stop(worker: subprocess.Popen[bytes], log: Path) -> int:
     except subprocess.TimeoutExpired:
         worker.kill()
         worker.wait()
-        raise AssertionError(f"the worker did not exit within {EXIT_DEADLINE_S}s: {log.read_text()[-3000:]}")
+        tail = log.read_text()[-3000:]
+        raise AssertionError(f"the worker did not exit within {EXIT_DEADLINE_S}s: {tail}") from None
 
 
 def artifacts(client: httpx.Client, task_id: str) -> list[dict[str, Any]]:
