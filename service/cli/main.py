@@ -108,11 +108,18 @@ def run_top(options: argparse.Namespace) -> int:
 
 
 def run_serve(options: argparse.Namespace) -> int:
+    import signal
+
     import uvicorn
 
     from service.cli.logs import log_config
 
     Settings.from_env()  # refuse to start on bad settings before uvicorn forks anything
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then raises the signal again against the
+    # handlers it found: the defaults would kill the process (-15) or raise KeyboardInterrupt
+    # after a clean stop. Handlers that do nothing make the stop asked for an exit 0.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: None)
     uvicorn.run(
         "service.web.app:app_from_env",
         factory=True,
