@@ -38,7 +38,9 @@ TapedeckError                     500
 └── SettingsError                       start-up only, never reaches HTTP
 
 Outside the tree, two programming or set-up errors that stop a process rather than answer anyone:
-`cli.redis_server.RedisServerNotFound` and `workers.jobs.NoRuntime` (both RuntimeError).
+`cli.redis_server.RedisServerNotFound` and `workers.jobs.NoRuntime` (both RuntimeError); and
+`Drained`, a BaseException like KeyboardInterrupt (no `except Exception` swallows it): raised into
+a download when its worker's drain runs out (workers/drain.py).
 """
 
 from __future__ import annotations
@@ -256,3 +258,8 @@ class SettingsError(TapedeckError):
     """Raised at start-up when the environment describes an unsafe or impossible configuration."""
 
     code = "bad_settings"
+
+
+class Drained(BaseException):
+    """Raised into a running download when its worker stops and WORKER_DRAIN_S has run out: the
+    download hands its lease back and ends (workers/drain.py)."""

@@ -73,6 +73,7 @@ class Settings:
     download_retry_max_s: float = 3_600.0
     download_lease_s: float = 60.0
     download_timeout_s: float = 30.0
+    worker_drain_s: float = 25.0
     poll_after_submit_s: float = 90.0
     poll_after_text_s: float = 120.0
     poll_after_first_s: float = 180.0
@@ -292,6 +293,7 @@ VARIABLES: Final[tuple[tuple[str, str, Cast], ...]] = (
     ("download_retry_max_s", "DOWNLOAD_RETRY_MAX_S", _float),
     ("download_lease_s", "DOWNLOAD_LEASE_S", _float),
     ("download_timeout_s", "DOWNLOAD_TIMEOUT_S", _float),
+    ("worker_drain_s", "WORKER_DRAIN_S", _float),
     ("poll_after_submit_s", "POLL_AFTER_SUBMIT_S", _float),
     ("poll_after_text_s", "POLL_AFTER_TEXT_S", _float),
     ("poll_after_first_s", "POLL_AFTER_FIRST_S", _float),

@@ -86,9 +86,11 @@ class Deliverer:
     metrics: MetricsStore | None = None  # where the sweep's count of files at risk is kept
     # Queues taken again while their send ran here, and the lease that take gave them.
     again: dict[tuple[str, str], int] = field(default_factory=dict)
+    leases: dict[tuple[str, str], int] = field(default_factory=dict)  # each send in flight's lease
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Fans out and delivers until `stop` is set, then lets the sends in flight finish."""
+        """Fans out and delivers until `stop` is set, then lets the sends in flight finish within
+        WORKER_DRAIN_S (the rest are handed back: `drain`)."""
         while not stop.is_set():
             try:
                 busy = await self.step()
@@ -104,12 +106,34 @@ class Deliverer:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.finished.wait(), IDLE_WAIT_S)
                 self.finished.clear()
-        await self.drain()
+        await self.drain(self.settings.worker_drain_s)
 
-    async def drain(self) -> None:
+    async def drain(self, within_s: float | None = None) -> None:
+        """Lets the sends in flight (and a sweep) finish, for `within_s` at most (None: however
+        long they take). A send still running then is cancelled and its queue handed back, due
+        now, so another deliverer sends it at once instead of when its lease ends. At least once,
+        as ever: a send cut off after its subscriber answered goes again, under the same id."""
         running = [*self.in_flight.values(), *([self.sweep] if self.sweep else [])]
-        if running:
-            await asyncio.gather(*running, return_exceptions=True)
+        if not running:
+            return
+        _, pending = await asyncio.wait(running, timeout=within_s)
+        if not pending:
+            return
+        cut = {key: self.leases[key] for key, task in self.in_flight.items() if task in pending}
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        by_lease: dict[int, list[tuple[str, str]]] = {}
+        for key, leased_until in cut.items():
+            by_lease.setdefault(leased_until, []).append(key)
+        try:
+            released = sum(
+                [await self.webhooks.release(q, until, self._now_ms()) for until, q in by_lease.items()]
+            )
+        except Exception as exc:  # Redis away: their leases bring them back instead
+            log.warning("the drain could not hand %d deliveries back (%r); their leases will", len(cut), exc)
+            return
+        log.warning("the drain ran out: %d sends cut off, %d queues handed back due now", len(cut), released)
 
     async def step(self) -> int:
         """One round: new events fanned out, due queues started. How much it did (0: idle)."""
@@ -219,6 +243,7 @@ class Deliverer:
             self.per_subscription[subscription_id] += 1
             task = asyncio.create_task(self._deliver_guarded(subscription_id, task_id))
             self.in_flight[subscription_id, task_id] = task
+            self.leases[subscription_id, task_id] = leased_until
             started += 1
         return started
 
@@ -229,6 +254,7 @@ class Deliverer:
             log.warning("delivery %s/%s not finished: %r", subscription_id, task_id, exc)
         finally:
             self.in_flight.pop((subscription_id, task_id), None)
+            self.leases.pop((subscription_id, task_id), None)
             self.per_subscription[subscription_id] -= 1
             if self.per_subscription[subscription_id] <= 0:
                 del self.per_subscription[subscription_id]

@@ -21,7 +21,15 @@ from service.core.lifecycle import expires_at, is_urgent
 from service.core.retry import Backoff
 from service.core.times import to_ms
 from service.core.url_policy import Policy, Resolver
-from service.errors import HostUnresolved, LeaseLost, Refused, StorageUnavailable, TransferFailed, UnsafeURL
+from service.errors import (
+    Drained,
+    HostUnresolved,
+    LeaseLost,
+    Refused,
+    StorageUnavailable,
+    TransferFailed,
+    UnsafeURL,
+)
 from service.settings import Settings
 from service.storage import EXPECTED_TYPE, Storage, Writer, extension, is_expected_type
 from service.storage.media import stored_name
@@ -87,6 +95,8 @@ def fetch_artifact(deps: Deps, task_id: str, name: str) -> str:
         return _expire(deps, lease, "past its upstream expiry before it could be stored")
     try:
         stored = already_published(deps, task_id, artifact) or transfer(deps, task_id, artifact, lease)
+    except Drained:
+        return release(deps, lease)
     except LeaseLost as exc:
         log.warning("download task_id=%s artifact=%s stopped: %s", task_id, name, exc)
         return "lost"
@@ -291,6 +301,22 @@ def _fresh_url(deps: Deps, task_id: str, family: str, name: str) -> str | None:
     except Exception as exc:  # a failed refresh must not lose the retry; the old URL is tried again
         log.warning("download task_id=%s artifact=%s could not refresh its URL: %s", task_id, name, exc)
         return None
+
+
+def release(deps: Deps, lease: Lease) -> str:
+    """Hands the download back at once, its worker stopping: waiting and due now, so another
+    worker's dispatcher queues it on its next sweep instead of when DOWNLOAD_LEASE_S runs out.
+    The part file stays, and the next worker resumes it with Range. Never raises for Redis
+    being away: the lease then runs out as if this worker had died."""
+    try:
+        released = deps.artifacts.release(lease.task_id, lease.name, to_ms(deps.clock()), lease.token)
+    except Exception as exc:
+        if not redis_is_away(exc):
+            raise
+        released = False
+    said = "released at once" if released else "not released (the lease is no longer ours)"
+    log.warning("download task_id=%s artifact=%s stopped by the drain: %s", lease.task_id, lease.name, said)
+    return "released" if released else "lost"
 
 
 def _expire(deps: Deps, lease: Lease, reason: str) -> str:

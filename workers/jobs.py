@@ -8,11 +8,15 @@ clients from the environment.
 
 from __future__ import annotations
 
+import logging
 import time
 
 from service.core.metrics import DOWNLOAD_SECONDS
+from service.errors import Drained
 from workers.downloads import fetch_artifact
 from workers.runtime import WorkerRuntime
+
+log = logging.getLogger("tapedeck.jobs")
 
 _bound: WorkerRuntime | None = None
 
@@ -40,7 +44,15 @@ def download(task_id: str, name: str) -> str:
     started, result = time.perf_counter(), "error"
     bound.note_job(f"download {task_id} {name}")
     try:
-        result = fetch_artifact(bound.downloads, task_id, name)
+        # The worker's drain may cut this short (workers/drain.py); the download then releases.
+        with bound.drain.interruptible():
+            result = fetch_artifact(bound.downloads, task_id, name)
+        return result
+    except Drained:  # it came before the transfer began or after it ended: the lease settles it
+        log.warning(
+            "download task_id=%s artifact=%s stopped by the drain outside its transfer", task_id, name
+        )
+        result = "drained"
         return result
     finally:
         bound.note_job(None)

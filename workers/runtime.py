@@ -22,7 +22,7 @@ import socket
 import time
 from collections.abc import Coroutine
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import httpx
@@ -40,6 +40,7 @@ from service.store.metrics import MetricsBuffer
 from service.store.tasks import TaskStore
 from service.upstream import upstream_clients
 from workers.downloads import Deps
+from workers.drain import Drain
 from workers.polls import Poller
 from workers.queues import Queues
 
@@ -59,6 +60,7 @@ class WorkerRuntime:
     resources: AsyncExitStack
     metrics: MetricsBuffer  # measured outside the scripts (downloads, upstream requests), per job
     keys: Keys
+    drain: Drain = field(default_factory=Drain)  # what SIGTERM gives the job running (worker.py)
 
     @classmethod
     def build(cls, settings: Settings, worker_id: str | None = None) -> WorkerRuntime:

@@ -6,6 +6,10 @@ budget per job; everything a job needs (httpx, the job modules, clients) is buil
 process's `WorkerRuntime`. Job timeouts are still enforced: SimpleWorker runs jobs in the main
 thread, where RQ's SIGALRM death penalty works. A worker killed mid-download stops renewing its
 artifact lease, and any worker's dispatcher requeues the download once the lease runs out.
+
+SIGTERM (or SIGINT) stops it cleanly: it takes no new job, lets the one running finish within
+WORKER_DRAIN_S, and then interrupts a download still running, which hands its lease back at once
+(workers/drain.py); a second signal does that at once.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import random
 import signal
 import threading
 import time
+from types import FrameType
+from typing import Any
 
 import redis
 from rq import SimpleWorker
@@ -27,6 +33,25 @@ from workers.runtime import WorkerRuntime
 log = logging.getLogger("tapedeck.worker")
 
 MAINTENANCE_INTERVAL_S = 60
+
+
+class DrainingWorker(SimpleWorker):
+    """RQ's SimpleWorker whose warm shutdown lasts WORKER_DRAIN_S at most (see workers/drain.py)."""
+
+    def __init__(self, *args: Any, runtime: WorkerRuntime, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.runtime = runtime
+
+    def handle_warm_shutdown_request(self) -> None:
+        super().handle_warm_shutdown_request()  # type: ignore[no-untyped-call]
+        self.runtime.drain.start(self.runtime.settings.worker_drain_s)
+
+    def request_force_stop(self, signum: int, frame: FrameType | None) -> None:
+        # A second signal ends the drain now; RQ's own cold stop (SystemExit mid-job, the lease
+        # left to run out) only when no download is there to hand back.
+        if not self.runtime.drain.is_interruptible:
+            super().request_force_stop(signum, frame)
+        self.runtime.drain.expire()
 
 
 def run(settings: Settings, burst: bool = False) -> int:
@@ -51,6 +76,7 @@ def work_forever(runtime: WorkerRuntime) -> None:
     off that way loses its lease, and the dispatcher queues it again.
     """
     stopping = threading.Event()
+    runtime.drain.install()
     dispatcher = threading.Thread(
         target=dispatch.run, args=(runtime, stopping), name="dispatcher", daemon=True
     )
@@ -62,15 +88,18 @@ def work_forever(runtime: WorkerRuntime) -> None:
                 signal.signal(signum, lambda *_: stopping.set())
             if not wait_for_redis(runtime, stopping):
                 return
-            worker = SimpleWorker(
+            worker = DrainingWorker(
                 runtime.queues.in_drain_order(),  # RQ takes from the first non-empty queue
                 connection=runtime.rq_connection,
                 maintenance_interval=MAINTENANCE_INTERVAL_S,
+                runtime=runtime,
             )
             try:
                 worker.work(with_scheduler=True, logging_level="INFO")
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 log.warning("worker: Redis failed under the worker (%s); starting again", type(exc).__name__)
+            finally:
+                runtime.drain.cancel()
             if is_stop_requested(worker):
                 return
     finally:

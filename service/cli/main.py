@@ -47,6 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
     # headers and bodies in front, where slow senders are best turned away).
     serve.add_argument("--limit-concurrency", type=int, default=1000, help="most connections at once")
     serve.add_argument("--timeout-keep-alive", type=int, default=5, help="seconds an idle connection stays")
+    # SIGTERM: uvicorn stops accepting at once and lets the requests in flight end; a callback is
+    # acked only once recorded, so one cut off at this bound was never acked (Kie sends it again).
+    # Above CALLBACK_BODY_TIMEOUT_S (10 s), below a platform's kill (Kubernetes: 30 s); an open
+    # event stream (/events/stream) holds the exit this long, then is cut.
+    serve.add_argument(
+        "--timeout-graceful-shutdown",
+        type=int,
+        default=20,
+        help="on SIGTERM, seconds the requests in flight may take to end before they are cut",
+    )
     serve.set_defaults(run=run_serve)
 
     dev = commands.add_parser("dev", help="run everything locally on an embedded Redis (make dev)")
@@ -98,11 +108,18 @@ def run_top(options: argparse.Namespace) -> int:
 
 
 def run_serve(options: argparse.Namespace) -> int:
+    import signal
+
     import uvicorn
 
     from service.cli.logs import log_config
 
     Settings.from_env()  # refuse to start on bad settings before uvicorn forks anything
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then raises the signal again against the
+    # handlers it found: the defaults would kill the process (-15) or raise KeyboardInterrupt
+    # after a clean stop. Handlers that do nothing make the stop asked for an exit 0.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: None)
     uvicorn.run(
         "service.web.app:app_from_env",
         factory=True,
@@ -114,6 +131,7 @@ def run_serve(options: argparse.Namespace) -> int:
         access_log=options.access_log,
         limit_concurrency=options.limit_concurrency,
         timeout_keep_alive=options.timeout_keep_alive,
+        timeout_graceful_shutdown=options.timeout_graceful_shutdown,
         log_config=log_config(),
         log_level="info",
     )

@@ -45,6 +45,14 @@ class ArtifactStore:
         value = json.dumps(fields | {"state": state})
         return self._change("update", task_id, name, now_ms, value, token).outcome == "ok"
 
+    def release(self, task_id: str, name: str, now_ms: int, token: str) -> bool:
+        """Hands a download back, waiting and due now, while the claim behind `token` is current
+        (a worker stopping mid-transfer); the part file stays for the next worker to resume.
+
+        False when the claim has already passed to another worker, or the download has ended.
+        """
+        return self._change("release", task_id, name, now_ms, "", token).outcome == "ok"
+
     def _change(self, mode: str, task_id: str, name: str, now_ms: int, value: str, worker: str) -> Claim:
         args = scripts.ARTIFACT.encode(
             prefix=self.keys.prefix,

@@ -83,6 +83,44 @@ def test_a_retry_waits_on_the_due_list_and_a_stored_file_leaves_it(redis_client:
     assert redis_client.zscore(due, "t1 audio-a") is None
 
 
+def test_a_released_download_is_due_now_and_another_worker_claims_it_at_once(
+    redis_client: redis.Redis,
+) -> None:
+    """A worker stopping mid-transfer hands its lease back: nobody waits for it to run out."""
+    store = put(redis_client, state="waiting")
+    claim = store.claim("t1", "audio-a", NOW, 600_000, "worker-a")
+    assert claim.artifact
+    assert store.release("t1", "audio-a", NOW + 1_000, claim.artifact["worker"])
+    record = store.artifact("t1", "audio-a")
+    assert record and (record["state"], record["next_try_at"], record["released_at"]) == (
+        "waiting",
+        NOW + 1_000,
+        NOW + 1_000,
+    )
+    assert "worker" not in record and "lease_until" not in record
+    assert redis_client.zscore(KEYS.downloads_due(), "t1 audio-a") == NOW + 1_000
+    assert store.claim("t1", "audio-a", NOW + 1_001, 600_000, "worker-b").outcome == "claimed"
+    assert not store.renew("t1", "audio-a", NOW + 1_002, 600_000, claim.artifact["worker"])
+
+
+@pytest.mark.parametrize(
+    ("record", "token"),
+    [
+        ({"state": "downloading", "worker": "worker-b#2", "lease_until": NOW + 60_000}, "worker-a#1"),
+        ({"state": "stored", "sha256": "ab"}, "worker-a#1"),
+        ({"state": "waiting", "next_try_at": NOW + 5_000}, "worker-a#1"),
+    ],
+)
+def test_a_release_by_a_worker_no_longer_holding_the_claim_writes_nothing(
+    redis_client: redis.Redis, record: dict[str, object], token: str
+) -> None:
+    store = put(redis_client, **record)
+    before = redis_client.hget(KEYS.artifacts("t1"), "audio-a")
+    assert not store.release("t1", "audio-a", NOW, token)
+    assert redis_client.hget(KEYS.artifacts("t1"), "audio-a") == before
+    assert redis_client.zscore(KEYS.downloads_due(), "t1 audio-a") is None
+
+
 @pytest.mark.parametrize("record", [{}, {"state": "archived"}, {"state": None}])
 def test_a_file_in_a_state_the_lifecycle_does_not_know_is_refused_untouched(
     redis_client: redis.Redis, record: dict[str, object]
@@ -95,7 +133,7 @@ def test_a_file_in_a_state_the_lifecycle_does_not_know_is_refused_untouched(
 
 
 @pytest.mark.parametrize("raw", ["{not json", "", "42", '"a string"', "[1, 2]"])
-@pytest.mark.parametrize("mode", ["claim", "renew", "finish"])
+@pytest.mark.parametrize("mode", ["claim", "renew", "finish", "release"])
 def test_an_unreadable_record_is_failed_with_what_it_held_never_a_script_error(
     redis_client: redis.Redis, raw: str, mode: str
 ) -> None:
@@ -106,6 +144,8 @@ def test_an_unreadable_record_is_failed_with_what_it_held_never_a_script_error(
         outcome = store.claim("t1", "audio-a", NOW, 60_000, "w").outcome
     elif mode == "renew":
         outcome = "renewed" if store.renew("t1", "audio-a", NOW, 60_000, "w#1") else "no"
+    elif mode == "release":
+        outcome = "released" if store.release("t1", "audio-a", NOW, "w#1") else "no"
     else:
         outcome = "finished" if store.finish("t1", "audio-a", NOW, "w#1", "stored") else "no"
     record = json.loads(redis_client.hget(KEYS.artifacts("t1"), "audio-a") or "null")

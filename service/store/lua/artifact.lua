@@ -2,6 +2,8 @@
 --   claim   value = lease ms: take the artifact for download, as CLAIMS decides
 --   renew   value = lease ms: extend the lease of a download in progress
 --   update  value = JSON fields to merge; its `state` must be one FINISHES allows
+--   release value = unused: a worker stopping mid-download hands the file back, waiting and due
+--           now, so another worker takes it at once instead of when the lease runs out
 -- `worker` is the claim's token: renew and update refuse a caller whose claim is no longer current.
 -- Returns {'claimed'|'ok', artifact JSON, task created_at, task family} or
 -- {'missing'|'done'|'busy'|'early'|'lost'|'refused', state}. Every check precedes every write.
@@ -56,6 +58,14 @@ elseif mode == 'renew' then
   if not holds then return {'lost', state} end
   artifact.lease_until = now + tonumber(A.value)
   redis.call('ZADD', due, artifact.lease_until, member)
+elseif mode == 'release' then
+  -- Only the claim's own holder: a lease that has already passed to another worker stays theirs.
+  if not holds then return {'lost', state} end
+  artifact.state, artifact.next_try_at, artifact.released_at = 'waiting', now, now
+  artifact.lease_until, artifact.worker = nil, nil
+  redis.call('ZADD', due, now, member)  -- the next sweep of any dispatcher queues it again
+elseif mode ~= 'update' then
+  return {'refused', state}
 else
   if not holds then return {'lost', state} end
   local read, fields = pcall(cjson.decode, A.value)
@@ -95,7 +105,7 @@ else
 end
 local encoded = cjson.encode(artifact)
 redis.call('HSET', key, name, encoded)
-if mode == 'update' then reindex_archive(task_id) end  -- a claim or renew leaves the summary as it was
+if mode == 'update' or mode == 'release' then reindex_archive(task_id) end  -- a claim or renew leaves it
 if mode == 'update' and SETTLED[artifact.state] then tell_archive(task_id, now, A.events_max) end
 local task = redis.call('HMGET', key_task(prefix, task_id), 'created_at', 'family')
 return {mode == 'claim' and 'claimed' or 'ok', encoded, task[1] or '', task[2] or ''}
