@@ -105,7 +105,7 @@ class Replicated:
 
 def is_linked(replica: RedisServer) -> bool:
     with redis.Redis(port=replica.port, decode_responses=True) as client:
-        return client.info("replication").get("master_link_status") == "up"
+        return bool(client.info("replication").get("master_link_status") == "up")
 
 
 @contextmanager
