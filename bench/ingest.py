@@ -15,6 +15,11 @@ overview's script behaves: the event stream followed, /ops/summary fetched after
 every 0.3 s, its debounce), and /metrics scraped every second as Prometheus would.
 Target (issue 12): ingest with them >= 0.90 x ingest without.
 
+With --with-replica the Redis gets a replica and another variant runs Tapedeck with
+REDIS_ACK_REPLICAS=1 (each batch of callbacks acked only once WAIT confirms it on the replica);
+`ingest` then runs beside the same replica with REDIS_ACK_REPLICAS=0, so the ratio between the two,
+measured in the same rounds, is the cost of the ack promise (issue 13).
+
 Target (issue #2): ingest >= 0.30 x the bare endpoint's req/s, p99 <= 10 ms at 16 connections.
 """
 
@@ -101,6 +106,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument(
+        "--with-replica",
+        action="store_true",
+        help="give Redis a replica and also measure ingest with REDIS_ACK_REPLICAS=1 (WAIT)",
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
@@ -123,6 +133,12 @@ def main() -> int:
         env = dict(os.environ, REDIS_URL=server.url, PYTHONPATH=str(HERE.parent))
         results: dict[str, list[Run]] = {"bare": [], "ingest": []}
         variants = [("bare", "bare_app:app", False), ("ingest", "service.web.app:app_from_env", True)]
+        replica: RedisServer | None = None
+        if options.with_replica:
+            replica = RedisServer(Path(tmp) / "replica", appendonly=True, replica_of=server.port)
+            replica.start()
+            results["ingest+ack1"] = []
+            variants.append(("ingest+ack1", "service.web.app:app_from_env", True))
         watched: list[int] = []
         if options.with_dashboard:
             results["ingest+dashboard"] = []
@@ -138,7 +154,8 @@ def main() -> int:
         try:
             for _ in range(options.rounds):
                 for name, app, factory in variants:
-                    process, url = start_uvicorn(app, env, factory, options.workers)
+                    acks = {"REDIS_ACK_REPLICAS": "1"} if name == "ingest+ack1" else {}
+                    process, url = start_uvicorn(app, env | acks, factory, options.workers)
                     deliverer = start_deliverer(env) if name == "ingest+deliveries" else None
                     watcher = Dashboard(url) if name == "ingest+dashboard" else None
                     try:
@@ -161,6 +178,8 @@ def main() -> int:
             if receiver is not None:
                 receiver.terminate()
                 receiver.wait()
+            if replica is not None:
+                replica.stop()
         stored = redis.Redis.from_url(server.url).zcard("td:index:all")
     if watched:
         print(f"dashboard requests during the measured rounds: {sum(watched)} ({watched})")
@@ -256,6 +275,11 @@ def report(results: dict[str, list[Run]], options: argparse.Namespace, stored: i
     if "ingest+deliveries" in results:
         with_them = median("ingest+deliveries", "rps") / median("ingest", "rps")
         print(f"ingest while delivering / ingest alone: {with_them:.2f} (target >= 0.90)")
+    if "ingest+ack1" in results:
+        waited = median("ingest+ack1", "rps") / median("ingest", "rps")
+        p99_waited = median("ingest+ack1", "p99_ms")
+        print(f"ingest acked on 1 replica (WAIT) / acked on the primary, both with the replica: {waited:.2f} "
+              f"req/s; p99 {p99_waited:.2f} ms vs {p99:.2f} ms")  # fmt: skip
     print(f"tasks stored in Redis: {stored}")
 
 

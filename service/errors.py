@@ -27,6 +27,7 @@ TapedeckError                     500
 │   └── UnsafeURL                       the download URL policy refused a URL
 │       └── HostUnresolved              ...because its host does not resolve now (may pass)
 ├── StoreUnavailable              503
+│   └── NotReplicated                   written, but not yet on REDIS_ACK_REPLICAS replicas: not acked
 ├── StorageUnavailable            503   the object store failed or is unreachable
 ├── UpstreamError                 502   Kie or sseedance, mapped at the client boundary
 │   ├── UpstreamRejected          per refusal (402, 409, 422, 502)
@@ -198,6 +199,14 @@ class Conflict(TapedeckError):
 class StoreUnavailable(TapedeckError):
     status_code = 503
     code = "store_unavailable"
+
+
+class NotReplicated(StoreUnavailable):
+    """Raised when an event was written but fewer replicas than REDIS_ACK_REPLICAS confirmed it in
+    time: a failover now could lose it, so it is not acknowledged (the sender's retry is a safe
+    duplicate)."""
+
+    code = "not_replicated"
 
 
 class StorageUnavailable(TapedeckError):

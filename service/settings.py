@@ -22,8 +22,28 @@ MIB = 1024 * 1024
 
 
 @dataclass(frozen=True)
+class RedisLocation:
+    """Where Redis is, and what a client needs to reach it: built from Settings at the entry point
+    and handed to `store.connection`, so nothing below reads settings for it.
+
+    With `sentinels`, the primary's address comes from them (and follows a failover); `url` then
+    gives only the database, username and password of the primary.
+    """
+
+    url: str
+    sentinels: tuple[tuple[str, int], ...] = ()
+    sentinel_master: str = "tapedeck"
+    sentinel_password: Secret | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
 class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str = "tapedeck"
+    redis_sentinel_password: Secret | None = field(default=None, repr=False)
+    redis_ack_replicas: int = 0
+    redis_ack_timeout_ms: int = 1000
     redis_prefix: str = "td"
     env: str = "development"
     kie_webhook_hmac_key: Secret | None = field(default=None, repr=False)
@@ -102,6 +122,12 @@ class Settings:
         )
 
     @property
+    def redis(self) -> RedisLocation:
+        return RedisLocation(
+            self.redis_url, self.redis_sentinels, self.redis_sentinel_master, self.redis_sentinel_password
+        )
+
+    @property
     def is_production(self) -> bool:
         return self.env == "production"
 
@@ -125,6 +151,7 @@ class Settings:
         return Policy.any_public_host(self.webhook_allowed_networks, "WEBHOOK_ALLOWED_NETWORKS")
 
     def check(self) -> None:
+        self._check_redis()
         if self.env not in ("development", "test", "production"):
             raise SettingsError(f"TAPEDECK_ENV must be development, test or production, not {self.env!r}")
         if self.is_production and not (self.kie_webhook_hmac_key or self.callback_token):
@@ -176,6 +203,20 @@ class Settings:
             raise SettingsError("S3_PART_BYTES must be at least 5242880 (S3 refuses smaller parts)")
         if self.files_presign_s > 7 * 86_400:
             raise SettingsError("FILES_PRESIGN_S must be at most 604800 (S3 signs for a week at most)")
+
+    def _check_redis(self) -> None:
+        if not self.redis_sentinels:
+            return
+        if not self.redis_sentinel_master:
+            raise SettingsError("REDIS_SENTINEL_MASTER must name the primary the sentinels watch")
+        if not self.redis_url.startswith("redis://"):
+            # The sentinels give a host and port; TLS and unix sockets to the primary are not
+            # built for them yet (redis-py's sentinel pool would quietly drop them).
+            raise SettingsError(
+                "with REDIS_SENTINELS, REDIS_URL must be a redis:// URL (it gives the database and "
+                f"credentials; rediss:// and unix sockets are not supported with sentinels), got "
+                f"{self.redis_url.split('://', 1)[0]}://"
+            )
 
 
 Cast = Callable[[str, str, Any], Any]
@@ -229,6 +270,29 @@ def _flag(variable: str, raw: str, default: Any) -> bool:
     return raw == "1"
 
 
+def _count(variable: str, raw: str, default: Any) -> int:
+    """A whole number, 0 or more."""
+    if raw == "":
+        return int(default)
+    if not re.fullmatch(r"\d{1,6}", raw.strip()):
+        raise SettingsError(f"{variable} must be a whole number, 0 or more, got {raw!r}")
+    return int(raw)
+
+
+def _addresses(variable: str, raw: str, default: Any) -> tuple[tuple[str, int], ...]:
+    """`host:port,host:port` (an IPv6 host in brackets: `[::1]:26379`)."""
+    found = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        address = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^:\s\[\]]+):(\d{1,5})", part)
+        port = int(address.group(2) or address.group(4)) if address else 0
+        if address is None or not 0 < port < 65536:
+            raise SettingsError(f"{variable} must be host:port entries separated by commas, got {part!r}")
+        found.append((address.group(1) or address.group(3), port))
+    return tuple(found)
+
+
 def _niceness(variable: str, raw: str, default: Any) -> int:
     """0 (as the parent) to 19 (only when nothing else wants the CPU)."""
     if raw == "":
@@ -245,6 +309,11 @@ _int, _float = _positive(int), _positive(float)
 # documents each).
 VARIABLES: Final[tuple[tuple[str, str, Cast], ...]] = (
     ("redis_url", "REDIS_URL", _text),
+    ("redis_sentinels", "REDIS_SENTINELS", _addresses),
+    ("redis_sentinel_master", "REDIS_SENTINEL_MASTER", _text),
+    ("redis_sentinel_password", "REDIS_SENTINEL_PASSWORD", _secret),
+    ("redis_ack_replicas", "REDIS_ACK_REPLICAS", _count),
+    ("redis_ack_timeout_ms", "REDIS_ACK_TIMEOUT_MS", _int),
     ("redis_prefix", "TAPEDECK_REDIS_PREFIX", _text),
     ("env", "TAPEDECK_ENV", _text),
     ("kie_webhook_hmac_key", "KIE_WEBHOOK_HMAC_KEY", _secret),

@@ -107,3 +107,50 @@ def test_every_variable_is_documented_in_env_example_and_the_readme() -> None:
     example, readme = (root / "deploy/env.example").read_text(), (root / "README.md").read_text()
     assert [v for _, v, _ in VARIABLES if f"\n{v}=" not in example] == []
     assert [v for _, v, _ in VARIABLES if f"`{v}`" not in readme and f"{v}`" not in readme] == []
+
+
+def test_sentinels_are_read_as_addresses_and_travel_with_the_url() -> None:
+    env = {
+        "REDIS_URL": "redis://:pw@ignored:1/3",
+        "REDIS_SENTINELS": "s1:26379, [::1]:26380,10.0.0.3:26381",
+        "REDIS_SENTINEL_MASTER": "main",
+        "REDIS_SENTINEL_PASSWORD": "sentinel-secret",
+    }
+    where = Settings.from_env(env).redis
+    assert (where.url, where.sentinels, where.sentinel_master) == (
+        "redis://:pw@ignored:1/3",
+        (("s1", 26379), ("::1", 26380), ("10.0.0.3", 26381)),
+        "main",
+    )
+    assert str(where.sentinel_password) == "sentinel-secret"
+    assert "sentinel-secret" not in repr(where) and "sentinel-secret" not in repr(Settings.from_env(env))
+
+
+def test_without_sentinels_redis_is_the_url_alone() -> None:
+    where = Settings.from_env({"REDIS_SENTINELS": ""}).redis
+    assert (where.url, where.sentinels) == ("redis://127.0.0.1:6379/0", ())
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"REDIS_SENTINELS": "s1"}, "REDIS_SENTINELS must be host:port entries.*'s1'"),
+        ({"REDIS_SENTINELS": "s1:26379,s2:port"}, "REDIS_SENTINELS must be host:port.*'s2:port'"),
+        ({"REDIS_SENTINELS": "s1:0"}, "REDIS_SENTINELS"),
+        ({"REDIS_SENTINELS": "s1:70000"}, "REDIS_SENTINELS"),
+        ({"REDIS_SENTINELS": "::1:26379"}, "REDIS_SENTINELS"),
+        ({"REDIS_SENTINELS": "s1:26379", "REDIS_SENTINEL_MASTER": ""}, "REDIS_SENTINEL_MASTER"),
+        ({"REDIS_SENTINELS": "s1:26379", "REDIS_URL": "rediss://h:6380/0"}, "REDIS_URL must be a redis://"),
+        ({"REDIS_ACK_REPLICAS": "-1"}, "REDIS_ACK_REPLICAS must be a whole number, 0 or more"),
+        ({"REDIS_ACK_REPLICAS": "one"}, "REDIS_ACK_REPLICAS"),
+        ({"REDIS_ACK_TIMEOUT_MS": "0"}, "REDIS_ACK_TIMEOUT_MS must be a positive"),
+    ],
+)
+def test_bad_redis_high_availability_values_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env(env)
+
+
+@pytest.mark.parametrize(("raw", "replicas"), [("", 0), ("0", 0), ("2", 2)])
+def test_ack_replicas_default_to_none(raw: str, replicas: int) -> None:
+    assert Settings.from_env({"REDIS_ACK_REPLICAS": raw}).redis_ack_replicas == replicas

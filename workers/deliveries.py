@@ -410,7 +410,7 @@ def run(settings: Settings) -> int:
 
 
 async def _serve(settings: Settings) -> int:
-    client = connect(settings.redis_url)
+    client = connect(settings.redis)
     keys = Keys(settings.redis_prefix)
     limits = httpx.Limits(max_connections=settings.webhook_concurrency, max_keepalive_connections=20)
     # Redirects are never followed (a 3xx is a failure); the timeout is the whole attempt's.

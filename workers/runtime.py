@@ -64,8 +64,8 @@ class WorkerRuntime:
 
     @classmethod
     def build(cls, settings: Settings, worker_id: str | None = None) -> WorkerRuntime:
-        client = connect_sync(settings.redis_url)
-        rq_connection = connect_rq(settings.redis_url)
+        client = connect_sync(settings.redis)
+        rq_connection = connect_rq(settings.redis)
         keys = Keys(settings.redis_prefix)
         artifacts = ArtifactStore(
             client, keys, events_max=settings.event_log_max_entries, history_max=settings.history_max_entries
@@ -155,7 +155,7 @@ async def _build_poller(
     by the due list's backoff instead.
     """
     resources = AsyncExitStack()
-    client = connect(settings.redis_url)
+    client = connect(settings.redis)
     resources.push_async_callback(client.aclose)
     clients = upstream_clients(settings, None, max_attempts=1, metrics=measured)
     kie, sseedance = await resources.enter_async_context(clients)

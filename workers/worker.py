@@ -98,6 +98,14 @@ def work_forever(runtime: WorkerRuntime) -> None:
                 worker.work(with_scheduler=True, logging_level="INFO")
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 log.warning("worker: Redis failed under the worker (%s); starting again", type(exc).__name__)
+            except redis.RedisError as exc:
+                # A failover can hand RQ's transactions a half-read answer (a lagging sentinel
+                # still names the old primary, back as a replica: READONLY mid-MULTI), which
+                # redis-py reports as a ResponseError. Like a dead connection, it is Redis's
+                # state, not the job's: start again, a moment later so a lasting fault is no spin.
+                log.warning("worker: Redis failed under the worker (%s: %s); starting again",
+                            type(exc).__name__, exc)  # fmt: skip
+                stopping.wait(1.0)
             finally:
                 runtime.drain.cancel()
             if is_stop_requested(worker):

@@ -16,7 +16,7 @@ from service.web.views import raw_entry_view
 
 
 async def run(settings: Settings, options: argparse.Namespace) -> int:
-    client = connect(settings.redis_url)
+    client = connect(settings.redis)
     store = TaskStore.from_settings(client, settings)
     try:
         if options.action == "list":

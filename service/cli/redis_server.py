@@ -43,7 +43,7 @@ class RedisServer:
     """Start `redis-server` on 127.0.0.1 and stop it on exit.
 
     `appendonly=True` gives the durability the system of record needs (dev, benchmarks);
-    tests run without persistence.
+    tests run without persistence. `replica_of` (a port on 127.0.0.1) starts it as a replica.
     """
 
     def __init__(
@@ -52,11 +52,13 @@ class RedisServer:
         port: int | None = None,
         appendonly: bool = False,
         binary: str | None = None,
+        replica_of: int | None = None,
     ) -> None:
         self.data_dir = data_dir.resolve()
         self.port = port or free_port()
         self.appendonly = appendonly
         self.binary = binary or find_redis_server()
+        self.replica_of = replica_of
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -84,6 +86,8 @@ class RedisServer:
             "--logfile",
             str(self.data_dir / "redis.log"),
         ]
+        if self.replica_of is not None:
+            args += ["--replicaof", "127.0.0.1", str(self.replica_of)]
         # Its own session: a terminal's Ctrl-C must not stop Redis before the processes using it.
         self.process = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True

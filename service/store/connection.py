@@ -1,5 +1,12 @@
-"""Every Redis client Tapedeck uses, built here from a URL: async for the web app and polls,
-sync for the download jobs, and the bytes client RQ needs."""
+"""Every Redis client Tapedeck uses, built here from where Redis is (a `RedisLocation`, or a bare
+URL in tests and benchmarks): async for the web app and polls, sync for the download jobs, and the
+bytes client RQ needs.
+
+With sentinels, each client asks them for the primary's address whenever it opens a connection.
+A failover breaks the connections to the old primary (or the old primary, demoted, answers
+READONLY, which redis-py's sentinel connection turns into a disconnect): the command is retried
+like any dead connection, and its new connection goes to the primary the sentinels name now.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,9 @@ from typing import Any
 import hiredis
 import redis
 import redis.asyncio as aioredis
-from redis.asyncio.connection import Connection
+import redis.asyncio.sentinel as aiosentinel
+import redis.sentinel
+from redis.asyncio.connection import Connection, parse_url
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import (
@@ -25,12 +34,15 @@ from redis.exceptions import (
 from redis.retry import Retry
 
 from service.errors import StoreUnavailable
+from service.settings import RedisLocation
 
 RETRIES = 3  # ~0.05 + 0.1 + 0.2 s: a restart's stale connections, not an outage
 HEALTH_CHECK_S = 30  # a connection idle this long is checked before it is used
 # A Redis that does not answer (a blackholed address) must not hold a worker for ever: no command
 # these clients send blocks for long (RQ's blocking pops use their own client).
 SOCKET_TIMEOUT_S, CONNECT_TIMEOUT_S = 5.0, 3.0
+# A sentinel that does not answer is passed over for the next one: it must not hold a connect long.
+SENTINEL_TIMEOUT_S = 1.0
 
 # What "Redis is away" looks like to code outside the store, which never imports redis itself.
 STORE_ERRORS: tuple[type[Exception], ...] = (RedisError, StoreUnavailable)
@@ -72,32 +84,71 @@ class HiredisPackingConnection(Connection):
         return [hiredis.pack_command(args)]
 
 
-def connect(url: str) -> aioredis.Redis:
+class SentinelHiredisConnection(aiosentinel.SentinelManagedConnection, HiredisPackingConnection):
+    """The async sentinel connection (the primary's address asked of the sentinels, READONLY taken
+    for a failover) that packs with hiredis like HiredisPackingConnection."""
+
+
+class SentinelPool(aiosentinel.SentinelConnectionPool):
+    """The async sentinel pool, closing its sentinel clients with itself: the client owns both."""
+
+    async def aclose(self) -> None:
+        try:
+            await super().aclose()
+        finally:
+            await self.sentinel_manager.aclose()
+
+
+class SyncSentinelPool(redis.sentinel.SentinelConnectionPool):
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.sentinel_manager.close()
+
+
+def connect(where: RedisLocation | str) -> aioredis.Redis:
     """The async client (strings decoded); it owns its pool, so `aclose()` disconnects it.
 
-    A command that meets a dead connection (a pooled one from before Redis restarted) is sent
-    again on a fresh one, a few times with backoff. That is safe because every write that could
-    count twice is idempotent: each delivery of an event carries its own id (transition.lua).
+    A command that meets a dead connection (a pooled one from before Redis restarted, or failed
+    over) is sent again on a fresh one, a few times with backoff. That is safe because every write
+    that could count twice is idempotent: each delivery of an event carries its own id
+    (transition.lua).
     """
-    pool = aioredis.ConnectionPool.from_url(
-        url,
-        decode_responses=True,
-        connection_class=HiredisPackingConnection,
-        retry=AsyncRetry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), RETRIES),
-        retry_on_error=[ConnectionError, TimeoutError],
-        health_check_interval=HEALTH_CHECK_S,
+    where = _location(where)
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "retry": AsyncRetry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), RETRIES),
+        "retry_on_error": [ConnectionError, TimeoutError],
+        "health_check_interval": HEALTH_CHECK_S,
         # No read timeout here: it costs every command on the callback path a timer; a Redis that
         # does not answer at all is caught by the connect timeout and the health checks instead.
-        socket_connect_timeout=CONNECT_TIMEOUT_S,
-    )
+        "socket_connect_timeout": CONNECT_TIMEOUT_S,
+    }
+    if where.sentinels:
+        # redis-py's sentinel module is not annotated: hence the ignores.
+        sentinels = aiosentinel.Sentinel(  # type: ignore[no-untyped-call]
+            where.sentinels, sentinel_kwargs=_sentinel_options(where)
+        )
+        pool: aioredis.ConnectionPool = SentinelPool(  # type: ignore[no-untyped-call]
+            where.sentinel_master,
+            sentinels,
+            connection_class=SentinelHiredisConnection,
+            **_credentials(where.url),
+            **options,
+        )
+    else:
+        pool = aioredis.ConnectionPool.from_url(
+            where.url, connection_class=HiredisPackingConnection, **options
+        )
     return aioredis.Redis.from_pool(pool)
 
 
-def connect_sync(url: str) -> redis.Redis:
+def connect_sync(where: RedisLocation | str) -> redis.Redis:
     """The sync client of the download jobs and the dispatcher (strings decoded), retrying on a
     dead connection like the async one (its scripts are idempotent per claim token)."""
-    return redis.Redis.from_url(
-        url,
+    return _sync(
+        _location(where),
         decode_responses=True,
         retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), RETRIES),
         retry_on_error=[ConnectionError, TimeoutError],
@@ -107,6 +158,40 @@ def connect_sync(url: str) -> redis.Redis:
     )
 
 
-def connect_rq(url: str) -> redis.Redis:
-    """RQ's client: RQ stores pickles and needs bytes, so responses are not decoded."""
-    return redis.Redis.from_url(url)
+def connect_rq(where: RedisLocation | str) -> redis.Redis:
+    """RQ's client: RQ stores pickles and needs bytes, so responses are not decoded. RQ's worker
+    opens its connections through this client's pool, so with sentinels it follows a failover too
+    (the worker loop starts a new RQ worker when the old one dies of a dead connection)."""
+    return _sync(_location(where))
+
+
+def _sync(where: RedisLocation, **options: Any) -> redis.Redis:
+    if not where.sentinels:
+        return redis.Redis.from_url(where.url, **options)
+    sentinels = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+        where.sentinels, sentinel_kwargs=_sentinel_options(where)
+    )
+    pool = SyncSentinelPool(  # type: ignore[no-untyped-call]
+        where.sentinel_master, sentinels, **_credentials(where.url), **options
+    )
+    return redis.Redis.from_pool(pool)
+
+
+def _location(where: RedisLocation | str) -> RedisLocation:
+    return RedisLocation(where) if isinstance(where, str) else where
+
+
+def _credentials(url: str) -> dict[str, Any]:
+    """What REDIS_URL still says when the sentinels give the address: database and credentials."""
+    parsed: dict[str, Any] = dict(parse_url(url))
+    return {k: parsed[k] for k in ("db", "username", "password") if parsed.get(k) is not None}
+
+
+def _sentinel_options(where: RedisLocation) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "socket_timeout": SENTINEL_TIMEOUT_S,
+        "socket_connect_timeout": SENTINEL_TIMEOUT_S,
+    }
+    if where.sentinel_password is not None:
+        options["password"] = str(where.sentinel_password)
+    return options

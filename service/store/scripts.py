@@ -419,6 +419,30 @@ async def call(client: aioredis.Redis, script: Script, args: Args) -> Any:
         return await client.evalsha(script.sha, 0, *args)
 
 
+async def call_replicated(
+    client: aioredis.Redis, script: Script, args: Args, replicas: int, timeout_ms: int
+) -> tuple[Any, int]:
+    """EVALSHA then `WAIT replicas timeout_ms`: the script's reply, and how many replicas have
+    every write of the connection that ran it (so the script's too) within the timeout.
+
+    WAIT counts only the writes of its own connection, so both go in one pipeline, which holds
+    one connection for the two (and is sent again whole on a fresh one if it dies). A Redis that
+    has forgotten the script (a restart, a promoted replica) answers NOSCRIPT and the WAIT
+    after it waits for nothing of ours: the script is loaded and the pair sent again."""
+    for attempt in range(2):
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.evalsha(script.sha, 0, *args)
+            pipe.wait(replicas, timeout_ms)
+            reply, acked = await pipe.execute(raise_on_error=False)
+        if attempt or not isinstance(reply, NoScriptError):
+            break
+        await client.script_load(script.source)
+    for answer in (reply, acked):
+        if isinstance(answer, Exception):
+            raise answer
+    return reply, int(acked)
+
+
 def call_sync(client: redis.Redis, script: Script, args: Args) -> Any:
     try:
         return client.evalsha(script.sha, 0, *args)

@@ -25,7 +25,7 @@ from redis.exceptions import (
 from service.core import metrics
 from service.core.events import Event
 from service.core.lifecycle import Source, Status
-from service.errors import EventRefused, SignatureError, StoreUnavailable
+from service.errors import EventRefused, NotReplicated, SignatureError, StoreUnavailable
 from service.settings import Settings
 from service.store import scripts
 from service.store.connection import is_unavailable
@@ -38,11 +38,19 @@ class EventBatcher:
 
     The Python client, not Redis, limits callback throughput (shared/performance-notes.md):
     callers that arrive while the loop is busy share one script call and one round trip.
+
+    With `ack_replicas`, the batch is answered only once that many replicas have its writes
+    (WAIT, in the same round trip); when fewer confirm within `ack_timeout_ms`, every event of it
+    gets NotReplicated (written, not acknowledged: its sender's retry is a duplicate).
     """
 
-    def __init__(self, client: aioredis.Redis, head: Args) -> None:
+    def __init__(
+        self, client: aioredis.Redis, head: Args, ack_replicas: int = 0, ack_timeout_ms: int = 1000
+    ) -> None:
         self.client = client
         self.head = head
+        self.ack_replicas = ack_replicas
+        self.ack_timeout_ms = ack_timeout_ms
         self.pending: list[tuple[Args, asyncio.Future[list[Any]]]] = []
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -65,7 +73,7 @@ class EventBatcher:
         for event_args, _ in batch:
             args += event_args
         try:
-            replies = cast(list[Any], await scripts.call(self.client, scripts.TRANSITION, args))
+            replies = cast(list[Any], await self._call(args))
         except ResponseError as exc:
             if is_unavailable(exc):  # Redis cannot take writes now (full, a replica, busy): all wait
                 _settle(batch, exception=exc)
@@ -82,6 +90,22 @@ class EventBatcher:
         for (_, future), reply in zip(batch, replies, strict=True):
             if not future.done():
                 future.set_result(reply)
+
+    async def _call(self, args: Args) -> Any:
+        if not self.ack_replicas:
+            return await scripts.call(self.client, scripts.TRANSITION, args)
+        replies, acked = await scripts.call_replicated(
+            self.client, scripts.TRANSITION, args, self.ack_replicas, self.ack_timeout_ms
+        )
+        if acked < self.ack_replicas:
+            # Every outcome wrote something (history, raw log), a duplicate's too: acknowledged,
+            # a failover now would lose a callback Kie was told we have.
+            raise NotReplicated(
+                f"the callback is written but only {acked} of {self.ack_replicas} replicas confirmed "
+                f"it within {self.ack_timeout_ms} ms (REDIS_ACK_REPLICAS); send it again",
+                headers={"Retry-After": "1"},
+            )
+        return replies
 
     async def _isolate(self, batch: list[tuple[Args, asyncio.Future[list[Any]]]], exc: Exception) -> None:
         """The script refused the batch in its checks, which come before any write (or an argument
@@ -128,6 +152,8 @@ class TaskStore:
         raw_log_max: int = 10_000,
         poll_deadlines_ms: tuple[int, int, int] = (90_000, 120_000, 180_000),
         events_max: int = 200_000,
+        ack_replicas: int = 0,
+        ack_timeout_ms: int = 1000,
     ) -> None:
         self.client = client
         self.keys = keys
@@ -144,11 +170,17 @@ class TaskStore:
             poll_after_text=text,
             poll_after_first=first,
         )
-        self._transition = EventBatcher(client, head)
+        self._transition = EventBatcher(client, head, ack_replicas, ack_timeout_ms)
 
     @classmethod
-    def from_settings(cls, client: aioredis.Redis, settings: Settings) -> TaskStore:
-        """The one way every process builds its task store, so none drifts from the settings."""
+    def from_settings(
+        cls, client: aioredis.Redis, settings: Settings, acknowledges: bool = False
+    ) -> TaskStore:
+        """The one way every process builds its task store, so none drifts from the settings.
+
+        `acknowledges`: the store answers senders who were promised what it wrote (the web app's
+        callbacks), so an event waits for REDIS_ACK_REPLICAS replicas. A worker's polls tell no
+        one and are asked again if a failover loses them: they do not wait."""
         return cls(
             client,
             Keys(settings.redis_prefix),
@@ -156,6 +188,8 @@ class TaskStore:
             raw_log_max=settings.raw_log_max_entries,
             poll_deadlines_ms=settings.poll_deadlines_ms,
             events_max=settings.event_log_max_entries,
+            ack_replicas=settings.redis_ack_replicas if acknowledges else 0,
+            ack_timeout_ms=settings.redis_ack_timeout_ms,
         )
 
     async def apply_event(
@@ -167,9 +201,10 @@ class TaskStore:
         submission_id: str = "",
         signature: SeenSignature | None = None,
     ) -> Applied:
-        """Raises StoreUnavailable when Redis cannot be reached (the caller answers 503),
-        EventRefused when the script's checks refuse the event, or SignatureError when its
-        signature was seen with another body (in both, nothing was written)."""
+        """Raises StoreUnavailable when Redis cannot be reached (the caller answers 503), or its
+        NotReplicated when the event is written but not yet on enough replicas; EventRefused when
+        the script's checks refuse the event, or SignatureError when its signature was seen with
+        another body (in both, nothing was written)."""
         args = scripts.encode_event(event, source, now_ms, raw, submission_id, signature)
         try:
             reply = await self._transition(args)

@@ -79,8 +79,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        client = connect(settings.redis_url)
-        tasks = TaskStore.from_settings(client, settings)
+        client = connect(settings.redis)
+        tasks = TaskStore.from_settings(client, settings, acknowledges=True)
 
         def create_budget(name: str) -> CreateLimiter:
             keys = Keys(settings.redis_prefix)

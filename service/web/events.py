@@ -93,7 +93,7 @@ async def stream_events(request: Request) -> StreamingResponse:
     after = parse_cursor(resume, "Last-Event-ID") if resume else None
     # A blocking read holds its connection: each stream has a client of its own.
     position = after or await EventLog(ctx.tasks.client, ctx.tasks.keys).last_id() or "0-0"
-    client = connect(ctx.settings.redis_url)
+    client = connect(ctx.settings.redis)
     log = EventLog(client, ctx.tasks.keys)
 
     async def frames() -> AsyncIterator[bytes]:

@@ -109,6 +109,10 @@ local function apply(e)
   if e.event_id ~= '' and last_id == e.event_id and last_reply then
     -- The same delivery again: the client re-sent a call whose reply it lost. The task keeps
     -- its last delivery's id and reply, so it answers again and writes nothing twice.
+    -- It still writes one unchanging field: the call may come on a new connection, and WAIT
+    -- (REDIS_ACK_REPLICAS) waits only for its own connection's writes, which now reach past the
+    -- first call's.
+    redis.call('HSET', task_key, 'last_event_id', e.event_id)
     return split_reply(last_reply), e.next_at
   end
   local judged = judged_status(task_key, status)
