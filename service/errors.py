@@ -38,8 +38,9 @@ TapedeckError                     500
 │       └── LeaseLost                   another worker holds the artifact now
 └── SettingsError                       start-up only, never reaches HTTP
 
-Outside the tree, two programming or set-up errors that stop a process rather than answer anyone:
-`cli.redis_server.RedisServerNotFound` and `workers.jobs.NoRuntime` (both RuntimeError); and
+Outside the tree, set-up errors that stop a process rather than answer anyone:
+`cli.redis_server.RedisServerNotFound`, `cli.object_server.ObjectServerNotFound` and
+`workers.jobs.NoRuntime` (all RuntimeError); and
 `Drained`, a BaseException like KeyboardInterrupt (no `except Exception` swallows it): raised into
 a download when its worker's drain runs out (workers/drain.py).
 """

@@ -13,7 +13,7 @@ import service.errors as errors
 import workers
 
 # Programming and set-up errors that stop a process; the docstring names them outside the tree.
-OUTSIDE_THE_TREE = {"RedisServerNotFound", "NoRuntime"}
+OUTSIDE_THE_TREE = {"RedisServerNotFound", "ObjectServerNotFound", "NoRuntime"}
 
 
 def our_modules() -> list[ModuleType]:
