@@ -84,6 +84,7 @@ class Settings:
     aws_session_token: Secret | None = field(default=None, repr=False)
     files_presign_s: int = 300
     files_proxy: bool = False
+    task_retention_s: float = 30 * 86_400.0
     download_allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS
     download_allowed_networks: tuple[str, ...] = ()
     max_download_bytes: int = 1024 * MIB
@@ -353,6 +354,7 @@ VARIABLES: Final[tuple[tuple[str, str, Cast], ...]] = (
     ("aws_session_token", "AWS_SESSION_TOKEN", _secret),
     ("files_presign_s", "FILES_PRESIGN_S", _int),
     ("files_proxy", "FILES_PROXY", _flag),
+    ("task_retention_s", "TASK_RETENTION_S", _float),
     ("download_allowed_hosts", "DOWNLOAD_ALLOWED_HOSTS", _list),
     ("download_allowed_networks", "DOWNLOAD_ALLOWED_NETWORKS", _list),
     ("max_download_bytes", "MAX_DOWNLOAD_BYTES", _int),

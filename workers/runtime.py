@@ -30,6 +30,7 @@ import redis
 
 from service.core.url_policy import Policy
 from service.resolver import system_resolver
+from service.retention import Archiver
 from service.settings import Settings
 from service.storage import open_storage, target_of
 from service.store.artifacts import ArtifactStore
@@ -37,6 +38,7 @@ from service.store.connection import connect, connect_rq, connect_sync
 from service.store.keys import Keys
 from service.store.limiter import RollingBudget
 from service.store.metrics import MetricsBuffer
+from service.store.retention import RetentionStore
 from service.store.tasks import TaskStore
 from service.upstream import upstream_clients
 from workers.downloads import Deps
@@ -112,6 +114,11 @@ class WorkerRuntime:
             measured,
             keys,
         )
+
+    def archiver(self) -> Archiver:
+        """Retention's sweeper, on this process's sync client and storage (workers/retention.py)."""
+        store = RetentionStore(self.client, self.keys)
+        return Archiver(store, self.downloads.storage, self.settings.task_retention_s)
 
     def run(self, work: Coroutine[Any, Any, T]) -> T:
         """Runs a coroutine on the process's one event loop (where its async clients live)."""

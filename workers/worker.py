@@ -27,7 +27,7 @@ from rq import SimpleWorker
 
 from service.core.retry import Backoff
 from service.settings import Settings
-from workers import dispatch, jobs
+from workers import dispatch, jobs, retention
 from workers.runtime import WorkerRuntime
 
 log = logging.getLogger("tapedeck.worker")
@@ -81,6 +81,8 @@ def work_forever(runtime: WorkerRuntime) -> None:
         target=dispatch.run, args=(runtime, stopping), name="dispatcher", daemon=True
     )
     dispatcher.start()
+    sweeper = threading.Thread(target=retention.run, args=(runtime, stopping), name="retention", daemon=True)
+    sweeper.start()
     try:
         while not stopping.is_set():
             # RQ installs its own handlers while it works; between workers, a signal is ours.
@@ -113,6 +115,7 @@ def work_forever(runtime: WorkerRuntime) -> None:
     finally:
         stopping.set()
         dispatcher.join(timeout=5)
+        sweeper.join(timeout=5)
 
 
 def is_stop_requested(worker: SimpleWorker) -> bool:

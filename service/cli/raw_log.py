@@ -7,12 +7,12 @@ import json
 import sys
 import time
 
+from service.core.views import raw_entry_view
 from service.errors import TapedeckError
 from service.replay import replay
 from service.settings import Settings
 from service.store.connection import connect
 from service.store.tasks import TaskStore
-from service.web.views import raw_entry_view
 
 
 async def run(settings: Settings, options: argparse.Namespace) -> int:

@@ -40,6 +40,7 @@
     {p}:ops:rejected           list   the newest refused callbacks' metadata (raw-log id, reason), 50
     {p}:ops:archives           hash   tasks by archive word (stored, partial, waiting, failed, expired)
     {p}:credits:asked          string set for a minute when a process asks Kie for the balance
+    {p}:retention:turn         string the worker whose retention sweep runs now (expires)
     {p}:sig:{task}:{timestamp} string sha256 of the body a Kie signature was first seen with (expires
                                       after twice the tolerance: a signature is good for one body)
 
@@ -92,6 +93,7 @@ TEMPLATES: Final[dict[str, str]] = {
     "recent_rejections": "{prefix}:ops:rejected",
     "archives": "{prefix}:ops:archives",
     "credits_asked": "{prefix}:credits:asked",
+    "retention_turn": "{prefix}:retention:turn",
 }
 
 
@@ -218,6 +220,9 @@ class Keys:
 
     def task_deliveries(self, task_id: str) -> str:
         return self._key("task_deliveries", task_id)
+
+    def retention_turn(self) -> str:
+        return self._key("retention_turn")
 
 
 def lua_key_functions() -> str:

@@ -200,6 +200,8 @@ DELIVERY: Final = Script(
         "status_class",
     ),
 )
+# Retention: `mode` is check (eligible? and everything to archive) or remove (if unchanged).
+RETIRE: Final = Script("retire", ("prefix", "task_id", "now", "retention_ms", "mode", "fingerprint"))
 SCRIPTS: Final = (
     TRANSITION,
     ARTIFACT,
@@ -219,6 +221,7 @@ SCRIPTS: Final = (
     NEXT_SEND,
     FORGET,
     EXPIRING,
+    RETIRE,
 )
 
 

@@ -279,13 +279,7 @@ class TaskStore:
             found = await self.client.hgetall(self.keys.submission(task["submission_id"]))
             submission = cast(dict[str, str], found) or None
         task["next_check_at"] = str(int(next_check)) if next_check is not None else ""
-        return {
-            "submission": submission,
-            "task": task,
-            "tracks": [json.loads(v) for v in tracks.values()],
-            "artifacts": [json.loads(v) for v in artifacts.values()],
-            "history": [json.loads(v) for v in history],
-        }
+        return record_of(task, tracks, artifacts, history, submission)
 
     async def list_tasks(self, status: Status | None, limit: int, cursor: str | None) -> TaskPage:
         """Newest first. `cursor` is the opaque `next_cursor` of the previous page."""
@@ -416,3 +410,20 @@ class TaskStore:
             return bool(await self.client.ping())
         except RedisError:
             return False
+
+
+def record_of(
+    task: dict[str, str],
+    tracks: dict[str, str],
+    artifacts: dict[str, str],
+    history: list[str],
+    submission: dict[str, str] | None,
+) -> dict[str, Any]:
+    """A task's record as the views read it, from its keys as Redis holds them."""
+    return {
+        "submission": submission,
+        "task": task,
+        "tracks": [json.loads(v) for v in tracks.values()],
+        "artifacts": [json.loads(v) for v in artifacts.values()],
+        "history": [json.loads(v) for v in history],
+    }

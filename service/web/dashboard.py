@@ -26,6 +26,7 @@ from starlette.templating import Jinja2Templates
 from service.core.catalog import KINDS
 from service.core.events import TASK_ID_PATTERN
 from service.core.lifecycle import STATUSES, Archive, Status, archive_summary
+from service.core.views import summary_view, task_view
 from service.errors import Conflict, UnknownTask
 from service.ops import replayable_from_the_web, summary
 from service.replay import replay
@@ -44,7 +45,6 @@ from service.web.bodies import read_bounded
 from service.web.context import Context, context
 from service.web.subscriptions import delivery_view
 from service.web.tasks import parse_stream_id
-from service.web.views import summary_view, task_view
 
 HERE: Final = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))

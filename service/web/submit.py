@@ -9,13 +9,13 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from service.core.views import task_view
 from service.errors import InvalidParameter, UnknownTask, UpstreamUnavailable
 from service.submissions import parse_request
 from service.web.bodies import read_json
 from service.web.context import context
 from service.web.subscriptions import checked_url
 from service.web.tasks import parse_limit
-from service.web.views import task_view
 
 _IDEMPOTENCY_KEY: Final = re.compile(r"[\x21-\x7e]{1,255}")
 # A style description: far above any style limit of the contract (§3.2, 1,000 characters).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any, Final, cast
@@ -22,6 +23,7 @@ from starlette.responses import RangeNotSatisfiable as StarletteRangeNotSatisfia
 
 from service.core.events import TASK_ID_PATTERN
 from service.core.lifecycle import STATUSES, Status
+from service.core.views import raw_entry_view, summary_view, task_view
 from service.errors import (
     InvalidParameter,
     InvalidRange,
@@ -30,9 +32,9 @@ from service.errors import (
     StorageUnavailable,
     UnknownTask,
 )
+from service.retention import ARCHIVE_NAME
 from service.storage import LocalFile, RemoteObject
-from service.web.context import context
-from service.web.views import raw_entry_view, summary_view, task_view
+from service.web.context import Context, context
 
 DEFAULT_LIMIT: Final = 50
 OVERDUE: Final = "overdue"  # not a status: unfinished tasks whose next check has passed
@@ -45,10 +47,23 @@ _LIMIT: Final = re.compile(r"[0-9]{1,4}")
 async def get_task(request: Request) -> JSONResponse:
     ctx = context(request, "read")
     task_id = request.path_params["task_id"]
-    record = await ctx.tasks.get_task(task_id) if TASK_ID_PATTERN.fullmatch(task_id) else None
-    if record is None:
+    if not TASK_ID_PATTERN.fullmatch(task_id):
         raise UnknownTask(f"no task {task_id!r}: it was never submitted nor called back")
-    return JSONResponse(task_view(record))
+    record = await ctx.tasks.get_task(task_id)
+    if record is not None:
+        return JSONResponse(task_view(record))
+    archived = await archived_view(ctx, task_id)
+    if archived is None:
+        raise UnknownTask(f"no task {task_id!r}: it was never submitted nor called back")
+    return JSONResponse(archived)
+
+
+async def archived_view(ctx: Context, task_id: str) -> dict[str, Any] | None:
+    """The view a task left when retention moved it out of Redis (service/retention.py)."""
+    assert ctx.storage is not None, "the app's lifespan opens the storage"
+    document = await run_in_threadpool(ctx.storage.get_document, task_id, ARCHIVE_NAME)
+    view: dict[str, Any] | None = json.loads(document) if document is not None else None
+    return view
 
 
 async def get_file(request: Request) -> Response:
@@ -60,9 +75,14 @@ async def get_file(request: Request) -> Response:
     ctx = context(request, "read")
     task_id, requested = request.path_params["task_id"], request.path_params["name"]
     record = await ctx.tasks.get_task(task_id) if TASK_ID_PATTERN.fullmatch(task_id) else None
-    if record is None:
+    # An archived task's files are where they were; its view names them, as the record did.
+    archived = (
+        await archived_view(ctx, task_id) if record is None and TASK_ID_PATTERN.fullmatch(task_id) else None
+    )
+    if record is None and archived is None:
         raise UnknownTask(f"no task {task_id!r}")
-    for artifact in record["artifacts"]:
+    artifacts = record["artifacts"] if record is not None else (archived or {}).get("artifacts", [])
+    for artifact in artifacts:
         path = artifact.get("path")
         if (
             artifact.get("state") != "stored"

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -25,45 +24,12 @@ from sandbox.media import expected_sha256
 from sandbox.server import BackgroundServer, SandboxServer
 from service.core.lifecycle import SETTLED
 from tests.conftest import TapedeckFactory
+from tests.e2e.conftest import FILE_BYTES
 from tests.e2e.workers import burst, runtime_for
 from tests.storage_backends import Backend
 from workers.worker import work_burst
 
-FILE_BYTES = 64 * 1024
 GENERATE = {"customMode": False, "instrumental": False, "model": "V5", "prompt": "a calm piano piece"}
-
-
-@pytest.fixture
-def sandbox() -> Iterator[SandboxServer]:
-    with SandboxServer(SandboxConfig(port=0, speed=1000, seed=4, file_bytes=FILE_BYTES)) as server:
-        yield server
-
-
-@pytest.fixture
-def archive_env(redis_url: str, sandbox: SandboxServer, backend: Backend) -> dict[str, str]:
-    """The settings of Tapedeck and of its workers, shared through the environment as in
-    production; once with files in a directory, once in S3 (`backend`)."""
-    return env_for(redis_url, sandbox, backend)
-
-
-@pytest.fixture
-def local_env(redis_url: str, sandbox: SandboxServer, tmp_path: Path) -> dict[str, str]:
-    """As archive_env, files in a directory only: for what only a directory has (a part file)."""
-    return env_for(redis_url, sandbox, Backend.local(tmp_path / "files"))
-
-
-def env_for(redis_url: str, sandbox: SandboxServer, backend: Backend) -> dict[str, str]:
-    env = backend.env | {
-        "REDIS_URL": redis_url,
-        "KIE_API_BASE": sandbox.url,
-        "KIE_API_KEY": "sandbox-key",
-        "DOWNLOAD_ALLOWED_HOSTS": "127.0.0.1",
-        "DOWNLOAD_ALLOWED_NETWORKS": "127.0.0.0/8",
-        "DOWNLOAD_RETRY_BASE_S": "0.05",
-        "DOWNLOAD_RETRY_MAX_S": "0.2",
-        "DOWNLOAD_TIMEOUT_S": "2",
-    }
-    return env
 
 
 def tapedeck_for(tapedeck: TapedeckFactory, env: dict[str, str]) -> AbstractContextManager[httpx.Client]:
