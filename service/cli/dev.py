@@ -1,11 +1,14 @@
 """`make dev`: every part of Tapedeck on one machine, stopped together on Ctrl-C.
 
-Redis is embedded (data and AOF under `.data/redis`) unless REDIS_URL is set. The sandbox
+Redis is embedded (data and AOF under `.data/redis`) unless REDIS_URL is set, and so is the
+object storage (SeaweedFS, S3 API, under `.data/seaweedfs`) unless STORAGE_URL or STORAGE_DIR is
+set or `--storage file` asks for a directory. The sandbox
 stands in for Kie and sseedance unless KIE_API_KEY is set (then the real upstream is used).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -13,12 +16,22 @@ import sys
 import time
 from pathlib import Path
 
+from service.cli.object_server import ObjectServer
 from service.cli.redis_server import RedisServer, free_port
 
+DEV_BUCKET = "tapedeck-dev"
 
-def run(data_dir: Path, port: int, sandbox_port: int, sandbox_speed: float) -> int:
+
+def run(data_dir: Path, port: int, sandbox_port: int, sandbox_speed: float, storage: str = "file") -> int:
     env = dict(os.environ)
     redis_server = None
+    object_server = None
+    if storage == "s3" and not (env.get("STORAGE_URL") or env.get("STORAGE_DIR")):
+        object_server = ObjectServer(data_dir / "seaweedfs")
+        object_server.start()
+        with contextlib.suppress(Exception):  # made by an earlier run: the data is kept
+            object_server.create_bucket(DEV_BUCKET)
+        env |= object_server.env | {"STORAGE_URL": f"s3://{DEV_BUCKET}/files"}
     if not env.get("REDIS_URL"):
         redis_server = RedisServer(data_dir / "redis", port=free_port(), appendonly=True)
         redis_server.start()
@@ -40,7 +53,8 @@ def run(data_dir: Path, port: int, sandbox_port: int, sandbox_speed: float) -> i
         processes["sandbox"] = spawn(args, env)
         env |= {"KIE_API_BASE": sandbox_url, "KIE_API_KEY": "sandbox-key"}
         env |= {"SSEEDANCE_API_BASE": sandbox_url, "SSEEDANCE_API_KEY": "sandbox-key"}
-    env.setdefault("STORAGE_DIR", str((data_dir / "files").resolve()))
+    if not env.get("STORAGE_URL"):
+        env.setdefault("STORAGE_DIR", str((data_dir / "files").resolve()))
     if "sandbox" in processes:
         # The sandbox serves its files from 127.0.0.1: let the workers fetch from it.
         env.setdefault("DOWNLOAD_ALLOWED_HOSTS", "+127.0.0.1")
@@ -62,6 +76,8 @@ def run(data_dir: Path, port: int, sandbox_port: int, sandbox_speed: float) -> i
         finally:
             if redis_server:
                 redis_server.stop()
+            if object_server:
+                object_server.stop()
         print("tapedeck dev: stopped", flush=True)
 
 
@@ -99,6 +115,9 @@ def print_banner(env: dict[str, str], port: int, embedded: bool, sandboxed: bool
     base = f"http://127.0.0.1:{port}"
     redis_note = "embedded, AOF on" if embedded else "from REDIS_URL"
     upstream_note = "the sandbox (control API under /_sandbox/)" if sandboxed else "from KIE_API_BASE"
+    files = env.get("STORAGE_URL") or env.get("STORAGE_DIR", "")
+    if env.get("S3_ENDPOINT_URL"):
+        files += f" at {env['S3_ENDPOINT_URL']}"
     print(
         "\n".join(
             [
@@ -108,7 +127,7 @@ def print_banner(env: dict[str, str], port: int, embedded: bool, sandboxed: bool
                 f"  raw callbacks  {base}/callbacks/log",
                 f"  health         {base}/healthz  {base}/readyz",
                 f"  redis          {env['REDIS_URL']} ({redis_note})",
-                f"  files          {env['STORAGE_DIR']} (one download worker with the RQ scheduler)",
+                f"  files          {files} (one download worker with the RQ scheduler)",
                 f"  events         {base}/events  {base}/events/stream  webhooks: {base}/subscriptions",
                 f"  upstream       {env.get('KIE_API_BASE', 'https://api.kie.ai')} ({upstream_note})",
                 "  try            .venv/bin/tapedeck submit generate --prompt 'a calm piano piece' --wait",

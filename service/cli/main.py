@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--data-dir", default=".data")
     dev.add_argument("--sandbox-port", type=int, default=8090)
     dev.add_argument("--sandbox-speed", type=float, default=10.0, help="sandbox time compression")
+    dev.add_argument("--storage", choices=("s3", "file"), default="s3",
+                     help="files in an embedded SeaweedFS (S3 API) or in DATA_DIR/files")  # fmt: skip
     dev.set_defaults(run=run_dev)
 
     worker = commands.add_parser("worker", help="run a download worker (RQ, with the scheduler)")
@@ -163,7 +165,9 @@ def run_dev(options: argparse.Namespace) -> int:
 
     from service.cli.dev import run
 
-    return run(Path(options.data_dir), options.port, options.sandbox_port, options.sandbox_speed)
+    return run(
+        Path(options.data_dir), options.port, options.sandbox_port, options.sandbox_speed, options.storage
+    )
 
 
 if __name__ == "__main__":
