@@ -55,7 +55,11 @@ class Queues:
         for task_id, name, urgent in items:
             job_id = download_job_id(self.prefix, task_id, name, suffix)
             by_queue[urgent].append(
-                Queue.prepare_data(DOWNLOAD_JOB, args=(task_id, name), job_id=job_id, timeout=JOB_TIMEOUT_S)
+                # No result kept: the artifact's record is the result, and a kept job is ~1.5 KB of
+                # Redis per file for 500 s (bench/retention.py).
+                Queue.prepare_data(
+                    DOWNLOAD_JOB, args=(task_id, name), job_id=job_id, timeout=JOB_TIMEOUT_S, result_ttl=0
+                )
             )
         for urgent, jobs in by_queue.items():
             if jobs:
@@ -71,6 +75,7 @@ class Queues:
             name,
             job_id=download_job_id(self.prefix, task_id, name, f"-r{attempt}"),
             job_timeout=JOB_TIMEOUT_S,
+            result_ttl=0,
         )
 
     def poll_backlog(self) -> int:
