@@ -148,7 +148,7 @@ class Monitor:
 
     def _run(self) -> None:
         client = redis.Redis.from_url(self.url)
-        with client.monitor() as monitor:
+        with client.monitor() as monitor:  # type: ignore[no-untyped-call]
             self.ready.set()
             while not self.stop.is_set():
                 found = monitor.next_command()
@@ -167,14 +167,18 @@ class Monitor:
         # A command of no meaning wakes the monitor to see it is over.
         client = redis.Redis.from_url(self.url)
         try:
-            client.execute_command("ECHO", "bench-monitor-stop")
+            client.execute_command("ECHO", "bench-monitor-stop")  # type: ignore[no-untyped-call]
         finally:
             client.close()
         self.thread.join(5)
 
 
 async def drive(
-    http: httpx.AsyncClient, tasks: list[Task], concurrency: int, artifacts: ArtifactStore, deliverer: Deliverer
+    http: httpx.AsyncClient,
+    tasks: list[Task],
+    concurrency: int,
+    artifacts: ArtifactStore,
+    deliverer: Deliverer,
 ) -> int:
     """All of `tasks` to complete, their files stored and their events delivered; the bytes of
     the callback bodies sent."""
@@ -187,7 +191,9 @@ async def drive(
             for stage in STAGES:
                 body = orjson.dumps(callback(task, stage))
                 sent += len(body)
-                answer = await http.post("/callbacks/kie", content=body, headers={"content-type": "application/json"})
+                answer = await http.post(
+                    "/callbacks/kie", content=body, headers={"content-type": "application/json"}
+                )
                 assert answer.status_code == 200, answer.text
 
     await asyncio.gather(*(one(t) for t in tasks))
@@ -212,9 +218,8 @@ def store_all(artifacts: ArtifactStore) -> None:
                 "stored_at": now + 1,
                 "sha256": hashlib.sha256(f"{task_id}/{name}".encode()).hexdigest(),
             }
-            token = str(claim.artifact["worker"])
-            assert artifacts.finish(task_id, name, now + 1, token, "stored", last_error=None, next_try_at=None,
-                                    **stored)  # fmt: skip
+            token, result = str(claim.artifact["worker"]), stored | {"last_error": None, "next_try_at": None}
+            assert artifacts.finish(task_id, name, now + 1, token, "stored", **result)
 
 
 async def deliver_all(deliverer: Deliverer) -> None:
@@ -294,12 +299,14 @@ def report(figures: dict[str, Any], tasks: int) -> None:
     print(f"{'sum of MEMORY USAGE':<28}{sum(usage.values()) / tasks:>12,.0f}")
     for name, (used, length) in figures["stream_bytes"].items():
         print(f"per {name} entry: {used / max(length, 1):,.0f} B ({length} entries in the stream)")
-    print(f"events per task: {figures['events'] / tasks:.2f}, raw-log entries per task: {figures['raw'] / tasks:.2f}")
+    events, raw = figures["events"] / tasks, figures["raw"] / tasks
+    print(f"events per task: {events:.2f}, raw-log entries per task: {raw:.2f}")
     calls: Counter[str] = figures["calls"]
     from_clients, in_scripts, sample = figures["monitor"]
-    print(f"\nRedis commands per task: {sum(calls.values()) / tasks:.1f} (INFO commandstats, scripts' own counted)")
-    print(f"  from the clients, over {sample} tasks one at a time (MONITOR): "
-          f"{sum(from_clients.values()) / sample:.1f}; inside scripts: {sum(in_scripts.values()) / sample:.1f}")  # fmt: skip
+    total, sent_by_clients = sum(calls.values()) / tasks, sum(from_clients.values()) / sample
+    print(f"\nRedis commands per task: {total:.1f} (INFO commandstats, scripts' own counted)")
+    print(f"  from the clients, over {sample} tasks one at a time (MONITOR): {sent_by_clients:.1f}; "
+          f"inside scripts: {sum(in_scripts.values()) / sample:.1f}")  # fmt: skip
     print(f"{'command':<20}{'per task':>10}{'of which from clients':>24}")
     for name, n in calls.most_common():
         if n / tasks >= 0.05:
@@ -309,12 +316,19 @@ def report(figures: dict[str, Any], tasks: int) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--config", action="append", default=[], metavar="NAME=VALUE",
-                        help="a Redis setting to CONFIG SET first (e.g. hash-max-listpack-value=1024)")
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a Redis setting to CONFIG SET first (e.g. hash-max-listpack-value=1024)",
+    )
     parser.add_argument("--sample", type=int, default=20, help="tasks driven under MONITOR, one at a time")
     options = parser.parse_args()
     started = time.monotonic()

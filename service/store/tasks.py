@@ -282,7 +282,7 @@ class TaskStore:
         return {
             "submission": submission,
             "task": task,
-            "tracks": [json.loads(v) for v in tracks.values()],
+            "tracks": scripts.decode_tracks(tracks),
             "artifacts": [json.loads(v) for v in artifacts.values()],
             "history": [json.loads(v) for v in history],
         }
