@@ -83,6 +83,9 @@ class RedisServer:
             "everysec",
             "--maxmemory-policy",
             "noeviction",
+            # As deploy/redis.conf: a task's tracks and files stay compact (docs/scaling.md).
+            "--hash-max-listpack-value",
+            "2048",
             "--logfile",
             str(self.data_dir / "redis.log"),
         ]

@@ -98,6 +98,8 @@ TRANSITION: Final = Script(
 )
 # Each event of a transition batch, after the head above. Tracks, artifacts and the raw-log
 # entry follow as name/value pairs, their counts given by the three `*_pairs` fields.
+# The track pairs are the tracks as kept (`store_tracks`) followed by the texts they refer to;
+# `told_tracks` is the tracks as the event log tells them, whole.
 # `event_id` names one delivery of an event (not its content): a call re-sent after its reply was
 # lost finds it as the task's last delivery, gets the same reply, and writes nothing twice.
 # `signature` names a verified Kie signature ("task_id:timestamp", or "") and `body_sha256` the
@@ -117,6 +119,7 @@ EVENT_FIELDS: Final = (
     "signature",
     "body_sha256",
     "signature_ttl_s",
+    "told_tracks",
     "track_pairs",
     "artifact_pairs",
     "raw_pairs",
@@ -326,6 +329,8 @@ def encode_event(
 ) -> Args:
     """One event of a transition batch, its tracks and artifacts pre-encoded as JSON."""
     raw = raw or {}
+    told = [to_json(_compact(vars(track))) for track in event.tracks]
+    kept = store_tracks([_compact(vars(track)) for track in event.tracks])
     fields: dict[str, Arg] = {
         "task_id": event.task_id,
         "stage": event.stage,
@@ -341,19 +346,67 @@ def encode_event(
         "signature": f"{signature.task_id}:{signature.timestamp}" if signature else "",
         "body_sha256": signature.body_sha256 if signature else "",
         "signature_ttl_s": signature.ttl_s if signature else 0,
-        "track_pairs": len(event.tracks),
+        "told_tracks": b"[" + b",".join(told) + b"]",
+        "track_pairs": len(kept),
         "artifact_pairs": len(event.artifacts),
         "raw_pairs": len(raw),
     }
     args: Args = [fields[name] for name in EVENT_FIELDS]
-    for track in event.tracks:
-        args += [track.id, to_json(_compact(vars(track)))]
+    for field, encoded in kept.items():
+        args += [field, encoded]
     state = {"state": "waiting", "discovered_at": now_ms}
     for artifact in event.artifacts:
         args += [artifact.name, to_json(_compact(vars(artifact)) | state)]
     for name, value in raw.items():
         args += [name, value]
     return args
+
+
+# A task's tracks keep their lyrics (`prompt`, ~1 KB) once however many tracks share them: Kie
+# gives both tracks of a music task the same prompt, and every stage repeats it. A track keeps
+# `prompt_ref`, and the text is a field of the same tracks hash, named after its sha256 (so two
+# tracks with one text share one field, and a text never changes under its name) and held as a
+# JSON string, so no reader takes it for a track (a track is a JSON object).
+TEXT_FIELD_PREFIX: Final = "prompt:"
+
+
+def text_field(text: str) -> str:
+    """The tracks-hash field that holds `text`; 128 bits of its sha256 keep it unique in a task."""
+    return TEXT_FIELD_PREFIX + hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def store_tracks(tracks: list[dict[str, Any]]) -> dict[str, bytes]:
+    """Tracks as the tracks hash keeps them (field → value), their texts after them."""
+    kept: dict[str, bytes] = {}
+    texts: dict[str, bytes] = {}
+    for track in tracks:
+        prompt = track.get("prompt")
+        if prompt:  # an empty prompt (an instrumental) stays as it is: nothing to share
+            field = text_field(prompt)
+            texts[field] = to_json(prompt)
+            # The same place in the record, so a track reads back in the order it was written.
+            track = {
+                ("prompt_ref" if k == "prompt" else k): (field if k == "prompt" else v)
+                for k, v in track.items()
+            }
+        kept[str(track["id"])] = to_json(track)
+    return kept | texts
+
+
+def decode_tracks(stored: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The tracks of a tracks hash, each with its prompt again, whichever form it was written in
+    (a track written before texts were shared keeps `prompt` itself)."""
+    values = {field: json.loads(raw) for field, raw in stored.items()}
+    tracks = []
+    for track in values.values():
+        if not isinstance(track, dict):
+            continue  # a text, held for the tracks that name it
+        if "prompt_ref" in track:
+            text = values.get(track["prompt_ref"])
+            track = {("prompt" if k == "prompt_ref" else k): (text if k == "prompt_ref" else v)
+                     for k, v in track.items() if k != "prompt"}  # fmt: skip
+        tracks.append(track)
+    return tracks
 
 
 _PROCESS: Final = os.urandom(8).hex()  # this process's own prefix: ids never collide across processes

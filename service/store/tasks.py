@@ -423,7 +423,7 @@ def record_of(
     return {
         "submission": submission,
         "task": task,
-        "tracks": [json.loads(v) for v in tracks.values()],
+        "tracks": scripts.decode_tracks(tracks),
         "artifacts": [json.loads(v) for v in artifacts.values()],
         "history": [json.loads(v) for v in history],
     }

@@ -96,9 +96,9 @@ def test_every_field_of_an_event_arrives_where_it_belongs(redis_url: str, redis_
         "1234",
     )
     assert json.loads(task["stage:error"]) == {"at": 1234, "source": "replay"}
-    assert json.loads(redis_client.hget(keys.tracks("t-all"), "tr1")) == {  # type: ignore[arg-type]
-        k: v for k, v in vars(track).items()
-    }
+    assert scripts.decode_tracks(redis_client.hgetall(keys.tracks("t-all"))) == [vars(track)]  # type: ignore[arg-type]
+    ((_, told),) = cast(list[tuple[str, dict[str, str]]], redis_client.xrange(keys.events()))
+    assert json.loads(told["tracks"]) == [vars(track)]  # the event tells the track whole
     stored = json.loads(redis_client.hget(keys.artifacts("t-all"), "wav"))  # type: ignore[arg-type]
     assert stored == vars(art) | {"state": "waiting", "discovered_at": 1234}
     (history,) = [json.loads(h) for h in redis_client.lrange(keys.history("t-all"), 0, -1)]

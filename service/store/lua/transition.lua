@@ -16,11 +16,13 @@ local POLL_AFTER = {pending = tonumber(A.poll_after_pending), text = tonumber(A.
   first = tonumber(A.poll_after_first)}
 
 -- Tracks and artifacts arrive as name/JSON pairs already encoded by Python, so the common case
--- (first sight) costs one HSETNX and no JSON work here.
+-- (first sight) costs one HSETNX and no JSON work here. The texts the tracks refer to
+-- (scripts.store_tracks) come as JSON strings: a text is named by its hash, so it is never merged.
 local function merge_tracks(tracks_key, from, to, overwrite)
   for i = from, to, 2 do
     local id, encoded = ARGV[i], ARGV[i + 1]
-    if redis.call('HSETNX', tracks_key, id, encoded) == 0 and overwrite then
+    local is_text = string.byte(encoded, 1) == 34  -- '"'
+    if redis.call('HSETNX', tracks_key, id, encoded) == 0 and overwrite and not is_text then
       -- A stored record that cannot be read (a bug, a hand edit) is replaced, never an error
       -- half-way through the event.
       local read, merged = pcall(cjson.decode, redis.call('HGET', tracks_key, id))
@@ -28,7 +30,10 @@ local function merge_tracks(tracks_key, from, to, overwrite)
       for k, v in pairs(cjson.decode(encoded)) do
         if v ~= cjson.null and v ~= '' then merged[k] = v end
       end
-      redis.call('HSET', tracks_key, id, cjson.encode(merged))
+      -- A record written before texts were shared keeps its own prompt until a new one names one.
+      if merged.prompt_ref then merged.prompt = nil end
+      -- cjson writes '/' as '\/' (and always so): the plain form is the same JSON, shorter.
+      redis.call('HSET', tracks_key, id, (string.gsub(cjson.encode(merged), '\\/', '/')))
     end
   end
 end
@@ -150,8 +155,6 @@ local function apply(e)
       reply, now)
     if #added > 0 then reindex_archive(task_id) end  -- files already known keep their states
     if e.result ~= '' then redis.call('HSET', task_key, 'result', e.result) end
-    local tracks = {}
-    for i = e.tracks_from + 1, e.artifacts_from - 1, 2 do tracks[#tracks + 1] = ARGV[i] end
     if status == 'lost' then
       -- Revived, and the stage it reached told as itself too: a subscriber of task.completed alone
       -- must hear of a task that completed after it was given up.
@@ -159,7 +162,7 @@ local function apply(e)
         'status', new_status}, A.events_max)
     end
     local told = {'type', STAGE_TYPES[stage], 'at', now,
-      'source', e.source, 'status', new_status, 'tracks', json_array(tracks), 'files', json_array(added)}
+      'source', e.source, 'status', new_status, 'tracks', e.told_tracks, 'files', json_array(added)}
     if stage == 'error' then
       told[#told + 1] = 'error_code'
       told[#told + 1] = e.code
@@ -216,7 +219,8 @@ local function problem(at)
   if not (tracks and artifacts and raw) or tracks < 0 or artifacts < 0 or raw < 0 then
     return 'pair counts must be whole numbers'
   end
-  if tracks > MAX_TRACKS or artifacts > MAX_ARTIFACTS or raw > MAX_RAW_PAIRS then
+  -- Each track may bring the text it refers to (scripts.store_tracks): twice as many pairs.
+  if tracks > 2 * MAX_TRACKS or artifacts > MAX_ARTIFACTS or raw > MAX_RAW_PAIRS then
     return 'more tracks, files or raw-log fields than an event may carry'
   end
   local next_at = at + EVENT_FIELDS + 2 * (tracks + artifacts + raw)
