@@ -6,7 +6,10 @@ In one run, against the sandbox on loopback:
   2. 200 tiny artifacts through the real path (outbox → dispatcher → RQ SimpleWorker → job →
      stored), timed: jobs/s and ms per job.
 
-    python bench/download.py [--rounds 3]
+    python bench/download.py [--rounds 3] [--with-s3]
+
+With --with-s3 the job also stores into a SeaweedFS started here (multipart, one part in memory),
+reported against the same curl.
 
 Targets (issue #5): >= 0.8x curl's throughput; the job's peak RSS the same within 10 % for 10 MB
 and 100 MB; <= 5 ms per job.
@@ -15,6 +18,7 @@ and 100 MB; <= 5 ms per job.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
@@ -25,6 +29,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import redis
@@ -32,6 +37,7 @@ import redis
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from service.cli.object_server import ObjectServer  # noqa: E402
 from service.cli.redis_server import RedisServer, free_port  # noqa: E402
 
 MB = 1024 * 1024
@@ -66,14 +72,16 @@ def curl_run(url: str, out: Path) -> tuple[float, float, float]:
     return fetched, durable, int(done.stderr.strip().splitlines()[-1]) / 1024
 
 
-def job_run(url: str, redis_url: str, out_dir: Path) -> tuple[float, float]:
-    """Seconds of Tapedeck's transfer of `url` and peak RSS (MiB), in a fresh child process."""
+def job_run(
+    url: str, redis_url: str, out_dir: Path | str, env: dict[str, str] | None = None
+) -> tuple[float, float]:
+    """Seconds of Tapedeck's transfer of `url` and peak RSS (MiB), in a fresh child process;
+    `out_dir` an s3:// URL stores into the object server `env` names."""
     code = (
         f"import sys; sys.path.insert(0, {str(HERE)!r}); import download; download.job_child(*sys.argv[1:])"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code, url, redis_url, str(out_dir)], capture_output=True, text=True, check=True
-    )
+    args = [sys.executable, "-c", code, url, redis_url, str(out_dir)]
+    done = subprocess.run(args, capture_output=True, text=True, check=True, env=os.environ | (env or {}))
     seconds, rss = done.stdout.split()
     return float(seconds), float(rss)
 
@@ -92,6 +100,9 @@ def job_child(url: str, redis_url: str, out_dir: str) -> None:
 
     env = {"REDIS_URL": redis_url, "STORAGE_DIR": out_dir, "DOWNLOAD_ALLOWED_HOSTS": "127.0.0.1",
            "DOWNLOAD_ALLOWED_NETWORKS": "127.0.0.0/8", "MAX_DOWNLOAD_BYTES": str(1024 * MB)}  # fmt: skip
+    if out_dir.startswith("s3://"):
+        env = {k: v for k, v in env.items() if k != "STORAGE_DIR"} | {"STORAGE_URL": out_dir}
+        env |= {k: os.environ[k] for k in S3_VARIABLES if k in os.environ}
     deps = WorkerRuntime.build(Settings.from_env(env)).downloads
     name = f"audio-{time.time_ns()}"
     record = {"name": name, "kind": "audio", "url": url, "state": "waiting"}
@@ -107,11 +118,19 @@ def job_child(url: str, redis_url: str, out_dir: str) -> None:
     print(elapsed, peak_kib / 1024)
 
 
-def throughput(size_mb: int, rounds: int, redis_url: str, tmp: Path) -> dict[str, float]:
+S3_BUCKET = "bench"
+S3_VARIABLES = ("S3_ENDPOINT_URL", "S3_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+
+
+def throughput(
+    size_mb: int, rounds: int, redis_url: str, tmp: Path, s3: ObjectServer | None = None
+) -> dict[str, float]:
     with sandbox_process(size_mb * MB) as sandbox_url:
         url = sandbox_file(sandbox_url)
         curl: list[tuple[float, float, float]] = []
         job: list[tuple[float, float]] = []
+        into_s3: list[tuple[float, float]] = []
+        bare_s3: list[float] = []
         for round_ in range(rounds):
             # Both start from clean page cache state, and take turns going first: writeback of
             # one run's dirty pages must not throttle the other.
@@ -121,6 +140,9 @@ def throughput(size_mb: int, rounds: int, redis_url: str, tmp: Path) -> dict[str
                     curl.append(curl_run(url, tmp / "curl.out"))
                 else:
                     job.append(job_run(url, redis_url, tmp / "job"))
+            if s3 is not None:  # the object server shares this machine's 2 cores with the job
+                into_s3.append(job_run(url, redis_url, f"s3://{S3_BUCKET}/r{round_}", s3.env))
+                bare_s3.append(bare_multipart(s3, size_mb))
             (tmp / "curl.out").unlink(missing_ok=True)
             shutil.rmtree(tmp / "job", ignore_errors=True)
     return {
@@ -129,7 +151,29 @@ def throughput(size_mb: int, rounds: int, redis_url: str, tmp: Path) -> dict[str
         "job_mbs": size_mb / statistics.median(t for t, _ in job),
         "curl_rss_mb": statistics.median(r for _, _, r in curl),
         "job_rss_mb": statistics.median(r for _, r in job),
+        "s3_mbs": size_mb / statistics.median(t for t, _ in into_s3) if into_s3 else 0.0,
+        "s3_rss_mb": statistics.median(r for _, r in into_s3) if into_s3 else 0.0,
+        "bare_s3_mbs": size_mb / statistics.median(bare_s3) if bare_s3 else 0.0,
     }
+
+
+def bare_multipart(s3: ObjectServer, size_mb: int, part_bytes: int = 8 * MB) -> float:
+    """Seconds for boto3 alone to upload the same bytes from memory in the same sequential parts:
+    the object store's own speed here, the S3 path's baseline."""
+    client, data, key = s3.client(), os.urandom(size_mb * MB), f"bare-{time.time_ns()}"
+    started = time.perf_counter()
+    upload = client.create_multipart_upload(Bucket=S3_BUCKET, Key=key)["UploadId"]
+    parts: list[Any] = []
+    for start in range(0, len(data), part_bytes):
+        body = data[start : start + part_bytes]
+        answer = client.upload_part(
+            Bucket=S3_BUCKET, Key=key, UploadId=upload, PartNumber=len(parts) + 1, Body=body
+        )
+        parts.append({"PartNumber": len(parts) + 1, "ETag": answer["ETag"]})
+    client.complete_multipart_upload(
+        Bucket=S3_BUCKET, Key=key, UploadId=upload, MultipartUpload={"Parts": parts}
+    )
+    return time.perf_counter() - started
 
 
 @contextmanager
@@ -230,13 +274,19 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--with-s3", action="store_true", help="also store into SeaweedFS (S3 API)")
     options = parser.parse_args()
     if not shutil.which("curl"):
         print("bench/download.py needs curl: apt-get install curl", file=sys.stderr)
         return 2
-    with tempfile.TemporaryDirectory() as name, RedisServer(Path(name) / "redis") as server:
+    with contextlib.ExitStack() as stack:
+        name = stack.enter_context(tempfile.TemporaryDirectory())
+        server = stack.enter_context(RedisServer(Path(name) / "redis"))
+        s3 = stack.enter_context(ObjectServer(Path(name) / "s3")) if options.with_s3 else None
+        if s3 is not None:
+            s3.create_bucket(S3_BUCKET)
         tmp = Path(name)
-        results = {size: throughput(size, options.rounds, server.url, tmp) for size in (10, 100)}
+        results = {size: throughput(size, options.rounds, server.url, tmp, s3) for size in (10, 100)}
         redis.Redis.from_url(server.url).flushall()
         per_noop = noop_job_cost(server.url)
         per_job = per_job_overhead(server.url, tmp)
@@ -247,6 +297,11 @@ def main() -> int:
         print(f"{size:>4}MB {r['curl_mbs']:>10.0f} {r['curl_sync_mbs']:>12.0f} {r['job_mbs']:>9.0f} "
               f"{r['job_mbs'] / r['curl_mbs']:>8.2f} {r['job_mbs'] / r['curl_sync_mbs']:>10.2f} "
               f"{r['curl_rss_mb']:>7.1f}MB {r['job_rss_mb']:>6.1f}MB")  # fmt: skip
+    for size, r in results.items() if options.with_s3 else ():
+        print(f"{size:>4}MB into S3 (SeaweedFS on this machine): job {r['s3_mbs']:.0f} MB/s = "
+              f"{r['s3_mbs'] / r['bare_s3_mbs']:.2f} x boto3's bare multipart upload from memory "
+              f"({r['bare_s3_mbs']:.0f} MB/s), {r['s3_mbs'] / r['curl_mbs']:.2f} x curl; "
+              f"peak RSS {r['s3_rss_mb']:.1f}MB")  # fmt: skip
     rss_ratio = results[100]["job_rss_mb"] / results[10]["job_rss_mb"]
     print(f"job peak RSS 100 MB / 10 MB: {rss_ratio:.2f} (target within 1.10)")
     print(f"RQ SimpleWorker no-op job (baseline, same run): {per_noop * 1000:.2f} ms/job")
