@@ -23,52 +23,72 @@ from typing import Any, Final
 
 from service.core.times import iso
 from service.core.views import task_view
-from service.storage import Storage
+from service.errors import StorageUnavailable
+from service.storage import ARCHIVE_NAME, Storage
+from service.store.connection import STORE_ERRORS
 from service.store.retention import RetentionStore, Retiring
 
 log = logging.getLogger("tapedeck.retention")
 
-ARCHIVE_NAME: Final = "task.json"
+AWAY: Final[tuple[type[Exception], ...]] = (*STORE_ERRORS, StorageUnavailable)
 BATCH: Final = 200  # tasks looked at per sweep: a bounded step, however far behind it is
 
 
 @dataclass
 class Sweep:
+    looked: int = 0  # tasks looked at
     archived: int = 0
     kept: dict[str, int] = field(default_factory=dict)  # reason → tasks looked at and left
 
 
-@dataclass(frozen=True)
+@dataclass
 class Archiver:
     store: RetentionStore
     storage: Storage
     retention_s: float
     clock: Callable[[], float] = time.time
+    # Where the walk through the old tasks stands (an index member): tasks that cannot leave yet
+    # (a disabled subscription's pending delivery, a `lost` task) are passed, never a wall.
+    cursor: str | None = None
 
     def sweep(self, limit: int = BATCH) -> Sweep:
-        """Archives what is due among the `limit` oldest tasks created before the cutoff."""
+        """Archives what is due among the next `limit` tasks created before the cutoff, walking
+        the index from where the last sweep stopped (back to the oldest once at its end)."""
         now_ms = int(self.clock() * 1000)
         retention_ms = int(self.retention_s * 1000)
         done = Sweep()
-        for member in self.store.oldest(now_ms - retention_ms, limit):
+        members = self.store.oldest(now_ms - retention_ms, limit, self.cursor)
+        self.cursor = members[-1] if len(members) == limit else None
+        done.looked = len(members)
+        for member in members:
             task_id = member.split(":", 1)[1]
-            found = self.store.check(task_id, now_ms, retention_ms)
-            if isinstance(found, str):
-                done.kept[found] = done.kept.get(found, 0) + 1
-                continue
-            if self.archive(found, now_ms, retention_ms):
+            try:
+                reason = self._retire(task_id, now_ms, retention_ms)
+            except AWAY:
+                raise  # Redis or the storage is away: the whole sweep waits for the next turn
+            except Exception as exc:  # one odd task is noted and passed, never a wall
+                log.exception("retention task_id=%s could not be archived", task_id)
+                reason = f"error: {type(exc).__name__}"
+            if reason is None:
                 done.archived += 1
             else:
-                done.kept["changed while archived"] = done.kept.get("changed while archived", 0) + 1
+                done.kept[reason] = done.kept.get(reason, 0) + 1
         if done.archived:
             log.info("retention: archived %d tasks; kept %s", done.archived, done.kept or "none")
         return done
 
+    def _retire(self, task_id: str, now_ms: int, retention_ms: int) -> str | None:
+        """None once archived, else why the task stays."""
+        found = self.store.check(task_id, now_ms, retention_ms)
+        if isinstance(found, str):
+            return found
+        return None if self.archive(found, now_ms, retention_ms) else "changed while archived"
+
     def archive(self, retiring: Retiring, now_ms: int, retention_ms: int) -> bool:
         document = archived_view(retiring, now_ms)
         earlier = self.storage.get_document(retiring.task_id, ARCHIVE_NAME)
-        if earlier is not None:
-            previous = json.loads(earlier)
+        previous = _readable(earlier)
+        if previous is not None:
             # The same task archived before (and brought back by a late callback), or this one
             # written by a sweep that died before removing it: keep the other, never overwrite it.
             if previous.get("updated_at") != document["updated_at"]:
@@ -85,3 +105,16 @@ def archived_view(retiring: Retiring, now_ms: int) -> dict[str, Any]:
         "archived_at": iso(now_ms),
         "deliveries": retiring.deliveries,
     }
+
+
+def _readable(document: bytes | None) -> dict[str, Any] | None:
+    """An earlier archive as a view; one that does not read as one is kept whole, as text."""
+    if document is None:
+        return None
+    try:
+        value = json.loads(document)
+    except ValueError:
+        value = None
+    if isinstance(value, dict):
+        return value
+    return {"unreadable": document.decode("utf-8", "replace"), "updated_at": None}

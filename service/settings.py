@@ -200,8 +200,17 @@ class Settings:
             raise SettingsError(
                 f"STORAGE_URL must be file:///absolute/path or s3://bucket/prefix; got {url!r}"
             )
-        if self.s3_part_bytes < 5 * MIB:
-            raise SettingsError("S3_PART_BYTES must be at least 5242880 (S3 refuses smaller parts)")
+        if not 5 * MIB <= self.s3_part_bytes <= 512 * MIB:
+            # S3 refuses smaller parts; a part is held in memory whole while it fills.
+            raise SettingsError("S3_PART_BYTES must be from 5242880 (5 MiB) to 536870912 (512 MiB)")
+        if url.startswith("s3://") and self.max_download_bytes > min(
+            5 * 1024 * MIB, 10_000 * self.s3_part_bytes
+        ):
+            # An object's metadata is set by a copy onto itself, which S3 allows up to 5 GiB; an
+            # upload has at most 10,000 parts.
+            raise SettingsError(
+                "with STORAGE_URL=s3://, MAX_DOWNLOAD_BYTES must be at most 5 GiB and 10,000 x S3_PART_BYTES"
+            )
         if self.files_presign_s > 7 * 86_400:
             raise SettingsError("FILES_PRESIGN_S must be at most 604800 (S3 signs for a week at most)")
 

@@ -9,9 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from service.errors import StorageUnavailable
-from service.retention import BATCH
-from service.store.connection import STORE_ERRORS
+from service.retention import AWAY, BATCH
 from service.store.retention import RetentionStore
 from workers.runtime import WorkerRuntime
 
@@ -24,14 +22,14 @@ def run(runtime: WorkerRuntime, stop: threading.Event) -> None:
     interval = min(RETENTION_INTERVAL_S, runtime.settings.task_retention_s)
     archiver = runtime.archiver()
     turns = RetentionStore(runtime.client, runtime.keys)
-    away: tuple[type[Exception], ...] = (*STORE_ERRORS, StorageUnavailable)
     while not stop.wait(interval):
         try:
             if not turns.take_turn(runtime.downloads.worker_id, int(interval * 1000)):
                 continue
-            while archiver.sweep().archived == BATCH and not stop.is_set():
+            # A full batch walked: go on at once (archive a backlog, or pass tasks that stay).
+            while archiver.sweep().looked == BATCH and not stop.is_set():
                 pass
-        except away as exc:  # tried again next turn; nothing is lost
+        except AWAY as exc:  # tried again next turn; nothing is lost
             log.warning("retention: sweep stopped (%s); trying again in %.0fs", type(exc).__name__, interval)
         except Exception:
             log.exception("retention: sweep failed; trying again in %.0fs", interval)

@@ -22,7 +22,7 @@ from service.cli.redis_server import RedisServer, free_port
 DEV_BUCKET = "tapedeck-dev"
 
 
-def run(data_dir: Path, port: int, sandbox_port: int, sandbox_speed: float, storage: str = "file") -> int:
+def run(data_dir: Path, port: int, sandbox_port: int, sandbox_speed: float, storage: str = "s3") -> int:
     env = dict(os.environ)
     redis_server = None
     object_server = None

@@ -97,7 +97,11 @@ class ObjectServer:
         log = (self.data_dir / "weed.log").open("wb")
         self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
-        self._wait_ready()
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()  # its own session: nothing else would stop it
+            raise
 
     def _wait_ready(self, timeout_s: float = 30.0) -> None:
         """Ready once the S3 port answers and a bucket can be made (the filer is up behind it)."""

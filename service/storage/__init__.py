@@ -20,7 +20,11 @@ from typing import Any, Protocol
 from service.settings import Settings
 from service.storage.media import EXPECTED_TYPE, extension, is_expected_type
 
+# The view a task leaves behind when retention moves it out of Redis (service/retention.py).
+ARCHIVE_NAME = "task.json"
+
 __all__ = [
+    "ARCHIVE_NAME",
     "EXPECTED_TYPE",
     "LocalFile",
     "RemoteObject",

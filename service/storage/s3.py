@@ -261,8 +261,10 @@ class S3Writer:
                     Metadata={"sha256": digest}, MetadataDirective="REPLACE",
                     ContentType=self.content_type or "application/octet-stream",
                 )  # fmt: skip
-        storage.write_json(key + ".json", sidecar | {"sha256": digest, "bytes": self.size})
+        # The resume record goes first: a worker stopped in between leaves a stored file without
+        # its sidecar (fetched again next time, as if new), never a record nothing will delete.
         storage.delete(self.record_key)
+        storage.write_json(key + ".json", sidecar | {"sha256": digest, "bytes": self.size})
         self._buffer.clear()
         return digest
 
@@ -292,7 +294,16 @@ class S3Writer:
                     ContentType=record.get("content_type") or "application/octet-stream",
                 )  # fmt: skip
             record["upload_id"] = started["UploadId"]
-            storage.write_json(self.record_key, record)  # from here on, a cut transfer resumes
+            try:
+                storage.write_json(self.record_key, record)  # from here on, a cut transfer resumes
+            except BaseException:
+                # Recorded nowhere, the upload could never be found again to abort.
+                with contextlib.suppress(ClientError, BotoCoreError):
+                    storage.client.abort_multipart_upload(
+                        Bucket=storage.bucket, Key=record["key"], UploadId=record["upload_id"]
+                    )
+                record.pop("upload_id")
+                raise
         number = len(self._parts) + 1
         with _unavailable_as_ours("uploading a part"):
             answer = storage.client.upload_part(

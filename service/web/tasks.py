@@ -32,8 +32,7 @@ from service.errors import (
     StorageUnavailable,
     UnknownTask,
 )
-from service.retention import ARCHIVE_NAME
-from service.storage import LocalFile, RemoteObject
+from service.storage import ARCHIVE_NAME, LocalFile, RemoteObject
 from service.web.context import Context, context
 
 DEFAULT_LIMIT: Final = 50
@@ -52,13 +51,13 @@ async def get_task(request: Request) -> JSONResponse:
     record = await ctx.tasks.get_task(task_id)
     if record is not None:
         return JSONResponse(task_view(record))
-    archived = await archived_view(ctx, task_id)
+    archived = await read_archive(ctx, task_id)
     if archived is None:
         raise UnknownTask(f"no task {task_id!r}: it was never submitted nor called back")
     return JSONResponse(archived)
 
 
-async def archived_view(ctx: Context, task_id: str) -> dict[str, Any] | None:
+async def read_archive(ctx: Context, task_id: str) -> dict[str, Any] | None:
     """The view a task left when retention moved it out of Redis (service/retention.py)."""
     assert ctx.storage is not None, "the app's lifespan opens the storage"
     document = await run_in_threadpool(ctx.storage.get_document, task_id, ARCHIVE_NAME)
@@ -77,7 +76,7 @@ async def get_file(request: Request) -> Response:
     record = await ctx.tasks.get_task(task_id) if TASK_ID_PATTERN.fullmatch(task_id) else None
     # An archived task's files are where they were; its view names them, as the record did.
     archived = (
-        await archived_view(ctx, task_id) if record is None and TASK_ID_PATTERN.fullmatch(task_id) else None
+        await read_archive(ctx, task_id) if record is None and TASK_ID_PATTERN.fullmatch(task_id) else None
     )
     if record is None and archived is None:
         raise UnknownTask(f"no task {task_id!r}")
@@ -103,7 +102,8 @@ async def get_file(request: Request) -> Response:
                 else []
             )
             if ctx.files_http is None and request.method == "GET":
-                url = stored.url(ctx.settings.files_presign_s, True)
+                # Signing may refresh credentials (an instance role: a blocking request): a thread.
+                url = await run_in_threadpool(stored.url, ctx.settings.files_presign_s, True)
                 # The client sends its Range on to the presigned URL, which is good for a GET only:
                 # a HEAD is answered here, from what the lookup found.
                 return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
@@ -132,14 +132,21 @@ async def proxied(
         status, headers["Content-Range"] = 206, f"bytes {start}-{end - 1}/{stored.size}"
     if request.method == "HEAD" or http is None:
         return Response(status_code=status, headers=headers)
-    upstream = http.build_request("GET", stored.url(60, False), headers={"Range": f"bytes={start}-{end - 1}"})
+    signed = await run_in_threadpool(stored.url, 60, False)
+    upstream = http.build_request("GET", signed, headers={"Range": f"bytes={start}-{end - 1}"})
     try:
         answer = await http.send(upstream, stream=True)
     except httpx.HTTPError as exc:
         raise StorageUnavailable(f"object storage unreachable: {type(exc).__name__}") from None
-    if answer.status_code not in (200, 206):
+    # Exactly the bytes promised above, or nothing: a store that ignored the Range (200), or an
+    # object changed since it was looked up, would break the response half-way.
+    expected = f"bytes {start}-{end - 1}/{stored.size}"
+    if answer.status_code != 206 or answer.headers.get("content-range") != expected:
         await answer.aclose()
-        raise StorageUnavailable(f"object storage answered HTTP {answer.status_code} for a stored file")
+        raise StorageUnavailable(
+            f"object storage answered HTTP {answer.status_code} "
+            f"({answer.headers.get('content-range', 'no Content-Range')}) for bytes {start}-{end - 1}"
+        )
     return StreamingResponse(answer.aiter_raw(), status_code=status, headers=headers,
                              background=BackgroundTask(answer.aclose))  # fmt: skip
 

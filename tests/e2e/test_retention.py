@@ -12,13 +12,20 @@ import httpx
 import pytest
 import redis
 
-from service.retention import ARCHIVE_NAME, Archiver
+from service.retention import BATCH, Archiver
 from service.settings import Settings
-from service.storage import open_storage, target_of
+from service.storage import ARCHIVE_NAME, open_storage, target_of
 from service.store.keys import Keys
 from service.store.retention import RetentionStore
 from tests.conftest import TapedeckFactory
-from tests.e2e.test_downloads import settle, start_worker, submit_and_complete, tapedeck_for, wait_until
+from tests.e2e.test_downloads import (
+    GENERATE,
+    settle,
+    start_worker,
+    submit_and_complete,
+    tapedeck_for,
+    wait_until,
+)
 from tests.storage_backends import Backend
 from tests.web.test_callbacks import music
 
@@ -162,3 +169,53 @@ def test_a_running_worker_archives_what_is_due_and_its_keys_leave_redis(
         for task_id in ids:
             assert task_keys(redis_client, task_id) == []
             assert client.get(f"/tasks/{task_id}").json()["archive"] == "stored"
+
+
+def test_tasks_that_cannot_leave_are_passed_never_a_wall(
+    tapedeck: TapedeckFactory, local_env: dict[str, str], redis_client: redis.Redis
+) -> None:
+    """More old tasks that stay (here: not final) than a sweep looks at, before a due one."""
+    with tapedeck_for(tapedeck, local_env) as client:
+        for n in range(BATCH + 1):
+            member = f"{n + 1:013d}:stuck{n}"
+            fields = {"task_id": f"stuck{n}", "status": "first", "updated_at": 1, "index_member": member}
+            redis_client.hset(f"td:task:stuck{n}", mapping=fields)
+            redis_client.zadd("td:index:all", {member: 0})
+        task_id, _ = settled_task(client, local_env)
+        sweeper = archiver(local_env, redis_client, later_s=DAY + 60)
+        sweeps = []
+        while not sweeps or sweeps[-1].looked == BATCH:  # as the worker's thread goes on
+            sweeps.append(sweeper.sweep())
+        assert sum(s.archived for s in sweeps) == 1
+        assert sum(s.kept.get("not final", 0) for s in sweeps) == BATCH + 1
+        assert client.get(f"/tasks/{task_id}").json()["archived"] is True
+
+
+def test_a_submitted_tasks_submission_and_own_endpoint_leave_with_it(
+    tapedeck: TapedeckFactory, archive_env: dict[str, str], redis_client: redis.Redis
+) -> None:
+    from service.core.webhooks import new_secret
+
+    env = archive_env | {
+        "WEBHOOK_SECRET": new_secret(bytes(range(32))),
+        "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
+    }
+    with tapedeck_for(tapedeck, env) as client:
+        submitted = client.post("/tasks", json={"kind": "generate", "params": GENERATE,
+                                                "webhook_url": "http://127.0.0.1:9/hook"})  # fmt: skip
+        assert submitted.status_code == 201, submitted.text
+        task_id, submission_id = submitted.json()["task_id"], submitted.json()["submission"]["submission_id"]
+        wait_until(lambda: client.get(f"/tasks/{task_id}").json()["status"] == "complete")
+        live = settle(client, task_id, env)
+        endpoint = "ept_" + submission_id.removeprefix("sub_")
+        assert redis_client.exists(f"td:sub:{submission_id}", f"td:wh:sub:{endpoint}") == 2
+        assert archiver(env, redis_client, later_s=DAY + 60).sweep().archived == 1
+        left = [
+            str(k)
+            for k in redis_client.scan_iter("td:*")
+            if any(i in str(k) for i in (task_id, submission_id, endpoint))
+        ]
+        assert left == [], "nothing of the task, its submission or its endpoint stays"
+        view = client.get(f"/tasks/{task_id}").json()
+        assert view["submission"]["submission_id"] == submission_id
+        assert view["history"] == live["history"]

@@ -21,15 +21,13 @@ if not TERMINAL[fields.status] then return {'keep', 'not final'} end
 if redis.call('ZSCORE', key_polls_due(prefix), task_id) then return {'keep', 'a poll is due'} end
 
 local artifacts = redis.call('HGETALL', key_artifacts(prefix, task_id))
+local settled_at = tonumber(fields.updated_at) or 0
 for i = 2, #artifacts, 2 do
   local read, artifact = pcall(cjson.decode, artifacts[i])
-  -- An unreadable record reads as failed (store/tasks.py _state_of): settled.
-  if read and type(artifact) == 'table' and not SETTLED[artifact.state or 'waiting'] then
-    return {'keep', 'files not settled'}
-  end
+  if not read or type(artifact) ~= 'table' then return {'keep', 'a file record is unreadable'} end
+  if not SETTLED[artifact.state or 'waiting'] then return {'keep', 'files not settled'} end
+  settled_at = math.max(settled_at, tonumber(artifact.stored_at) or 0)
 end
-
-local settled_at = tonumber(fields.updated_at) or 0
 local history = redis.call('LRANGE', history_key, 0, -1)
 local read_last, last = pcall(cjson.decode, history[#history] or '')
 if read_last and type(last) == 'table' and tonumber(last.at) then settled_at = math.max(settled_at, tonumber(last.at)) end
@@ -77,7 +75,16 @@ if fields.index_member then
   redis.call('ZREM', key_index_status(prefix, fields.status), fields.index_member)
 end
 if fields.archive then redis.call('HINCRBY', key_archives(prefix), fields.archive, -1) end
-if fields.submission_id then redis.call('DEL', key_submission(prefix, fields.submission_id)) end
+local submission_id = fields.submission_id
+-- The submission is this task's only if it says so (a second task may name it: a create retried
+-- after its answer was lost); its own endpoint (a subscription of this one task) goes with it.
+if submission_id and redis.call('HGET', key_submission(prefix, submission_id), 'task_id') == task_id then
+  local endpoint = 'ept_' .. string.sub(submission_id, 5)
+  redis.call('DEL', key_submission(prefix, submission_id), key_webhook(prefix, endpoint),
+    key_webhook_queues(prefix, endpoint), key_webhook_deliveries(prefix, endpoint),
+    key_subscription_due(prefix, endpoint))
+  redis.call('ZREM', key_deliveries_due(prefix), endpoint)
+end
 redis.call('DEL', task_key, history_key, deliveries_key, key_tracks(prefix, task_id),
   key_artifacts(prefix, task_id))
 return {'removed'}
