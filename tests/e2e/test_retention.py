@@ -12,7 +12,7 @@ import httpx
 import pytest
 import redis
 
-from service.retention import BATCH, Archiver
+from service.retention import BATCH, Archiver, Sweep
 from service.settings import Settings
 from service.storage import ARCHIVE_NAME, open_storage, target_of
 from service.store.keys import Keys
@@ -178,12 +178,15 @@ def test_tasks_that_cannot_leave_are_passed_never_a_wall(
     with tapedeck_for(tapedeck, local_env) as client:
         for n in range(BATCH + 1):
             member = f"{n + 1:013d}:stuck{n}"
-            fields = {"task_id": f"stuck{n}", "status": "first", "updated_at": 1, "index_member": member}
-            redis_client.hset(f"td:task:stuck{n}", mapping=fields)
+            key = f"td:task:stuck{n}"
+            redis_client.hset(
+                key, mapping={"task_id": f"stuck{n}", "status": "first", "index_member": member}
+            )
+            redis_client.hset(key, "updated_at", 1)
             redis_client.zadd("td:index:all", {member: 0})
         task_id, _ = settled_task(client, local_env)
         sweeper = archiver(local_env, redis_client, later_s=DAY + 60)
-        sweeps = []
+        sweeps: list[Sweep] = []
         while not sweeps or sweeps[-1].looked == BATCH:  # as the worker's thread goes on
             sweeps.append(sweeper.sweep())
         assert sum(s.archived for s in sweeps) == 1
