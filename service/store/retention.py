@@ -3,6 +3,7 @@ their removal, all through `retire.lua` (service/retention.py writes the archive
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -21,11 +22,19 @@ class Retiring:
     task_id: str
     fingerprint: str
     record: dict[str, Any]
-    deliveries: list[dict[str, str]]
+    deliveries: list[dict[str, Any]]
 
 
 def _pairs(flat: list[str]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _delivery(flat: list[str]) -> dict[str, Any]:
+    """A delivery's hash, with its attempts (`attempt_log`, one JSON entry a line) as a list."""
+    delivery: dict[str, Any] = _pairs(flat)
+    log = delivery.pop("attempt_log", "")
+    delivery["attempt_log"] = [json.loads(line) for line in log.split("\n") if line]
+    return delivery
 
 
 class RetentionStore:
@@ -51,7 +60,7 @@ class RetentionStore:
         record = record_of(_pairs(task), _pairs(tracks), _pairs(artifacts), list(history),
                            _pairs(submission) or None)  # fmt: skip
         record["task"]["next_check_at"] = ""  # a final task has no next check
-        return Retiring(task_id, str(fingerprint), record, [_pairs(d) for d in deliveries])
+        return Retiring(task_id, str(fingerprint), record, [_delivery(d) for d in deliveries])
 
     def remove(self, retiring: Retiring, now_ms: int, retention_ms: int) -> bool:
         """Removes the task's keys if nothing changed since `check`; False when something did."""

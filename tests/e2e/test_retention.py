@@ -222,3 +222,21 @@ def test_a_submitted_tasks_submission_and_own_endpoint_leave_with_it(
         view = client.get(f"/tasks/{task_id}").json()
         assert view["submission"]["submission_id"] == submission_id
         assert view["history"] == live["history"]
+
+
+def test_settled_deliveries_go_into_the_archive_with_their_attempts(
+    tapedeck: TapedeckFactory, local_env: dict[str, str], redis_client: redis.Redis
+) -> None:
+    with tapedeck_for(tapedeck, local_env) as client:
+        task_id, _ = settled_task(client, local_env)
+        attempts = [{"at": 1, "status": 503}, {"at": 2, "status": 200}]
+        redis_client.hset("td:wh:dlv:d1", mapping={"id": "d1", "task_id": task_id, "subscription_id": "wh_1",
+                                                   "state": "delivered", "settled_at": 2})  # fmt: skip
+        redis_client.rpush("td:wh:dlv:d1:attempts", *(json.dumps(a) for a in attempts))
+        redis_client.zadd(f"td:task:{task_id}:deliveries", {"d1": 1})
+        redis_client.zadd("td:wh:sub:wh_1:deliveries", {"d1": 1, "d2": 2})
+        assert archiver(local_env, redis_client, later_s=DAY + 60).sweep().archived == 1
+        (delivery,) = client.get(f"/tasks/{task_id}").json()["deliveries"]
+        assert (delivery["state"], delivery["attempt_log"]) == ("delivered", attempts)
+        assert redis_client.exists("td:wh:dlv:d1", "td:wh:dlv:d1:attempts") == 0
+        assert redis_client.zrange("td:wh:sub:wh_1:deliveries", 0, -1) == ["d2"], "its listing forgets it"

@@ -42,6 +42,10 @@ for _, id in ipairs(ids) do
     return {'keep', 'deliveries not settled'}
   end
   settled_at = math.max(settled_at, tonumber(d.settled_at) or 0)
+  -- Its attempts go into the archive with it (each a JSON entry: none holds a newline).
+  local attempts = redis.call('LRANGE', key_delivery_attempts(prefix, id), 0, -1)
+  delivery[#delivery + 1] = 'attempt_log'
+  delivery[#delivery + 1] = table.concat(attempts, '\n')
   deliveries[#deliveries + 1] = delivery
 end
 if settled_at + tonumber(A.retention_ms) > now then return {'keep', 'settled too recently'} end
