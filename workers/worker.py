@@ -27,6 +27,7 @@ from rq import SimpleWorker
 
 from service.core.retry import Backoff
 from service.settings import Settings
+from service.store.connection import redis_is_away
 from workers import dispatch, jobs
 from workers.runtime import WorkerRuntime
 
@@ -83,9 +84,7 @@ def work_forever(runtime: WorkerRuntime) -> None:
     dispatcher.start()
     try:
         while not stopping.is_set():
-            # RQ installs its own handlers while it works; between workers, a signal is ours.
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(signum, lambda *_: stopping.set())
+            listen_for_stop(stopping)
             if not wait_for_redis(runtime, stopping):
                 return
             worker = DrainingWorker(
@@ -96,23 +95,41 @@ def work_forever(runtime: WorkerRuntime) -> None:
             )
             try:
                 worker.work(with_scheduler=True, logging_level="INFO")
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                log.warning("worker: Redis failed under the worker (%s); starting again", type(exc).__name__)
             except redis.RedisError as exc:
-                # A failover can hand RQ's transactions a half-read answer (a lagging sentinel
-                # still names the old primary, back as a replica: READONLY mid-MULTI), which
-                # redis-py reports as a ResponseError. Like a dead connection, it is Redis's
-                # state, not the job's: start again, a moment later so a lasting fault is no spin.
+                # What escapes RQ's loop comes from its teardown, which writes to Redis. Redis
+                # unreachable, or refusing by its own state (a lagging sentinel still naming the
+                # old primary, back as a replica: READONLY), is waited out; any other refusal is
+                # a bug, which a worker restarting every second would hide.
+                if not redis_is_away(exc):
+                    raise
                 log.warning("worker: Redis failed under the worker (%s: %s); starting again",
                             type(exc).__name__, exc)  # fmt: skip
-                stopping.wait(1.0)
+                listen_for_stop(stopping)  # RQ's handlers belong to the worker that just ended
+                stopping.wait(1.0)  # a lasting refusal is no spin
             finally:
                 runtime.drain.cancel()
+                stop_listening(worker)
             if is_stop_requested(worker):
                 return
     finally:
         stopping.set()
         dispatcher.join(timeout=5)
+
+
+def listen_for_stop(stopping: threading.Event) -> None:
+    """SIGTERM and SIGINT set `stopping`: RQ installs its own handlers while it works, and
+    between two of its workers a signal is ours."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+
+
+def stop_listening(worker: SimpleWorker) -> None:
+    """Asks the ended worker's pubsub thread to stop. RQ 3.0 stops it last in its teardown, after
+    registering the worker's death, which raises when Redis failed under it: the thread would
+    otherwise listen (and reconnect) for a dead worker for as long as the process runs."""
+    thread = getattr(worker, "pubsub_thread", None)
+    if thread is not None:
+        thread.stop()  # it ends at its next wake-up and closes its own connection
 
 
 def is_stop_requested(worker: SimpleWorker) -> bool:
