@@ -23,12 +23,14 @@ from types import FrameType
 from typing import Any
 
 import redis
-from rq import SimpleWorker
+from rq import Queue, SimpleWorker
+from rq.job import Job
 
 from service.core.retry import Backoff
 from service.settings import Settings
 from service.store.connection import redis_is_away
 from workers import dispatch, jobs
+from workers.queues import DOWNLOAD_JOB
 from workers.runtime import WorkerRuntime
 
 log = logging.getLogger("tapedeck.worker")
@@ -37,11 +39,19 @@ MAINTENANCE_INTERVAL_S = 60
 
 
 class DrainingWorker(SimpleWorker):
-    """RQ's SimpleWorker whose warm shutdown lasts WORKER_DRAIN_S at most (see workers/drain.py)."""
+    """RQ's SimpleWorker whose warm shutdown lasts WORKER_DRAIN_S at most (see workers/drain.py),
+    and which keeps the download it is running for `requeue_cut_off`."""
 
     def __init__(self, *args: Any, runtime: WorkerRuntime, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.runtime = runtime
+        self.running: tuple[str, str] | None = None  # (task id, artifact name)
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        # Still set afterwards only when RQ's own bookkeeping raised: Redis failed under the job.
+        self.running = (str(job.args[0]), str(job.args[1])) if job.func_name == DOWNLOAD_JOB else None
+        super().execute_job(job, queue)
+        self.running = None
 
     def handle_warm_shutdown_request(self) -> None:
         super().handle_warm_shutdown_request()  # type: ignore[no-untyped-call]
@@ -82,11 +92,13 @@ def work_forever(runtime: WorkerRuntime) -> None:
         target=dispatch.run, args=(runtime, stopping), name="dispatcher", daemon=True
     )
     dispatcher.start()
+    cut_off: list[tuple[str, str]] = []
     try:
         while not stopping.is_set():
             listen_for_stop(stopping)
             if not wait_for_redis(runtime, stopping):
                 return
+            cut_off = requeue_cut_off(runtime, cut_off)
             worker = DrainingWorker(
                 runtime.queues.in_drain_order(),  # RQ takes from the first non-empty queue
                 connection=runtime.rq_connection,
@@ -109,11 +121,36 @@ def work_forever(runtime: WorkerRuntime) -> None:
             finally:
                 runtime.drain.cancel()
                 stop_listening(worker)
+                if worker.running is not None:
+                    cut_off.append(worker.running)
             if is_stop_requested(worker):
                 return
     finally:
         stopping.set()
         dispatcher.join(timeout=5)
+
+
+def requeue_cut_off(runtime: WorkerRuntime, items: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Queues again the downloads RQ workers of this process were running when Redis failed under
+    them, once it answers; returns those still to queue (all, when it failed again).
+
+    Their jobs ended with those workers. One cut off before its claim (or whose claim a failover
+    lost with the old primary's last writes) would otherwise wait out the sweep's grace
+    (DOWNLOAD_GRACE_MS, two minutes); a claimed one still waits for its lease, and a duplicate of
+    one that did finish finds it stored: the claims make a second job harmless.
+    """
+    if not items:
+        return []
+    now = time.time()
+    try:
+        dispatch.enqueue_downloads(runtime, now, items, suffix=f"-c{int(now)}")
+    except redis.RedisError as exc:
+        if not redis_is_away(exc):
+            raise
+        return items
+    for task_id, name in items:
+        log.warning("download task_id=%s artifact=%s cut off by Redis failing: queued again", task_id, name)
+    return []
 
 
 def listen_for_stop(stopping: threading.Event) -> None:
