@@ -45,9 +45,9 @@ def requeue_waiting(runtime: WorkerRuntime, now: float) -> int:
     whose outbox pop was kept and its jobs not), and the artifacts they were for would wait out
     the two-minute grace; the due list, written with each callback, still has them. A second job
     of one still queued is harmless: the claim."""
-    grace_ms, requeued = to_ms(runtime.settings.download_lease_s), 0
+    requeued = 0
     while True:
-        items = runtime.artifacts.waiting_downloads(to_ms(now), BATCH, grace_ms)
+        items = runtime.artifacts.waiting_downloads(to_ms(now), requeued, BATCH)
         enqueue_downloads(runtime, now, items, suffix=f"-a{int(now)}")
         requeued += len(items)
         if len(items) < BATCH:
