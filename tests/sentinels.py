@@ -102,6 +102,10 @@ class Replicated:
     def primary_port_now(self) -> int:
         return self.sentinels[0].primary_port_now()
 
+    def all_name(self, port: int) -> bool:
+        """Every sentinel names the primary on `port` (one that lags still has the old one)."""
+        return all(sentinel.primary_port_now() == port for sentinel in self.sentinels)
+
 
 def is_linked(replica: RedisServer) -> bool:
     with redis.Redis(port=replica.port, decode_responses=True) as client:

@@ -39,6 +39,24 @@ def requeue_abandoned(runtime: WorkerRuntime, now: float) -> int:
     return len(items)
 
 
+def requeue_waiting(runtime: WorkerRuntime, now: float) -> int:
+    """Every download whose job may be queued goes on the queue again: for when Redis answers
+    after being away. A failover loses the old primary's last writes (jobs queued, a dispatch
+    whose outbox pop was kept and its jobs not), and the artifacts they were for would wait out
+    the two-minute grace; the due list, written with each callback, still has them. A second job
+    of one still queued is harmless: the claim."""
+    requeued = 0
+    while True:
+        items = runtime.artifacts.waiting_downloads(to_ms(now), requeued, BATCH)
+        enqueue_downloads(runtime, now, items, suffix=f"-a{int(now)}")
+        requeued += len(items)
+        if len(items) < BATCH:
+            break
+    if requeued:
+        log.warning("dispatch: %d waiting downloads queued again after Redis was away", requeued)
+    return requeued
+
+
 def enqueue_downloads(
     runtime: WorkerRuntime, now: float, items: list[tuple[str, str]], suffix: str = ""
 ) -> None:
@@ -78,7 +96,8 @@ def reschedule_forgotten(runtime: WorkerRuntime, now: float) -> int:
 
 def run(runtime: WorkerRuntime, stop: threading.Event) -> None:
     """The dispatcher loop of a worker process: drain the outbox and the due polls; every few
-    seconds requeue overdue downloads, every half minute reschedule forgotten tasks."""
+    seconds requeue overdue downloads, every half minute reschedule forgotten tasks; once Redis
+    answers after being away, requeue every waiting download."""
     swept = reconciled = 0.0
     redis_away = False
     while not stop.is_set():
@@ -94,6 +113,7 @@ def run(runtime: WorkerRuntime, stop: threading.Event) -> None:
                 reschedule_forgotten(runtime, now)
             if redis_away:
                 log.warning("dispatch: Redis answers again")
+                requeue_waiting(runtime, now)
                 redis_away = False
         except STORE_ERRORS as exc:  # Redis is away: the outbox waits in Redis; say so once
             if not redis_away:

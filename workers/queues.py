@@ -2,10 +2,12 @@
 
 Queue names and job ids carry the Redis prefix (TAPEDECK_REDIS_PREFIX), so two deployments on one
 Redis share nothing: `td-downloads`, `td-downloads-urgent`, `td-polls`. Job ids are deterministic
-(`td-download-<task>-<artifact>`, a retry adds `-r<attempt>`, a requeue of an overdue one
-`-l<seconds>`; `td-poll-<task>-<ms>`), so the same artifact is never queued twice by the
-dispatcher. RQ job ids allow letters, digits, `_` and `-` only, which is all a prefix, a task
-id or an artifact name may hold. Jobs are named by import path, so this module needs no job code.
+(`td-download-<task>-<artifact>`; a retry adds `-r<attempt>`, a requeue of an overdue one
+`-l<seconds>`, of one cut off by Redis failing under its worker `-c<seconds>`, of every waiting
+one once Redis answers after being away `-a<seconds>`; `td-poll-<task>-<ms>`), so the dispatcher
+never queues the same artifact twice in its ordinary course. RQ job ids allow letters, digits,
+`_` and `-` only, which is all a prefix, a task id or an artifact name may hold. Jobs are named
+by import path, so this module needs no job code.
 """
 
 from __future__ import annotations

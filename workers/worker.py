@@ -23,11 +23,14 @@ from types import FrameType
 from typing import Any
 
 import redis
-from rq import SimpleWorker
+from rq import Queue, SimpleWorker
+from rq.job import Job
 
 from service.core.retry import Backoff
 from service.settings import Settings
+from service.store.connection import redis_is_away
 from workers import dispatch, jobs, retention
+from workers.queues import DOWNLOAD_JOB
 from workers.runtime import WorkerRuntime
 
 log = logging.getLogger("tapedeck.worker")
@@ -36,11 +39,19 @@ MAINTENANCE_INTERVAL_S = 60
 
 
 class DrainingWorker(SimpleWorker):
-    """RQ's SimpleWorker whose warm shutdown lasts WORKER_DRAIN_S at most (see workers/drain.py)."""
+    """RQ's SimpleWorker whose warm shutdown lasts WORKER_DRAIN_S at most (see workers/drain.py),
+    and which keeps the download it is running for `requeue_cut_off`."""
 
     def __init__(self, *args: Any, runtime: WorkerRuntime, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.runtime = runtime
+        self.running: tuple[str, str] | None = None  # (task id, artifact name)
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        # Still set afterwards only when RQ's own bookkeeping raised: Redis failed under the job.
+        self.running = (str(job.args[0]), str(job.args[1])) if job.func_name == DOWNLOAD_JOB else None
+        super().execute_job(job, queue)
+        self.running = None
 
     def handle_warm_shutdown_request(self) -> None:
         super().handle_warm_shutdown_request()  # type: ignore[no-untyped-call]
@@ -83,13 +94,13 @@ def work_forever(runtime: WorkerRuntime) -> None:
     dispatcher.start()
     sweeper = threading.Thread(target=retention.run, args=(runtime, stopping), name="retention", daemon=True)
     sweeper.start()
+    cut_off: list[tuple[str, str]] = []
     try:
         while not stopping.is_set():
-            # RQ installs its own handlers while it works; between workers, a signal is ours.
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(signum, lambda *_: stopping.set())
+            listen_for_stop(stopping)
             if not wait_for_redis(runtime, stopping):
                 return
+            cut_off = requeue_cut_off(runtime, cut_off)
             worker = DrainingWorker(
                 runtime.queues.in_drain_order(),  # RQ takes from the first non-empty queue
                 connection=runtime.rq_connection,
@@ -98,24 +109,67 @@ def work_forever(runtime: WorkerRuntime) -> None:
             )
             try:
                 worker.work(with_scheduler=True, logging_level="INFO")
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                log.warning("worker: Redis failed under the worker (%s); starting again", type(exc).__name__)
             except redis.RedisError as exc:
-                # A failover can hand RQ's transactions a half-read answer (a lagging sentinel
-                # still names the old primary, back as a replica: READONLY mid-MULTI), which
-                # redis-py reports as a ResponseError. Like a dead connection, it is Redis's
-                # state, not the job's: start again, a moment later so a lasting fault is no spin.
+                # What escapes RQ's loop comes from its teardown, which writes to Redis. Redis
+                # unreachable, or refusing by its own state (a lagging sentinel still naming the
+                # old primary, back as a replica: READONLY), is waited out; any other refusal is
+                # a bug, which a worker restarting every second would hide.
+                if not redis_is_away(exc):
+                    raise
                 log.warning("worker: Redis failed under the worker (%s: %s); starting again",
                             type(exc).__name__, exc)  # fmt: skip
-                stopping.wait(1.0)
+                listen_for_stop(stopping)  # RQ's handlers belong to the worker that just ended
+                stopping.wait(1.0)  # a lasting refusal is no spin
             finally:
                 runtime.drain.cancel()
+                stop_listening(worker)
+                if worker.running is not None:
+                    cut_off.append(worker.running)
             if is_stop_requested(worker):
                 return
     finally:
         stopping.set()
         dispatcher.join(timeout=5)
         sweeper.join(timeout=5)
+
+
+def requeue_cut_off(runtime: WorkerRuntime, items: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Queues again the downloads RQ workers of this process were running when Redis failed under
+    them, once it answers; returns those still to queue (all, when it failed again).
+
+    Their jobs ended with those workers. One cut off before its claim (or whose claim a failover
+    lost with the old primary's last writes) would otherwise wait out the sweep's grace
+    (DOWNLOAD_GRACE_MS, two minutes); a claimed one still waits for its lease, and a duplicate of
+    one that did finish finds it stored: the claims make a second job harmless.
+    """
+    if not items:
+        return []
+    now = time.time()
+    try:
+        dispatch.enqueue_downloads(runtime, now, items, suffix=f"-c{int(now)}")
+    except redis.RedisError as exc:
+        if not redis_is_away(exc):
+            raise
+        return items
+    for task_id, name in items:
+        log.warning("download task_id=%s artifact=%s cut off by Redis failing: queued again", task_id, name)
+    return []
+
+
+def listen_for_stop(stopping: threading.Event) -> None:
+    """SIGTERM and SIGINT set `stopping`: RQ installs its own handlers while it works, and
+    between two of its workers a signal is ours."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+
+
+def stop_listening(worker: SimpleWorker) -> None:
+    """Asks the ended worker's pubsub thread to stop. RQ 3.0 stops it last in its teardown, after
+    registering the worker's death, which raises when Redis failed under it: the thread would
+    otherwise listen (and reconnect) for a dead worker for as long as the process runs."""
+    thread = getattr(worker, "pubsub_thread", None)
+    if thread is not None:
+        thread.stop()  # it ends at its next wake-up and closes its own connection
 
 
 def is_stop_requested(worker: SimpleWorker) -> bool:

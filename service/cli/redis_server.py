@@ -43,7 +43,8 @@ class RedisServer:
     """Start `redis-server` on 127.0.0.1 and stop it on exit.
 
     `appendonly=True` gives the durability the system of record needs (dev, benchmarks);
-    tests run without persistence. `replica_of` (a port on 127.0.0.1) starts it as a replica.
+    tests run without persistence. `replica_of` (a port on 127.0.0.1) starts it as a replica;
+    `replica_priority` is the sentinels' preference among replicas (0: never promoted).
     """
 
     def __init__(
@@ -53,12 +54,14 @@ class RedisServer:
         appendonly: bool = False,
         binary: str | None = None,
         replica_of: int | None = None,
+        replica_priority: int | None = None,
     ) -> None:
         self.data_dir = data_dir.resolve()
         self.port = port or free_port()
         self.appendonly = appendonly
         self.binary = binary or find_redis_server()
         self.replica_of = replica_of
+        self.replica_priority = replica_priority
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -91,6 +94,8 @@ class RedisServer:
         ]
         if self.replica_of is not None:
             args += ["--replicaof", "127.0.0.1", str(self.replica_of)]
+        if self.replica_priority is not None:  # 0: the sentinels never promote it
+            args += ["--replica-priority", str(self.replica_priority)]
         # Its own session: a terminal's Ctrl-C must not stop Redis before the processes using it.
         self.process = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True

@@ -94,6 +94,14 @@ class ArtifactStore:
         or a scheduled retry was lost. Each returned one is pushed `grace_ms` ahead."""
         return [_pair(m) for m in self._take_due("downloads", now_ms, limit, now_ms + grace_ms)]
 
+    def waiting_downloads(self, now_ms: int, start: int, limit: int) -> list[tuple[str, str]]:
+        """Artifacts due within DOWNLOAD_GRACE_MS (the longest a queued one waits), soonest first:
+        every download whose job may be queued now, or held by a lease. Read only: each keeps its
+        due time, so a lease still runs out and brings its artifact back."""
+        horizon = now_ms + scripts.DOWNLOAD_GRACE_MS
+        found = self.client.zrangebyscore(self.keys.downloads_due(), "-inf", horizon, start=start, num=limit)
+        return [_pair(m) for m in cast(list[str], found)]
+
     def due_polls(self, now_ms: int, limit: int, lease_ms: int) -> list[str]:
         """Tasks whose next check has come; each is leased `lease_ms` ahead, so one worker polls it."""
         return self._take_due("polls", now_ms, limit, now_ms + lease_ms)

@@ -32,6 +32,7 @@ from redis.exceptions import (
     TryAgainError,
 )
 from redis.retry import Retry
+from redis.utils import SENTINEL
 
 from service.errors import StoreUnavailable
 from service.settings import RedisLocation
@@ -89,6 +90,48 @@ class SentinelHiredisConnection(aiosentinel.SentinelManagedConnection, HiredisPa
     for a failover) that packs with hiredis like HiredisPackingConnection."""
 
 
+def keep_every_sentinel(found: list[Any], every: tuple[Any, ...]) -> None:
+    """Puts back any sentinel client lost from `found` (the one that answered stays first).
+
+    redis-py 8.1's `discover_master` moves the sentinel that answered to the front by the index
+    it had before the question was sent; two discoveries at once (every connection opened during
+    a failover asks, from tasks or threads) can then write one client over another. The client
+    overwritten is never asked again, and its open connections are never closed: the async
+    pool's `aclose()` no longer reaches them (the "unclosed Connection" at the end of a failover).
+    """
+    if {id(client) for client in found} != {id(client) for client in every}:
+        first = found[0]
+        found[:] = [first, *(client for client in every if client is not first)]
+
+
+class Sentinels(aiosentinel.Sentinel):
+    """The async sentinel clients, none lost to concurrent discoveries (keep_every_sentinel)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        self.every = tuple(self.sentinels)
+
+    async def discover_master(self, service_name: str) -> Any:
+        try:
+            return await super().discover_master(service_name)
+        finally:
+            keep_every_sentinel(self.sentinels, self.every)
+
+
+class SyncSentinels(redis.sentinel.Sentinel):
+    """The sync sentinel clients, none lost to discoveries in two threads at once."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        self.every = tuple(self.sentinels)
+
+    def discover_master(self, service_name: str) -> Any:
+        try:
+            return super().discover_master(service_name)  # type: ignore[no-untyped-call]
+        finally:
+            keep_every_sentinel(self.sentinels, self.every)
+
+
 class SentinelPool(aiosentinel.SentinelConnectionPool):
     """The async sentinel pool, closing its sentinel clients with itself: the client owns both."""
 
@@ -97,6 +140,33 @@ class SentinelPool(aiosentinel.SentinelConnectionPool):
             await super().aclose()
         finally:
             await self.sentinel_manager.aclose()
+
+
+class SyncSentinelConnection(redis.sentinel.SentinelManagedConnection):
+    """The sync sentinel connection, dropped when one of its reads is cut off, like any other.
+
+    redis-py 8.1.0's sync SentinelManagedConnection.read_response defaults `disconnect_on_error`
+    to False (the plain Connection's, and the asyncio sentinel one's, is True). A read cut off by
+    an exception that is not retried (RQ's StopRequested, raised by its SIGTERM handler inside
+    the idle worker's BLPOP; a job timeout; our Drained) then leaves the connection in the pool
+    with its reply still to come, and the next command on it reads that reply instead of its
+    own: RQ's register_death after SIGTERM waited out the 405 s BLPOP on a socket.
+    """
+
+    def read_response(
+        self,
+        disable_decoding: Any = False,
+        *,
+        timeout: float | object = SENTINEL,
+        disconnect_on_error: bool | None = True,
+        push_request: bool | None = False,
+    ) -> Any:
+        return super().read_response(
+            disable_decoding,
+            timeout=timeout,
+            disconnect_on_error=disconnect_on_error,
+            push_request=push_request,
+        )
 
 
 class SyncSentinelPool(redis.sentinel.SentinelConnectionPool):
@@ -127,9 +197,7 @@ def connect(where: RedisLocation | str) -> aioredis.Redis:
     }
     if where.sentinels:
         # redis-py's sentinel module is not annotated: hence the ignores.
-        sentinels = aiosentinel.Sentinel(  # type: ignore[no-untyped-call]
-            where.sentinels, sentinel_kwargs=_sentinel_options(where)
-        )
+        sentinels = Sentinels(where.sentinels, sentinel_kwargs=_sentinel_options(where))
         pool: aioredis.ConnectionPool = SentinelPool(  # type: ignore[no-untyped-call]
             where.sentinel_master,
             sentinels,
@@ -168,11 +236,13 @@ def connect_rq(where: RedisLocation | str) -> redis.Redis:
 def _sync(where: RedisLocation, **options: Any) -> redis.Redis:
     if not where.sentinels:
         return redis.Redis.from_url(where.url, **options)
-    sentinels = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
-        where.sentinels, sentinel_kwargs=_sentinel_options(where)
-    )
+    sentinels = SyncSentinels(where.sentinels, sentinel_kwargs=_sentinel_options(where))
     pool = SyncSentinelPool(  # type: ignore[no-untyped-call]
-        where.sentinel_master, sentinels, **_credentials(where.url), **options
+        where.sentinel_master,
+        sentinels,
+        connection_class=SyncSentinelConnection,
+        **_credentials(where.url),
+        **options,
     )
     return redis.Redis.from_pool(pool)
 

@@ -1,4 +1,5 @@
-"""Which failures mean "Redis is away, wait" and which are an outcome to record."""
+"""Which failures mean "Redis is away, wait" and which are an outcome to record; the sentinel
+clients kept whole."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from redis.exceptions import (
 )
 
 from service.errors import EventRefused, StoreUnavailable
-from service.store.connection import redis_is_away
+from service.store.connection import keep_every_sentinel, redis_is_away
 
 CASES = [
     (ConnectionError("Connection refused"), True),
@@ -41,3 +42,17 @@ CASES = [
 @pytest.mark.parametrize(("exc", "away"), CASES, ids=[f"{type(c[0]).__name__}-{c[1]}" for c in CASES])
 def test_what_counts_as_redis_being_away(exc: Exception, away: bool) -> None:
     assert redis_is_away(exc) is away
+
+
+def test_a_sentinel_written_over_by_a_concurrent_discovery_is_put_back_behind_the_first() -> None:
+    a, b, c = object(), object(), object()
+    found = [b, b, a]  # two discoveries moved b to the front by stale indexes: c is gone
+    keep_every_sentinel(found, (a, b, c))
+    assert found == [b, a, c]
+
+
+def test_sentinels_in_any_order_are_left_as_they_are() -> None:
+    a, b, c = object(), object(), object()
+    found = [c, a, b]
+    keep_every_sentinel(found, (a, b, c))
+    assert found == [c, a, b]

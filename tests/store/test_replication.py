@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import pytest
 import redis
 
+from service.cli.redis_server import free_port
 from service.core.events import Event
 from service.errors import NotReplicated
 from service.settings import RedisLocation, Settings
@@ -97,3 +102,50 @@ def test_the_async_sync_and_rq_clients_are_built_through_the_sentinels(ha: Repli
 def is_on_replica(ha: Replicated, key: str) -> bool:
     with redis.Redis(port=ha.replica.port) as replica:
         return bool(replica.exists(key))
+
+
+def test_concurrent_discoveries_lose_no_sentinel_client(ha: Replicated) -> None:
+    """Every connection opened in a failover asks the sentinels: none of their clients may be lost
+    (it would never be asked again, nor its connections closed)."""
+    dead = ("127.0.0.1", free_port())  # refused: each discovery goes on to the next and moves it
+    location = replace(where(ha), sentinels=(dead, *where(ha).sentinels))
+
+    async def discover() -> tuple[int, int]:
+        client = connect(location)
+        sentinels = client.connection_pool.sentinel_manager  # type: ignore[attr-defined]
+        try:
+            await asyncio.gather(*(sentinels.discover_master(MASTER) for _ in range(20)))
+            return len({id(s) for s in sentinels.sentinels}), len(location.sentinels)
+        finally:
+            await client.aclose()
+
+    kept, given = asyncio.run(discover())
+    assert kept == given
+
+
+class CutOff(Exception):
+    """Like RQ's StopRequested: not an OSError, so redis-py does not take it for a dead socket."""
+
+
+def test_a_read_cut_off_on_the_rq_client_leaves_no_reply_for_the_next_command(ha: Replicated) -> None:
+    """RQ's SIGTERM handler raises inside the idle worker's BLPOP; its teardown's next command must
+    get its own answer, at once, not the BLPOP's once that times out."""
+
+    def cut_off(signum: int, frame: FrameType | None) -> None:
+        raise CutOff
+
+    previous = signal.signal(signal.SIGALRM, cut_off)
+    try:
+        with connect_rq(where(ha)) as rq:
+            signal.setitimer(signal.ITIMER_REAL, 0.2)
+            with pytest.raises(CutOff):
+                rq.blpop(["nothing-here"], 5)
+            started = time.monotonic()
+            with rq.pipeline() as pipe:
+                pipe.set("after-the-cut", "1")
+                pipe.get("after-the-cut")
+                assert pipe.execute() == [True, b"1"]
+            assert time.monotonic() - started < 1
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
