@@ -43,6 +43,9 @@ bench: $(STAMP) bench-tools
 	$(BIN)/python bench/ingest.py --with-deliveries
 	$(BIN)/python bench/download.py
 	$(BIN)/python bench/webhooks.py
+	$(BIN)/python bench/settle.py
+	$(BIN)/python bench/memory.py
+	$(BIN)/python bench/retention.py
 
 # After changing a dependency range in pyproject.toml: pin the newest versions it allows.
 lock: $(STAMP)

@@ -89,6 +89,13 @@ class ArtifactStore:
         popped = cast(list[str] | None, self.client.lpop(self.keys.downloads_new(), limit)) or []
         return [_pair(item) for item in popped]
 
+    def wait_for_new(self, timeout_s: float) -> None:
+        """Returns once the outbox holds something, or after `timeout_s`. BLMOVE from the list's
+        tail to its own tail moves nothing: it only blocks until there is something to move."""
+        new = self.keys.downloads_new()
+        # A fraction of a second: Redis takes one since 6.0 (redis-py's hint says whole seconds).
+        self.client.blmove(new, new, timeout_s, "RIGHT", "RIGHT")  # type: ignore[arg-type]
+
     def overdue_downloads(self, now_ms: int, limit: int, grace_ms: int) -> list[tuple[str, str]]:
         """Artifacts that should have progressed by now: a worker died mid-download, a queued job
         or a scheduled retry was lost. Each returned one is pushed `grace_ms` ahead."""
