@@ -90,9 +90,9 @@ def main() -> int:
                     # after another as one worker fetches them, on one kept-alive connection.
                     told = [a for a in task["artifacts"] if ms(a["discovered_at"]) >= complete]
                     started = time.perf_counter()
-                    with httpx.Client() as plain:
+                    with httpx.Client() as fetch:
                         for artifact in told:
-                            plain.get(artifact["url"]).raise_for_status()
+                            fetch.get(artifact["url"]).raise_for_status()
                     transfer.append((time.perf_counter() - started) * 1000)
                     pipeline.append(stored - complete)
         finally:
