@@ -52,19 +52,25 @@ def wait_for(url: str, deadline_s: float = 30.0) -> None:
 Sample = tuple[int, int, int]
 
 
+def system_env(redis_url: str, web_url: str, sandbox_url: str, files: Path) -> dict[str, str]:
+    """The settings of a whole system on loopback: the sandbox as Kie and file host."""
+    return os.environ | {
+        "REDIS_URL": redis_url,
+        "PUBLIC_BASE_URL": web_url,
+        "KIE_API_BASE": sandbox_url,
+        "KIE_API_KEY": "sandbox-key",
+        "STORAGE_DIR": str(files),
+        "DOWNLOAD_ALLOWED_HOSTS": "+127.0.0.1",
+        "DOWNLOAD_ALLOWED_NETWORKS": "127.0.0.0/8",
+    }
+
+
 def run(variant: str, retention_s: float, seconds: float, rate: float, work: Path) -> list[Sample]:
     """(tasks submitted, used_memory, bytes of Tapedeck's own keys) samples, one a second."""
     with RedisServer(work / f"redis-{variant}") as server:
         web_port, sandbox_port = free_port(), free_port()
         sandbox_url, web_url = f"http://127.0.0.1:{sandbox_port}", f"http://127.0.0.1:{web_port}"
-        env = os.environ | {
-            "REDIS_URL": server.url,
-            "PUBLIC_BASE_URL": web_url,
-            "KIE_API_BASE": sandbox_url,
-            "KIE_API_KEY": "sandbox-key",
-            "STORAGE_DIR": str(work / f"files-{variant}"),
-            "DOWNLOAD_ALLOWED_HOSTS": "+127.0.0.1",
-            "DOWNLOAD_ALLOWED_NETWORKS": "127.0.0.0/8",
+        env = system_env(server.url, web_url, sandbox_url, work / f"files-{variant}") | {
             "TASK_RETENTION_S": str(retention_s),
             "RAW_LOG_MAX_ENTRIES": "100",
             "EVENT_LOG_MAX_ENTRIES": "200",

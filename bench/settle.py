@@ -13,7 +13,6 @@ what the pipeline adds (dispatch, queue, claim, verify, fsync, publish).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from retention import PROMPT, wait_for  # noqa: E402
+from retention import PROMPT, system_env, wait_for  # noqa: E402
 
 from service.cli.redis_server import RedisServer, free_port  # noqa: E402
 
@@ -49,15 +48,7 @@ def main() -> int:
         work = Path(name)
         web_port, sandbox_port = free_port(), free_port()
         sandbox_url, web_url = f"http://127.0.0.1:{sandbox_port}", f"http://127.0.0.1:{web_port}"
-        env = os.environ | {
-            "REDIS_URL": server.url,
-            "PUBLIC_BASE_URL": web_url,
-            "KIE_API_BASE": sandbox_url,
-            "KIE_API_KEY": "sandbox-key",
-            "STORAGE_DIR": str(work / "files"),
-            "DOWNLOAD_ALLOWED_HOSTS": "+127.0.0.1",
-            "DOWNLOAD_ALLOWED_NETWORKS": "127.0.0.0/8",
-        }
+        env = system_env(server.url, web_url, sandbox_url, work / "files")
         python = [sys.executable, "-m", "service.cli.main"]
         logs = (work / "run.log").open("ab")
         sandbox = [*python, "sandbox", "--port", str(sandbox_port), "--speed", "50"]

@@ -14,12 +14,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING
 
 import httpx
 
-from service.cli.redis_server import free_port
+from service.cli.redis_server import LocalServer, free_port
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -37,7 +36,7 @@ def find_weed() -> str:
     return found
 
 
-class ObjectServer:
+class ObjectServer(LocalServer):
     """`weed server -s3` on free loopback ports, with one access key of its own.
 
     `env` holds what Tapedeck needs to use it (STORAGE_URL aside, which names the bucket).
@@ -132,24 +131,3 @@ class ObjectServer:
 
     def create_bucket(self, bucket: str) -> None:
         self.client().create_bucket(Bucket=bucket)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def __enter__(self) -> ObjectServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
