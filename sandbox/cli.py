@@ -41,7 +41,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=float, default=defaults.speed, help="simulated seconds per real second")
     p.add_argument("--drop", type=_stages, default=frozenset(), help="text,first,complete,error or all")
     p.add_argument("--duplicate-rate", type=_rate, default=0.0)
-    p.add_argument("--reorder", action="store_true", help="send complete before first")
+    p.add_argument("--reorder", action="store_true", help="hold first back until after complete")
     p.add_argument("--fail-rate", type=_rate, default=0.0)
     p.add_argument("--retention-s", type=float, default=defaults.retention_s)
     p.add_argument("--seed", type=int, default=None)

@@ -133,7 +133,9 @@ def plan_callbacks(
     ]
     times = {stage: at for at, stage in sent}
     if faults.reorder and "first" in times and "complete" in times:
-        times["first"], times["complete"] = times["complete"], times["first"]
+        # `first` is held back until just after `complete`: Kie never announces a stage before
+        # its files exist, so a reordered run sends `complete` on time and `first` late.
+        times["first"] = times["complete"] + DUPLICATE_GAP
     ordered = sorted(((times[stage], stage) for _, stage in sent), key=lambda item: item[0])
     plan: list[Planned] = []
     for at, stage in ordered:

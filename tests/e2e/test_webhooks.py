@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -36,6 +36,7 @@ from service.store.keys import Keys
 from service.store.webhooks import WebhookStore
 from tests.conftest import TapedeckFactory
 from tests.e2e.test_polling import ALL, PollEnv, finished, submit, tapedeck_for
+from tests.waiting import wait_for
 from tests.web.test_callbacks import music
 from tests.web.test_metrics import scrape, value
 from workers.deliveries import Deliverer
@@ -174,6 +175,20 @@ def test_a_subscriber_gets_each_event_once_in_order_signed_for_both_libraries(
     assert listed[0]["secret"] != sub["secret"] and listed[0]["secret"].endswith(sub["secret"][-4:])
 
 
+def move_to(sandbox_url: str, task_id: str, stage: str) -> None:
+    httpx.post(f"{sandbox_url}/_sandbox/tasks/{task_id}/stage", json={"stage": stage}).raise_for_status()
+
+
+def task_of(client: httpx.Client, task_id: str) -> dict[str, Any]:
+    return cast(dict[str, Any], client.get(f"/tasks/{task_id}").json())
+
+
+def nothing_left_to_send(sandbox_url: str, task_id: str) -> bool:
+    """True once the sandbox has no callback of the task scheduled or in flight."""
+    outlook = httpx.get(f"{sandbox_url}/_sandbox/tasks/{task_id}").json()["outlook"]
+    return not outlook["scheduled"] and not outlook["inFlight"]
+
+
 STAGE_BY_STAGE = ["task.submitted", "task.text", "task.first", "task.completed", "task.files_stored"]
 
 
@@ -192,17 +207,27 @@ def test_a_generated_task_reaches_a_subscriber_stage_by_stage_with_file_urls_tha
     reorder: bool,
     source: str,
 ) -> None:
-    # Slow enough for polls every 0.1-0.3 s to find each stage (at full speed a poll finds the
-    # task complete and reports only that, which is the truth, but not this test's subject).
-    config = SandboxConfig(port=0, speed=20, seed=7, file_bytes=2048, create_limit=10_000, drop=drop,
+    # The sandbox's clock runs in real time (its next stage is 8-20 s away) and the test moves the
+    # task on one stage at a time once Tapedeck has seen the last: on a timeline, a poll or a
+    # callback delayed past the next stage finds the task further on and reports only that, which
+    # is the truth, but not this test's subject.
+    config = SandboxConfig(port=0, speed=1, seed=7, file_bytes=2048, create_limit=10_000, drop=drop,
                            record_info_per_s=1000,
                            duplicate_rate=duplicate_rate, reorder=reorder)  # fmt: skip
     upstream = SandboxServer(config)
     with upstream, tapedeck_for(tapedeck, poll_env(upstream, **LOCAL)) as client:
         sub = subscribe(client, f"{subscribers.url}/hook/a")
         task_id = submit(client)
+        # A reordered run holds `first` back until after `complete`: nothing to wait for there.
+        for stage in ("text", "complete") if reorder else ("text", "first", "complete"):
+            move_to(upstream.url, task_id, stage)
+            if source == "poll":
+                poll_env.work_until(client, [task_id], lambda t, stage=stage: stage in t["stages"])  # type: ignore[misc]
+            else:  # no worker runs meanwhile: no poll can find the stage before its callback
+                wait_for(lambda stage=stage: stage in task_of(client, task_id)["stages"], stage)  # type: ignore[misc]
         poll_env.work_until(client, [task_id], finished)
-        time.sleep(0.3)  # duplicated callbacks still arriving add nothing (asserted below)
+        # Duplicated callbacks still on their way add nothing (asserted below).
+        wait_for(lambda: nothing_left_to_send(upstream.url, task_id), "the last callbacks")
         base = str(client.base_url).rstrip("/")
         stored = lambda: "task.files_stored" in {r.payload["type"] for r in subscribers.of("a")}  # noqa: E731
         drive(redis_url, stored, PUBLIC_BASE_URL=base)

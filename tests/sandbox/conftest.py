@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +21,7 @@ from starlette.routing import Route
 
 from sandbox.config import SandboxConfig
 from sandbox.server import BackgroundServer, SandboxServer
+from tests.waiting import wait_for
 
 API_KEY = "test-key"
 FAST = 2000.0  # simulated seconds per real second: a 45 s task lasts ~25 ms
@@ -145,17 +145,6 @@ def slow_sandbox(make_sandbox: MakeSandbox) -> SandboxServer:
 def client() -> Iterator[httpx.Client]:
     with httpx.Client(headers={"Authorization": f"Bearer {API_KEY}"}, timeout=10, trust_env=False) as http:
         yield http
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
-    """Poll `condition` until it returns something truthy; fail naming `what` otherwise."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def generate_body(callback_url: str, **overrides: Any) -> dict[str, Any]:
