@@ -67,9 +67,11 @@ class Lease:
     token: str
     renewed: float
 
-    def keep(self, deps: Deps, force: bool = False) -> None:
-        """Renews the lease when a third of it has passed (or now); raises TransferFailed if lost."""
-        if not force and time.monotonic() - self.renewed < deps.settings.download_lease_s / 3:
+    def keep(self, deps: Deps, max_age_s: float | None = None) -> None:
+        """Renews the lease once `max_age_s` (a third of it by default) has passed since it was
+        last renewed; raises LeaseLost if it has passed to another worker."""
+        lease_s = deps.settings.download_lease_s
+        if time.monotonic() - self.renewed < (lease_s / 3 if max_age_s is None else max_age_s):
             return
         lease_ms = int(deps.settings.download_lease_s * 1000)
         if not deps.artifacts.renew(self.task_id, self.name, to_ms(deps.clock()), lease_ms, self.token):
@@ -176,7 +178,9 @@ def transfer(deps: Deps, task_id: str, artifact: dict[str, Any], lease: Lease) -
             raise TransferFailed("the file host answered an empty body")
         if total is not None and size != total:
             raise TransferFailed(f"transfer ended at {size} of {total} bytes")  # resumed next time
-        lease.keep(deps, force=True)  # still ours, just before it becomes visible
+        # Still ours, just before it becomes visible. A lease taken or renewed a moment ago
+        # cannot have run out (it lasts DOWNLOAD_LEASE_S): a small file asks nothing more.
+        lease.keep(deps, max_age_s=min(1.0, deps.settings.download_lease_s / 10))
         ext = extension(kind, content_type)
         result: dict[str, Any] = {
             "bytes": size,
