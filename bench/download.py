@@ -266,7 +266,7 @@ def per_job_overhead(redis_url: str, tmp: Path, count: int = 200) -> float:
         started = time.perf_counter()
         work_burst(runtime)
         elapsed = time.perf_counter() - started
-        stored = sum(a["state"] == "stored" for t in tasks for a in runtime.artifacts.artifacts(t))
+        stored = sum(int(a["state"] == "stored") for t in tasks for a in runtime.artifacts.artifacts(t))
         runtime.close()
         if stored != len(tasks) * per_task:
             raise RuntimeError(f"only {stored} of {len(tasks) * per_task} tiny artifacts were stored")
