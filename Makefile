@@ -39,13 +39,18 @@ bench-tools:
 	@command -v wrk >/dev/null && command -v curl >/dev/null && test -x /usr/bin/time || \
 		(apt-get update -qq && apt-get install -y -qq wrk curl time)
 
+# Every bench appends its figures to one file; the README's results table is rendered from it.
+RESULTS := .data/bench-results.jsonl
+
 bench: $(STAMP) bench-tools
-	$(BIN)/python bench/ingest.py --with-deliveries
-	$(BIN)/python bench/download.py
-	$(BIN)/python bench/webhooks.py
-	$(BIN)/python bench/settle.py
-	$(BIN)/python bench/memory.py
-	$(BIN)/python bench/retention.py
+	mkdir -p .data && rm -f $(RESULTS)
+	$(BIN)/python bench/ingest.py --with-deliveries --results $(RESULTS)
+	$(BIN)/python bench/download.py --results $(RESULTS)
+	$(BIN)/python bench/webhooks.py --results $(RESULTS)
+	$(BIN)/python bench/settle.py --results $(RESULTS)
+	$(BIN)/python bench/memory.py --results $(RESULTS)
+	$(BIN)/python bench/retention.py --results $(RESULTS)
+	$(BIN)/python bench/table.py $(RESULTS) --readme README.md
 
 # After changing a dependency range in pyproject.toml: pin the newest versions it allows.
 lock: $(STAMP)

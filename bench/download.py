@@ -36,6 +36,9 @@ import redis
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from results import Figure, add_argument, record  # noqa: E402
 
 from service.cli.object_server import ObjectServer  # noqa: E402
 from service.cli.redis_server import RedisServer, free_port  # noqa: E402
@@ -279,6 +282,7 @@ def main() -> int:
     )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--with-s3", action="store_true", help="also store into SeaweedFS (S3 API)")
+    add_argument(parser)
     options = parser.parse_args()
     if not shutil.which("curl"):
         print("bench/download.py needs curl: apt-get install curl", file=sys.stderr)
@@ -312,8 +316,39 @@ def main() -> int:
     own_ms = (per_job - per_noop) * 1000
     print(f"tiny artifact downloaded end to end: {per_job * 1000:.2f} ms/job, {1 / per_job:.0f} jobs/s")
     print(
-        f"  = {per_job / per_noop:.2f}x the no-op job; Tapedeck's own share {own_ms:.2f} ms (target <= 5 ms)"
+        f"  = {per_job / per_noop:.2f}x the no-op job; Tapedeck's own share {own_ms:.2f} ms (target <= 3 ms)"
     )
+    big, small = results[100], results[10]
+    big_sync = big["job_mbs"] / big["curl_sync_mbs"]
+    figures = [
+        Figure(
+            "download of 100 MB (sha256, fsync) vs curl then fsync; vs plain curl",
+            f"{big['job_mbs']:.0f} vs {big['curl_sync_mbs']:.0f} MB/s (curl alone {big['curl_mbs']:.0f})",
+            f"{big_sync:.2f} x; {big['job_mbs'] / big['curl_mbs']:.2f} x curl",
+            ">= 0.95 x curl+fsync",
+            big_sync >= 0.95,
+        ),
+        Figure(
+            "download of 10 MB vs plain curl",
+            f"{small['job_mbs']:.0f} vs {small['curl_mbs']:.0f} MB/s",
+            f"{small['job_mbs'] / small['curl_mbs']:.2f} x",
+        ),
+        Figure(
+            "download job peak RSS, 100 MB file / 10 MB file",
+            f"{big['job_rss_mb']:.1f} / {small['job_rss_mb']:.1f} MB",
+            f"{rss_ratio:.2f} x",
+            "flat (<= 1.10 x)",
+            rss_ratio <= 1.10,
+        ),
+        Figure(
+            "tiny file end to end (outbox, dispatcher, RQ, job) vs RQ's own no-op job",
+            f"{per_job * 1000:.2f} vs {per_noop * 1000:.2f} ms per job: Tapedeck's share {own_ms:.2f} ms",
+            f"{per_job / per_noop:.2f} x",
+            "share <= 3 ms",
+            own_ms <= 3,
+        ),
+    ]
+    record(options.results, "download", figures)
     return 0
 
 

@@ -41,6 +41,9 @@ import redis
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from results import Figure, add_argument, record  # noqa: E402
 
 from sandbox.payloads import callback  # noqa: E402
 from sandbox.tasks import Task, Track  # noqa: E402
@@ -330,12 +333,21 @@ def main() -> int:
         help="a Redis setting to CONFIG SET first (e.g. hash-max-listpack-value=1024)",
     )
     parser.add_argument("--sample", type=int, default=20, help="tasks driven under MONITOR, one at a time")
+    add_argument(parser)
     options = parser.parse_args()
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp, RedisServer(Path(tmp)) as server:
         figures = asyncio.run(run(options, server.url))
     report(figures, options.tasks)
     print(f"({time.monotonic() - started:.0f} s)")
+    per_task, sent = figures["used_memory"] / options.tasks, figures["sent"] / options.tasks
+    events = figures["events"] / options.tasks
+    figure = Figure(
+        "Redis memory per finished 2-track music task (3 callbacks, 6 files, events delivered)",
+        f"{per_task / 1024:.1f} KB per task, {events:.1f} events per task",
+        f"{per_task / sent:.2f} x its callback bodies' bytes",
+    )
+    record(options.results, "memory", [figure])
     return 0
 
 

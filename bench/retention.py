@@ -32,6 +32,9 @@ import redis
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from results import Figure, add_argument, record  # noqa: E402
 
 from service.cli.redis_server import RedisServer, free_port  # noqa: E402
 
@@ -149,6 +152,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--rate", type=float, default=2.0, help="tasks submitted per second")
+    add_argument(parser)
     options = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tapedeck-retention-") as tmp:
         kept = run("kept", 365 * 86_400, options.seconds, options.rate, Path(tmp))
@@ -162,6 +166,14 @@ def main() -> int:
     for column, what in ((1, "used_memory"), (2, "td:* keys")):
         ratio = slope(retained, column) / slope(kept, column)
         print(f"retained / kept growth per task ({what}): {ratio:.3f} (0 = flat)")
+    growth = slope(retained, 1) / slope(kept, 1)
+    figure = Figure(
+        "Redis growth per task with TASK_RETENTION_S=2 vs tasks kept",
+        f"{slope(retained, 1):,.0f} vs {slope(kept, 1):,.0f} B per task (used_memory)",
+        f"{growth:.3f} x",
+        "flat (~0)",
+    )
+    record(options.results, "retention", [figure])
     return 0
 
 
