@@ -40,6 +40,7 @@ from workers.pinning import pinned_request
 log = logging.getLogger("tapedeck.downloads")
 
 MAX_REDIRECTS: Final = 5
+NETWORK_READ_BYTES: Final = 1024 * 1024  # the most one recv of a file's body takes
 ROTATED: Final = frozenset({403, 404, 410})
 
 
@@ -247,7 +248,7 @@ def _expected_range(response: httpx.Response, offset: int) -> tuple[int, int | N
 def _stream_to(deps: Deps, lease: Lease, response: httpx.Response, held: Writer) -> None:
     limit = deps.settings.max_download_bytes
     try:
-        # Raw network reads (httpcore reads 64 KiB at a time): a re-chunking iterator would hold
+        # Raw network reads (up to NETWORK_READ_BYTES each): a re-chunking iterator would hold
         # back what arrived before a cut, and the resume would start from less.
         for chunk in response.iter_raw():
             if held.size + len(chunk) > limit:
