@@ -329,8 +329,9 @@ def encode_event(
 ) -> Args:
     """One event of a transition batch, its tracks and artifacts pre-encoded as JSON."""
     raw = raw or {}
-    told = [to_json(_compact(vars(track))) for track in event.tracks]
-    kept = store_tracks([_compact(vars(track)) for track in event.tracks])
+    tracks = [_compact(vars(track)) for track in event.tracks]
+    told = [to_json(track) for track in tracks]
+    kept = store_tracks(tracks)
     fields: dict[str, Arg] = {
         "task_id": event.task_id,
         "stage": event.stage,
