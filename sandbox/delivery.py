@@ -27,7 +27,6 @@ from sandbox.tasks import Delivery, Task
 from sandbox.timeline import plan_callbacks
 
 log = logging.getLogger("sandbox.delivery")
-BACKOFF_S = (1.0, 5.0, 15.0)  # simulated seconds before retry 1, 2, 3 (the docs give no schedule)
 REPLACE_TIMEOUT_S = 10.0
 RETRY = -1
 IDLE_S = 0.25
@@ -176,7 +175,8 @@ class Dispatcher:
             self.sandbox.counters["callbacks.abandoned"] += 1
             log.info("task %s: %s callback abandoned after %d attempts", task.id, due.kind, due.attempt)
             return
-        backoff = BACKOFF_S[min(due.attempt, len(BACKOFF_S)) - 1]
+        intervals = self.sandbox.config.callback_retry_s
+        backoff = intervals[min(due.attempt, len(intervals)) - 1]
         at = self.sandbox.now() + backoff
         retry = Due(at, next(self._seq), task.id, due.kind, due.copy, due.attempt + 1, RETRY)
         heapq.heappush(self._heap, retry)

@@ -87,7 +87,9 @@ def create_handler(endpoint: Endpoint) -> Handler:
         if sandbox.creates.is_full(sandbox.monotonic()):
             # Over the limit the request is dropped, not queued (kie-api.md §9).
             sandbox.counters["creates.rate_limited"] += 1
-            return reply(429, "Rate Limited - more than 20 new generation requests in 10 seconds")
+            limit, window = sandbox.config.create_limit, sandbox.config.create_window_s
+            message = f"Rate Limited - more than {limit} new generation requests in {window:g} seconds"
+            return reply(429, message)
         problem = rules.validate(endpoint.name, body)
         if problem is not None:
             sandbox.counters["creates.invalid"] += 1
@@ -121,7 +123,8 @@ def record_info_handler(family: str) -> Handler:
                 return reply(fault.code)
         if not sandbox.admit_record_info(task_id):
             sandbox.counters["record_info.rate_limited"] += 1
-            return reply(429, "Rate Limited - at most 3 requests per second per task")
+            per_s = sandbox.config.record_info_per_s
+            return reply(429, f"Rate Limited - at most {per_s} requests per second per task")
         if task is None or task.family != family or sandbox.now() - task.created_at < task.faults.null_for_s:
             return reply(422, "recordInfo is null")
         return reply(200, data=records.record_info(task, sandbox.stage(task)))
