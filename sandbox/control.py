@@ -12,7 +12,10 @@ POST /_sandbox/record-info-fault          {"code": 500|455|429, "count": N, "sec
                                           {"code": null} clears it
 POST /_sandbox/create-fault               the same, for every create endpoint (Kie and sseedance)
 POST /_sandbox/create-answer-delay        {"seconds": S, "count": N}: the next N Kie creates make their task,
-                                          then hold the answer S real seconds (late, or lost to a timeout)
+                                          then hold the answer S real seconds (late, or lost to a timeout);
+                                          {"lost": true, "count": N} (and "seconds" to hold it first):
+                                          the task is made, the connection closes before the answer's
+                                          body (see cuts.py); {"count": 0} clears it
 GET  /_sandbox/files/log[?task_id=ID]    every file GET/HEAD under /files/ (of one task), in the order they
                                           began, each entered once its body is finished or cut off:
     {"transfers": [{"at": real Unix seconds, "task_id", "name", "method": "GET|HEAD",
@@ -39,7 +42,7 @@ from starlette.routing import Route
 from sandbox import file_faults
 from sandbox.config import parse_stages
 from sandbox.kie import dispatcher_of, read_object, sandbox_of
-from sandbox.state import PendingFaults
+from sandbox.state import AnswerFault, PendingFaults
 from sandbox.tasks import ErrorWindow, FileFault, Task, files
 from sandbox.timeline import FAILURES, TaskFaults
 
@@ -236,17 +239,32 @@ async def _set_error_window(request: Request, attribute: str, label: str) -> Res
     return JSONResponse({label: asdict(window) if window else None})
 
 
+def parse_answer_faults(doc: dict[str, Any]) -> list[AnswerFault]:
+    """The body of /_sandbox/create-answer-delay. Raised ValueError says what to fix."""
+    unknown = set(doc) - {"seconds", "count", "lost"}
+    if unknown:
+        raise ValueError(f"unknown key(s) {', '.join(sorted(unknown))}; allowed: count, lost, seconds")
+    lost, seconds, count = doc.get("lost", False), doc.get("seconds"), doc.get("count", 1)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise ValueError("count must be an integer >= 0 (0 clears the faults)")
+    if not isinstance(lost, bool):
+        raise ValueError("lost must be a boolean")
+    if seconds is None and (lost or count == 0):
+        seconds = 0.0
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+        raise ValueError("seconds must be a number >= 0 (or give lost: true to lose the answer at once)")
+    return [AnswerFault(float(seconds), lost)] * count
+
+
 async def create_answer_delay(request: Request) -> Response:
     sandbox, body = sandbox_of(request), await _body(request)
     if isinstance(body, Response):
         return body
-    seconds, count = body.get("seconds"), body.get("count", 1)
-    if not isinstance(seconds, int | float) or seconds < 0:
-        return JSONResponse({"error": "seconds must be a number >= 0"}, 400)
-    if not isinstance(count, int) or count < 0:
-        return JSONResponse({"error": "count must be an integer >= 0"}, 400)
-    sandbox.answer_delays = [float(seconds)] * count
-    return JSONResponse({"answerDelays": sandbox.answer_delays})
+    try:
+        sandbox.answer_faults = parse_answer_faults(body)
+    except ValueError as exc:
+        return JSONResponse({"error": str(exc)}, 400)
+    return JSONResponse({"answerFaults": [asdict(fault) for fault in sandbox.answer_faults]})
 
 
 async def transfer_log(request: Request) -> Response:
