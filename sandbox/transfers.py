@@ -22,6 +22,8 @@ from starlette.types import Receive, Scope, Send
 from sandbox.cuts import TransferCut
 from sandbox.media import Media
 
+YIELD_EVERY = 16  # chunks (1 MB) between looks at the connection
+
 
 @dataclass
 class Transfer:
@@ -107,10 +109,12 @@ class FileBody(Response):
 
     async def _send_body(self, send: Send, gone: asyncio.Event) -> None:
         start, end = self.span
-        for piece in self.media.chunks(start, end if self.cut_at is None else self.cut_at):
-            # uvicorn drops writes to a closed connection silently: look before every chunk, and
-            # yield so that the disconnect can be seen at all.
-            await asyncio.sleep(0)
+        pieces = self.media.chunks(start, end if self.cut_at is None else self.cut_at)
+        for index, piece in enumerate(pieces):
+            # uvicorn drops writes to a closed connection silently, and a send into a socket that
+            # took the bytes never waits: yield now and then so that the disconnect is seen.
+            if index % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)
             if gone.is_set():
                 return
             await send({"type": "http.response.body", "body": piece, "more_body": True})
