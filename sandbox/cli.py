@@ -7,7 +7,7 @@ import argparse
 import uvicorn
 
 from sandbox.app import create_app
-from sandbox.config import MAX_FILE_BYTES, SandboxConfig, parse_stages
+from sandbox.config import MAX_FILE_BYTES, SandboxConfig, parse_intervals, parse_stages
 
 
 def _rate(text: str) -> float:
@@ -22,6 +22,27 @@ def _file_bytes(text: str) -> int:
     if not 0 < value <= MAX_FILE_BYTES:
         raise argparse.ArgumentTypeError(f"must be in 1..{MAX_FILE_BYTES}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be an integer >= 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError("must be a number of seconds >= 0")
+    return value
+
+
+def _intervals(text: str) -> tuple[float, ...]:
+    try:
+        return parse_intervals(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _stages(text: str) -> frozenset[str]:
@@ -54,6 +75,36 @@ def parser() -> argparse.ArgumentParser:
         default=0.0,
         help='record-info says "recordInfo is null" this long',
     )
+    p.add_argument(
+        "--create-limit",
+        type=_positive_int,
+        default=defaults.create_limit,
+        help=f"creates accepted per rolling {defaults.create_window_s:g} s (real time)",
+    )
+    p.add_argument(
+        "--record-info-per-s",
+        type=_positive_int,
+        default=defaults.record_info_per_s,
+        help="record-info requests accepted per second per task (real time)",
+    )
+    p.add_argument(
+        "--stall-s",
+        type=_seconds,
+        default=defaults.stall_s,
+        help="real seconds a stalled file transfer hangs before the connection is cut",
+    )
+    p.add_argument(
+        "--callback-retry-s",
+        type=_intervals,
+        default=defaults.callback_retry_s,
+        help="real seconds before callback retry 1, 2, 3 (the last repeats), e.g. 1,5,15",
+    )
+    p.add_argument(
+        "--transfer-log-size",
+        type=_positive_int,
+        default=defaults.transfer_log_size,
+        help="file transfers GET /_sandbox/files/log keeps",
+    )
     return p
 
 
@@ -74,6 +125,11 @@ def config_from(args: argparse.Namespace) -> SandboxConfig:
         fast_callbacks=args.fast_callbacks,
         credits=args.credits,
         record_info_null_s=args.record_info_null_s,
+        create_limit=args.create_limit,
+        record_info_per_s=args.record_info_per_s,
+        stall_s=args.stall_s,
+        callback_retry_s=args.callback_retry_s,
+        transfer_log_size=args.transfer_log_size,
     )
 
 

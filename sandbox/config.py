@@ -25,15 +25,26 @@ def parse_stages(spec: str) -> frozenset[str]:
     return frozenset(names)
 
 
+def parse_intervals(spec: str) -> tuple[float, ...]:
+    """`"1,5,15"` into (1.0, 5.0, 15.0). Raised ValueError says what is wrong with `spec`."""
+    try:
+        values = tuple(float(part) for part in spec.split(","))
+    except ValueError:
+        raise ValueError(f"expected comma-separated seconds such as 1,5,15, got {spec!r}") from None
+    if not all(value >= 0 for value in values):  # also refuses nan
+        raise ValueError(f"every interval must be >= 0 seconds, got {spec!r}")
+    return values
+
+
 @dataclass(frozen=True)
 class SandboxConfig:
     host: str = "127.0.0.1"
     port: int = 8090
     api_key: str = "sandbox-key"
     hmac_key: str | None = None
-    # Simulated seconds per real second: stage timelines, callback retry back-off and file retention
-    # run on the simulated clock. Rate limits and HTTP timeouts stay in real time, because the
-    # client on the other side lives in real time.
+    # Simulated seconds per real second: stage timelines and file retention run on the simulated
+    # clock. Rate limits, HTTP timeouts and callback retry waits stay in real time, because the
+    # client (or receiver) on the other side lives in real time.
     speed: float = 1.0
     drop: frozenset[str] = frozenset()
     duplicate_rate: float = 0.0
@@ -53,8 +64,13 @@ class SandboxConfig:
     record_info_null_s: float = 0.0
     callback_timeout_s: float = 15.0
     callback_retries: int = 3
+    # Real seconds before callback retry 1, 2, 3 (the last one repeats for further retries). Kie's
+    # schedule is UNCONFIRMED (kie-api.md §6.1); these are the intervals its docs suggest.
+    callback_retry_s: tuple[float, ...] = (1.0, 5.0, 15.0)
     # Real seconds a "stall" file fault holds the connection before giving up on it.
     stall_s: float = 30.0
+    # File transfers the log keeps (GET /_sandbox/files/log); older ones are dropped and counted.
+    transfer_log_size: int = 10_000
     download_url_ttl_s: float = 20 * 60.0
     tick_s: float = 0.002
 
@@ -66,6 +82,14 @@ class SandboxConfig:
         for name in ("duplicate_rate", "fail_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in 0..1")
+        if not self.callback_retry_s or not all(value >= 0 for value in self.callback_retry_s):
+            raise ValueError("callback_retry_s must be one or more intervals, each >= 0 seconds")
+        if self.create_limit < 1 or self.record_info_per_s < 1:
+            raise ValueError("create_limit and record_info_per_s must be >= 1")
+        if self.transfer_log_size < 1:
+            raise ValueError("transfer_log_size must be >= 1")
+        if not self.stall_s >= 0:
+            raise ValueError("stall_s must be >= 0")
         unknown = self.drop - set(CALLBACK_STAGES)
         if unknown:
             raise ValueError(f"unknown drop stage(s): {sorted(unknown)}")

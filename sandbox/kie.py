@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from sandbox import intake, records, rules, stamps
 from sandbox.catalog import BOOST_CREDITS, ENDPOINTS, RECORD_INFO_PATHS, Endpoint
+from sandbox.cuts import LostAnswer
 from sandbox.delivery import Dispatcher
 from sandbox.state import Sandbox
 from sandbox.tasks import files
@@ -87,7 +88,9 @@ def create_handler(endpoint: Endpoint) -> Handler:
         if sandbox.creates.is_full(sandbox.monotonic()):
             # Over the limit the request is dropped, not queued (kie-api.md §9).
             sandbox.counters["creates.rate_limited"] += 1
-            return reply(429, "Rate Limited - more than 20 new generation requests in 10 seconds")
+            limit, window = sandbox.config.create_limit, sandbox.config.create_window_s
+            message = f"Rate Limited - more than {limit} new generation requests in {window:g} seconds"
+            return reply(429, message)
         problem = rules.validate(endpoint.name, body)
         if problem is not None:
             sandbox.counters["creates.invalid"] += 1
@@ -101,12 +104,24 @@ def create_handler(endpoint: Endpoint) -> Handler:
         dispatcher.plan(outcome)
         if outcome.faults.fast:
             await dispatcher.flush(outcome.id)
-        if sandbox.answer_delays:
-            sandbox.counters["creates.answer_delayed"] += 1
-            await asyncio.sleep(sandbox.answer_delays.pop(0))
-        return reply(200, data={"taskId": outcome.id})
+        answer = reply(200, data={"taskId": outcome.id})
+        return await _deliver_answer(sandbox, answer)
 
     return authorized(create)
+
+
+async def _deliver_answer(sandbox: Sandbox, answer: Response) -> Response:
+    """The create's answer, unless an answer fault holds it back or loses it (the task exists either way)."""
+    if not sandbox.answer_faults:
+        return answer
+    fault = sandbox.answer_faults.pop(0)
+    if fault.seconds:
+        sandbox.counters["creates.answer_delayed"] += 1
+        await asyncio.sleep(fault.seconds)
+    if fault.lost:
+        sandbox.counters["creates.answer_lost"] += 1
+        return LostAnswer(answer)
+    return answer
 
 
 def record_info_handler(family: str) -> Handler:
@@ -121,7 +136,8 @@ def record_info_handler(family: str) -> Handler:
                 return reply(fault.code)
         if not sandbox.admit_record_info(task_id):
             sandbox.counters["record_info.rate_limited"] += 1
-            return reply(429, "Rate Limited - at most 3 requests per second per task")
+            per_s = sandbox.config.record_info_per_s
+            return reply(429, f"Rate Limited - at most {per_s} requests per second per task")
         if task is None or task.family != family or sandbox.now() - task.created_at < task.faults.null_for_s:
             return reply(422, "recordInfo is null")
         return reply(200, data=records.record_info(task, sandbox.stage(task)))

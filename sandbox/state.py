@@ -14,6 +14,7 @@ from sandbox.config import SandboxConfig
 from sandbox.limits import RollingWindow
 from sandbox.tasks import ErrorWindow, FileFault, Task, Track
 from sandbox.timeline import RANDOM_FAILURES, TaskFaults
+from sandbox.transfers import TransferLog
 
 MAX_IDLE_WINDOWS = 10_000
 
@@ -25,6 +26,14 @@ class PendingFaults:
     faults: TaskFaults
     record_info: ErrorWindow | None = None
     files: tuple[FileFault, ...] = ()
+
+
+@dataclass(frozen=True)
+class AnswerFault:
+    """A create answer held `seconds` real seconds, then sent, or (`lost`) cut off before its body."""
+
+    seconds: float = 0.0
+    lost: bool = False
 
 
 class Sandbox:
@@ -44,14 +53,15 @@ class Sandbox:
         self.creates = RollingWindow(config.create_limit, config.create_window_s)
         self.record_info_fault: ErrorWindow | None = None
         self.create_fault: ErrorWindow | None = None
-        # Real seconds each of the next creates holds its answer after creating the task (the
-        # create succeeded; the answer is late, or lost if the client gives up first).
-        self.answer_delays: list[float] = []
+        # What happens to the answers of the next Kie creates, which do make their tasks: held some
+        # real seconds (late, or lost if the client gives up first), or lost on the way.
+        self.answer_faults: list[AnswerFault] = []
         self.pending_faults: list[PendingFaults] = []
         self.covers: dict[str, str] = {}  # music task id -> its cover task id
         self.wavs: dict[str, str] = {}  # audio id -> its WAV task id
         self._tracks: dict[str, tuple[str, int]] = {}  # audio id -> (task id, index)
         self._record_info_windows: dict[str, RollingWindow] = {}
+        self.transfers = TransferLog(config.transfer_log_size)
 
     def new_task_id(self) -> str:
         return f"{self.rng.getrandbits(128):032x}"
