@@ -32,6 +32,7 @@ TapedeckError                     500
 ├── UpstreamError                 502   Kie or sseedance, mapped at the client boundary
 │   ├── UpstreamRejected          per refusal (402, 409, 422, 502)
 │   └── UpstreamUnavailable       503   still failing after every retry
+│       └── UpstreamAnswerLost    503   a create sent and its answer lost: not sent again
 ├── DownloadError                       a download job's outcome; never reaches HTTP
 │   ├── Refused                         must not be fetched (unsafe, too large): fails for good
 │   └── TransferFailed                  this try failed; a later one may succeed
@@ -234,6 +235,14 @@ class UpstreamRejected(UpstreamError):
 class UpstreamUnavailable(UpstreamError):
     status_code = 503
     code = "upstream_unavailable"
+
+
+class UpstreamAnswerLost(UpstreamUnavailable):
+    """A create was sent and its answer never came (the connection cut, or too slow): the upstream
+    may hold the task, so it is not sent again; the task's callback, which names the submission
+    (`?sub=`), joins the two."""
+
+    code = "upstream_answer_lost"
 
 
 class DownloadError(TapedeckError):

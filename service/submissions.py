@@ -12,6 +12,7 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 import random
 import time
 import uuid
@@ -32,6 +33,7 @@ from service.errors import (
     Conflict,
     InvalidParameter,
     StoreUnavailable,
+    UpstreamAnswerLost,
     UpstreamError,
     UpstreamRejected,
     UpstreamUnavailable,
@@ -199,6 +201,8 @@ class Submitter:
         async with self._heartbeat(submission_id):
             try:
                 task_id = await self._create(request, submission_id, idempotency_key or "")
+            except UpstreamAnswerLost as exc:
+                raise await self._unanswered(request, submission_id, idempotency_key, exc) from None
             except UpstreamError as exc:
                 state = "rejected" if isinstance(exc, UpstreamRejected) else "failed"
                 outcome = {"error": exc.message, "error_status": str(exc.status_code)}
@@ -229,6 +233,35 @@ class Submitter:
                     headers={"Retry-After": "5"},
                 )
         return Submitted(task_id, submission_id, created=True)
+
+    async def _unanswered(
+        self, request: SubmissionRequest, submission_id: str, key: str | None, exc: UpstreamAnswerLost
+    ) -> UpstreamAnswerLost:
+        """The create left and no answer came: the upstream may have made the task (and billed
+        it). Not sent again; the submission waits for the task's callback to name it (its own
+        endpoint, if any, stays for that task), and the caller is told how to get the task."""
+        wait_s = math.ceil(self.settings.submit_reconcile_s)
+        try:
+            await self.store.note(submission_id, {"state": "unanswered", "error": exc.message})
+        except STORE_ERRORS as store_exc:  # the submission then reads as stalled after sending: the same
+            log.warning("submission %s: unanswered not recorded: %r", submission_id, store_exc)
+        joined = (
+            "its callback, which names this submission, joins the task"
+            if request.provider == "kie"
+            else "sseedance sends no callback, so nothing can join it"
+        )
+        again = (
+            f"retry with the same Idempotency-Key: it returns the task once joined, or creates "
+            f"one after {wait_s} s (SUBMIT_RECONCILE_S) if none was"
+            if key
+            else "a new request creates another task (send an Idempotency-Key to retry safely)"
+        )
+        return UpstreamAnswerLost(
+            f"{exc.message}; {joined}; {again}",
+            details={"submission_id": submission_id, "upstream_code": exc.details.get("upstream_code")},
+            # Kie's first callback comes some 8 s after the create (kie-api.md §6).
+            headers={"Retry-After": "10"},
+        )
 
     async def close(self) -> None:
         """Stops background attaches; each answer still unrecorded is logged with both ids, so an

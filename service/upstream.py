@@ -24,7 +24,7 @@ import orjson
 from service.core.catalog import SSEEDANCE_KINDS
 from service.core.metrics import UPSTREAM_REQUESTS, endpoint_label, status_label
 from service.core.retry import Backoff, parse_retry_after
-from service.errors import UpstreamRejected, UpstreamUnavailable
+from service.errors import UpstreamAnswerLost, UpstreamRejected, UpstreamUnavailable
 from service.settings import Settings
 from service.store.metrics import MetricsBuffer
 
@@ -57,6 +57,9 @@ class Answer:
     code: int | None = None
     message: str = ""
     retry_after_s: float | None = None
+    # The request may have reached the upstream and been acted on (it failed after being sent):
+    # a create must not be sent again.
+    maybe_done: bool = False
 
 
 def judge_kie(status: int, body: Any, retry_after: str | None = None) -> Answer:
@@ -151,6 +154,12 @@ class UpstreamClient:
                 answer = await self._send(method, path, **kwargs)
             if answer.ok:
                 return answer.data
+            if create and answer.maybe_done:
+                raise UpstreamAnswerLost(
+                    f"{self.name} {path} was sent but its answer was lost ({answer.message}): "
+                    f"{self.name} may have created the task, so it is not sent again",
+                    details={"upstream_code": answer.code},
+                )
             if not answer.retry:
                 salvaged = self.salvage(path, answer)
                 if salvaged is not None:
@@ -180,12 +189,16 @@ class UpstreamClient:
     async def _send(self, method: str, path: str, **kwargs: Any) -> Answer:
         try:
             response = await self.http.request(method, path, headers=self.headers, **kwargs)
-        except httpx.TimeoutException:
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            self._count(path, "error" if isinstance(exc, httpx.ConnectError) else "timeout")
+            return Answer(ok=False, retry=True, message=f"not sent: {type(exc).__name__}")
+        except httpx.TimeoutException as exc:  # a read or write timeout: it may have been acted on
             self._count(path, "timeout")
-            return Answer(ok=False, retry=True, message="timed out")
+            return Answer(ok=False, retry=True, message=f"timed out ({type(exc).__name__})", maybe_done=True)
         except httpx.TransportError as exc:
             self._count(path, "error")
-            return Answer(ok=False, retry=True, message=f"transport error: {type(exc).__name__}")
+            message = f"transport error: {type(exc).__name__}"
+            return Answer(ok=False, retry=True, message=message, maybe_done=True)
 
         try:
             # orjson, as for callbacks: stricter than json (no lone surrogates, no 1e400 read as

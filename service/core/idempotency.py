@@ -8,9 +8,9 @@ A submission's process writes `alive_at` every few seconds while its attempt run
 - it failed for a reason that may pass, or its process died before anything was sent: take
   the key over and create;
 - its process is alive: wait for it;
-- its process died after sending (the upstream may have created a task whose answer nobody
-  heard): wait `reconcile_s` for that task's callback, which names the submission (`?sub=`)
-  and so joins it, before creating again.
+- its process died after sending, or its create's answer was lost (`unanswered`): the upstream
+  may have created a task whose answer nobody heard, so wait `reconcile_s` for that task's
+  callback, which names the submission (`?sub=`) and so joins it, before creating again.
 """
 
 from __future__ import annotations
@@ -61,18 +61,31 @@ def standing(fields: dict[str, str], now_ms: int, reconcile_s: float) -> Standin
         return Refused(fields.get("error", "refused upstream"), _status(fields.get("error_status")))
     if state == "failed":
         return TakeOver()
+    if state == "unanswered":
+        return _reconcile(_ms(fields.get("sent_at")) or _ms(fields.get("created_at")), now_ms, reconcile_s,
+                          "the create of the submission with this Idempotency-Key was sent and its answer "
+                          "lost")  # fmt: skip
     # The latest sign of life: a heartbeat, the create leaving, or the submission's start.
     alive_ms = max(_ms(fields.get("alive_at")), _ms(fields.get("sent_at")), _ms(fields.get("created_at")))
     if now_ms - alive_ms <= STALE_AFTER_S * 1000:
         return Wait(IN_PROGRESS_RETRY_S, "a submission with this Idempotency-Key is still in progress")
     if not fields.get("sent_at"):
         return TakeOver()
-    until_ms = alive_ms + int(reconcile_s * 1000)
+    return _reconcile(
+        alive_ms,
+        now_ms,
+        reconcile_s,
+        "the submission with this Idempotency-Key stopped after its create was sent",
+    )
+
+
+def _reconcile(since_ms: int, now_ms: int, reconcile_s: float, what: str) -> Standing:
+    """Wait out `reconcile_s` from `since_ms` for the callback that joins the task, then create."""
+    until_ms = since_ms + int(reconcile_s * 1000)
     if now_ms < until_ms:
         return Wait(
             max(1, math.ceil((until_ms - now_ms) / 1000)),
-            "the submission with this Idempotency-Key stopped after its create was sent; "
-            "Tapedeck waits for the upstream's callback to join the task it may have created "
+            f"{what}; Tapedeck waits for the upstream's callback to join the task it may have created "
             "before creating another",
         )
     return TakeOver()

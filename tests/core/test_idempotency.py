@@ -31,6 +31,11 @@ def ago(seconds: float) -> str:
         ({"state": "submitting", "alive_at": "garbage", "sent_at": ago(1)}, "wait-short"),  # sent 1 s ago
         ({"state": "submitting", "alive_at": "garbage", "sent_at": ago(400)}, TakeOver()),
         ({}, TakeOver()),  # nothing readable: nothing to wait for
+        # Its create was sent and the answer lost: however alive the process, wait for the callback.
+        ({"state": "unanswered", "alive_at": ago(0), "sent_at": ago(1)}, Wait(299, "")),
+        ({"state": "unanswered", "alive_at": ago(0), "sent_at": ago(300)}, TakeOver()),
+        ({"state": "unanswered", "created_at": ago(10)}, Wait(290, "")),  # its sent_at unreadable
+        ({"state": "unanswered", "sent_at": ago(5), "task_id": "t1"}, Done("t1")),  # a callback joined it
     ],
 )
 def test_what_a_retry_may_do(fields: dict[str, str], expected: Standing | str) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from service.errors import UpstreamRejected, UpstreamUnavailable
+from service.errors import UpstreamAnswerLost, UpstreamRejected, UpstreamUnavailable
 from service.upstream import KieClient, SseedanceClient, judge_kie, judge_sseedance
 
 KEY = "kie-secret-key-123"
@@ -101,12 +101,51 @@ def test_transient_faults_are_retried_with_growing_delays() -> None:
     answers: list[httpx.Response | Exception] = [
         kie(429, http=429),
         kie(455, http=503),
-        httpx.ReadTimeout("slow"),
+        httpx.ConnectTimeout("no connection"),  # never sent: a create may go again
         kie(200, data={"taskId": "abc"}),
     ]
     task_id, sleeps, seen = run_kie(answers, create)
     assert (task_id, len(seen), len(sleeps)) == ("abc", 4, 3)
     assert 0.25 <= sleeps[0] <= 0.5 and 0.5 <= sleeps[1] <= 1.0 and 1.0 <= sleeps[2] <= 2.0
+
+
+CREATE_FAULTS = [
+    # Never sent: the create goes again.
+    (httpx.ConnectError("refused"), "retried"),
+    (httpx.ConnectTimeout("no connection"), "retried"),
+    (httpx.PoolTimeout("no connection free"), "retried"),
+    # Sent, and then no answer: Kie may have made the task (and billed it).
+    (httpx.ReadTimeout("slow"), "lost"),
+    (httpx.WriteTimeout("slow"), "lost"),
+    (httpx.ReadError("reset"), "lost"),
+    (httpx.WriteError("broken pipe"), "lost"),
+    (httpx.RemoteProtocolError("Server disconnected without sending a response."), "lost"),
+]
+
+
+@pytest.mark.parametrize(("fault", "outcome"), CREATE_FAULTS, ids=lambda v: type(v).__name__)
+def test_a_create_is_sent_again_only_when_it_cannot_have_reached_kie(fault: Exception, outcome: str) -> None:
+    async def create_or_lost(client: KieClient) -> str | UpstreamAnswerLost:
+        try:
+            return await client.create("/api/v1/generate", {"prompt": "p"})
+        except UpstreamAnswerLost as exc:
+            return exc
+
+    found, _, seen = run_kie([fault, kie(200, data={"taskId": "abc"})], create_or_lost)
+    if outcome == "retried":
+        assert (found, len(seen)) == ("abc", 2)
+    else:
+        assert isinstance(found, UpstreamAnswerLost) and len(seen) == 1
+        assert found.status_code == 503 and "not sent again" in found.message
+
+
+@pytest.mark.parametrize("fault", [httpx.ReadTimeout("slow"), httpx.RemoteProtocolError("cut")])
+def test_a_read_that_loses_its_answer_is_asked_again(fault: Exception) -> None:
+    def record_info(client: KieClient) -> Any:
+        return client.call("GET", "/api/v1/generate/record-info", params={"taskId": "t"})
+
+    data, _, seen = run_kie([fault, kie(200, data={"status": "SUCCESS"})], record_info)
+    assert (data, len(seen)) == ({"status": "SUCCESS"}, 2)
 
 
 def test_retry_after_is_honoured() -> None:

@@ -272,3 +272,42 @@ def test_a_stalled_attempt_whose_key_was_taken_over_sends_nothing(
     assert asyncio.run(main()) == (False, True)
     assert redis_client.hget(keys.submission(DEAD), "sent_at") is None
     assert redis_client.hget(keys.submission(BUSY), "sent_at") == "2"
+
+
+def lose_next_answer(sandbox: SandboxServer) -> None:
+    body = {"lost": True, "count": 1}
+    httpx.post(f"{sandbox.url}/_sandbox/create-answer-delay", json=body).raise_for_status()
+
+
+def sandbox_task_ids(sandbox: SandboxServer) -> list[str]:
+    return [t["taskId"] for t in httpx.get(f"{sandbox.url}/_sandbox/tasks").json()["tasks"]]
+
+
+@pytest.mark.parametrize("headers", [KEY, {}], ids=["with-an-idempotency-key", "without-one"])
+def test_a_create_whose_answer_is_lost_is_not_sent_again_and_its_callback_joins_it(
+    tapedeck: TapedeckFactory, sandbox: SandboxServer, headers: dict[str, str]
+) -> None:
+    with tapedeck(**upstream_env(sandbox)) as client:
+        lose_next_answer(sandbox)
+        lost = client.post("/tasks", json=LYRICS, headers=headers)
+        assert lost.status_code == 503, lost.text
+        problem = lost.json()
+        assert problem["error"] == "upstream_answer_lost" and "not sent again" in problem["message"]
+        assert lost.headers["Retry-After"]
+        # The sandbox made the task; Tapedeck did not make another.
+        (made,) = sandbox_task_ids(sandbox)
+        submission_id = problem["submission_id"]
+
+        def joined() -> dict[str, Any] | None:
+            view = client.get(f"/tasks/{made}")
+            return view.json() if view.status_code == 200 and view.json().get("submission") else None
+
+        view = eventually(joined, "the task's callback to join the submission")
+        assert view["submission"]["submission_id"] == submission_id
+        if headers:
+            assert "same Idempotency-Key" in problem["message"]
+            again = client.post("/tasks", json=LYRICS, headers=headers)
+            assert (again.status_code, again.json()["task_id"]) == (200, made), again.text
+        else:
+            assert "creates another task" in problem["message"]
+    assert created(sandbox) == 1
