@@ -1,0 +1,331 @@
+"""Open-loop callback load on one `tapedeck serve` (issue 14): latency and Redis memory at fixed
+rates, the maximum sustainable rate, and the same for the bare endpoint as the baseline.
+
+Starts a real Redis (AOF on, appendfsync everysec: service/cli/redis_server.py), then the bare
+endpoint (bench/bare_app.py under uvicorn, as bench/ingest.py starts it) and one `tapedeck serve`
+(1 uvicorn worker). The load is open-loop (bench/openloop.py, a process of its own): request i
+goes at t0 + i/rate whatever the answers before it, and latency counts from that scheduled time,
+so a slow server shows as latency, never as fewer requests. The bodies and their mix are wrk's
+(bench/callbacks.lua, bench/callbacks.txt): text, first and complete per task, ~10 % duplicates,
+~2 KB; the text callback makes each task, as in bench/ingest.py.
+
+    python bench/load.py [--seconds 60] [--rates 500,2000] [--probe-seconds 5] [--p99-bound-ms 50]
+
+A run at a rate is SUSTAINABLE when all of these hold:
+- achieved >= 99 % of the target (2xx answers / time from the first scheduled send to the last answer);
+- no errors (non-2xx, connection errors, requests unanswered 10 s after the last was scheduled);
+- ack p99 <= --p99-bound-ms (50 ms: far past the 10 ms of a keeping-up server, well short of a queue);
+- the generator itself kept the schedule: it picked up 99 % of requests within 10 ms of their time.
+The MAXIMUM sustainable rate is found by probes of --probe-seconds: from --search-from (1,000/s)
+the rate grows x1.5 until a probe fails (or falls /1.5 until one passes), then three geometric
+bisections between the last pass and the first failure (~7 % apart); the highest passing rate is
+then run for the full --seconds and reported (if that run fails, each 10 % lower, at most twice).
+The same search finds the bare endpoint's maximum under the same generator: the baseline ratio.
+
+Printed per rate: target, achieved, ack p50/p99/p999 (ms), errors, and Redis memory per task and
+per event (used_memory delta over the tasks made and the events appended in that run; the event
+log, a Redis stream, is uncapped here, EVENT_LOG_MAX_ENTRIES, so every event it gained is still
+in it, and the raw log is filled to its cap first, so it grows by nothing during a run). Also the
+generator's own ceiling: its CPU per request, and wrk's closed-loop rate on the bare endpoint.
+
+Exits 1 when the run itself failed: the server died, or the generator could not keep the
+schedule at the lowest rate given (500/s by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from ingest import start_uvicorn, wrk  # noqa: E402  (bench/ingest.py)
+from openloop import Result  # noqa: E402  (bench/openloop.py)
+from retention import wait_for  # noqa: E402  (bench/retention.py)
+
+from service.cli.redis_server import RedisServer, free_port  # noqa: E402
+from service.settings import Settings  # noqa: E402
+from service.store.keys import Keys  # noqa: E402
+
+LOWEST_ACHIEVED = 0.99
+LAG_BOUND_MS = 10.0
+GROWTH = 1.5
+REFINEMENTS = 3
+
+
+class ServerDied(RuntimeError):
+    """Raised when the server under load exited."""
+
+
+def failure(result: Result, p99_bound_ms: float) -> str | None:
+    """Why a run is not sustainable (the rule in the module docstring), or None when it is."""
+    if result.lag_p99_ms > LAG_BOUND_MS:
+        return f"generator late (lag p99 {result.lag_p99_ms:.0f} ms)"
+    if result.errors:
+        return f"{result.errors} errors"
+    if result.achieved < LOWEST_ACHIEVED * result.rate:
+        return f"achieved {result.achieved:.0f}/s"
+    if result.p99_ms > p99_bound_ms:
+        return f"p99 {result.p99_ms:.0f} ms"
+    return None
+
+
+def search(passes: Callable[[int], bool], start: int, lowest: int = 50, highest: int = 200_000) -> int:
+    """The highest rate `passes`, as the module docstring says; 0 when not even `lowest` does."""
+    good, bad, rate = 0, 0, start
+    while not bad and rate <= highest:
+        if not passes(rate):
+            bad = rate
+        else:
+            good, rate = rate, round(rate * GROWTH)
+    if not good:
+        rate = round(start / GROWTH)
+        while not good and rate >= lowest:
+            if passes(rate):
+                good = rate
+            else:
+                bad, rate = rate, round(rate / GROWTH)
+    if not good or not bad:
+        return good
+    for _ in range(REFINEMENTS):
+        middle = round(math.sqrt(good * bad))
+        if passes(middle):
+            good = middle
+        else:
+            bad = middle
+    return good
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    used_memory: int
+    tasks: int
+    events: int  # entries ever appended to the event log
+
+    @classmethod
+    def of(cls, client: redis.Redis, keys: Keys) -> Snapshot:
+        memory = int(client.info("memory")["used_memory"])
+        return cls(memory, int(client.zcard(keys.index_all())), added(client, keys.events()))
+
+
+def added(client: redis.Redis, stream: str) -> int:
+    try:
+        info = client.xinfo_stream(stream)
+    except redis.ResponseError:  # no stream yet
+        return 0
+    return int(info.get("entries-added", info["length"]))
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    result: Result
+    grown: Snapshot | None  # what Redis gained during the run (Tapedeck's runs only)
+    verdict: str | None
+
+
+class Target:
+    """A server under load: runs the generator against it and checks it is still there."""
+
+    def __init__(self, name: str, url: str, process: subprocess.Popen[bytes], p99_bound_ms: float) -> None:
+        self.name, self.url, self.process = name, url, process
+        self.p99_bound_ms = p99_bound_ms
+        self.redis: tuple[redis.Redis, Keys] | None = None  # Tapedeck's, to measure and settle
+        self.streams: Iterator[int] = itertools.count(1)
+        self.probes: list[tuple[int, str | None]] = []
+
+    def run(self, rate: int, seconds: float) -> Row:
+        before = Snapshot.of(*self.redis) if self.redis else None
+        stream = next(self.streams) % 256 if self.redis else 0  # each run its own tasks
+        result = generate(f"{self.url}/callbacks/kie", rate, seconds, stream)
+        self.settle()
+        grown = None
+        if before is not None and self.redis:
+            after = Snapshot.of(*self.redis)
+            grown = Snapshot(
+                after.used_memory - before.used_memory,
+                after.tasks - before.tasks,
+                after.events - before.events,
+            )
+        return Row(self.name, result, grown, failure(result, self.p99_bound_ms))
+
+    def probe(self, rate: int, seconds: float) -> bool:
+        verdict = self.run(rate, seconds).verdict
+        self.probes.append((rate, verdict))
+        print(f"  probe {self.name} {rate}/s: {verdict or 'sustained'}", flush=True)
+        return verdict is None
+
+    def settle(self) -> None:
+        """Until the server has answered what it had taken in (the raw log stops growing), so one
+        run's backlog is not the next run's load. Raises ServerDied."""
+        deadline = time.monotonic() + 60
+        last = -1
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServerDied(f"{self.name} exited with {self.process.returncode}")
+            if not self.redis:
+                time.sleep(1.0)
+                return
+            client, keys = self.redis
+            now = added(client, keys.raw_log())
+            if now == last:
+                return
+            last = now
+            time.sleep(0.5)
+
+
+def generate(url: str, rate: int, seconds: float, stream: int) -> Result:
+    command = [sys.executable, str(HERE / "openloop.py"), url, "--rate", str(rate), "--seconds", str(seconds)]
+    out = subprocess.run([*command, "--stream", str(stream)], capture_output=True, text=True, check=True)
+    return Result(**json.loads(out.stdout))
+
+
+def maximum(target: Target, options: argparse.Namespace) -> Row:
+    """The search, then the full run at its result (stepping down 10 % if that run fails)."""
+    best = search(lambda rate: target.probe(rate, options.probe_seconds), options.search_from)
+    row = target.run(best, options.seconds)
+    for _ in range(2):
+        if row.verdict is None or best < 100:
+            break
+        print(f"  full run {target.name} {best}/s: {row.verdict}; 10 % lower", flush=True)
+        best = round(best * 0.9)
+        row = target.run(best, options.seconds)
+    return row
+
+
+def start_serve(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    command = [sys.executable, "-m", "service.cli.main", "serve", "--port", str(port)]
+    with log.open("ab") as out:
+        process = subprocess.Popen(command, env=env, cwd=HERE.parent, stdout=out, stderr=out)
+    url = f"http://127.0.0.1:{port}"
+    wait_for(f"{url}/healthz")
+    return process, url
+
+
+def fill_raw_log(target: Target, cap: int) -> None:
+    """Callbacks at 2,000/s until the raw log is at its cap (RAW_LOG_MAX_ENTRIES), so it grows by
+    nothing in the measured runs."""
+    assert target.redis is not None
+    client, keys = target.redis
+    for _ in range(5):
+        if client.xlen(keys.raw_log()) >= cap:
+            return
+        target.run(2000, math.ceil(cap / 2000) + 1)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=60.0, help="each fixed rate and each maximum")
+    parser.add_argument("--rates", default="500,2000", help="fixed rates (requests/s), comma-separated")
+    parser.add_argument("--probe-seconds", type=float, default=5.0, help="each probe of the search")
+    parser.add_argument("--search-from", type=int, default=1000, help="the search's first rate")
+    parser.add_argument("--p99-bound-ms", type=float, default=50.0, help="the highest p99 sustainable")
+    options = parser.parse_args()
+    rates = [int(r) for r in options.rates.split(",")]
+    if not shutil.which("wrk"):
+        print("bench/load.py needs wrk: apt-get install wrk", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory() as tmp, RedisServer(Path(tmp), appendonly=True) as server:
+        env = os.environ | {"REDIS_URL": server.url, "PYTHONPATH": str(HERE.parent),
+                            "EVENT_LOG_MAX_ENTRIES": "100000000"}  # fmt: skip
+        settings = Settings.from_env(env)
+        try:
+            process, url = start_uvicorn("bare_app:app", env)
+            try:
+                bare = Target("bare", url, process, options.p99_bound_ms)
+                closed = wrk(url, round(options.probe_seconds), 16)
+                bare_max = maximum(bare, options)
+            finally:
+                stop(process)
+            process, url = start_serve(env, Path(tmp) / "serve.log")
+            try:
+                tapedeck = Target("tapedeck", url, process, options.p99_bound_ms)
+                tapedeck.redis = (redis.Redis.from_url(server.url), Keys(settings.redis_prefix))
+                fill_raw_log(tapedeck, settings.raw_log_max_entries)
+                fixed = [tapedeck.run(rate, options.seconds) for rate in rates]
+                tapedeck_max = maximum(tapedeck, options)
+            finally:
+                stop(process)
+        except ServerDied as exc:
+            print(f"bench/load.py: {exc}", file=sys.stderr)
+            return 1
+    report(fixed, tapedeck_max, bare_max, closed.rps, tapedeck, bare, options)
+    print(f"({time.monotonic() - started:.0f} s)")
+    lowest = min(fixed, key=lambda row: row.result.rate)
+    if lowest.result.lag_p99_ms > LAG_BOUND_MS:
+        print(f"bench/load.py: the generator could not keep the schedule at {lowest.result.rate:.0f}/s",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
+
+
+def report(
+    fixed: list[Row],
+    tapedeck_max: Row,
+    bare_max: Row,
+    closed_rps: float,
+    tapedeck: Target,
+    bare: Target,
+    options: argparse.Namespace,
+) -> None:
+    print(f"\nopen-loop callback load, {options.seconds:.0f} s per rate; one `tapedeck serve`, Redis AOF "
+          f"everysec; sustainable: achieved >= 99 %, no errors, p99 <= {options.p99_bound_ms:.0f} ms, "
+          f"generator lag p99 <= {LAG_BOUND_MS:.0f} ms")  # fmt: skip
+    head = f"{'':9}{'target/s':>9}{'achieved':>10}{'p50 ms':>8}{'p99 ms':>8}{'p999 ms':>9}{'errors':>8}"
+    print(f"{head}{'B/task':>8}{'B/event':>8}{'tasks':>8}{'events':>8}  verdict")
+    for label, row in [*(("tapedeck", r) for r in fixed), ("tapedeck*", tapedeck_max), ("bare*", bare_max)]:
+        r = row.result
+        line = f"{label:9}{r.rate:>9.0f}{r.achieved:>10.0f}{r.p50_ms:>8.2f}{r.p99_ms:>8.2f}{r.p999_ms:>9.2f}"
+        line += f"{r.errors:>8}"
+        g = row.grown
+        if g is not None and g.tasks and g.events:
+            line += (
+                f"{g.used_memory / g.tasks:>8.0f}{g.used_memory / g.events:>8.0f}{g.tasks:>8}{g.events:>8}"
+            )
+        else:
+            line += f"{'':>32}"
+        print(f"{line}  {row.verdict or 'sustained'}")
+    print("(* the maximum sustainable rate found; the probes of each search:)")
+    for target in (tapedeck, bare):
+        print(
+            f"  {target.name}: " + ", ".join(f"{rate} {verdict or 'ok'}" for rate, verdict in target.probes)
+        )
+    ratio = tapedeck_max.result.rate / bare_max.result.rate
+    print(f"ratio: tapedeck's maximum sustainable / the bare endpoint's, same generator and rule: "
+          f"{tapedeck_max.result.rate:.0f} / {bare_max.result.rate:.0f} = {ratio:.2f}")  # fmt: skip
+    runs = [*fixed, tapedeck_max, bare_max]
+    per_request = sum(r.result.cpu_s for r in runs) / sum(r.result.scheduled for r in runs)
+    print(f"generator: {per_request * 1e6:.0f} µs of its CPU per request (~{1 / per_request:,.0f}/s on a "
+          f"whole core); wrk closed-loop on the bare endpoint (16 connections): {closed_rps:,.0f}/s, "
+          f"of which the open-loop maximum reached {bare_max.result.rate / closed_rps:.2f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main())
