@@ -194,6 +194,8 @@ class Pool:
         if connection.scheduled is not None:
             self.stats.connection_errors += 1
             connection.scheduled = None
+        if self.waiting and not self.opening and len(self.open) < self.max_connections:
+            self._open()  # no answer would free a connection for them
 
     def close(self) -> None:
         for connection in list(self.open):

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from load import failure, search
+from load import Bounds, failure, search
 from openloop import Result
 
 
@@ -21,7 +21,7 @@ def result(**changes: object) -> Result:
         ({"ok": 9_950, "span_s": 10.05}, None),  # 990/s: exactly 99 %
         ({"ok": 9_900, "span_s": 10.05}, "achieved 985/s"),
         ({"span_s": 11.0}, "achieved 909/s"),  # the backlog drained late
-        ({"non_2xx": 1, "ok": 9_999}, "1 errors"),
+        ({"non_2xx": 1, "statuses": {"503": 1}, "ok": 9_999}, "1 errors, 1 x 503"),
         ({"connection_errors": 2, "unanswered": 1}, "3 errors"),
         ({"p99_ms": 51.0}, "p99 51 ms"),
         ({"lag_p99_ms": 11.0, "p99_ms": 80.0}, "generator late (lag p99 11 ms)"),
@@ -30,7 +30,7 @@ def result(**changes: object) -> Result:
 def test_a_run_is_sustainable_only_when_every_bound_holds(
     changes: dict[str, object], verdict: str | None
 ) -> None:
-    assert failure(result(**changes), p99_bound_ms=50.0) == verdict
+    assert failure(result(**changes), Bounds(p99_ms=50.0, lag_ms=10.0)) == verdict
 
 
 @pytest.mark.parametrize(
