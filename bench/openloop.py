@@ -40,6 +40,7 @@ class Result:
     ok: int  # 2xx answers
     non_2xx: int
     statuses: dict[str, int]  # the non-2xx answers by status
+    first_error: str  # the first non-2xx answer, headers and body (cut short), to tell them apart
     connection_errors: int  # refused, reset or closed with a request on it
     unanswered: int  # no answer by the end of the drain
     span_s: float  # from the first scheduled send to the last answer
@@ -75,17 +76,19 @@ class Stats:
         self.connection_errors = 0
         self.connections = 0
         self.last_answer = 0.0
+        self.first_error = ""
 
     @property
     def finished(self) -> int:
         return len(self.latencies) + sum(self.statuses.values()) + self.connection_errors
 
-    def answered(self, scheduled: float, status: int) -> None:
+    def answered(self, scheduled: float, status: int, answer: bytes) -> None:
         self.last_answer = time.perf_counter()
         if 200 <= status < 300:
             self.latencies.append(self.last_answer - scheduled)
-        else:
-            self.statuses[status] += 1
+            return
+        self.statuses[status] += 1
+        self.first_error = self.first_error or answer[:400].decode("latin-1")
 
 
 class Connection(asyncio.Protocol):
@@ -118,10 +121,11 @@ class Connection(asyncio.Protocol):
             length = int(head[at + 15 : stop if stop >= 0 else len(head)])
         if len(self.buffer) < end + 4 + length:
             return
+        answer = bytes(self.buffer[: end + 4 + length])
         del self.buffer[: end + 4 + length]
         scheduled, self.scheduled = self.scheduled, None
         assert scheduled is not None, "an answer to no request"
-        self.pool.answered(self, scheduled, int(head[9:12]), b"connection: close" not in head)
+        self.pool.answered(self, scheduled, answer, b"connection: close" not in head)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.pool.lost(self)
@@ -180,8 +184,8 @@ class Pool:
         else:
             self.idle.append(connection)
 
-    def answered(self, connection: Connection, scheduled: float, status: int, keep: bool) -> None:
-        self.stats.answered(scheduled, status)
+    def answered(self, connection: Connection, scheduled: float, answer: bytes, keep: bool) -> None:
+        self.stats.answered(scheduled, int(answer[9:12]), answer)
         if keep:
             self._next(connection)
         elif connection.transport is not None:
@@ -244,6 +248,7 @@ async def run(
         ok=len(latencies),
         non_2xx=sum(stats.statuses.values()),
         statuses={str(status): n for status, n in sorted(stats.statuses.items())},
+        first_error=stats.first_error,
         connection_errors=stats.connection_errors,
         unanswered=total - stats.finished,
         span_s=(stats.last_answer - t0) if stats.last_answer else 0.0,

@@ -7,7 +7,7 @@ from openloop import Result
 
 def result(**changes: object) -> Result:
     fields: dict[str, object] = dict(
-        rate=1000.0, seconds=10.0, scheduled=10_000, ok=10_000, non_2xx=0, statuses={},
+        rate=1000.0, seconds=10.0, scheduled=10_000, ok=10_000, non_2xx=0, statuses={}, first_error="",
         connection_errors=0, unanswered=0, span_s=10.0, p50_ms=1.0, p99_ms=5.0, p999_ms=9.0,
         max_ms=12.0, lag_p99_ms=1.0, lag_max_ms=3.0, connections=16, cpu_s=1.0,
     )  # fmt: skip
@@ -54,3 +54,14 @@ def test_the_search_finds_the_highest_passing_rate_within_its_resolution(
     assert search(passes, start) == found
     assert asked == probes
     assert found == 0 or limit / 1.07 <= found <= limit
+
+
+def test_the_search_starts_above_a_rate_known_to_pass_and_stays_above_it() -> None:
+    asked: list[int] = []
+
+    def passes(rate: int) -> bool:
+        asked.append(rate)
+        return rate <= 2100
+
+    assert search(passes, 1000, good=2000) == 2000
+    assert asked == [3000, 2449, 2213, 2104]
