@@ -21,10 +21,14 @@ def result(**changes: object) -> Result:
         ({"ok": 9_950, "span_s": 10.05}, None),  # 990/s: exactly 99 %
         ({"ok": 9_900, "span_s": 10.05}, "achieved 985/s"),
         ({"span_s": 11.0}, "achieved 909/s"),  # the backlog drained late
+        (
+            {"lag_p99_ms": 30.0, "p99_ms": 900.0, "unanswered": 5},
+            "generator late (lag p99 30 ms); 5 errors; p99 900 ms",
+        ),
         ({"non_2xx": 1, "statuses": {"503": 1}, "ok": 9_999}, "1 errors, 1 x 503"),
         ({"connection_errors": 2, "unanswered": 1}, "3 errors"),
         ({"p99_ms": 51.0}, "p99 51 ms"),
-        ({"lag_p99_ms": 11.0, "p99_ms": 80.0}, "generator late (lag p99 11 ms)"),
+        ({"lag_p99_ms": 11.0, "p99_ms": 80.0}, "generator late (lag p99 11 ms); p99 80 ms"),
     ],
 )
 def test_a_run_is_sustainable_only_when_every_bound_holds(
