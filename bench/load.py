@@ -12,6 +12,9 @@ so a slow server shows as latency, never as fewer requests. The bodies and their
     python bench/load.py [--seconds 60] [--rates 500,2000] [--probe-seconds 5] [--search-from 1000]
                          [--p99-bound-ms 100] [--lag-bound-ms 20]
 
+`make bench` runs it with --seconds 20 (about 6 minutes; 60 s each takes about 13). A line per run
+is printed as it ends, the table at the end.
+
 A run at a rate is SUSTAINABLE when all of these hold:
 - achieved >= 99 % of the target (2xx answers / time from the first scheduled send to the last answer);
 - no errors (non-2xx, connection errors, requests unanswered 10 s after the last was scheduled);
