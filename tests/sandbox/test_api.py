@@ -10,7 +10,8 @@ import pytest
 
 from sandbox.catalog import ENDPOINTS, RECORD_INFO_PATHS
 from sandbox.server import SandboxServer
-from tests.sandbox.conftest import MakeSandbox, control_get, control_post, create, generate_body, wait_for
+from tests.sandbox.conftest import MakeSandbox, control_get, control_post, create, generate_body
+from tests.waiting import wait_for
 
 CB = "http://127.0.0.1:9/cb"  # nothing listens: these tests never look at callbacks
 TASK_ID = re.compile(r"^[0-9a-f]{32}$")

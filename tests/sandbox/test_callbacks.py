@@ -20,8 +20,8 @@ from tests.sandbox.conftest import (
     generate_body,
     sandbox_config,
     settled,
-    wait_for,
 )
+from tests.waiting import wait_for
 
 ITEM_KEYS = {
     "id",

@@ -18,8 +18,8 @@ from tests.sandbox.conftest import (
     generate_body,
     sandbox_config,
     settled,
-    wait_for,
 )
+from tests.waiting import wait_for
 
 CB = "http://127.0.0.1:9/cb"
 
