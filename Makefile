@@ -45,6 +45,8 @@ RESULTS := .data/bench-results.jsonl
 bench: $(STAMP) bench-tools
 	mkdir -p .data && rm -f $(RESULTS)
 	$(BIN)/python bench/ingest.py --with-deliveries --results $(RESULTS)
+	$(BIN)/python bench/callback_steps.py --results $(RESULTS)
+	$(BIN)/python bench/load.py --seconds 20 --results $(RESULTS)
 	$(BIN)/python bench/download.py --results $(RESULTS)
 	$(BIN)/python bench/webhooks.py --results $(RESULTS)
 	$(BIN)/python bench/settle.py --results $(RESULTS)

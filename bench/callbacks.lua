@@ -1,26 +1,18 @@
 -- wrk script: realistic Kie music callbacks. Each task sends text, first and complete;
 -- about 10 % of requests repeat the previous one (Kie's duplicates). Bodies are ~2 KB.
+-- The bodies are bench/callbacks.txt (one line per stage, TASKID for the task id), shared with the
+-- Python generator (bench/callbacks.py), so both send the same bytes.
 local templates = {}
 local tid = 0
 local counter = 0
 local previous = nil
 
-local lyrics = string.rep("[Verse] Night city lights shining bright, neon rivers in the rain ", 12)
-
-local function item(n)
-  return '{"id":"trk-TASKID-' .. n .. '","audio_url":"https://tempfile.aiquickdraw.com/s/TASKID-' .. n
-    .. '.mp3","stream_audio_url":"https://musicfile.api.box/TASKID-' .. n
-    .. '","image_url":"https://tempfile.aiquickdraw.com/s/TASKID-' .. n
-    .. '.jpeg","prompt":"' .. lyrics .. '","model_name":"chirp-v4-5","title":"Iron Man",'
-    .. '"tags":"electrifying, rock","createTime":1786343609818,"duration":198.44}'
+local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+local stage = 0  -- templates[counter % 3]: 0 text, 1 first, 2 complete
+for line in io.lines(here .. "callbacks.txt") do
+  templates[stage] = line
+  stage = stage + 1
 end
-
-templates[0] = '{"code":200,"msg":"Text generation completed.","data":{"callbackType":"text",'
-  .. '"task_id":"TASKID","data":[],"note":"' .. string.rep("x", 1900) .. '"}}'
-templates[1] = '{"code":200,"msg":"First track generated successfully.","data":{"callbackType":"first",'
-  .. '"task_id":"TASKID","data":[' .. item(1) .. ']}}'
-templates[2] = '{"code":200,"msg":"All generated successfully.","data":{"callbackType":"complete",'
-  .. '"task_id":"TASKID","data":[' .. item(1) .. ',' .. item(2) .. ']}}'
 
 local next_thread = 0
 function setup(thread)
