@@ -46,6 +46,7 @@ bench: $(STAMP) bench-tools
 	$(BIN)/python bench/settle.py
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/retention.py
+	$(BIN)/python bench/soak.py --tasks 100
 
 # After changing a dependency range in pyproject.toml: pin the newest versions it allows.
 lock: $(STAMP)

@@ -27,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from retention import PROMPT, system_env, wait_for  # noqa: E402
+from system import PROMPT, system_env, wait_for  # noqa: E402
 
 from service.cli.redis_server import RedisServer, free_port  # noqa: E402
 
