@@ -138,6 +138,7 @@ class Figures:
     stuck: list[str]
     submitted_in: float
     drained_in: float | None
+    failed_jobs: int = 0  # jobs in RQ's failed registries at the end
     chaos_errors: list[str] = field(default_factory=list)
     died: dict[str, int] = field(default_factory=dict)
     wrong: list[str] = field(default_factory=list)  # a line per task or file found wrong
@@ -160,6 +161,8 @@ class Figures:
         for name, count in self.events_out_of_order.items():
             if count:
                 short.append(f"tasks whose events reached subscriber {name} out of order: {count}")
+        if self.failed_jobs:
+            short.append(f"RQ jobs failed: {self.failed_jobs}")
         if self.stuck:
             short.append(f"stuck tasks: {len(self.stuck)}")
         if self.drained_in is None:
@@ -253,6 +256,7 @@ def measure(
     drained_in: float | None,
     files: Path,
     file_bytes: int,
+    failed_jobs: int,
 ) -> Figures:
     final = expected = right = missing_acks = 0
     wrong: list[str] = []
@@ -296,6 +300,7 @@ def measure(
         drained_in=drained_in,
         chaos_errors=chaos_errors,
         died=died,
+        failed_jobs=failed_jobs,
         wrong=wrong,
     )
 
@@ -330,6 +335,7 @@ def table(f: Figures, options: argparse.Namespace) -> str:
         ),
         ("tasks with events out of order", listed(f.events_out_of_order), "0"),
         ("stuck tasks", str(len(f.stuck)), "0"),
+        ("RQ jobs failed (left in its failed registries)", str(f.failed_jobs), "0"),
         ("time to submit", f"{f.submitted_in:.0f} s", ""),
         ("time to drain (after the last submission)", drained, f"<= {options.drain_s:.0f} s"),
     ]  # fmt: skip

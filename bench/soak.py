@@ -47,6 +47,7 @@ from types import FrameType
 from typing import Any
 
 import httpx
+import redis
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -342,15 +343,27 @@ def run(options: argparse.Namespace, work: Path) -> Figures:
             chaos.stop.set()
             chaos.join(timeout=60)
             died = system.fleet.exited()
+            failed_jobs = count_failed_jobs(redis_server.url)
             return measure(
                 snapshot, submitted, system.actions, chaos.errors, died, submitted_in, drained_in,
-                work / "files", FILE_BYTES,
+                work / "files", FILE_BYTES, failed_jobs,
             )  # fmt: skip
         finally:
             chaos.stop.set()
+            if chaos.is_alive():  # it may be starting a process: let it finish, then stop them all
+                chaos.join(timeout=60)
             system.fleet.stop()
             for subscriber in system.subscribers:
                 subscriber.down()
+
+
+def count_failed_jobs(redis_url: str) -> int:
+    """Jobs in RQ's failed registries: a job that raised (or ran twice) stays there a year."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return sum(int(client.zcard(key)) for key in client.scan_iter("rq:failed:*"))
+    finally:
+        client.close()
 
 
 def stop_on_sigterm() -> None:

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
@@ -54,10 +55,15 @@ class Fleet:
         self.logs = logs
         self.running: dict[str, subprocess.Popen[bytes]] = {}
         self.exits: dict[str, int] = {}  # the exit codes of those stopped, by name
+        self.stopped = False
+        self.lock = threading.Lock()  # a start from another thread never slips past `stop`
         logs.mkdir(parents=True, exist_ok=True)
 
     def start(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
-        with (self.logs / f"{name}.log").open("ab") as out:
+        """Raises RuntimeError once the fleet is stopped: nothing is started behind `stop`."""
+        with self.lock, (self.logs / f"{name}.log").open("ab") as out:
+            if self.stopped:
+                raise RuntimeError(f"the fleet is stopped: {name} is not started")
             process = subprocess.Popen(
                 [sys.executable, "-m", "service.cli.main", *args],
                 env=self.env,
@@ -65,7 +71,7 @@ class Fleet:
                 stderr=out,
                 start_new_session=True,
             )
-        self.running[name] = process
+            self.running[name] = process
         return process
 
     def kill(self, name: str) -> None:
@@ -81,6 +87,8 @@ class Fleet:
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """SIGTERM to every one still running, then SIGKILL to those not gone within `timeout_s`."""
+        with self.lock:
+            self.stopped = True
         for process in self.running.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
