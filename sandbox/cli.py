@@ -99,6 +99,12 @@ def parser() -> argparse.ArgumentParser:
         default=defaults.callback_retry_s,
         help="real seconds before callback retry 1, 2, 3 (the last repeats), e.g. 1,5,15",
     )
+    p.add_argument(
+        "--transfer-log-size",
+        type=_positive_int,
+        default=defaults.transfer_log_size,
+        help="file transfers GET /_sandbox/files/log keeps",
+    )
     return p
 
 
@@ -123,6 +129,7 @@ def config_from(args: argparse.Namespace) -> SandboxConfig:
         record_info_per_s=args.record_info_per_s,
         stall_s=args.stall_s,
         callback_retry_s=args.callback_retry_s,
+        transfer_log_size=args.transfer_log_size,
     )
 
 

@@ -69,6 +69,8 @@ class SandboxConfig:
     callback_retry_s: tuple[float, ...] = (1.0, 5.0, 15.0)
     # Real seconds a "stall" file fault holds the connection before giving up on it.
     stall_s: float = 30.0
+    # File transfers the log keeps (GET /_sandbox/files/log); older ones are dropped and counted.
+    transfer_log_size: int = 10_000
     download_url_ttl_s: float = 20 * 60.0
     tick_s: float = 0.002
 
@@ -84,6 +86,8 @@ class SandboxConfig:
             raise ValueError("callback_retry_s must be one or more intervals, each >= 0 seconds")
         if self.create_limit < 1 or self.record_info_per_s < 1:
             raise ValueError("create_limit and record_info_per_s must be >= 1")
+        if self.transfer_log_size < 1:
+            raise ValueError("transfer_log_size must be >= 1")
         if not self.stall_s >= 0:
             raise ValueError("stall_s must be >= 0")
         unknown = self.drop - set(CALLBACK_STAGES)

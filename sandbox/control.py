@@ -11,6 +11,14 @@ POST /_sandbox/record-info-fault          {"code": 500|455|429, "count": N, "sec
 POST /_sandbox/create-fault               the same, for every create endpoint (Kie and sseedance)
 POST /_sandbox/create-answer-delay        {"seconds": S, "count": N}: the next N Kie creates make their task,
                                           then hold the answer S real seconds (late, or lost to a timeout)
+GET  /_sandbox/files/log[?task_id=ID]    every file GET/HEAD under /files/ (of one task), in the order they
+                                          began, each entered once its body is finished or cut off:
+    {"transfers": [{"at": real Unix seconds, "task_id", "name", "method": "GET|HEAD",
+                    "range": the Range header or null, "status": 200|206|304|403|404|416,
+                    "bytes": file bytes handed to the connection (0 for HEAD, 304 and errors),
+                    "complete": the whole file or the whole requested range went out,
+                    "fault": "stall|truncate|403|404" or null}],
+     "dropped": N}   # the oldest entries forgotten past SandboxConfig.transfer_log_size (all tasks)
 GET  /_sandbox/clock                      {"now": simulated Unix seconds, "speed": N}
 POST /_sandbox/clock/advance              {"seconds": S}
 GET  /_sandbox/counters                   counters of everything sent and answered, and the credits
@@ -231,6 +239,11 @@ async def create_answer_delay(request: Request) -> Response:
     return JSONResponse({"answerDelays": sandbox.answer_delays})
 
 
+async def transfer_log(request: Request) -> Response:
+    task_id = request.query_params.get("task_id")
+    return JSONResponse(sandbox_of(request).transfers.view(task_id))
+
+
 async def clock(request: Request) -> Response:
     sandbox = sandbox_of(request)
     return JSONResponse({"now": sandbox.now(), "speed": sandbox.clock.speed})
@@ -276,6 +289,7 @@ def routes() -> list[Route]:
         Route("/_sandbox/record-info-fault", record_info_fault, methods=["POST"]),
         Route("/_sandbox/create-fault", create_fault, methods=["POST"]),
         Route("/_sandbox/create-answer-delay", create_answer_delay, methods=["POST"]),
+        Route("/_sandbox/files/log", transfer_log, methods=["GET"]),
         Route("/_sandbox/clock", clock, methods=["GET"]),
         Route("/_sandbox/clock/advance", advance_clock, methods=["POST"]),
         Route("/_sandbox/counters", counters, methods=["GET"]),

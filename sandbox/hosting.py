@@ -7,35 +7,19 @@ No auth, like a CDN URL. A file exists once the task's stage publishes it and un
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import AsyncIterator
-
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from sandbox.kie import sandbox_of
 from sandbox.media import Media, media_for
 from sandbox.state import Sandbox
-from sandbox.tasks import FileFault, Task, is_published
+from sandbox.tasks import Task, is_published
+from sandbox.transfers import FileBody, Transfer
 
 
 class RangeNotSatisfiable(ValueError):
     """Raised when a Range header asks for bytes past the end of the file."""
-
-
-class TransferCut(Exception):
-    """Raised inside a response body to cut the connection (the truncate and stall faults)."""
-
-
-class _QuietCuts(logging.Filter):
-    # A cut transfer is the fault working as intended, not an error worth a traceback in the log.
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], TransferCut))
-
-
-logging.getLogger("uvicorn.error").addFilter(_QuietCuts())
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -61,27 +45,13 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, end
 
 
-def take_file_fault(task: Task, name: str) -> str | None:
+def take_file_fault(task: Task, name: str, modes: tuple[str, ...]) -> str | None:
+    """Use up one of the task's file faults in `modes` that applies to `name`; its mode, or None."""
     for fault in task.file_faults:
-        if fault.count > 0 and fault.name in (None, name):
+        if fault.count > 0 and fault.mode in modes and fault.name in (None, name):
             fault.count -= 1
             return fault.mode
     return None
-
-
-async def _body(
-    sandbox: Sandbox, media: Media, start: int, end: int, fault: FileFault | None
-) -> AsyncIterator[bytes]:
-    cut_at = start + (end - start) // 2 if fault else None
-    for piece in media.chunks(start, end if cut_at is None else cut_at):
-        sandbox.counters["files.bytes"] += len(piece)
-        yield piece
-    if fault is None:
-        sandbox.counters["files.completed"] += 1
-        return
-    if fault.mode == "stall":
-        await asyncio.sleep(sandbox.config.stall_s)
-    raise TransferCut(fault.mode)
 
 
 def _locate(sandbox: Sandbox, request: Request) -> tuple[Task, str, Media] | Response:
@@ -106,15 +76,23 @@ def _locate(sandbox: Sandbox, request: Request) -> tuple[Task, str, Media] | Res
 async def serve_file(request: Request) -> Response:
     sandbox = sandbox_of(request)
     sandbox.counters["files.requests"] += 1
+    params, range_header = request.path_params, request.headers.get("range")
+    transfer = sandbox.transfers.begin(params["task_id"], params["name"], request.method, range_header)
+    response = _answer(sandbox, request, transfer)
+    if not isinstance(response, FileBody):
+        transfer.status = response.status_code
+        sandbox.transfers.record(transfer)
+    return response
+
+
+def _answer(sandbox: Sandbox, request: Request, transfer: Transfer) -> Response:
     found = _locate(sandbox, request)
     if isinstance(found, Response):
         return found
     task, name, media = found
-    mode = take_file_fault(task, name)
-    if mode is not None:
-        sandbox.counters[f"files.fault.{mode}"] += 1
-    if mode in ("403", "404"):
-        return PlainTextResponse("Forbidden" if mode == "403" else "Not Found", int(mode))
+    refusal = _take_fault(sandbox, task, name, transfer, ("403", "404"))
+    if refusal is not None:
+        return PlainTextResponse("Forbidden" if refusal == "403" else "Not Found", int(refusal))
     headers = {"ETag": media.etag, "Accept-Ranges": "bytes", "Content-Type": media.content_type}
     if request.headers.get("if-none-match") == media.etag:
         return Response(status_code=304, headers=headers)
@@ -130,8 +108,37 @@ async def serve_file(request: Request) -> Response:
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{media.size}"
     if request.method == "HEAD":
         return Response(status_code=status, headers=headers)
-    fault = FileFault(mode) if mode else None
-    return StreamingResponse(_body(sandbox, media, start, end, fault), status_code=status, headers=headers)
+    # Taken only now that a body goes out: a HEAD or a 304 before the GET must not use a stall up.
+    # truncate and stall send the first half of what was asked, then cut the connection.
+    mode = _take_fault(sandbox, task, name, transfer, ("stall", "truncate"))
+    cut_at = start + (end - start) // 2 if mode else None
+    return FileBody(
+        media,
+        (start, end),
+        status,
+        headers,
+        transfer,
+        lambda done: _finish(sandbox, done),
+        cut_at,
+        sandbox.config.stall_s,
+    )
+
+
+def _take_fault(
+    sandbox: Sandbox, task: Task, name: str, transfer: Transfer, modes: tuple[str, ...]
+) -> str | None:
+    mode = take_file_fault(task, name, modes)
+    if mode is not None:
+        sandbox.counters[f"files.fault.{mode}"] += 1
+        transfer.fault = mode
+    return mode
+
+
+def _finish(sandbox: Sandbox, transfer: Transfer) -> None:
+    sandbox.counters["files.bytes"] += transfer.bytes
+    if transfer.complete:
+        sandbox.counters["files.completed"] += 1
+    sandbox.transfers.record(transfer)
 
 
 def routes() -> list[Route]:

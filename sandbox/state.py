@@ -14,6 +14,7 @@ from sandbox.config import SandboxConfig
 from sandbox.limits import RollingWindow
 from sandbox.tasks import ErrorWindow, FileFault, Task, Track
 from sandbox.timeline import RANDOM_FAILURES, TaskFaults
+from sandbox.transfers import TransferLog
 
 MAX_IDLE_WINDOWS = 10_000
 
@@ -52,6 +53,7 @@ class Sandbox:
         self.wavs: dict[str, str] = {}  # audio id -> its WAV task id
         self._tracks: dict[str, tuple[str, int]] = {}  # audio id -> (task id, index)
         self._record_info_windows: dict[str, RollingWindow] = {}
+        self.transfers = TransferLog(config.transfer_log_size)
 
     def new_task_id(self) -> str:
         return f"{self.rng.getrandbits(128):032x}"

@@ -35,6 +35,7 @@ def test_the_cli_maps_every_option_onto_the_config() -> None:
     argv += ["--retention-s", "3600", "--seed", "3", "--file-bytes", "2048", "--fast-callbacks"]
     argv += ["--record-info-null-s", "4", "--credits", "50", "--create-limit", "5"]
     argv += ["--record-info-per-s", "9", "--stall-s", "2.5", "--callback-retry-s", "0.5,2,10"]
+    argv += ["--transfer-log-size", "50"]
     config = config_from(parser().parse_args(argv))
     assert config == SandboxConfig(
         host="0.0.0.0",
@@ -56,6 +57,7 @@ def test_the_cli_maps_every_option_onto_the_config() -> None:
         record_info_per_s=9,
         stall_s=2.5,
         callback_retry_s=(0.5, 2.0, 10.0),
+        transfer_log_size=50,
     )
 
 
@@ -87,6 +89,7 @@ def test_the_tapedeck_command_hands_sandbox_options_to_the_sandbox_cli(
         ["--callback-retry-s", ""],
         ["--callback-retry-s", "1,-5"],
         ["--callback-retry-s", "1,,5"],
+        ["--transfer-log-size", "0"],
     ],
 )
 def test_the_cli_refuses_bad_values(argv: list[str]) -> None:
@@ -110,6 +113,7 @@ def test_drop_all_means_every_stage() -> None:
         {"stall_s": -1.0},
         {"callback_retry_s": ()},
         {"callback_retry_s": (1.0, -1.0)},
+        {"transfer_log_size": 0},
     ],
 )
 def test_config_refuses_impossible_values(bad: dict[str, object]) -> None:
