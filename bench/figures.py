@@ -23,6 +23,10 @@ from sandbox.media import expected_sha256
 FINAL = ("complete", "failed")
 # A music track's "Original…" files (source_audio_url and the like) are the input's, not what
 # was generated: Tapedeck archives a track's audio, stream and image (TRACK_FILE_FIELDS).
+# A transfer begun this long before a worker's SIGKILL may have been under way in it (the
+# soak's DOWNLOAD_TIMEOUT_S): sent whole, its bytes died with the process.
+KILLED_WITHIN_S = 3.0
+REDIS_AWAY = ("ConnectionError", "BusyLoadingError", "TimeoutError")
 NOT_ARCHIVED = ("_source.mp3", "_source_stream", "_source.png")
 SETTLED_FILES = ("stored", "failed", "expired")
 
@@ -48,6 +52,11 @@ def is_settled(view: dict[str, Any] | None, record: dict[str, Any]) -> bool:
         and view["status"] == record["stage"]
         and all(a["state"] in SETTLED_FILES for a in view["artifacts"])
     )
+
+
+def is_redis_away(error: str) -> bool:
+    """Whether an error line ("redis.exceptions.ConnectionError: Error 111 ...") is Redis away."""
+    return error.split(":", 1)[0].endswith(REDIS_AWAY)
 
 
 def file_name(url: str) -> str:
@@ -129,6 +138,7 @@ class Figures:
     files_expected: int
     files_right: int
     duplicate_transfers: int
+    duplicates_at_kills: int  # of those, repeats of a transfer under way when its worker was killed
     transfer_log: bool  # whether the duplicates come from the sandbox's transfer log
     transfers_dropped: int
     acked_missing: int
@@ -138,10 +148,15 @@ class Figures:
     stuck: list[str]
     submitted_in: float
     drained_in: float | None
-    failed_jobs: int = 0  # jobs in RQ's failed registries at the end
+    failed_jobs: list[tuple[str, str]] = field(default_factory=list)  # RQ's, with each last error line
     chaos_errors: list[str] = field(default_factory=list)
     died: dict[str, int] = field(default_factory=dict)
     wrong: list[str] = field(default_factory=list)  # a line per task or file found wrong
+
+    @property
+    def failed_jobs_unexpected(self) -> list[tuple[str, str]]:
+        """A download job cut off by Redis going away fails by design (its lease brings it back)."""
+        return [(job, error) for job, error in self.failed_jobs if not is_redis_away(error)]
 
     def short_of_goal(self) -> list[str]:
         short = []
@@ -149,8 +164,9 @@ class Figures:
             short.append(f"tasks in the true final state: {self.in_final_state}/{self.tasks}")
         if self.files_right < self.files_expected:
             short.append(f"files stored with the sandbox's sha256: {self.files_right}/{self.files_expected}")
-        if self.duplicate_transfers:
-            short.append(f"duplicate transfers: {self.duplicate_transfers}")
+        if self.duplicate_transfers > self.duplicates_at_kills:
+            unexplained = self.duplicate_transfers - self.duplicates_at_kills
+            short.append(f"duplicate transfers (not of a transfer cut by a worker's SIGKILL): {unexplained}")
         if self.transfers_dropped:
             short.append(f"transfer log entries dropped (duplicates unverifiable): {self.transfers_dropped}")
         if self.acked_missing:
@@ -161,8 +177,8 @@ class Figures:
         for name, count in self.events_out_of_order.items():
             if count:
                 short.append(f"tasks whose events reached subscriber {name} out of order: {count}")
-        if self.failed_jobs:
-            short.append(f"RQ jobs failed: {self.failed_jobs}")
+        if self.failed_jobs_unexpected:
+            short.append(f"RQ jobs failed other than by Redis going away: {len(self.failed_jobs_unexpected)}")
         if self.stuck:
             short.append(f"stuck tasks: {len(self.stuck)}")
         if self.drained_in is None:
@@ -209,19 +225,38 @@ def acked_missing(view: dict[str, Any], record: dict[str, Any]) -> int:
     return sum(max(0, n - held[kind]) for kind, n in acked.items())
 
 
-def duplicate_transfers(snapshot: Snapshot, task_ids: set[str], files_expected: int) -> int:
-    """Complete GETs of a file beyond its first, from the sandbox's transfer log; without one,
-    from its count of complete transfers (exact when every file was stored: nothing else is
-    fetched from the sandbox, and each stored file was sent whole once, or cut and finished)."""
+def duplicate_transfers(
+    snapshot: Snapshot, task_ids: set[str], files_expected: int, kills: Sequence[float]
+) -> tuple[int, int, list[str]]:
+    """Complete GETs of a file beyond its first, from the sandbox's transfer log: how many, how
+    many of them repeat a transfer that was under way (begun within KILLED_WITHIN_S) when a worker
+    was SIGKILLed at one of `kills` (its bytes died with it), and a line for each file. Without a
+    log, from the sandbox's count of complete transfers (exact when every file was stored: nothing
+    else is fetched from the sandbox, and each stored file was sent whole once, or cut and finished)."""
     transfers = snapshot.transfers
     if transfers is None:
-        return max(0, snapshot.counters.get("files.completed", 0) - files_expected)
-    complete = Counter(
-        (t["task_id"], t["name"])
-        for t in transfers["transfers"]
-        if t["method"] == "GET" and t["complete"] and t["task_id"] in task_ids
-    )
-    return sum(n - 1 for n in complete.values())
+        return max(0, snapshot.counters.get("files.completed", 0) - files_expected), 0, []
+    of_file: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for t in transfers["transfers"]:
+        if t["task_id"] in task_ids:
+            of_file[(t["task_id"], t["name"])].append(t)
+    count, killed, lines = 0, 0, []
+    for (task_id, name), seen in sorted(of_file.items()):
+        complete = [t for t in seen if t["method"] == "GET" and t["complete"]]
+        if len(complete) < 2:
+            continue
+        count += len(complete) - 1
+        cut = sum(1 for t in complete[:-1] if any(0 <= k - t["at"] <= KILLED_WITHIN_S for k in kills))
+        killed += cut
+        shown = "; ".join(
+            f"{t['at']:.3f} {t['method']} {t['range']} {t['status']} {t['bytes']} B"
+            + (" complete" if t["complete"] else "")
+            + (f" {t['fault']}" if t["fault"] else "")
+            for t in seen
+        )
+        why = f", {cut} under way at a worker's SIGKILL" if cut else ""
+        lines.append(f"{task_id} {name} sent whole {len(complete)} times{why}: {shown}")
+    return count, killed, lines
 
 
 def deliveries_figures(snapshot: Snapshot) -> tuple[dict[str, int], dict[str, int]]:
@@ -256,7 +291,8 @@ def measure(
     drained_in: float | None,
     files: Path,
     file_bytes: int,
-    failed_jobs: int,
+    failed_jobs: list[tuple[str, str]],
+    kills: Sequence[float],
 ) -> Figures:
     final = expected = right = missing_acks = 0
     wrong: list[str] = []
@@ -276,6 +312,9 @@ def measure(
         expected, right, wrong = expected + published, right + stored, wrong + bad
         missing_acks += acked_missing(view, record)
     missing, out_of_order = deliveries_figures(snapshot)
+    duplicates, killed, sent_twice = duplicate_transfers(
+        snapshot, {t.task_id for t in submitted}, expected, kills
+    )
     faults = Counter(label for task in submitted for label in task.planned.labels)
     kept = ("callbacks.duplicates", "callbacks.failed", "callbacks.abandoned")
     injected = {k: v for k, v in snapshot.counters.items() if ".fault." in k or k in kept}
@@ -288,7 +327,8 @@ def measure(
         in_final_state=final,
         files_expected=expected,
         files_right=right,
-        duplicate_transfers=duplicate_transfers(snapshot, {t.task_id for t in submitted}, expected),
+        duplicate_transfers=duplicates,
+        duplicates_at_kills=killed,
         transfer_log=snapshot.transfers is not None,
         transfers_dropped=int((snapshot.transfers or {}).get("dropped", 0)),
         acked_missing=missing_acks,
@@ -301,7 +341,7 @@ def measure(
         chaos_errors=chaos_errors,
         died=died,
         failed_jobs=failed_jobs,
-        wrong=wrong,
+        wrong=wrong + sent_twice,
     )
 
 
@@ -324,7 +364,9 @@ def table(f: Figures, options: argparse.Namespace) -> str:
         ("files stored with the sandbox's sha256", percent(f.files_right, f.files_expected), "100 %"),
         (
             "duplicate transfers",
-            f"{f.duplicate_transfers}" + ("" if f.transfer_log else " (from the sandbox's counters)"),
+            f"{f.duplicate_transfers - f.duplicates_at_kills}"
+            + f" (and {f.duplicates_at_kills} of a transfer under way when its worker was SIGKILLed)"
+            + ("" if f.transfer_log else " (from the sandbox's counters)"),
             "0",
         ),
         ("acked callbacks missing from history", str(f.acked_missing), "0"),
@@ -335,7 +377,11 @@ def table(f: Figures, options: argparse.Namespace) -> str:
         ),
         ("tasks with events out of order", listed(f.events_out_of_order), "0"),
         ("stuck tasks", str(len(f.stuck)), "0"),
-        ("RQ jobs failed (left in its failed registries)", str(f.failed_jobs), "0"),
+        (
+            "RQ jobs failed, other than by Redis going away",
+            f"{len(f.failed_jobs_unexpected)} (of {len(f.failed_jobs)} failed)",
+            "0",
+        ),
         ("time to submit", f"{f.submitted_in:.0f} s", ""),
         ("time to drain (after the last submission)", drained, f"<= {options.drain_s:.0f} s"),
     ]  # fmt: skip
@@ -345,4 +391,5 @@ def table(f: Figures, options: argparse.Namespace) -> str:
     lines += [f"wrong: {line}" for line in f.wrong[:40]]
     lines += [f"stuck: {task_id}" for task_id in f.stuck[:20]]
     lines += [f"chaos error: {line}" for line in f.chaos_errors]
+    lines += [f"failed job: {job}: {error}" for job, error in f.failed_jobs[:20]]
     return "\n".join(lines)

@@ -44,10 +44,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import redis
+from rq.job import Job
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -97,6 +98,7 @@ class System:
     workers: list[str] = field(default_factory=list)
     started_workers: int = 0
     actions: Counter[str] = field(default_factory=Counter)
+    worker_kills: list[float] = field(default_factory=list)  # Unix times
     submitting: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -111,7 +113,7 @@ class System:
         sandbox = ["sandbox", "--port", str(self.sandbox_port), "--speed", str(SPEED)]
         sandbox += ["--api-key", "sandbox-key", "--file-bytes", str(FILE_BYTES), "--seed", str(seed)]
         sandbox += ["--create-limit", str(SANDBOX_CREATE_LIMIT), "--stall-s", "10"]
-        sandbox += ["--callback-retry-s", "1,5,15"]
+        sandbox += ["--callback-retry-s", "1,5,15", "--transfer-log-size", "1000000"]
         self.fleet.start("sandbox", sandbox)
         wait_for(f"{self.sandbox}/_sandbox/counters")
         self.start_web()
@@ -139,6 +141,7 @@ class System:
         self.workers.append(name)
 
     def kill_worker(self) -> None:
+        self.worker_kills.append(time.time())
         self.fleet.kill(self.workers.pop(0))
         self.actions["worker SIGKILLed (and replaced)"] += 1
         self.start_worker()
@@ -269,12 +272,11 @@ def params_for(
 
 
 def submit_one(
-    system: System, http: httpx.Client, planned: Planned, kind: str, params: dict[str, Any]
+    kie: httpx.Client, http: httpx.Client, planned: Planned, kind: str, params: dict[str, Any]
 ) -> str:
     """Queues the task's faults at the sandbox and submits it; a refused connection or a 503 is
     tried again with the same Idempotency-Key."""
-    faults = planned.faults | {"count": 1}
-    httpx.post(f"{system.sandbox}/_sandbox/next-faults", json=faults, timeout=10).raise_for_status()
+    kie.post("/_sandbox/next-faults", json=planned.faults | {"count": 1}).raise_for_status()
     key = f"soak-{planned.index}"
     for _ in range(120):
         try:
@@ -297,13 +299,16 @@ def submit_all(system: System, planned: list[Planned], submit_s: float) -> list[
     sources: list[Submitted] = []
     used: set[tuple[str, str]] = set()
     started = time.monotonic()
-    with httpx.Client(base_url=system.web, timeout=60) as http:
+    with (
+        httpx.Client(base_url=system.web, timeout=60) as http,
+        httpx.Client(base_url=system.sandbox, timeout=10) as kie,
+    ):
         for task in planned:
             time.sleep(max(0.0, started + task.index * submit_s / len(planned) - time.monotonic()))
             kind, params = params_for(task, sources, used)
             with system.submitting:
-                task_id = submit_one(system, http, task, kind, params)
-            record = httpx.get(f"{system.sandbox}/_sandbox/tasks/{task_id}", timeout=10).json()
+                task_id = submit_one(kie, http, task, kind, params)
+            record = kie.get(f"/_sandbox/tasks/{task_id}").json()
             done = Submitted(task, task_id, [track["id"] for track in record["tracks"]])
             submitted.append(done)
             if kind == "generate" and "fail" not in task.faults:
@@ -343,10 +348,10 @@ def run(options: argparse.Namespace, work: Path) -> Figures:
             chaos.stop.set()
             chaos.join(timeout=60)
             died = system.fleet.exited()
-            failed_jobs = count_failed_jobs(redis_server.url)
+            jobs = failed_jobs(redis_server.url)
             return measure(
                 snapshot, submitted, system.actions, chaos.errors, died, submitted_in, drained_in,
-                work / "files", FILE_BYTES, failed_jobs,
+                work / "files", FILE_BYTES, jobs, system.worker_kills,
             )  # fmt: skip
         finally:
             chaos.stop.set()
@@ -357,11 +362,18 @@ def run(options: argparse.Namespace, work: Path) -> Figures:
                 subscriber.down()
 
 
-def count_failed_jobs(redis_url: str) -> int:
-    """Jobs in RQ's failed registries: a job that raised (or ran twice) stays there a year."""
+def failed_jobs(redis_url: str) -> list[tuple[str, str]]:
+    """(job id, the last line of its error) of each job in RQ's failed registries (kept a year)."""
     client = redis.Redis.from_url(redis_url)
     try:
-        return sum(int(client.zcard(key)) for key in client.scan_iter("rq:failed:*"))
+        keys = list(client.scan_iter("rq:failed:*"))
+        ids = [m.decode() for key in keys for m in cast(list[bytes], client.zrange(key, 0, -1))]
+        found = []
+        for job_id, job in zip(ids, Job.fetch_many(ids, connection=client), strict=True):
+            result = job.latest_result() if job else None
+            lines = (result.exc_string or "").strip().splitlines() if result else []
+            found.append((job_id, lines[-1] if lines else "no error kept"))
+        return found
     finally:
         client.close()
 
