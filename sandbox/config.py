@@ -42,9 +42,9 @@ class SandboxConfig:
     port: int = 8090
     api_key: str = "sandbox-key"
     hmac_key: str | None = None
-    # Simulated seconds per real second: stage timelines, callback retry back-off and file retention
-    # run on the simulated clock. Rate limits and HTTP timeouts stay in real time, because the
-    # client on the other side lives in real time.
+    # Simulated seconds per real second: stage timelines and file retention run on the simulated
+    # clock. Rate limits, HTTP timeouts and callback retry waits stay in real time, because the
+    # client (or receiver) on the other side lives in real time.
     speed: float = 1.0
     drop: frozenset[str] = frozenset()
     duplicate_rate: float = 0.0
@@ -64,8 +64,8 @@ class SandboxConfig:
     record_info_null_s: float = 0.0
     callback_timeout_s: float = 15.0
     callback_retries: int = 3
-    # Seconds before callback retry 1, 2, 3 (the last one repeats for further retries). Kie's schedule
-    # is UNCONFIRMED (kie-api.md §6.1); these are the intervals its docs suggest.
+    # Real seconds before callback retry 1, 2, 3 (the last one repeats for further retries). Kie's
+    # schedule is UNCONFIRMED (kie-api.md §6.1); these are the intervals its docs suggest.
     callback_retry_s: tuple[float, ...] = (1.0, 5.0, 15.0)
     # Real seconds a "stall" file fault holds the connection before giving up on it.
     stall_s: float = 30.0

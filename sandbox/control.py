@@ -1,8 +1,10 @@
 """The control and inspection API under `/_sandbox/`. No auth: it is the test's side door, not Kie's.
 
 GET  /_sandbox/tasks                      every task: stage, faults, callbacks sent (time, attempt, status)
-GET  /_sandbox/tasks/{id}                 one task
-POST /_sandbox/tasks/{id}/faults          set the task's faults (body: see `parse_faults`); re-plans callbacks
+GET  /_sandbox/tasks/{id}                 one task; "faults" holds every fault it carries, "record_info"
+                                          and "file" (each file fault with the "names" it resolves to)
+POST /_sandbox/tasks/{id}/faults          set the task's faults (body: see `parse_faults`, and `file_faults`
+                                          for "file": one object or a list); re-plans callbacks
 POST /_sandbox/tasks/{id}/stage           {"stage": "pending|text|first|complete|failed"}: jump the task there
 POST /_sandbox/tasks/{id}/cancel          cancel (sseedance reports `canceled`)
 POST /_sandbox/next-faults                faults for the next created task(s): same body, plus "count"
@@ -10,7 +12,10 @@ POST /_sandbox/record-info-fault          {"code": 500|455|429, "count": N, "sec
                                           {"code": null} clears it
 POST /_sandbox/create-fault               the same, for every create endpoint (Kie and sseedance)
 POST /_sandbox/create-answer-delay        {"seconds": S, "count": N}: the next N Kie creates make their task,
-                                          then hold the answer S real seconds (late, or lost to a timeout)
+                                          then hold the answer S real seconds (late, or lost to a timeout);
+                                          {"lost": true, "count": N} (and "seconds" to hold it first):
+                                          the task is made, the connection closes before the answer's
+                                          body (see cuts.py); {"count": 0} clears it
 GET  /_sandbox/files/log[?task_id=ID]    every file GET/HEAD under /files/ (of one task), in the order they
                                           began, each entered once its body is finished or cut off:
     {"transfers": [{"at": real Unix seconds, "task_id", "name", "method": "GET|HEAD",
@@ -34,14 +39,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from sandbox import file_faults
 from sandbox.config import parse_stages
 from sandbox.kie import dispatcher_of, read_object, sandbox_of
-from sandbox.state import PendingFaults
+from sandbox.state import AnswerFault, PendingFaults
 from sandbox.tasks import ErrorWindow, FileFault, Task, files
 from sandbox.timeline import FAILURES, TaskFaults
 
 FAULT_CODES = (429, 455, 500)
-FILE_MODES = ("stall", "truncate", "403", "404")
 TASK_FAULT_KEYS = {"drop", "duplicate", "reorder", "delay_s", "fail", "fast", "null_for_s"}
 
 
@@ -94,17 +99,14 @@ def parse_error_window(doc: Any, now: float) -> ErrorWindow | None:
     return ErrorWindow(code, count, None if seconds is None else now + float(seconds))
 
 
-def parse_file_fault(doc: Any) -> FileFault:
-    if not isinstance(doc, dict) or doc.get("mode") not in FILE_MODES:
-        raise ValueError(f"file.mode must be one of {FILE_MODES}")
-    return FileFault(str(doc["mode"]), int(doc.get("count", 1)), doc.get("name"))
-
-
 def describe(request: Request, task: Task) -> dict[str, Any]:
     """A task for the control API; `outlook` tells a test whether any callback is still to come."""
     sandbox = sandbox_of(request)
     faults = asdict(task.faults)
     faults["drop"], faults["duplicate"] = sorted(task.faults.drop), sorted(task.faults.duplicate)
+    window = task.record_info_fault
+    faults["record_info"] = asdict(window) if window is not None else None
+    faults["file"] = [file_faults.view(task, fault) for fault in task.file_faults]
     return {
         "taskId": task.id,
         "endpoint": task.endpoint,
@@ -155,15 +157,26 @@ async def set_task_faults(request: Request) -> Response:
         return found
     task, body = found
     try:
-        task.faults = parse_faults(body, task.faults)
+        # Everything is checked before anything is set: a refused body changes nothing.
+        faults = parse_faults(body, task.faults)
+        window = task.record_info_fault
         if "record_info" in body:
-            task.record_info_fault = parse_error_window(body["record_info"], sandbox.monotonic())
-        if "file" in body:
-            task.file_faults.append(parse_file_fault(body["file"]))
+            window = parse_error_window(body["record_info"], sandbox.monotonic())
+        added = _file_faults_for(task, body["file"]) if "file" in body else []
     except (ValueError, TypeError) as exc:
         return JSONResponse({"error": str(exc)}, 400)
+    task.faults, task.record_info_fault = faults, window
+    task.file_faults.extend(added)
     dispatcher_of(request).plan(task)
     return JSONResponse(describe(request, task))
+
+
+def _file_faults_for(task: Task, doc: Any) -> list[FileFault]:
+    """The file faults of a body, each checked to hit at least one of the task's files."""
+    added = file_faults.parse(doc)
+    for index, fault in enumerate(added):
+        file_faults.check_against(task, fault, f"file[{index}]" if isinstance(doc, list) else "file")
+    return added
 
 
 async def force_stage(request: Request) -> Response:
@@ -194,12 +207,12 @@ async def next_faults(request: Request) -> Response:
     try:
         faults = parse_faults(body, sandbox.run_faults())
         window = parse_error_window(body.get("record_info"), sandbox.monotonic())
-        file_faults = (parse_file_fault(body["file"]),) if "file" in body else ()
+        files_asked = tuple(file_faults.parse(body["file"])) if "file" in body else ()
         count = int(body.get("count", 1))
     except (ValueError, TypeError) as exc:
         return JSONResponse({"error": str(exc)}, 400)
     for _ in range(count):
-        copies = tuple(replace(fault) for fault in file_faults)
+        copies = tuple(replace(fault) for fault in files_asked)
         window_copy = replace(window) if window else None
         sandbox.pending_faults.append(PendingFaults(faults, window_copy, copies))
     return JSONResponse({"queued": len(sandbox.pending_faults)})
@@ -226,17 +239,32 @@ async def _set_error_window(request: Request, attribute: str, label: str) -> Res
     return JSONResponse({label: asdict(window) if window else None})
 
 
+def parse_answer_faults(doc: dict[str, Any]) -> list[AnswerFault]:
+    """The body of /_sandbox/create-answer-delay. Raised ValueError says what to fix."""
+    unknown = set(doc) - {"seconds", "count", "lost"}
+    if unknown:
+        raise ValueError(f"unknown key(s) {', '.join(sorted(unknown))}; allowed: count, lost, seconds")
+    lost, seconds, count = doc.get("lost", False), doc.get("seconds"), doc.get("count", 1)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise ValueError("count must be an integer >= 0 (0 clears the faults)")
+    if not isinstance(lost, bool):
+        raise ValueError("lost must be a boolean")
+    if seconds is None and (lost or count == 0):
+        seconds = 0.0
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+        raise ValueError("seconds must be a number >= 0 (or give lost: true to lose the answer at once)")
+    return [AnswerFault(float(seconds), lost)] * count
+
+
 async def create_answer_delay(request: Request) -> Response:
     sandbox, body = sandbox_of(request), await _body(request)
     if isinstance(body, Response):
         return body
-    seconds, count = body.get("seconds"), body.get("count", 1)
-    if not isinstance(seconds, int | float) or seconds < 0:
-        return JSONResponse({"error": "seconds must be a number >= 0"}, 400)
-    if not isinstance(count, int) or count < 0:
-        return JSONResponse({"error": "count must be an integer >= 0"}, 400)
-    sandbox.answer_delays = [float(seconds)] * count
-    return JSONResponse({"answerDelays": sandbox.answer_delays})
+    try:
+        sandbox.answer_faults = parse_answer_faults(body)
+    except ValueError as exc:
+        return JSONResponse({"error": str(exc)}, 400)
+    return JSONResponse({"answerFaults": [asdict(fault) for fault in sandbox.answer_faults]})
 
 
 async def transfer_log(request: Request) -> Response:

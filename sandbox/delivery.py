@@ -3,8 +3,10 @@
 A heap of due callbacks on the simulated clock; a loop pops what is due and POSTs it with httpx.
 Delivery follows kie-api.md §6.1: JSON POST, 15 s timeout (10 s for replace-section), success only on
 HTTP 200, and after a failure up to `callback_retries` retries (replace-section: 3 attempts in all),
-then nothing more. Each task's callbacks go out one at a time, in plan order. Never raises into the
-loop: every failure is recorded on the task.
+then nothing more. Retries wait `callback_retry_s` real seconds, in a second heap on the real clock: a
+receiver's outage lasts real time whatever `speed` is, and a clock jump does not use the retries up.
+Each task's callbacks go out one at a time, in plan order. Never raises into the loop: every failure is
+recorded on the task.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class Dispatcher:
         self.sandbox = sandbox
         self.client = client
         self._heap: list[Due] = []
+        self._retries: list[tuple[float, int, Due]] = []  # (real monotonic time due, seq, retry)
         self._seq = itertools.count()
         self._generation: dict[str, int] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -70,7 +73,8 @@ class Dispatcher:
 
     def outlook(self, task_id: str) -> dict[str, Any]:
         """What is still to come for a task: callbacks waiting on the clock, and attempts under way."""
-        waiting = sorted(d for d in self._heap if d.task_id == task_id and self._is_live(d))
+        waiting = [d for d in self._heap if d.task_id == task_id and self._is_live(d)]
+        waiting = sorted(waiting + [d for _, _, d in self._retries if d.task_id == task_id])
         scheduled = [{"kind": d.kind, "copy": d.copy, "attempt": d.attempt, "at": d.at} for d in waiting]
         return {"scheduled": scheduled, "inFlight": self._in_flight.get(task_id, 0)}
 
@@ -92,6 +96,9 @@ class Dispatcher:
             due = heapq.heappop(self._heap)
             if self._is_live(due):
                 popped.append(due)
+        real_now = self.sandbox.monotonic()
+        while self._retries and self._retries[0][0] <= real_now:
+            popped.append(heapq.heappop(self._retries)[2])
         return popped
 
     async def run(self) -> None:
@@ -108,10 +115,12 @@ class Dispatcher:
     async def _sleep(self) -> None:
         # Sleep until the next callback is due in real time, or until woken; an idle sandbox wakes
         # only every IDLE_S instead of every tick.
-        delay = IDLE_S
+        ahead = [IDLE_S]
         if self._heap:
-            ahead = self.sandbox.clock.real_seconds(self._heap[0].at - self.sandbox.now())
-            delay = min(IDLE_S, max(self.sandbox.config.tick_s, ahead))
+            ahead.append(self.sandbox.clock.real_seconds(self._heap[0].at - self.sandbox.now()))
+        if self._retries:
+            ahead.append(self._retries[0][0] - self.sandbox.monotonic())
+        delay = max(self.sandbox.config.tick_s, min(ahead))
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), delay)
@@ -176,10 +185,13 @@ class Dispatcher:
             log.info("task %s: %s callback abandoned after %d attempts", task.id, due.kind, due.attempt)
             return
         intervals = self.sandbox.config.callback_retry_s
-        backoff = intervals[min(due.attempt, len(intervals)) - 1]
-        at = self.sandbox.now() + backoff
-        retry = Due(at, next(self._seq), task.id, due.kind, due.copy, due.attempt + 1, RETRY)
-        heapq.heappush(self._heap, retry)
+        wait_s = intervals[min(due.attempt, len(intervals)) - 1]  # real seconds
+        # `at` is only what `outlook` shows: the simulated time the retry is due if the clock runs
+        # at `speed` and nobody jumps it. The retry heap goes by the real clock.
+        at = self.sandbox.now() + wait_s * self.sandbox.clock.speed
+        seq = next(self._seq)
+        retry = Due(at, seq, task.id, due.kind, due.copy, due.attempt + 1, RETRY)
+        heapq.heappush(self._retries, (self.sandbox.monotonic() + wait_s, seq, retry))
         self.wake()
 
     def _count(self, task: Task, due: Due, delivery: Delivery) -> None:

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from sandbox import file_faults
 from sandbox.kie import sandbox_of
 from sandbox.media import Media, media_for
 from sandbox.state import Sandbox
@@ -43,15 +44,6 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if start >= size or end <= start:
         raise RangeNotSatisfiable(header)
     return start, end
-
-
-def take_file_fault(task: Task, name: str, modes: tuple[str, ...]) -> str | None:
-    """Use up one of the task's file faults in `modes` that applies to `name`; its mode, or None."""
-    for fault in task.file_faults:
-        if fault.count > 0 and fault.mode in modes and fault.name in (None, name):
-            fault.count -= 1
-            return fault.mode
-    return None
 
 
 def _locate(sandbox: Sandbox, request: Request) -> tuple[Task, str, Media] | Response:
@@ -127,7 +119,7 @@ def _answer(sandbox: Sandbox, request: Request, transfer: Transfer) -> Response:
 def _take_fault(
     sandbox: Sandbox, task: Task, name: str, transfer: Transfer, modes: tuple[str, ...]
 ) -> str | None:
-    mode = take_file_fault(task, name, modes)
+    mode = file_faults.take(task, name, modes)
     if mode is not None:
         sandbox.counters[f"files.fault.{mode}"] += 1
         transfer.fault = mode

@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from sandbox import intake, records, rules, stamps
 from sandbox.catalog import BOOST_CREDITS, ENDPOINTS, RECORD_INFO_PATHS, Endpoint
+from sandbox.cuts import LostAnswer
 from sandbox.delivery import Dispatcher
 from sandbox.state import Sandbox
 from sandbox.tasks import files
@@ -103,12 +104,24 @@ def create_handler(endpoint: Endpoint) -> Handler:
         dispatcher.plan(outcome)
         if outcome.faults.fast:
             await dispatcher.flush(outcome.id)
-        if sandbox.answer_delays:
-            sandbox.counters["creates.answer_delayed"] += 1
-            await asyncio.sleep(sandbox.answer_delays.pop(0))
-        return reply(200, data={"taskId": outcome.id})
+        answer = reply(200, data={"taskId": outcome.id})
+        return await _deliver_answer(sandbox, answer)
 
     return authorized(create)
+
+
+async def _deliver_answer(sandbox: Sandbox, answer: Response) -> Response:
+    """The create's answer, unless an answer fault holds it back or loses it (the task exists either way)."""
+    if not sandbox.answer_faults:
+        return answer
+    fault = sandbox.answer_faults.pop(0)
+    if fault.seconds:
+        sandbox.counters["creates.answer_delayed"] += 1
+        await asyncio.sleep(fault.seconds)
+    if fault.lost:
+        sandbox.counters["creates.answer_lost"] += 1
+        return LostAnswer(answer)
+    return answer
 
 
 def record_info_handler(family: str) -> Handler:

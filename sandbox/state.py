@@ -28,6 +28,14 @@ class PendingFaults:
     files: tuple[FileFault, ...] = ()
 
 
+@dataclass(frozen=True)
+class AnswerFault:
+    """A create answer held `seconds` real seconds, then sent, or (`lost`) cut off before its body."""
+
+    seconds: float = 0.0
+    lost: bool = False
+
+
 class Sandbox:
     def __init__(
         self,
@@ -45,9 +53,9 @@ class Sandbox:
         self.creates = RollingWindow(config.create_limit, config.create_window_s)
         self.record_info_fault: ErrorWindow | None = None
         self.create_fault: ErrorWindow | None = None
-        # Real seconds each of the next creates holds its answer after creating the task (the
-        # create succeeded; the answer is late, or lost if the client gives up first).
-        self.answer_delays: list[float] = []
+        # What happens to the answers of the next Kie creates, which do make their tasks: held some
+        # real seconds (late, or lost if the client gives up first), or lost on the way.
+        self.answer_faults: list[AnswerFault] = []
         self.pending_faults: list[PendingFaults] = []
         self.covers: dict[str, str] = {}  # music task id -> its cover task id
         self.wavs: dict[str, str] = {}  # audio id -> its WAV task id

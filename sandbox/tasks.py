@@ -83,11 +83,14 @@ class ErrorWindow:
 
 @dataclass
 class FileFault:
-    """stall, truncate, 403 or 404 on the next `count` transfers of the task's files (or of one name)."""
+    """stall, truncate, 403 or 404 on the next `count` transfers of the task's files, of one `name`, or of
+    one `kind` of file (of one `track`); `sandbox.file_faults` resolves them."""
 
     mode: str
     count: int = 1
     name: str | None = None
+    kind: str | None = None
+    track: int | None = None
 
 
 @dataclass

@@ -11,7 +11,6 @@ import asyncio
 import bisect
 import contextlib
 import itertools
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -20,20 +19,8 @@ from typing import Any
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from sandbox.cuts import TransferCut
 from sandbox.media import Media
-
-
-class TransferCut(Exception):
-    """Raised inside a response to cut its connection (the truncate and stall faults, a lost answer)."""
-
-
-class _QuietCuts(logging.Filter):
-    # A cut transfer is the fault working as intended, not an error worth a traceback in the log.
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], TransferCut))
-
-
-logging.getLogger("uvicorn.error").addFilter(_QuietCuts())
 
 
 @dataclass

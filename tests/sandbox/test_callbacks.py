@@ -343,44 +343,69 @@ def settle_attempts(
     assert len(receiver.calls_for(task_id)) == n
 
 
+# Retries wait real seconds (1, 5, 15 by default): the tests about retrying ask for quick ones.
+QUICK_RETRIES = (0.05,)
+
+
 def test_a_receiver_answering_500_gets_the_callback_four_times_then_no_more(
-    sandbox: SandboxServer, client: httpx.Client, receiver: Receiver
+    make_sandbox: MakeSandbox, client: httpx.Client, receiver: Receiver
 ) -> None:
+    server = make_sandbox(callback_retry_s=QUICK_RETRIES)
     receiver.statuses["down"] = 500
-    task_id = create(client, sandbox.url, "/api/v1/lyrics", lyrics_to(receiver, "down"))
-    settle_attempts(client, sandbox, receiver, task_id, 4)
-    attempts = control_get(client, sandbox.url, f"/tasks/{task_id}")["callbacks"]
+    task_id = create(client, server.url, "/api/v1/lyrics", lyrics_to(receiver, "down"))
+    settle_attempts(client, server, receiver, task_id, 4)
+    attempts = control_get(client, server.url, f"/tasks/{task_id}")["callbacks"]
     assert [(a["attempt"], a["status"]) for a in attempts] == [(1, 500), (2, 500), (3, 500), (4, 500)]
     assert len(receiver.calls_for(task_id)) == 4
 
 
 def test_only_http_200_counts_as_delivered(
-    sandbox: SandboxServer, client: httpx.Client, receiver: Receiver
+    make_sandbox: MakeSandbox, client: httpx.Client, receiver: Receiver
 ) -> None:
+    server = make_sandbox(callback_retry_s=QUICK_RETRIES)
     receiver.statuses["accepted"] = 202
-    task_id = create(client, sandbox.url, "/api/v1/lyrics", lyrics_to(receiver, "accepted"))
-    settle_attempts(client, sandbox, receiver, task_id, 4)
+    task_id = create(client, server.url, "/api/v1/lyrics", lyrics_to(receiver, "accepted"))
+    settle_attempts(client, server, receiver, task_id, 4)
     assert len(receiver.calls_for(task_id)) == 4
 
 
 def test_a_receiver_that_recovers_gets_the_callback_on_the_retry(
-    sandbox: SandboxServer, client: httpx.Client, receiver: Receiver
+    make_sandbox: MakeSandbox, client: httpx.Client, receiver: Receiver
 ) -> None:
+    server = make_sandbox(callback_retry_s=(0.5,))
     receiver.statuses["flaky"] = 500
-    task_id = create(
-        client, sandbox.url, "/api/v1/lyrics", {"prompt": "p", "callBackUrl": receiver.url + "/flaky"}
-    )
+    task_id = create(client, server.url, "/api/v1/lyrics", lyrics_to(receiver, "flaky"))
     wait_for(lambda: len(receiver.calls_for(task_id)) >= 1, "the first attempt")
     receiver.statuses["flaky"] = 200
-    attempts = settled(client, sandbox.url, task_id)["callbacks"]
+    attempts = settled(client, server.url, task_id)["callbacks"]
     statuses = [attempt["status"] for attempt in attempts]
     assert statuses[-1] == 200 and set(statuses[:-1]) == {500}
+
+
+def test_retries_wait_real_seconds_whatever_the_speed_and_a_clock_jump(
+    make_sandbox: MakeSandbox, client: httpx.Client, receiver: Receiver
+) -> None:
+    """At speed 2000 a 600 s retry wait is 1.2 million simulated seconds; jumping the clock twice that
+    does not bring it on (Kie's receiver outages last real time)."""
+    server = make_sandbox(callback_retry_s=(600.0,))
+    receiver.statuses["down"] = 500
+    task_id = create(client, server.url, "/api/v1/lyrics", lyrics_to(receiver, "down"))
+    first = wait_for(lambda: control_get(client, server.url, f"/tasks/{task_id}")["callbacks"], "attempt 1")
+    (retry,) = control_get(client, server.url, f"/tasks/{task_id}")["outlook"]["scheduled"]
+    assert retry["attempt"] == 2 and retry["at"] >= first[0]["sim_time"] + 600 * server.config.speed
+    control_post(client, server.url, "/clock/advance", {"seconds": 2 * 600 * server.config.speed})
+    # A later task's callback goes out after the jump: by then the loop has looked at the heaps again.
+    later = create(client, server.url, "/api/v1/lyrics", lyrics_to(receiver, "up"))
+    wait_for(lambda: receiver.calls_for(later), "the later task's callback")
+    described = control_get(client, server.url, f"/tasks/{task_id}")
+    assert [a["attempt"] for a in described["callbacks"]] == [1]
+    assert [s["attempt"] for s in described["outlook"]["scheduled"]] == [2]
 
 
 def test_a_receiver_slower_than_the_timeout_counts_as_a_failed_attempt(
     make_sandbox: MakeSandbox, client: httpx.Client, receiver: Receiver
 ) -> None:
-    server = make_sandbox(callback_timeout_s=0.2)
+    server = make_sandbox(callback_timeout_s=0.2, callback_retry_s=QUICK_RETRIES)
     receiver.delays["slow"] = 1.0
     task_id = create(client, server.url, "/api/v1/lyrics", lyrics_to(receiver, "slow"))
     attempts = settled(client, server.url, task_id)["callbacks"]
@@ -390,13 +415,14 @@ def test_a_receiver_slower_than_the_timeout_counts_as_a_failed_attempt(
 
 
 def test_replace_section_stops_after_three_attempts(
-    sandbox: SandboxServer, client: httpx.Client, receiver: Receiver
+    make_sandbox: MakeSandbox, client: httpx.Client, receiver: Receiver
 ) -> None:
+    server = make_sandbox(callback_retry_s=QUICK_RETRIES)
     receiver.statuses["down"] = 500
-    music_id, audio_id = music_source(client, sandbox)
+    music_id, audio_id = music_source(client, server)
     body = replace_body(music_id, audio_id, receiver.url + "/down")
-    task_id = create(client, sandbox.url, "/api/v1/generate/replace-section", body)
-    settle_attempts(client, sandbox, receiver, task_id, 3)
+    task_id = create(client, server.url, "/api/v1/generate/replace-section", body)
+    settle_attempts(client, server, receiver, task_id, 3)
     assert len(receiver.calls_for(task_id)) == 3
 
 
