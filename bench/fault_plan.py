@@ -21,7 +21,8 @@ CALLBACKS: Final = {"music": ("text", "first", "complete"), "other": ("complete"
 FAILURES: Final = ("sensitive_word", "generate_failed", "refunded")
 RECORD_INFO_CODES: Final = (500, 455, 429)
 FILE_MODES: Final = ("truncate", "stall", "403", "404")
-FILE_KINDS: Final = ("audio", "stream", "image")
+TRACK_KINDS: Final = ("audio", "stream", "image")  # a music track's files (sandbox/file_faults.py)
+FILE_KINDS: Final = {"wav": "wav", "vocal-removal": "stem", "cover-image": "cover"}  # the others' files
 SHARES: Final = {"lose": 0.30, "duplicate": 0.10, "reorder": 0.10, "fail": 0.05, "record_info": 0.10}
 FILE_FAULT_SHARE: Final = 0.16
 
@@ -73,14 +74,39 @@ def plan_task(index: int, rng: random.Random) -> Planned:
         faults["reorder"] = True
     if rng.random() < SHARES["record_info"]:
         faults["record_info"] = {"code": rng.choice(RECORD_INFO_CODES), "count": rng.randint(2, 4)}
-    if kind not in ("lyrics",) and "fail" not in faults and rng.random() < FILE_FAULT_SHARE:
-        fault: dict[str, Any] = {"mode": rng.choice(FILE_MODES), "count": 1}
-        if planned.family == "music":
-            fault |= {"kind": rng.choice(FILE_KINDS), "track": rng.randint(0, 1)}
-        faults["file"] = fault
+    if kind != "lyrics" and "fail" not in faults and rng.random() < FILE_FAULT_SHARE:
+        # Which file: its kind follows the kind of task submitted (`body`), the track is drawn.
+        track_kind = rng.choice(TRACK_KINDS)
+        faults["file"] = {"mode": rng.choice(FILE_MODES), "count": 1, "track": rng.randint(0, 1)}
+        faults["file_kind"] = track_kind
     return planned
+
+
+def body(planned: Planned, kind: str) -> dict[str, Any]:
+    """The sandbox's fault body for the task as submitted as `kind` (a derived kind with nothing
+    left to build on goes as a generate): the file fault names a file that kind of task has."""
+    faults = {k: v for k, v in planned.faults.items() if k != "file_kind"}
+    if "file" in faults:
+        file_kind = FILE_KINDS.get(kind) or planned.faults["file_kind"]
+        track = 0 if file_kind == "wav" else faults["file"]["track"]  # a WAV has one file
+        faults["file"] = faults["file"] | {"kind": file_kind, "track": track}
+    return faults | {"count": 1}
 
 
 def plan(tasks: int, seed: int) -> list[Planned]:
     rng = random.Random(seed)
     return [plan_task(index, rng) for index in range(tasks)]
+
+
+def is_as_planned(sent: dict[str, Any], held: dict[str, Any]) -> bool:
+    """Whether the faults the sandbox holds for a task (its task view's `faults`) are the body
+    queued for it: a sign that each queued body went to its own task."""
+    duplicate = sorted(("text", "first", "complete", "error") if sent.get("duplicate") else ())
+    return (
+        sorted(held["drop"]) == sorted(sent.get("drop", ()))
+        and sorted(held["duplicate"]) == duplicate
+        and held["reorder"] == bool(sent.get("reorder"))
+        and held["fail"] == sent.get("fail")
+        and (held["record_info"] or {}).get("code") == sent.get("record_info", {}).get("code")
+        and len(held["file"]) == (1 if "file" in sent else 0)
+    )

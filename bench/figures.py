@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
+from fault_plan import is_as_planned
 from subscribers import Subscriber
 
 from sandbox.media import expected_sha256
@@ -33,6 +34,7 @@ SETTLED_FILES = ("stored", "failed", "expired")
 
 class Submission(Protocol):
     task_id: str
+    faults: dict[str, Any]
 
     @property
     def planned(self) -> Any: ...
@@ -148,6 +150,7 @@ class Figures:
     stuck: list[str]
     submitted_in: float
     drained_in: float | None
+    misplaced_faults: int = 0  # tasks whose faults at the sandbox are not the ones queued for them
     failed_jobs: list[tuple[str, str]] = field(default_factory=list)  # RQ's, with each last error line
     chaos_errors: list[str] = field(default_factory=list)
     died: dict[str, int] = field(default_factory=dict)
@@ -177,6 +180,8 @@ class Figures:
         for name, count in self.events_out_of_order.items():
             if count:
                 short.append(f"tasks whose events reached subscriber {name} out of order: {count}")
+        if self.misplaced_faults:
+            short.append(f"tasks that did not get the faults queued for them: {self.misplaced_faults}")
         if self.failed_jobs_unexpected:
             short.append(f"RQ jobs failed other than by Redis going away: {len(self.failed_jobs_unexpected)}")
         if self.stuck:
@@ -297,8 +302,12 @@ def measure(
     final = expected = right = missing_acks = 0
     wrong: list[str] = []
     stuck = []
+    misplaced = 0
     for task in submitted:
         view, record = snapshot.views[task.task_id], snapshot.records[task.task_id]
+        if not is_as_planned(task.faults, record["faults"]):
+            misplaced += 1
+            wrong.append(f"{task.task_id}: faults {record['faults']}, queued {task.faults}")
         if not is_settled(view, record):
             stuck.append(task.task_id)
         if view is None:
@@ -342,6 +351,7 @@ def measure(
         died=died,
         failed_jobs=failed_jobs,
         wrong=wrong + sent_twice,
+        misplaced_faults=misplaced,
     )
 
 
@@ -359,6 +369,7 @@ def table(f: Figures, options: argparse.Namespace) -> str:
         ("tasks", f"{f.tasks:,} (seed {options.seed}): {listed(f.kinds)}", ""),
         ("faults planned (tasks)", listed(f.faults), ""),
         ("faults the sandbox counted", listed(f.injected), ""),
+        ("tasks given other faults than queued for them", str(f.misplaced_faults), "0"),
         ("kills and restarts", listed(f.actions), ""),
         ("in the true final state", percent(f.in_final_state, f.tasks), "100 %"),
         ("files stored with the sandbox's sha256", percent(f.files_right, f.files_expected), "100 %"),

@@ -54,7 +54,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from fault_plan import Planned, plan  # noqa: E402
+from fault_plan import Planned, body, plan  # noqa: E402
 from figures import Figures, Snapshot, measure, table  # noqa: E402
 from subscribers import Subscriber  # noqa: E402
 from system import PROMPT, Fleet, system_env, wait_for  # noqa: E402
@@ -240,6 +240,7 @@ class Submitted:
     planned: Planned
     task_id: str
     tracks: list[str]
+    faults: dict[str, Any]  # the body queued at the sandbox for it
 
 
 def params_for(
@@ -276,7 +277,7 @@ def submit_one(
 ) -> str:
     """Queues the task's faults at the sandbox and submits it; a refused connection or a 503 is
     tried again with the same Idempotency-Key."""
-    kie.post("/_sandbox/next-faults", json=planned.faults | {"count": 1}).raise_for_status()
+    kie.post("/_sandbox/next-faults", json=body(planned, kind)).raise_for_status()
     key = f"soak-{planned.index}"
     for _ in range(120):
         try:
@@ -309,7 +310,8 @@ def submit_all(system: System, planned: list[Planned], submit_s: float) -> list[
             with system.submitting:
                 task_id = submit_one(kie, http, task, kind, params)
             record = kie.get(f"/_sandbox/tasks/{task_id}").json()
-            done = Submitted(task, task_id, [track["id"] for track in record["tracks"]])
+            tracks = [track["id"] for track in record["tracks"]]
+            done = Submitted(task, task_id, tracks, body(task, kind))
             submitted.append(done)
             if kind == "generate" and "fail" not in task.faults:
                 sources.append(done)
