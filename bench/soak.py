@@ -17,13 +17,24 @@ from `--seed` (bench/fault_plan.py) and queued at the sandbox just before it is 
 
 Then it waits (at most `--drain-s`) for the system to drain, compares each task with the
 sandbox (bench/figures.py) and prints the table; it exits 1 naming every figure short of its goal.
-Every process it started is stopped by PID, also when it fails or is interrupted.
+Every process it started is stopped by PID, also when it fails or is interrupted; logs and data
+stay in a temporary directory (named on stderr) unless the run passed and `--keep` is not given.
+
+What is compared: the stage Tapedeck holds against the sandbox's; each file the sandbox published
+(a track's audio, stream and image, the WAV, stems and cover images; not a track's "Original…"
+`source_*` files, which Tapedeck does not archive) read back from storage against
+`sandbox.media.expected_sha256`; every callback the sandbox saw answered 200 against the task's
+history; the event log against what each subscriber received, in order per task; the sandbox's
+transfer log for files sent whole more than once (a repeat of a transfer that was under way when
+its worker was SIGKILLed is counted apart: its bytes died with the process); RQ's failed jobs (a
+download cut off by Redis going away fails its job by design and is listed apart).
 
 Speeds chosen so 1,000 tasks drain in a few minutes and 100 (`make bench`) in one or two:
 the sandbox runs at 20x (a song completes 2.25 s after its create; record-info faults and
 file retention follow), retries callbacks after 1, 5 and 15 real seconds as Kie does, takes
 100 creates per 10 s (Tapedeck's KIE_CREATE_LIMIT 90 stays under it), serves 16 KiB files, and
-a stalled transfer hangs 10 s. Tapedeck polls a stage that has waited 4 s (POLL_AFTER_*), backs
+a stalled transfer hangs 10 s (a hundred file faults then cost a few seconds of a worker each,
+not minutes). Tapedeck polls a stage that has waited 4 s (POLL_AFTER_*), backs
 off 2 to 8 s, times a transfer out after 3 s, takes a killed worker's download back after a
 10 s lease, and retries a download after 1 to 8 s.
 
