@@ -223,11 +223,19 @@ def check_files(
     return len(published), right, wrong
 
 
-def acked_missing(view: dict[str, Any], record: dict[str, Any]) -> int:
-    """Callbacks the sandbox saw answered 200 that the task's history does not hold."""
+def acked_missing(view: dict[str, Any], record: dict[str, Any]) -> tuple[int, list[str]]:
+    """Callbacks the sandbox saw answered 200 that the task's history does not hold, with a line
+    for each kind short (the sandbox's attempts of that kind, Tapedeck's callback history)."""
     acked = Counter(c["kind"] for c in record["callbacks"] if c["status"] == 200)
     held = Counter(h["stage"] for h in view["history"] if h.get("source") == "callback")
-    return sum(max(0, n - held[kind]) for kind, n in acked.items())
+    missing, lines = 0, []
+    for kind, n in sorted(acked.items()):
+        if n > held[kind]:
+            missing += n - held[kind]
+            sent = [c for c in record["callbacks"] if c["kind"] == kind]
+            history = [h for h in view["history"] if h["stage"] == kind]
+            lines.append(f"{record['taskId']} {kind}: acked {n}, in history {held[kind]}: {sent} / {history}")
+    return missing, lines
 
 
 def duplicate_transfers(
@@ -319,7 +327,8 @@ def measure(
             wrong.append(f"{task.task_id}: Tapedeck {view['status']}, the sandbox {record['stage']}")
         published, stored, bad = check_files(view, record, files, file_bytes)
         expected, right, wrong = expected + published, right + stored, wrong + bad
-        missing_acks += acked_missing(view, record)
+        unheld, lines = acked_missing(view, record)
+        missing_acks, wrong = missing_acks + unheld, wrong + lines
     missing, out_of_order = deliveries_figures(snapshot)
     duplicates, killed, sent_twice = duplicate_transfers(
         snapshot, {t.task_id for t in submitted}, expected, kills
