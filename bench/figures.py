@@ -107,7 +107,7 @@ class Snapshot:
         with httpx.Client(base_url=web, timeout=30) as http:
             for task_id in task_ids:
                 kept = previous.views.get(task_id) if previous else None
-                if kept is not None and is_settled(kept, records[task_id]):
+                if previous and kept is not None and is_settled(kept, previous.records[task_id]):
                     views[task_id] = kept
                     continue
                 try:

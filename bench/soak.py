@@ -329,17 +329,17 @@ def submit_all(system: System, planned: list[Planned], submit_s: float) -> list[
     return submitted
 
 
-def drain(system: System, submitted: list[Submitted], bound_s: float) -> tuple[Snapshot, float | None]:
+def drain(system: System, submitted: list[Submitted], bound_s: float) -> float | None:
     """Looks every two seconds until nothing is left to happen, for `bound_s` at most: the time
-    it took (None: not drained within the bound) and what was seen last."""
+    it took (None: not drained within the bound)."""
     started, snapshot = time.monotonic(), None
     task_ids = [s.task_id for s in submitted]
     while True:
         snapshot = Snapshot.take(system.web, system.sandbox, task_ids, system.subscribers, snapshot)
         if snapshot.is_drained():
-            return snapshot, time.monotonic() - started
+            return time.monotonic() - started
         if time.monotonic() - started > bound_s:
-            return snapshot, None
+            return None
         time.sleep(2.0)
 
 
@@ -357,9 +357,12 @@ def run(options: argparse.Namespace, work: Path) -> Figures:
             chaos.start()
             submitted = submit_all(system, planned, options.submit_s)
             submitted_in = time.monotonic() - started
-            snapshot, drained_in = drain(system, submitted, options.drain_s)
+            drained_in = drain(system, submitted, options.drain_s)
             chaos.stop.set()
             chaos.join(timeout=60)
+            # Read whole once more: the drain passed over tasks it had seen settled.
+            task_ids = [s.task_id for s in submitted]
+            snapshot = Snapshot.take(system.web, system.sandbox, task_ids, system.subscribers)
             died = system.fleet.exited()
             jobs = failed_jobs(redis_server.url)
             return measure(
