@@ -151,6 +151,7 @@ class Figures:
     submitted_in: float
     drained_in: float | None
     misplaced_faults: int = 0  # tasks whose faults at the sandbox are not the ones queued for them
+    unknown_upstream: list[str] = field(default_factory=list)  # sandbox tasks no submission returned
     failed_jobs: list[tuple[str, str]] = field(default_factory=list)  # RQ's, with each last error line
     chaos_errors: list[str] = field(default_factory=list)
     died: dict[str, int] = field(default_factory=dict)
@@ -180,6 +181,8 @@ class Figures:
         for name, count in self.events_out_of_order.items():
             if count:
                 short.append(f"tasks whose events reached subscriber {name} out of order: {count}")
+        if self.unknown_upstream:
+            short.append(f"tasks created upstream that no submission returned: {len(self.unknown_upstream)}")
         if self.misplaced_faults:
             short.append(f"tasks that did not get the faults queued for them: {self.misplaced_faults}")
         if self.failed_jobs_unexpected:
@@ -361,6 +364,7 @@ def measure(
         failed_jobs=failed_jobs,
         wrong=wrong + sent_twice,
         misplaced_faults=misplaced,
+        unknown_upstream=sorted(set(snapshot.records) - {t.task_id for t in submitted}),
     )
 
 
@@ -397,6 +401,7 @@ def table(f: Figures, options: argparse.Namespace) -> str:
         ),
         ("tasks with events out of order", listed(f.events_out_of_order), "0"),
         ("stuck tasks", str(len(f.stuck)), "0"),
+        ("tasks created upstream that no submission returned", str(len(f.unknown_upstream)), "0"),
         (
             "RQ jobs failed, other than by Redis going away",
             f"{len(f.failed_jobs_unexpected)} (of {len(f.failed_jobs)} failed)",
@@ -410,6 +415,7 @@ def table(f: Figures, options: argparse.Namespace) -> str:
     lines += [f"{name:{width}}  {goal:>8}  {value}" for name, value, goal in rows]
     lines += [f"wrong: {line}" for line in f.wrong[:40]]
     lines += [f"stuck: {task_id}" for task_id in f.stuck[:20]]
+    lines += [f"unknown upstream task: {task_id}" for task_id in f.unknown_upstream[:20]]
     lines += [f"chaos error: {line}" for line in f.chaos_errors]
     lines += [f"failed job: {job}: {error}" for job, error in f.failed_jobs[:20]]
     return "\n".join(lines)
