@@ -100,7 +100,6 @@ RECORD_INFO_BURSTS = ((0.3, 500), (0.5, 455), (0.7, 429))  # (share of the submi
 class System:
     """The processes of one soak and how to reach them."""
 
-    work: Path
     redis: RedisServer
     fleet: Fleet
     web_port: int
@@ -347,7 +346,7 @@ def run(options: argparse.Namespace, work: Path) -> Figures:
     web, sandbox = f"http://127.0.0.1:{web_port}", f"http://127.0.0.1:{sandbox_port}"
     with RedisServer(work / "redis", appendonly=True) as redis_server:
         env = system_env(redis_server.url, web, sandbox, work / "files") | TAPEDECK | {"TAPEDECK_URL": web}
-        system = System(work, redis_server, Fleet(env, work / "logs"), web_port, sandbox_port)
+        system = System(redis_server, Fleet(env, work / "logs"), web_port, sandbox_port)
         chaos = Chaos(system, options)
         try:
             system.start(options.seed)
