@@ -44,6 +44,7 @@ RESULTS := .data/bench-results.jsonl
 
 bench: $(STAMP) bench-tools
 	mkdir -p .data && rm -f $(RESULTS)
+	$(BIN)/python bench/soak.py --tasks 100 --results $(RESULTS)
 	$(BIN)/python bench/ingest.py --with-deliveries --results $(RESULTS)
 	$(BIN)/python bench/callback_steps.py --results $(RESULTS)
 	$(BIN)/python bench/load.py --seconds 20 --results $(RESULTS)

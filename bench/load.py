@@ -66,7 +66,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from ingest import start_uvicorn, wrk  # noqa: E402  (bench/ingest.py)
 from openloop import Result  # noqa: E402  (bench/openloop.py)
-from retention import wait_for  # noqa: E402  (bench/retention.py)
+from system import wait_for  # noqa: E402  (bench/system.py)
 
 from service.cli.redis_server import RedisServer, free_port  # noqa: E402
 from service.settings import Settings  # noqa: E402

@@ -18,7 +18,6 @@ that half; `retained / kept` is the ratio to read (0 is flat memory).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -35,37 +34,11 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 from results import Figure, add_argument, record  # noqa: E402
+from system import PROMPT, system_env, wait_for  # noqa: E402
 
 from service.cli.redis_server import RedisServer, free_port  # noqa: E402
 
-PROMPT = {"customMode": False, "instrumental": False, "model": "V5", "prompt": "a calm piano piece"}
-
-
-def wait_for(url: str, deadline_s: float = 30.0) -> None:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url, timeout=1.0)
-            return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {deadline_s}s")
-
-
 Sample = tuple[int, int, int]
-
-
-def system_env(redis_url: str, web_url: str, sandbox_url: str, files: Path) -> dict[str, str]:
-    """The settings of a whole system on loopback: the sandbox as Kie and file host."""
-    return os.environ | {
-        "REDIS_URL": redis_url,
-        "PUBLIC_BASE_URL": web_url,
-        "KIE_API_BASE": sandbox_url,
-        "KIE_API_KEY": "sandbox-key",
-        "STORAGE_DIR": str(files),
-        "DOWNLOAD_ALLOWED_HOSTS": "+127.0.0.1",
-        "DOWNLOAD_ALLOWED_NETWORKS": "127.0.0.0/8",
-    }
 
 
 def run(variant: str, retention_s: float, seconds: float, rate: float, work: Path) -> list[Sample]:

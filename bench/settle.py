@@ -28,7 +28,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 from results import Figure, add_argument, record  # noqa: E402
-from retention import PROMPT, system_env, wait_for  # noqa: E402
+from system import PROMPT, system_env, wait_for  # noqa: E402
 
 from service.cli.redis_server import RedisServer, free_port  # noqa: E402
 

@@ -7,6 +7,7 @@ call, so the web process never touches RQ; a worker's dispatcher thread drains i
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from typing import Final
@@ -45,11 +46,13 @@ def requeue_waiting(runtime: WorkerRuntime, now: float) -> int:
     after being away. A failover loses the old primary's last writes (jobs queued, a dispatch
     whose outbox pop was kept and its jobs not), and the artifacts they were for would wait out
     the two-minute grace; the due list, written with each callback, still has them. A second job
-    of one still queued is harmless: the claim."""
-    requeued = 0
+    of one still queued is harmless: the claim. Not so a second job under the same id: every
+    dispatcher comes back at once, and RQ would run the one job twice, the run that ends second
+    failing on the job the other deleted. Each requeue's ids are its own."""
+    requeued, own = 0, secrets.token_hex(4)
     while True:
         items = runtime.artifacts.waiting_downloads(to_ms(now), requeued, BATCH)
-        enqueue_downloads(runtime, now, items, suffix=f"-a{int(now)}")
+        enqueue_downloads(runtime, now, items, suffix=f"-a{int(now)}-{own}")
         requeued += len(items)
         if len(items) < BATCH:
             break

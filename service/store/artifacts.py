@@ -9,6 +9,7 @@ never interleave, and no file moves where the lifecycle does not allow.
 from __future__ import annotations
 
 import json
+import random
 from typing import Any, cast
 
 import redis
@@ -21,12 +22,18 @@ from service.store.scripts import Claim
 
 class ArtifactStore:
     def __init__(
-        self, client: redis.Redis, keys: Keys, events_max: int = 200_000, history_max: int = 500
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        events_max: int = 200_000,
+        history_max: int = 500,
+        rng: random.Random | None = None,
     ) -> None:
         self.client = client
         self.keys = keys
         self.events_max = events_max
         self.history_max = history_max
+        self.rng = rng or random.Random()
 
     def claim(self, task_id: str, name: str, now_ms: int, lease_ms: int, worker: str) -> Claim:
         return self._change("claim", task_id, name, now_ms, str(lease_ms), worker)
@@ -114,8 +121,13 @@ class ArtifactStore:
         return self._take_due("polls", now_ms, limit, now_ms + lease_ms)
 
     def _take_due(self, due_list: str, now_ms: int, limit: int, until_ms: int) -> list[str]:
+        # The lease ends at a fraction of a millisecond of this call's own: take_due.lua gives a
+        # re-send of the call (its reply lost) the members leased to exactly that end again, and
+        # another dispatcher sweeping in the same millisecond must not be taken for one (both
+        # would queue the same job id, and RQ would run it twice).
+        until = f"{until_ms + self.rng.randrange(1, 1_000_000) / 1_000_000:.6f}"
         args = scripts.TAKE_DUE.encode(
-            prefix=self.keys.prefix, list=due_list, now=now_ms, limit=limit, until_ms=until_ms
+            prefix=self.keys.prefix, list=due_list, now=now_ms, limit=limit, until_ms=until
         )
         return cast(list[str], scripts.call_sync(self.client, scripts.TAKE_DUE, args))
 

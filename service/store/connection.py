@@ -229,8 +229,14 @@ def connect_sync(where: RedisLocation | str) -> redis.Redis:
 def connect_rq(where: RedisLocation | str) -> redis.Redis:
     """RQ's client: RQ stores pickles and needs bytes, so responses are not decoded. RQ's worker
     opens its connections through this client's pool, so with sentinels it follows a failover too
-    (the worker loop starts a new RQ worker when the old one dies of a dead connection)."""
-    return _sync(_location(where))
+    (the worker loop starts a new RQ worker when the old one dies of a dead connection).
+
+    No read timeout: a worker's blocking pop waits up to RQ's dequeue timeout (minutes), and RQ
+    raises the timeout only of connections opened after the worker is made. redis-py 8 reads
+    with 5 s by default, and a connection the dispatcher opened first (it queues jobs through this
+    client) cut each idle pop at 5 s: RQ took it for Redis gone and slept up to a minute between
+    pops, taking no job."""
+    return _sync(_location(where), socket_timeout=None)
 
 
 def _sync(where: RedisLocation, **options: Any) -> redis.Redis:

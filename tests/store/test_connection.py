@@ -1,7 +1,9 @@
 """Which failures mean "Redis is away, wait" and which are an outcome to record; the sentinel
-clients kept whole."""
+clients kept whole; RQ's client waits as long as RQ does."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 from redis.exceptions import (
@@ -15,9 +17,11 @@ from redis.exceptions import (
     ResponseError,
     TimeoutError,
 )
+from rq import Queue, SimpleWorker
+from rq.exceptions import DequeueTimeout
 
 from service.errors import EventRefused, StoreUnavailable
-from service.store.connection import keep_every_sentinel, redis_is_away
+from service.store.connection import connect_rq, keep_every_sentinel, redis_is_away
 
 CASES = [
     (ConnectionError("Connection refused"), True),
@@ -56,3 +60,21 @@ def test_sentinels_in_any_order_are_left_as_they_are() -> None:
     found = [c, a, b]
     keep_every_sentinel(found, (a, b, c))
     assert found == [c, a, b]
+
+
+def test_an_idle_rq_worker_outwaits_a_read_timeout_on_a_connection_opened_before_it(redis_url: str) -> None:
+    """The dispatcher queues jobs through RQ's client before the worker listens, so the worker's
+    blocking pop can reuse a connection opened then. Its pop must last its own timeout: with
+    redis-py 8's default read timeout (5 s) it was cut, RQ logged "could not connect to Redis
+    instance" and slept 1, 2, 4 ... 60 s between pops, taking no job meanwhile (the soak saw it)."""
+    client = connect_rq(redis_url)
+    try:
+        queue = Queue("idle", connection=client)
+        assert queue.count == 0  # a pooled connection opened before the worker
+        SimpleWorker([queue], connection=client)  # sets the timeout of the connections it opens
+        started = time.monotonic()
+        with pytest.raises(DequeueTimeout):
+            Queue.dequeue_any([queue], 6, connection=client)
+        assert time.monotonic() - started >= 6
+    finally:
+        client.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from pathlib import Path
 from typing import Any
 
@@ -97,12 +98,26 @@ def test_a_budget_slot_asked_for_twice_is_one_slot(redis_url: str, redis_client:
 
 
 def test_a_due_list_taken_twice_gives_the_same_members_again(redis_client: redis.Redis) -> None:
-    store = ArtifactStore(redis_client, KEYS)
+    """A re-send is the same call: the same arguments, the same lease end (the same draw)."""
     redis_client.zadd(KEYS.polls_due(), {"t1": 10, "t2": 20, "t3": 99_999})
-    first = store.due_polls(now_ms=1_000, limit=10, lease_ms=5_000)
-    again = store.due_polls(now_ms=1_000, limit=10, lease_ms=5_000)  # the same call, re-sent
+    sent, resent = (ArtifactStore(redis_client, KEYS, rng=random.Random(7)) for _ in range(2))
+    first = sent.due_polls(now_ms=1_000, limit=10, lease_ms=5_000)
+    again = resent.due_polls(now_ms=1_000, limit=10, lease_ms=5_000)
     assert sorted(first) == sorted(again) == ["t1", "t2"]
-    assert store.due_polls(now_ms=1_001, limit=10, lease_ms=5_000) == []  # another sweep: leased
+    assert sent.due_polls(now_ms=1_001, limit=10, lease_ms=5_000) == []  # another sweep: leased
+
+
+def test_two_sweeps_in_the_same_millisecond_never_take_the_same_member(redis_client: redis.Redis) -> None:
+    """Two dispatchers (two worker processes) woken together: the second finds the first's lease.
+    Before, both took the same polls (as if a re-send), queued the same job id and RQ ran it twice:
+    two record-info calls, and the second run left a failed job in Redis for a year."""
+    redis_client.zadd(KEYS.polls_due(), {"t1": 10, "t2": 20})
+    redis_client.zadd(KEYS.downloads_due(), {"t1 audio-a": 10})
+    one, other = ArtifactStore(redis_client, KEYS), ArtifactStore(redis_client, KEYS)
+    assert sorted(one.due_polls(now_ms=1_000, limit=10, lease_ms=5_000)) == ["t1", "t2"]
+    assert other.due_polls(now_ms=1_000, limit=10, lease_ms=5_000) == []
+    assert one.overdue_downloads(now_ms=1_000, limit=10, grace_ms=5_000) == [("t1", "audio-a")]
+    assert other.overdue_downloads(now_ms=1_000, limit=10, grace_ms=5_000) == []
 
 
 def test_both_clients_carry_on_when_redis_restarts_under_them(tmp_path: Path) -> None:
