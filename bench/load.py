@@ -66,6 +66,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from ingest import start_uvicorn, wrk  # noqa: E402  (bench/ingest.py)
 from openloop import Result  # noqa: E402  (bench/openloop.py)
+from results import Figure, add_argument, record  # noqa: E402  (bench/results.py)
 from system import wait_for  # noqa: E402  (bench/system.py)
 
 from service.cli.redis_server import RedisServer, free_port  # noqa: E402
@@ -288,6 +289,7 @@ def main() -> int:
         "--p99-bound-ms", type=float, default=Bounds.p99_ms, help="the highest p99 sustainable"
     )
     parser.add_argument("--lag-bound-ms", type=float, default=Bounds.lag_ms, help="the generator's, p99")
+    add_argument(parser)
     options = parser.parse_args()
     rates = sorted(int(r) for r in options.rates.split(","))
     bounds = Bounds(options.p99_bound_ms, options.lag_bound_ms)
@@ -368,6 +370,30 @@ def report(
     ratio = best["tapedeck max"] / best["bare max"]
     print(f"ratio: tapedeck's maximum sustainable / the bare endpoint's, same generator and rule: "
           f"{best['tapedeck max']:.0f} / {best['bare max']:.0f} = {ratio:.2f}{held}")  # fmt: skip
+    figures = []
+    for name, row in rows:
+        if not name.startswith("tapedeck"):
+            continue
+        r, g = row.result, row.grown
+        memory = (
+            f"; {g.used_memory / g.tasks / 1024:.1f} KB/task, {g.used_memory / g.events / 1024:.1f} KB/event"
+            if (g is not None and g.tasks and g.events)
+            else ""
+        )
+        figures.append(
+            Figure(
+                f"callbacks open-loop at {r.rate:.0f}/s for {options.seconds:.0f} s, one `tapedeck serve`"
+                + (" (the highest sustained)" if name.endswith("max") else ""),
+                f"achieved {r.achieved:.0f}/s, ack p50 {r.p50_ms:.1f} / p99 {r.p99_ms:.1f} / "
+                f"p999 {r.p999_ms:.1f} ms, {r.errors} errors{memory}",
+                f"{ratio:.2f} x the bare endpoint's highest ({best['bare max']:.0f}/s)"
+                if name.endswith("max")
+                else "",
+                "sustained (>= 99 %, no errors, p99 <= bound)",
+                row.verdict is None,
+            )
+        )
+    record(options.results, "load", figures)
     cpu = sum(row.result.cpu_s for _, row in rows) / sum(row.result.scheduled for _, row in rows)
     print(f"generator: {cpu * 1e6:.0f} µs of its CPU per request (~{1 / cpu:,.0f}/s on a whole core); "
           f"wrk closed-loop on the bare endpoint (16 connections): {closed_rps:,.0f}/s, of which the "

@@ -68,6 +68,7 @@ sys.path.insert(0, str(HERE))
 
 from fault_plan import Planned, body, plan  # noqa: E402
 from figures import Figures, Snapshot, measure, table  # noqa: E402
+from results import Figure, add_argument, record  # noqa: E402
 from subscribers import Subscriber  # noqa: E402
 from system import PROMPT, Fleet, system_env, wait_for  # noqa: E402
 
@@ -400,6 +401,22 @@ def stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def soak_figure(f: Figures, options: argparse.Namespace, short: list[str]) -> Figure:
+    """The soak in one row of the README's table: what it proved, and under what."""
+    chaos = ", ".join(f"{n} {what}" for what, n in sorted(f.actions.items()))
+    drained = "not drained" if f.drained_in is None else f"drained {f.drained_in:.0f} s after the last"
+    return Figure(
+        f"chaos soak: {f.tasks:,} tasks (seed {options.seed}), {sum(f.faults.values()):,} faults; {chaos}",
+        f"{f.in_final_state / f.tasks:.1%} in their true state, {f.files_right:,}/{f.files_expected:,} files "
+        f"with the sandbox's sha256, {f.duplicate_transfers - f.duplicates_at_kills} duplicate transfers, "
+        f"{f.acked_missing} acked callbacks missing, {sum(f.events_missing.values())} events undelivered, "
+        f"{len(f.stuck)} stuck; {drained}",
+        "",
+        "100 % / 0 on every figure",
+        not short,
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=1000)
@@ -409,6 +426,7 @@ def main() -> int:
     parser.add_argument("--worker-kill-s", type=float, default=30.0)
     parser.add_argument("--outage-s", type=float, default=20.0, help="how long subscriber b is down")
     parser.add_argument("--keep", action="store_true", help="keep the logs and data (always kept on failure)")
+    add_argument(parser)
     options = parser.parse_args()
     if options.submit_s is None:
         options.submit_s = max(40.0, options.tasks / 8)
@@ -422,6 +440,7 @@ def main() -> int:
         for name in short:
             print(f"short of its goal: {name}", file=sys.stderr)
         ok = not short
+        record(options.results, "soak", [soak_figure(figures, options, short)])
         return 0 if ok else 1
     finally:
         if ok and not options.keep:
