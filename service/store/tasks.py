@@ -13,7 +13,7 @@ import contextlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import (
@@ -31,6 +31,11 @@ from service.store import scripts
 from service.store.connection import is_unavailable
 from service.store.keys import Keys
 from service.store.scripts import Applied, Args, PollRecord, RawEntry, SeenSignature, to_json
+
+# Script calls of one process in flight at once, and events in one call: a call of MAX_BATCH
+# events holds Redis for some 15 ms (~0.2 ms of script each, bench/callback_steps.py).
+MAX_CALLS_IN_FLIGHT: Final = 4
+MAX_BATCH: Final = 64
 
 
 class EventBatcher:
@@ -58,15 +63,24 @@ class EventBatcher:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Any]] = loop.create_future()
         self.pending.append((event_args, future))
-        if len(self.pending) == 1:
+        if len(self.pending) == 1 and len(self.tasks) < MAX_CALLS_IN_FLIGHT:
             loop.call_soon(self._flush)
         return await future
 
     def _flush(self) -> None:
-        batch, self.pending = self.pending, []
-        task = asyncio.create_task(self._send(batch))
-        self.tasks.add(task)  # asyncio keeps only weak references to tasks
-        task.add_done_callback(self.tasks.discard)
+        # At most MAX_CALLS_IN_FLIGHT calls at once: while Redis is slow, callbacks wait here and
+        # join the next, larger batch, instead of each batch taking a pooled connection until the
+        # pool runs out (then every callback got a 503; bench/load.py found it at 2,000/s).
+        while self.pending and len(self.tasks) < MAX_CALLS_IN_FLIGHT:
+            batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
+            task = asyncio.create_task(self._send(batch))
+            self.tasks.add(task)  # asyncio keeps only weak references to tasks
+            task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if self.pending:
+            self._flush()
 
     async def _send(self, batch: list[tuple[Args, asyncio.Future[list[Any]]]]) -> None:
         args = list(self.head)

@@ -33,7 +33,7 @@ from service.core.lifecycle import STAGES, TRANSITIONS
 from service.errors import EventRefused, EventTooLarge
 from service.store import scripts
 from service.store.keys import Keys
-from service.store.tasks import TaskStore
+from service.store.tasks import MAX_CALLS_IN_FLIGHT, TaskStore
 
 KEYS = Keys()
 # Text as JSON can carry it: the parsers (orjson) refuse lone surrogates before any event exists.
@@ -185,3 +185,49 @@ def test_one_poisoned_event_in_a_batch_fails_only_itself(
     assert all(redis_client.llen(KEYS.history(f"good{i}")) == 1 for i in range(5)), (
         "each applied exactly once"
     )
+
+
+# A script holds Redis: nothing else runs meanwhile (DEBUG SLEEP is not allowed on this server).
+BUSY_FOR_300_MS = """
+local start = redis.call('TIME')
+repeat
+  local now = redis.call('TIME')
+until (now[1] - start[1]) * 1000000 + (now[2] - start[2]) > 300000
+"""
+
+
+def test_callbacks_arriving_while_redis_is_slow_wait_for_a_connection_instead_of_failing(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """While Redis is busy, callbacks keep arriving, a few each tick: each tick's batch would
+    take a pooled connection and wait, until the pool ran out and every callback failed. At most
+    MAX_CALLS_IN_FLIGHT calls go at once; the rest wait and go together in the next ones."""
+    events = [Event(f"slow{i}", "music", "text", 200, "ok") for i in range(300)]
+
+    async def main() -> list[Any]:
+        # The pool is the limit under test: exactly as many connections as calls in flight.
+        client = aioredis.Redis.from_url(
+            redis_url, decode_responses=True, max_connections=MAX_CALLS_IN_FLIGHT
+        )
+        busy = aioredis.Redis.from_url(redis_url)
+        try:
+            store = TaskStore(client, KEYS)
+            asleep: asyncio.Task[Any] = asyncio.create_task(busy.eval(BUSY_FOR_300_MS, 0))  # type: ignore[arg-type]
+            await asyncio.sleep(0.05)  # Redis is asleep now
+            pending = []
+            for n, event in enumerate(events):
+                pending.append(asyncio.create_task(store.apply_event(event, "callback", 1_000 + n)))
+                if n % 3 == 2:
+                    await asyncio.sleep(0)  # the next tick: another batch
+            replies = await asyncio.gather(*pending, return_exceptions=True)
+            await asleep
+            return list(replies)
+        finally:
+            await client.aclose()
+            await busy.aclose()
+
+    replies = asyncio.run(main())
+    failed = [r for r in replies if isinstance(r, BaseException)]
+    assert not failed, failed[:3]
+    assert [r.outcome for r in replies] == ["applied"] * len(events)
+    assert all(redis_client.hget(KEYS.task(f"slow{i}"), "status") == "text" for i in range(300))
