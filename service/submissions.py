@@ -245,20 +245,25 @@ class Submitter:
             await self.store.note(submission_id, {"state": "unanswered", "error": exc.message})
         except STORE_ERRORS as store_exc:  # the submission then reads as stalled after sending: the same
             log.warning("submission %s: unanswered not recorded: %r", submission_id, store_exc)
-        joined = (
-            "its callback, which names this submission, joins the task"
-            if request.provider == "kie"
-            else "sseedance sends no callback, so nothing can join it"
-        )
-        again = (
-            f"retry with the same Idempotency-Key: it returns the task once joined, or creates "
-            f"one after {wait_s} s (SUBMIT_RECONCILE_S) if none was"
-            if key
-            else "a new request creates another task (send an Idempotency-Key to retry safely)"
-        )
+        details = {"submission_id": submission_id, "upstream_code": exc.details.get("upstream_code")}
+        if request.provider != "kie":
+            return UpstreamAnswerLost(
+                f"{exc.message}; sseedance sends no callback, so Tapedeck cannot find that task: check "
+                "the sseedance account before submitting again (a new request creates another task)",
+                details=details,
+            )
+        if not key:
+            return UpstreamAnswerLost(
+                f"{exc.message}; its callback, which names this submission_id, joins the task, which "
+                "then shows in GET /tasks and the event log; a new request creates another task (send "
+                "an Idempotency-Key to retry safely)",
+                details=details,
+            )
         return UpstreamAnswerLost(
-            f"{exc.message}; {joined}; {again}",
-            details={"submission_id": submission_id, "upstream_code": exc.details.get("upstream_code")},
+            f"{exc.message}; its callback, which names this submission, joins the task; retry with the "
+            f"same Idempotency-Key: it returns the task once joined, or creates one after {wait_s} s "
+            "(SUBMIT_RECONCILE_S) if none was",
+            details=details,
             # Kie's first callback comes some 8 s after the create (kie-api.md §6).
             headers={"Retry-After": "10"},
         )

@@ -252,7 +252,8 @@ class KieClient(UpstreamClient):
         data = await self.call("POST", path, create=True, on_send=on_send, json=params)
         task_id = data.get("taskId") if isinstance(data, dict) else None
         if not isinstance(task_id, str) or not task_id:
-            raise UpstreamUnavailable(f"Kie answered {path} without a taskId", headers={"Retry-After": "5"})
+            # It said yes: the task most likely exists, so it is not created again.
+            raise UpstreamAnswerLost(f"Kie answered {path} with success but no taskId: not sent again")
         return task_id
 
     async def credits(self) -> float:
@@ -286,7 +287,7 @@ class SseedanceClient(UpstreamClient):
             inner.get("id") if isinstance(inner, dict) else None
         )
         if not isinstance(task_id, str) or not task_id:
-            raise UpstreamUnavailable("sseedance answered without a task id", headers={"Retry-After": "5"})
+            raise UpstreamAnswerLost("sseedance answered with success but no task id: not sent again")
         return task_id
 
     async def task(self, task_id: str) -> dict[str, Any]:

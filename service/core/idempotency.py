@@ -10,7 +10,8 @@ A submission's process writes `alive_at` every few seconds while its attempt run
 - its process is alive: wait for it;
 - its process died after sending, or its create's answer was lost (`unanswered`): the upstream
   may have created a task whose answer nobody heard, so wait `reconcile_s` for that task's
-  callback, which names the submission (`?sub=`) and so joins it, before creating again.
+  callback, which names the submission (`?sub=`) and so joins it, before creating again;
+  sseedance sends no callbacks, so its lost answer is refused for good instead.
 """
 
 from __future__ import annotations
@@ -61,6 +62,15 @@ def standing(fields: dict[str, str], now_ms: int, reconcile_s: float) -> Standin
         return Refused(fields.get("error", "refused upstream"), _status(fields.get("error_status")))
     if state == "failed":
         return TakeOver()
+    if state == "unanswered" and fields.get("provider") == "sseedance":
+        # No callback will ever name the submission: waiting finds nothing, and creating again
+        # makes a second task if the first exists. Only a person can tell, from the account.
+        return Refused(
+            "the create of the submission with this Idempotency-Key was sent to sseedance and its answer "
+            "lost; sseedance may hold the task and sends no callback to join it, so Tapedeck will not "
+            "create another under this key: check the sseedance account, then submit with a new key",
+            502,
+        )
     if state == "unanswered":
         return _reconcile(_ms(fields.get("sent_at")) or _ms(fields.get("created_at")), now_ms, reconcile_s,
                           "the create of the submission with this Idempotency-Key was sent and its answer "

@@ -193,6 +193,9 @@ def connect(where: RedisLocation | str) -> aioredis.Redis:
         "health_check_interval": HEALTH_CHECK_S,
         # No read timeout here: it costs every command on the callback path a timer; a Redis that
         # does not answer at all is caught by the connect timeout and the health checks instead.
+        # Said outright: redis-py 8 reads with 5 s by default, which cut every blocking read (the
+        # event stream's XREAD BLOCK between keep-alives) and so every idle /events/stream.
+        "socket_timeout": None,
         "socket_connect_timeout": CONNECT_TIMEOUT_S,
     }
     if where.sentinels:

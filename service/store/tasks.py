@@ -127,7 +127,9 @@ class EventBatcher:
         alone; an event the batch had applied before a surprise is answered again, not applied
         twice (its delivery id)."""
         if len(batch) > 1:
-            await asyncio.gather(*(self._send([one]) for one in batch))
+            # One after another: all at once would take up to a connection each (MAX_BATCH).
+            for one in batch:
+                await self._send([one])
         else:
             _settle(batch, exception=EventRefused(f"the store refused this event: {exc}"))
 

@@ -36,11 +36,16 @@ def ago(seconds: float) -> str:
         ({"state": "unanswered", "alive_at": ago(0), "sent_at": ago(300)}, TakeOver()),
         ({"state": "unanswered", "created_at": ago(10)}, Wait(290, "")),  # its sent_at unreadable
         ({"state": "unanswered", "sent_at": ago(5), "task_id": "t1"}, Done("t1")),  # a callback joined it
+        # sseedance sends no callback: nothing can join it, and creating again may make a second.
+        ({"state": "unanswered", "provider": "sseedance", "sent_at": ago(1)}, "refused-lost"),
+        ({"state": "unanswered", "provider": "sseedance", "sent_at": ago(400)}, "refused-lost"),
     ],
 )
 def test_what_a_retry_may_do(fields: dict[str, str], expected: Standing | str) -> None:
     found = standing(fields, NOW, RECONCILE_S)
-    if expected == "wait-short":
+    if expected == "refused-lost":
+        assert isinstance(found, Refused) and "sends no callback" in found.message and found.status == 502
+    elif expected == "wait-short":
         assert isinstance(found, Wait) and found.retry_after_s == 2 and "in progress" in found.reason
     elif isinstance(expected, Wait):
         assert isinstance(found, Wait) and found.retry_after_s == expected.retry_after_s

@@ -182,8 +182,8 @@ def test_a_second_cover_request_returns_the_existing_task() -> None:
     assert (task_id, len(seen)) == ("existing", 1)
 
 
-def test_success_without_a_task_id_is_an_upstream_fault() -> None:
-    with pytest.raises(UpstreamUnavailable, match="without a taskId"):
+def test_success_without_a_task_id_is_an_answer_lost_not_a_reason_to_create_again() -> None:
+    with pytest.raises(UpstreamAnswerLost, match="no taskId: not sent again"):
         run_kie([kie(200, data={})], create)
 
 
