@@ -88,6 +88,24 @@ def parse_faults(doc: dict[str, Any], base: TaskFaults) -> TaskFaults:
     return replace(base, **changes)
 
 
+# A fault's count and length are bounded: each counted fault is held in memory, and a length of
+# 1e300 s would never end.
+MAX_FAULT_COUNT = 100_000
+MAX_FAULT_SECONDS = 86_400.0
+
+
+def bounded_count(value: Any, what: str = "count", least: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= MAX_FAULT_COUNT:
+        raise ValueError(f"{what} must be an integer from {least} to {MAX_FAULT_COUNT}")
+    return value
+
+
+def bounded_seconds(value: Any, what: str = "seconds") -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= MAX_FAULT_SECONDS:
+        raise ValueError(f"{what} must be a number from 0 to {MAX_FAULT_SECONDS:g}")
+    return float(value)
+
+
 def parse_error_window(doc: Any, now: float) -> ErrorWindow | None:
     if not isinstance(doc, dict) or doc.get("code") is None:
         return None
@@ -96,7 +114,8 @@ def parse_error_window(doc: Any, now: float) -> ErrorWindow | None:
         raise ValueError(f"code must be one of {FAULT_CODES}")
     if count is None and seconds is None:
         count = 1
-    return ErrorWindow(code, count, None if seconds is None else now + float(seconds))
+    count = None if count is None else bounded_count(count)
+    return ErrorWindow(code, count, None if seconds is None else now + bounded_seconds(seconds))
 
 
 def describe(request: Request, task: Task) -> dict[str, Any]:
@@ -208,7 +227,7 @@ async def next_faults(request: Request) -> Response:
         faults = parse_faults(body, sandbox.run_faults())
         window = parse_error_window(body.get("record_info"), sandbox.monotonic())
         files_asked = tuple(file_faults.parse(body["file"])) if "file" in body else ()
-        count = int(body.get("count", 1))
+        count = bounded_count(body.get("count", 1))
     except (ValueError, TypeError) as exc:
         return JSONResponse({"error": str(exc)}, 400)
     for _ in range(count):
@@ -245,14 +264,14 @@ def parse_answer_faults(doc: dict[str, Any]) -> list[AnswerFault]:
     if unknown:
         raise ValueError(f"unknown key(s) {', '.join(sorted(unknown))}; allowed: count, lost, seconds")
     lost, seconds, count = doc.get("lost", False), doc.get("seconds"), doc.get("count", 1)
-    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-        raise ValueError("count must be an integer >= 0 (0 clears the faults)")
+    count = bounded_count(count, "count (0 clears the faults)", least=0)
     if not isinstance(lost, bool):
         raise ValueError("lost must be a boolean")
     if seconds is None and (lost or count == 0):
         seconds = 0.0
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
-        raise ValueError("seconds must be a number >= 0 (or give lost: true to lose the answer at once)")
+    if seconds is None:
+        raise ValueError("seconds must be given (or give lost: true to lose the answer at once)")
+    seconds = bounded_seconds(seconds)
     return [AnswerFault(float(seconds), lost)] * count
 
 

@@ -10,7 +10,7 @@ like any dead connection, and its new connection goes to the primary the sentine
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import hiredis
 import redis
@@ -229,17 +229,23 @@ def connect_sync(where: RedisLocation | str) -> redis.Redis:
     )
 
 
+# Above RQ's longest blocking pop (worker_ttl 420 s - 15 = 405 s; RQ itself asks 415 s of the
+# connections it opens, and leaves a longer timeout as it is).
+RQ_READ_TIMEOUT_S: Final = 600.0
+
+
 def connect_rq(where: RedisLocation | str) -> redis.Redis:
     """RQ's client: RQ stores pickles and needs bytes, so responses are not decoded. RQ's worker
     opens its connections through this client's pool, so with sentinels it follows a failover too
     (the worker loop starts a new RQ worker when the old one dies of a dead connection).
 
-    No read timeout: a worker's blocking pop waits up to RQ's dequeue timeout (minutes), and RQ
-    raises the timeout only of connections opened after the worker is made. redis-py 8 reads
+    A long read timeout: a worker's blocking pop waits up to RQ's dequeue timeout (minutes), and
+    RQ raises the timeout only of connections opened after the worker is made. redis-py 8 reads
     with 5 s by default, and a connection the dispatcher opened first (it queues jobs through this
     client) cut each idle pop at 5 s: RQ took it for Redis gone and slept up to a minute between
-    pops, taking no job."""
-    return _sync(_location(where), socket_timeout=None)
+    pops, taking no job. So every connection reads with RQ_READ_TIMEOUT_S, above RQ's longest
+    blocking pop, and a Redis that stops answering without closing is still noticed."""
+    return _sync(_location(where), socket_timeout=RQ_READ_TIMEOUT_S)
 
 
 def _sync(where: RedisLocation, **options: Any) -> redis.Redis:

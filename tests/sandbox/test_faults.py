@@ -311,8 +311,13 @@ BAD_CONTROL = [
     ("/next-faults", {"fail": "meltdown"}, 400),
     ("/next-faults", {"explode": True}, 400),
     ("/next-faults", {"file": {"mode": "slow"}}, 400),
+    ("/next-faults", {"drop": "all", "count": 10**9}, 400),  # each queued fault is held in memory
+    ("/next-faults", {"drop": "all", "count": 0}, 400),
     ("/record-info-fault", {"code": 502}, 400),
+    ("/record-info-fault", {"code": 500, "seconds": 1e300}, 400),  # a window that never ends
+    ("/record-info-fault", {"code": 500, "count": -3}, 400),
     ("/create-fault", {"code": 502}, 400),
+    ("/create-fault", {"code": 500, "count": 10**9}, 400),
     ("/create-answer-delay", {"seconds": -1}, 400),
     ("/create-answer-delay", {"seconds": 1, "count": "2"}, 400),
     ("/clock/advance", {"seconds": -1}, 400),
