@@ -207,7 +207,7 @@ class Submitter:
                 state = "rejected" if isinstance(exc, UpstreamRejected) else "failed"
                 outcome = {"error": exc.message, "error_status": str(exc.status_code)}
                 try:
-                    await self.store.end(submission_id, state, outcome)
+                    await self.store.end(submission_id, state, outcome, ttl)
                 except STORE_ERRORS as store_exc:
                     # A retry finds the submission stalled: created at once if nothing was sent,
                     # else after the reconcile wait.

@@ -67,11 +67,15 @@ class SubmissionStore:
         _status, created = await scripts.call(self.client, scripts.SUBMIT, args)
         return bool(int(created))
 
-    async def end(self, submission_id: str, state: str, fields: dict[str, str]) -> None:
+    async def end(self, submission_id: str, state: str, fields: dict[str, str], ttl_s: int) -> None:
         """Ends a submission whose create failed: no task will ever be attached to it, so its own
-        endpoint (made with it for a `webhook_url`) goes with the same transaction."""
+        endpoint (made with it for a `webhook_url`) goes with the same transaction, and the
+        submission itself once its Idempotency-Key is gone (`ttl_s`, the key's own): no task's
+        retention ever removes it."""
+        key = self.keys.submission(submission_id)
         async with self.client.pipeline(transaction=True) as pipe:
-            pipe.hset(self.keys.submission(submission_id), mapping={"state": state, **fields})  # type: ignore[dict-item]
+            pipe.hset(key, mapping={"state": state, **fields})  # type: ignore[dict-item]
+            pipe.expire(key, ttl_s)
             pipe.delete(self.keys.webhook(task_endpoint_id(submission_id)))
             await pipe.execute()
 

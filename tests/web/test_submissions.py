@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+import redis
 
 from sandbox.config import SandboxConfig
 from sandbox.server import SandboxServer
@@ -301,12 +302,15 @@ def test_an_upstream_that_keeps_failing_gives_503_with_retry_after(
 
 
 def test_a_permanent_upstream_refusal_keeps_its_code_and_message(
-    tapedeck: TapedeckFactory, sandbox: SandboxServer
+    tapedeck: TapedeckFactory, sandbox: SandboxServer, redis_client: redis.Redis
 ) -> None:
     httpx.post(f"{sandbox.url}/_sandbox/credits", json={"credits": 0}).raise_for_status()
     with tapedeck_on(tapedeck, sandbox) as client:
         response = submit(client, "lyrics", {"prompt": "home"})
         assert (response.status_code, response.json()["upstream_code"]) == (402, 402)
+        (key,) = redis_client.keys("td:sub:*")
+        # No task will ever retire it: it goes when its Idempotency-Key would (IDEMPOTENCY_TTL_S).
+        assert 0 < redis_client.ttl(key) <= 86_400
 
 
 def test_boost_style_returns_and_keeps_the_result(tapedeck: TapedeckFactory, sandbox: SandboxServer) -> None:
