@@ -26,7 +26,16 @@ import orjson
 
 from service.core.catalog import KINDS, PROVIDERS, family_of
 from service.core.events import MAX_RESULT_DEPTH, nesting
-from service.core.idempotency import HEARTBEAT_S, IN_PROGRESS_RETRY_S, Done, Refused, TakeOver, Wait, standing
+from service.core.idempotency import (
+    HEARTBEAT_S,
+    IN_PROGRESS_RETRY_S,
+    Done,
+    Refused,
+    TakeOver,
+    Wait,
+    joined_by_callback,
+    standing,
+)
 from service.core.retry import Backoff
 from service.core.validation import validate
 from service.errors import (
@@ -245,28 +254,27 @@ class Submitter:
             await self.store.note(submission_id, {"state": "unanswered", "error": exc.message})
         except STORE_ERRORS as store_exc:  # the submission then reads as stalled after sending: the same
             log.warning("submission %s: unanswered not recorded: %r", submission_id, store_exc)
+        headers: dict[str, str] = {}
+        if not joined_by_callback(request.provider):
+            advice = (
+                "sseedance sends no callback, so Tapedeck cannot find that task: check the sseedance "
+                "account before submitting again (a new request creates another task)"
+            )
+        elif not key:
+            advice = (
+                "its callback, which names this submission_id, joins the task, which then shows in "
+                "GET /tasks and the event log; a new request creates another task (send an "
+                "Idempotency-Key to retry safely)"
+            )
+        else:
+            advice = (
+                "its callback, which names this submission, joins the task; retry with the same "
+                f"Idempotency-Key: it returns the task once joined, or creates one after {wait_s} s "
+                "(SUBMIT_RECONCILE_S) if none was"
+            )
+            headers["Retry-After"] = "10"  # Kie's first callback comes some 8 s after the create (§6)
         details = {"submission_id": submission_id, "upstream_code": exc.details.get("upstream_code")}
-        if request.provider != "kie":
-            return UpstreamAnswerLost(
-                f"{exc.message}; sseedance sends no callback, so Tapedeck cannot find that task: check "
-                "the sseedance account before submitting again (a new request creates another task)",
-                details=details,
-            )
-        if not key:
-            return UpstreamAnswerLost(
-                f"{exc.message}; its callback, which names this submission_id, joins the task, which "
-                "then shows in GET /tasks and the event log; a new request creates another task (send "
-                "an Idempotency-Key to retry safely)",
-                details=details,
-            )
-        return UpstreamAnswerLost(
-            f"{exc.message}; its callback, which names this submission, joins the task; retry with the "
-            f"same Idempotency-Key: it returns the task once joined, or creates one after {wait_s} s "
-            "(SUBMIT_RECONCILE_S) if none was",
-            details=details,
-            # Kie's first callback comes some 8 s after the create (kie-api.md §6).
-            headers={"Retry-After": "10"},
-        )
+        return UpstreamAnswerLost(f"{exc.message}; {advice}", details=details, headers=headers)
 
     async def close(self) -> None:
         """Stops background attaches; each answer still unrecorded is logged with both ids, so an

@@ -54,6 +54,12 @@ class Wait:
 Standing = Done | Refused | TakeOver | Wait
 
 
+def joined_by_callback(provider: str) -> bool:
+    """Whether a task the upstream made can find its submission by itself: Kie's callbacks name
+    it (`?sub=`); sseedance sends none."""
+    return provider == "kie"
+
+
 def standing(fields: dict[str, str], now_ms: int, reconcile_s: float) -> Standing:
     if fields.get("task_id"):
         return Done(fields["task_id"])
@@ -62,7 +68,7 @@ def standing(fields: dict[str, str], now_ms: int, reconcile_s: float) -> Standin
         return Refused(fields.get("error", "refused upstream"), _status(fields.get("error_status")))
     if state == "failed":
         return TakeOver()
-    if state == "unanswered" and fields.get("provider") == "sseedance":
+    if state == "unanswered" and not joined_by_callback(fields.get("provider", "kie")):
         # No callback will ever name the submission: waiting finds nothing, and creating again
         # makes a second task if the first exists. Only a person can tell, from the account.
         return Refused(
