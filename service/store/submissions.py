@@ -70,8 +70,9 @@ class SubmissionStore:
     async def end(self, submission_id: str, state: str, fields: dict[str, str], ttl_s: int) -> None:
         """Ends a submission whose create failed: no task will ever be attached to it, so its own
         endpoint (made with it for a `webhook_url`) goes with the same transaction, and the
-        submission itself once its Idempotency-Key is gone (`ttl_s`, the key's own): no task's
-        retention ever removes it."""
+        submission itself once its Idempotency-Key is gone (`ttl_s`, the key's own; begin set it
+        already, and a submission begun before that rule gets it here): no task's retention ever
+        removes it."""
         key = self.keys.submission(submission_id)
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping={"state": state, **fields})  # type: ignore[dict-item]

@@ -254,6 +254,56 @@ def test_the_create_answer_names_the_submissions_task_even_after_a_callback_gues
     assert redis_client.hget(KEYS.submission(sub), "task_id") == "t-answer"
 
 
+# How a submission ends, and whether it (and its own endpoint) then expires with its
+# Idempotency-Key (ttl > 0) or lives with its task until retention (-1).
+SUBMISSION_ENDINGS = [
+    ("never answered, no callback came", None, True),
+    ("the create's answer attached the task", "attach", False),
+    ("a callback naming it joined the task", "callback", False),
+    ("its create failed", "failed", True),
+]
+
+
+@pytest.mark.parametrize(("ending", "how", "expires"), SUBMISSION_ENDINGS)
+def test_a_submission_expires_with_its_key_unless_a_task_is_linked(
+    redis_url: str, redis_client: redis.Redis, ending: str, how: str | None, expires: bool
+) -> None:
+    sub = "sub_" + "d" * 32
+    endpoint = KEYS.webhook("ept_" + "d" * 32)
+
+    async def work(store: Stores) -> None:
+        fields = {"state": "submitting", "webhook_url": "https://example.com/hook"}
+        await store.submissions.begin(sub, fields, "key-1", 600)
+        if how == "attach":
+            await store.submissions.attach(sub, "t1", "music", 2, 3)
+        elif how == "callback":
+            await store.tasks.apply_event(event("t1", "text"), "callback", 1, submission_id=sub)
+            # A second task naming it (a create retried after its answer was lost) changes nothing.
+            await store.tasks.apply_event(event("t2", "text"), "callback", 1, submission_id=sub)
+        elif how == "failed":
+            await store.submissions.end(sub, "failed", {"error": "boom"}, 600)
+
+    with_store(redis_url, work)
+    ttl = redis_client.ttl(KEYS.submission(sub))
+    assert (0 < ttl <= 600) if expires else ttl == -1, (ending, ttl)
+    if how == "failed":
+        assert not redis_client.exists(endpoint)  # its endpoint went with the failure
+    else:
+        endpoint_ttl = redis_client.ttl(endpoint)
+        assert (0 < endpoint_ttl <= 600) if expires else endpoint_ttl == -1, (ending, endpoint_ttl)
+    if how == "callback":
+        assert redis_client.hget(KEYS.submission(sub), "task_id") == "t1"
+
+
+def test_a_submission_without_a_time_to_live_is_refused_before_anything_is_written(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    sub = "sub_" + "e" * 32
+    with pytest.raises(redis.exceptions.ResponseError, match="ttl_s must be"):
+        with_store(redis_url, lambda s: s.submissions.begin(sub, {"state": "submitting"}, "key-2", 0))
+    assert not redis_client.exists(KEYS.submission(sub), KEYS.idempotency("key-2"))
+
+
 def test_a_callback_naming_an_unknown_submission_links_nothing(
     redis_url: str, redis_client: redis.Redis
 ) -> None:

@@ -164,17 +164,30 @@ local function ensure_task(task_key, task_id, now, family)
   return status, member, created, current[4], current[5]
 end
 
+-- The subscription that stands for a submission's own `webhook_url` (core/webhooks.py
+-- task_endpoint_id).
+local function task_endpoint(submission_id)
+  return 'ept_' .. string.sub(submission_id, 5)
+end
+
 -- The task and its submission name each other, whichever of callback and create response
 -- arrives first; a submission whose create response was lost still finds its task. The create
 -- response is authoritative: it names the submission's task even if a callback guessed first.
+-- A submission (and its own endpoint) expires with its Idempotency-Key until a task is linked
+-- (begin_submission.lua); linked, it lives as long as the task, whose retention removes it.
 local function link_submission(task_key, task_id, submission_id, authoritative)
   local sub_key = key_submission(prefix, submission_id)
   if redis.call('EXISTS', sub_key) == 0 then return end
   redis.call('HSETNX', task_key, 'submission_id', submission_id)
+  local linked = authoritative
   if authoritative then
     redis.call('HSET', sub_key, 'task_id', task_id)
   else
-    redis.call('HSETNX', sub_key, 'task_id', task_id)
+    linked = redis.call('HSETNX', sub_key, 'task_id', task_id) == 1
+  end
+  if linked then
+    redis.call('PERSIST', sub_key)
+    redis.call('PERSIST', key_webhook(prefix, task_endpoint(submission_id)))
   end
 end
 

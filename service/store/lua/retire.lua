@@ -83,7 +83,7 @@ local submission_id = fields.submission_id
 -- The submission is this task's only if it says so (a second task may name it: a create retried
 -- after its answer was lost); its own endpoint (a subscription of this one task) goes with it.
 if submission_id and redis.call('HGET', key_submission(prefix, submission_id), 'task_id') == task_id then
-  local endpoint = 'ept_' .. string.sub(submission_id, 5)
+  local endpoint = task_endpoint(submission_id)
   redis.call('DEL', key_submission(prefix, submission_id), key_webhook(prefix, endpoint),
     key_webhook_queues(prefix, endpoint), key_webhook_deliveries(prefix, endpoint),
     key_subscription_due(prefix, endpoint))
