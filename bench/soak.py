@@ -288,6 +288,8 @@ def submit_one(
     """Queues the task's faults at the sandbox and submits it; a refused connection or a 503 is
     tried again with the same Idempotency-Key."""
     kie.post("/_sandbox/next-faults", json=body(planned, kind)).raise_for_status()
+    if planned.lost_answer:
+        kie.post("/_sandbox/create-answer-delay", json={"lost": True, "count": 1}).raise_for_status()
     key = f"soak-{planned.index}"
     for _ in range(120):
         try:
