@@ -337,7 +337,7 @@ def measure(
         snapshot, {t.task_id for t in submitted}, expected, kills
     )
     faults = Counter(label for task in submitted for label in task.planned.labels)
-    kept = ("callbacks.duplicates", "callbacks.failed", "callbacks.abandoned")
+    kept = ("callbacks.duplicates", "callbacks.failed", "callbacks.abandoned", "creates.answer_lost")
     injected = {k: v for k, v in snapshot.counters.items() if ".fault." in k or k in kept}
     return Figures(
         tasks=len(submitted),

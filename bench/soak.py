@@ -5,7 +5,10 @@ It starts everything itself on loopback (Redis with AOF, the sandbox, `tapedeck 
 `tapedeck worker`, `tapedeck deliver`, two webhook subscribers of its own) and submits `--tasks`
 tasks through Tapedeck's API, one after another, spread over `--submit-s` seconds: mostly
 generate, some extend, WAV, vocal removal, cover image and lyrics. Each task's faults are drawn
-from `--seed` (bench/fault_plan.py) and queued at the sandbox just before it is submitted. Meanwhile:
+from `--seed` (bench/fault_plan.py) and queued at the sandbox just before it is submitted; a
+task planned to lose its create's answer has that queued too, and is then retried under its
+Idempotency-Key until its callback has joined it (a second create would show as a task that no
+submission returned). Meanwhile:
 
 - a worker is SIGKILLed every `--worker-kill-s` (30) seconds and a new one started, to the end;
 - the web process is SIGKILLed once, whatever it is doing (a submission in flight is sent
