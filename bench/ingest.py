@@ -35,7 +35,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -56,6 +56,8 @@ class Run:
     p50_ms: float
     p99_ms: float
     errors: int
+    # Cores each watched process used during the run (1.0: one core all the time).
+    cpu: dict[str, float] = field(default_factory=dict)
 
 
 def start_uvicorn(
@@ -91,12 +93,28 @@ def start_uvicorn(
     raise RuntimeError(f"{app} did not start")
 
 
-def wrk(url: str, seconds: int, connections: int) -> Run:
+def wrk(url: str, seconds: int, connections: int, watched: dict[str, int] | None = None) -> Run:
+    """One wrk run; with `watched` (name → pid), the CPU each of those processes (and its children,
+    uvicorn's workers) used meanwhile."""
     args = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(HERE / "callbacks.lua")]
+    pids = watched or {}
+    before, started = {name: cpu_seconds(pid) for name, pid in pids.items()}, time.monotonic()
     out = subprocess.run([*args, f"{url}/callbacks/kie"], capture_output=True, text=True, check=True).stdout
+    elapsed = time.monotonic() - started
+    cpu = {name: (cpu_seconds(pid) - before[name]) / elapsed for name, pid in pids.items()}
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    return Run(rps, latency(out, "50%"), latency(out, "99%"), int(errors.group(1)) if errors else 0)
+    return Run(rps, latency(out, "50%"), latency(out, "99%"), int(errors.group(1)) if errors else 0, cpu)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU of a live process and its live children, from /proc (Linux)."""
+    total = 0.0
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    for each in [pid, *map(int, children)]:
+        fields = Path(f"/proc/{each}/stat").read_text().rpartition(")")[2].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    return total
 
 
 def latency(out: str, percentile: str) -> float:
@@ -135,6 +153,7 @@ def main() -> int:
         return 2
     with tempfile.TemporaryDirectory() as tmp, RedisServer(Path(tmp), appendonly=True) as server:
         env = dict(os.environ, REDIS_URL=server.url, PYTHONPATH=str(HERE.parent))
+        redis_pid = int(redis.Redis.from_url(server.url).info("server")["process_id"])
         results: dict[str, list[Run]] = {"bare": [], "ingest": []}
         variants = [("bare", "bare_app:app", False), ("ingest", "service.web.app:app_from_env", True)]
         replica: RedisServer | None = None
@@ -166,7 +185,8 @@ def main() -> int:
                         wrk(url, 2, options.connections)  # warm-up
                         if watcher:
                             watcher.start()
-                        results[name].append(wrk(url, options.seconds, options.connections))
+                        pids = {"server": process.pid, "redis": redis_pid}
+                        results[name].append(wrk(url, options.seconds, options.connections, pids))
                         if watcher:
                             watched.append(watcher.stop())
                     finally:
@@ -260,21 +280,29 @@ def report(results: dict[str, list[Run]], options: argparse.Namespace, stored: i
     def median(name: str, field: str) -> float:
         return float(statistics.median(getattr(r, field) for r in results[name]))
 
+    def busy(process: str, name: str = "ingest") -> float:
+        return float(statistics.median(r.cpu[process] for r in results[name]))
+
     rounds = f"{options.rounds} rounds of {options.seconds}s"
     workers = f"{options.workers} uvicorn worker(s)"
     print(f"callback ingest, {options.connections} connections, {workers}, {rounds} (medians)")
-    print(f"{'':18} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+    columns = [("req/s", 10), ("p50 ms", 8), ("p99 ms", 8), ("non-2xx", 8)]
+    columns += [("server CPU", 11), ("Redis CPU", 10)]
+    print(f"{'':18} " + " ".join(f"{title:>{width}}" for title, width in columns))
     for name in results:
         errors = sum(r.errors for r in results[name])
         rps, p50, p99 = median(name, "rps"), median(name, "p50_ms"), median(name, "p99_ms")
-        print(f"{name:18} {rps:>10.0f} {p50:>8.2f} {p99:>8.2f} {errors:>8}")
+        print(f"{name:18} {rps:>10.0f} {p50:>8.2f} {p99:>8.2f} {errors:>8} "
+              f"{busy('server', name):>10.0%} {busy('redis', name):>10.0%}")  # fmt: skip
+    print("(CPU: of one core, during the measured runs; a process under 100 % is waiting, not working)")
     ratio = median("ingest", "rps") / median("bare", "rps")
     p99 = median("ingest", "p99_ms")
     print(f"ratio ingest/bare req/s: {ratio:.2f} (target >= 0.35); ingest p99 {p99:.2f} ms (target <= 5 ms)")
     figures = [
         Figure(
             f"callback ingest vs bare Starlette parsing the same JSON, {options.connections} connections",
-            f"{median('ingest', 'rps'):,.0f} vs {median('bare', 'rps'):,.0f} req/s; ingest p99 {p99:.1f} ms",
+            f"{median('ingest', 'rps'):,.0f} vs {median('bare', 'rps'):,.0f} req/s; ingest p99 {p99:.1f} ms; "
+            f"CPU of a core: server {busy('server'):.0%}, Redis {busy('redis'):.0%}",
             f"{ratio:.2f} x",
             ">= 0.35 x, p99 <= 5 ms",
             ratio >= 0.35 and p99 <= 5,
