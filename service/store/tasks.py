@@ -36,6 +36,13 @@ from service.store.scripts import Applied, Args, PollRecord, RawEntry, SeenSigna
 # events holds Redis for some 15 ms (~0.2 ms of script each, bench/callback_steps.py).
 MAX_CALLS_IN_FLIGHT: Final = 4
 MAX_BATCH: Final = 64
+# How long one call may take before its callbacks are answered 503 (Kie waits 15 s for the 200,
+# 10 s for replace-section, then sends again): a Redis that stops answering without closing the
+# connection would otherwise hold every call in flight, and so every later callback, for good.
+# The call's connection is dropped with it (redis-py closes a connection whose read is cut).
+CALL_TIMEOUT_S: Final = 5.0
+# Callbacks waiting for a call (MAX_CALLS_IN_FLIGHT busy) before new ones are answered 503 at once.
+MAX_WAITING: Final = 32 * MAX_BATCH
 
 
 class EventBatcher:
@@ -50,16 +57,28 @@ class EventBatcher:
     """
 
     def __init__(
-        self, client: aioredis.Redis, head: Args, ack_replicas: int = 0, ack_timeout_ms: int = 1000
+        self,
+        client: aioredis.Redis,
+        head: Args,
+        ack_replicas: int = 0,
+        ack_timeout_ms: int = 1000,
+        call_timeout_s: float = CALL_TIMEOUT_S,
     ) -> None:
         self.client = client
         self.head = head
         self.ack_replicas = ack_replicas
         self.ack_timeout_ms = ack_timeout_ms
+        # A call that waits for replicas may take their timeout on top.
+        self.call_timeout_s = call_timeout_s + (ack_timeout_ms / 1000 if ack_replicas else 0)
         self.pending: list[tuple[Args, asyncio.Future[list[Any]]]] = []
         self.tasks: set[asyncio.Task[None]] = set()
 
     async def __call__(self, event_args: Args) -> list[Any]:
+        if len(self.pending) >= MAX_WAITING:
+            raise StoreUnavailable(
+                f"Redis is not keeping up: {len(self.pending)} callbacks wait for it already",
+                headers={"Retry-After": "5"},
+            )
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Any]] = loop.create_future()
         self.pending.append((event_args, future))
@@ -87,7 +106,13 @@ class EventBatcher:
         for event_args, _ in batch:
             args += event_args
         try:
-            replies = cast(list[Any], await self._call(args))
+            async with asyncio.timeout(self.call_timeout_s):
+                replies = cast(list[Any], await self._call(args))
+        except TimeoutError:
+            # The script may yet run, or have run: the sender's retry is then a duplicate.
+            message = f"Redis did not answer within {self.call_timeout_s:g} s"
+            _settle(batch, exception=StoreUnavailable(message, headers={"Retry-After": "5"}))
+            return
         except ResponseError as exc:
             if is_unavailable(exc):  # Redis cannot take writes now (full, a replica, busy): all wait
                 _settle(batch, exception=exc)
@@ -170,6 +195,7 @@ class TaskStore:
         events_max: int = 200_000,
         ack_replicas: int = 0,
         ack_timeout_ms: int = 1000,
+        call_timeout_s: float = CALL_TIMEOUT_S,
     ) -> None:
         self.client = client
         self.keys = keys
@@ -186,7 +212,7 @@ class TaskStore:
             poll_after_text=text,
             poll_after_first=first,
         )
-        self._transition = EventBatcher(client, head, ack_replicas, ack_timeout_ms)
+        self._transition = EventBatcher(client, head, ack_replicas, ack_timeout_ms, call_timeout_s)
 
     @classmethod
     def from_settings(

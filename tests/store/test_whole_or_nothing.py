@@ -196,6 +196,25 @@ until (now[1] - start[1]) * 1000000 + (now[2] - start[2]) > 300000
 """
 
 
+async def redis_is_busy(redis_url: str, deadline_s: float = 5.0) -> None:
+    """Returns once Redis stops answering (the busy script runs): a PING that gets no answer in
+    20 ms. Fails if it keeps answering past `deadline_s`."""
+    probe = aioredis.Redis.from_url(redis_url)
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + deadline_s
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(0.02):
+                    await probe.ping()
+            except TimeoutError:
+                return
+            assert loop.time() < give_up, "the busy script never started"
+            await asyncio.sleep(0.005)
+    finally:
+        await probe.aclose()
+
+
 def test_callbacks_arriving_while_redis_is_slow_wait_for_a_connection_instead_of_failing(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
@@ -213,7 +232,7 @@ def test_callbacks_arriving_while_redis_is_slow_wait_for_a_connection_instead_of
         try:
             store = TaskStore(client, KEYS)
             asleep: asyncio.Task[Any] = asyncio.create_task(busy.eval(BUSY_FOR_300_MS, 0))  # type: ignore[arg-type]
-            await asyncio.sleep(0.05)  # Redis is asleep now
+            await redis_is_busy(redis_url)
             pending = []
             for n, event in enumerate(events):
                 pending.append(asyncio.create_task(store.apply_event(event, "callback", 1_000 + n)))
