@@ -251,7 +251,9 @@ class Submitter:
         endpoint, if any, stays for that task), and the caller is told how to get the task."""
         wait_s = math.ceil(self.settings.submit_reconcile_s)
         try:
-            await self.store.note(submission_id, {"state": "unanswered", "error": exc.message})
+            # Its time to live starts now: a callback has a full IDEMPOTENCY_TTL_S to join it.
+            fields = {"state": "unanswered", "error": exc.message}
+            await self.store.note(submission_id, fields, self.settings.idempotency_ttl_s)
         except STORE_ERRORS as store_exc:  # the submission then reads as stalled after sending: the same
             log.warning("submission %s: unanswered not recorded: %r", submission_id, store_exc)
         headers: dict[str, str] = {}
@@ -346,7 +348,8 @@ class Submitter:
             while True:
                 await self.sleep(wait)
                 try:
-                    await self.store.note(submission_id, {"alive_at": str(self._now_ms())})
+                    alive = {"alive_at": str(self._now_ms())}
+                    await self.store.note(submission_id, alive, self.settings.idempotency_ttl_s)
                     wait = HEARTBEAT_S
                 except STORE_ERRORS:
                     # Beat again soon: alive_at must be fresh as soon as Redis answers again.

@@ -168,6 +168,8 @@ RESUME: Final = Script("resume", ("prefix", "subscription_id", "now", "cursor", 
 FORGET: Final = Script("forget", ("prefix", "subscription_id", "count"))
 NEXT_SEND: Final = Script("next_send", ("prefix", "subscription_id", "task_id"))
 MARK_SENT: Final = Script("mark_sent", ("prefix", "submission_id", "idempotency_key", "now"))
+# The fields to write follow the named arguments as pairs.
+NOTE_SUBMISSION: Final = Script("note_submission", ("prefix", "mode", "submission_id", "ttl_s"))
 # Triples (subscription id, task id, entry id) follow the named arguments.
 FANOUT: Final = Script(
     "fanout",
@@ -212,6 +214,7 @@ SCRIPTS: Final = (
     SUBMIT,
     BEGIN_SUBMISSION,
     MARK_SENT,
+    NOTE_SUBMISSION,
     TAKE_DUE,
     BUDGET,
     FANOUT,

@@ -7,7 +7,6 @@ from typing import cast
 
 import redis.asyncio as aioredis
 
-from service.core.webhooks import task_endpoint_id
 from service.settings import Settings
 from service.store import scripts
 from service.store.keys import Keys
@@ -68,17 +67,23 @@ class SubmissionStore:
         return bool(int(created))
 
     async def end(self, submission_id: str, state: str, fields: dict[str, str], ttl_s: int) -> None:
-        """Ends a submission whose create failed: no task will ever be attached to it, so its own
-        endpoint (made with it for a `webhook_url`) goes with the same transaction, and the
-        submission itself once its Idempotency-Key is gone (`ttl_s`, the key's own; begin set it
-        already, and a submission begun before that rule gets it here): no task's retention ever
-        removes it."""
-        key = self.keys.submission(submission_id)
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping={"state": state, **fields})  # type: ignore[dict-item]
-            pipe.expire(key, ttl_s)
-            pipe.delete(self.keys.webhook(task_endpoint_id(submission_id)))
-            await pipe.execute()
+        """Ends a submission whose create failed: unless a callback has linked a task to it (an
+        earlier attempt's create may have made one), no task will come, so its own endpoint goes
+        now and the submission with its Idempotency-Key (`ttl_s`, the key's own): no task's
+        retention ever removes it (lua/note_submission.lua)."""
+        await self._note("end", submission_id, {"state": state, **fields}, ttl_s)
+
+    async def note(self, submission_id: str, fields: dict[str, str], ttl_s: int) -> bool:
+        """Sets fields of a submission in progress (its heartbeat, a lost answer) and keeps it,
+        and its own endpoint, `ttl_s` more unless a task is linked. False: it is gone (expired),
+        and nothing was written."""
+        return await self._note("note", submission_id, fields, ttl_s)
+
+    async def _note(self, mode: str, submission_id: str, fields: dict[str, str], ttl_s: int) -> bool:
+        args = scripts.NOTE_SUBMISSION.encode(
+            fields, prefix=self.keys.prefix, mode=mode, submission_id=submission_id, ttl_s=ttl_s
+        )
+        return bool(int(await scripts.call(self.client, scripts.NOTE_SUBMISSION, args)))
 
     async def mark_sent(self, submission_id: str, idempotency_key: str, now_ms: int) -> bool:
         """Notes the create leaving; False (nothing noted) if a retry has taken the key over."""
@@ -86,10 +91,6 @@ class SubmissionStore:
             prefix=self.keys.prefix, submission_id=submission_id, idempotency_key=idempotency_key, now=now_ms
         )
         return bool(int(await scripts.call(self.client, scripts.MARK_SENT, args)))
-
-    async def note(self, submission_id: str, fields: dict[str, str]) -> None:
-        """Sets fields of a submission in progress (its heartbeat, when its create was sent)."""
-        await self.client.hset(self.keys.submission(submission_id), mapping=fields)  # type: ignore[arg-type]
 
     async def get(self, submission_id: str) -> dict[str, str] | None:
         found = cast(dict[str, str], await self.client.hgetall(self.keys.submission(submission_id)))

@@ -295,13 +295,74 @@ def test_a_submission_expires_with_its_key_unless_a_task_is_linked(
         assert redis_client.hget(KEYS.submission(sub), "task_id") == "t1"
 
 
+def test_a_submission_gone_is_never_written_again_as_a_partial_record(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """Every write after a submission expired (a heartbeat, a lost answer, its create leaving, the
+    create's answer) writes nothing to it; the task the answer names is made all the same."""
+    sub = "sub_" + "f" * 32
+
+    async def work(store: Stores) -> tuple[bool, bool, bool]:
+        await store.submissions.begin(sub, {"state": "submitting"}, "key-3", 600)
+        redis_client.delete(KEYS.submission(sub))  # as its TTL would
+        noted = await store.submissions.note(sub, {"alive_at": "5"}, 600)
+        sent = await store.submissions.mark_sent(sub, "key-3", 6)
+        await store.submissions.end(sub, "failed", {"error": "boom"}, 600)
+        created = await store.submissions.attach(sub, "t-late", "music", 7, 8)
+        return noted, sent, created
+
+    assert with_store(redis_url, work) == (False, False, True)
+    assert not redis_client.exists(KEYS.submission(sub))
+    assert redis_client.hget(KEYS.task("t-late"), "status") == "pending"
+
+
+def test_a_heartbeat_keeps_a_submission_in_progress_and_its_endpoint_for_another_ttl(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    sub = "sub_" + "1" * 32
+    endpoint = KEYS.webhook("ept_" + "1" * 32)
+
+    async def work(store: Stores) -> bool:
+        fields = {"state": "submitting", "webhook_url": "https://e.com/h"}
+        await store.submissions.begin(sub, fields, None, 60)
+        redis_client.expire(KEYS.submission(sub), 5)
+        redis_client.expire(endpoint, 5)
+        return await store.submissions.note(sub, {"alive_at": "9"}, 600)
+
+    assert with_store(redis_url, work)
+    assert redis_client.hget(KEYS.submission(sub), "alive_at") == "9"
+    assert 60 < redis_client.ttl(KEYS.submission(sub)) <= 600
+    assert 60 < redis_client.ttl(endpoint) <= 600
+
+
+def test_a_failed_attempt_after_a_callback_linked_a_task_keeps_the_submission_and_its_endpoint(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """An earlier attempt's create made the task and its callback joined it; a later attempt then
+    failed. The submission lives with its task, and the task's own endpoint still delivers."""
+    sub = "sub_" + "2" * 32
+    endpoint = KEYS.webhook("ept_" + "2" * 32)
+
+    async def work(store: Stores) -> None:
+        fields = {"state": "submitting", "webhook_url": "https://e.com/h"}
+        await store.submissions.begin(sub, fields, "k4", 600)
+        await store.tasks.apply_event(event("t-made", "text"), "callback", 1, submission_id=sub)
+        await store.submissions.end(sub, "failed", {"error": "HTTP 402"}, 600)
+
+    with_store(redis_url, work)
+    assert redis_client.hmget(KEYS.submission(sub), ["task_id", "state"]) == ["t-made", "failed"]
+    assert redis_client.ttl(KEYS.submission(sub)) == -1
+    assert redis_client.exists(endpoint) and redis_client.ttl(endpoint) == -1
+
+
 def test_a_submission_without_a_time_to_live_is_refused_before_anything_is_written(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
     sub = "sub_" + "e" * 32
-    with pytest.raises(redis.exceptions.ResponseError, match="ttl_s must be"):
-        with_store(redis_url, lambda s: s.submissions.begin(sub, {"state": "submitting"}, "key-2", 0))
-    assert not redis_client.exists(KEYS.submission(sub), KEYS.idempotency("key-2"))
+    for ttl in (0, 1.5):
+        with pytest.raises(redis.exceptions.ResponseError, match="ttl_s must be"):
+            with_store(redis_url, lambda s: s.submissions.begin(sub, {"state": "submitting"}, "key-2", ttl))  # type: ignore[arg-type]  # noqa: B023
+        assert not redis_client.exists(KEYS.submission(sub), KEYS.idempotency("key-2"))
 
 
 def test_a_callback_naming_an_unknown_submission_links_nothing(

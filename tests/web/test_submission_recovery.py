@@ -260,6 +260,8 @@ def test_a_stalled_attempt_whose_key_was_taken_over_sends_nothing(
 
     keys = Keys(PREFIX)
     redis_client.set(keys.idempotency("k"), BUSY)  # a retry took the key over from DEAD
+    for submission in (DEAD, BUSY):
+        redis_client.hset(keys.submission(submission), "state", "submitting")
 
     async def main() -> tuple[bool, bool]:
         client = connect(redis_url)

@@ -3,10 +3,13 @@
 -- may be taken from (its attempt failed or stalled). Returns the key's owner.
 -- The submission, and its own endpoint, expire with the key (`ttl_s`) unless a task is linked
 -- to it first (common.lua link_submission): one that never gets a task (its create failed, was
--- refused, or its answer was lost and no callback came) leaves nothing behind.
+-- refused, or its answer was lost and no callback came) leaves nothing behind. While its
+-- attempt runs, each heartbeat starts the time again (note_submission.lua).
 
 local ttl = tonumber(A.ttl_s)
-if not ttl or ttl < 1 then return redis.error_reply('ttl_s must be a whole number of seconds, at least 1') end
+if not ttl or ttl < 1 or ttl % 1 ~= 0 then
+  return redis.error_reply('ttl_s must be a whole number of seconds, at least 1')
+end
 if A.idempotency_key ~= '' then
   local idem_key = key_idempotency(prefix, A.idempotency_key)
   local existing = redis.call('GET', idem_key)

@@ -5,5 +5,8 @@
 if A.idempotency_key ~= '' and redis.call('GET', key_idempotency(prefix, A.idempotency_key)) ~= A.submission_id then
   return 0
 end
+-- A submission gone (expired, or lost with Redis's data) sends nothing, and is not made again
+-- as a partial hash.
+if redis.call('EXISTS', key_submission(prefix, A.submission_id)) == 0 then return 0 end
 redis.call('HSET', key_submission(prefix, A.submission_id), 'sent_at', A.now)
 return 1

@@ -11,7 +11,10 @@ if linked[1] == 'submitted' and linked[2] == task_id then
 end
 local status, _, created = ensure_task(task_key, task_id, now, A.family)
 link_submission(task_key, task_id, submission_id, true)
-redis.call('HSET', key_submission(prefix, submission_id), 'state', 'submitted', 'submitted_at', now)
+-- A submission that is gone (it expired) is not made again as a partial hash: the task stands alone.
+if redis.call('EXISTS', key_submission(prefix, submission_id)) == 1 then
+  redis.call('HSET', key_submission(prefix, submission_id), 'state', 'submitted', 'submitted_at', now)
+end
 redis.call('HSET', task_key, 'submitted_at', now, 'last_event_at', now)
 append_history(task_id, {stage = 'submit', source = 'submit', outcome = 'applied', at = now, from = status,
   to = status, submission_id = submission_id}, tonumber(A.history_max))
