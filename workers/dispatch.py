@@ -37,7 +37,9 @@ def requeue_abandoned(runtime: WorkerRuntime, now: float) -> int:
     items = runtime.artifacts.overdue_downloads(to_ms(now), BATCH, grace_ms)
     for task_id, name in items:
         log.warning("download task_id=%s artifact=%s overdue: requeued", task_id, name)
-    enqueue_downloads(runtime, now, items, suffix=f"-l{int(now)}")
+    # The sweep's job ids are its own (as requeue_waiting's): the lease end that tells two sweeps
+    # of one millisecond apart is a float near 1.8e12, which holds only ~4,096 fractions of it.
+    enqueue_downloads(runtime, now, items, suffix=f"-l{int(now)}-{secrets.token_hex(4)}")
     return len(items)
 
 
@@ -85,7 +87,7 @@ def dispatch_polls(runtime: WorkerRuntime, now: float) -> int:
     if room <= 0:
         return 0
     due = runtime.artifacts.due_polls(to_ms(now), room, to_ms(settings.poll_lease_s))
-    runtime.queues.enqueue_polls(due, to_ms(now))
+    runtime.queues.enqueue_polls(due, f"{to_ms(now)}-{secrets.token_hex(4)}")  # ids of its own
     return len(due)
 
 

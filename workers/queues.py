@@ -31,8 +31,9 @@ def download_job_id(prefix: str, task_id: str, name: str, suffix: str = "") -> s
     return f"{prefix}-download-{task_id}-{name}{suffix}"
 
 
-def poll_job_id(prefix: str, task_id: str, stamp_ms: int) -> str:
-    return f"{prefix}-poll-{task_id}-{stamp_ms}"
+def poll_job_id(prefix: str, task_id: str, stamp: str) -> str:
+    """`stamp`: the sweep's, unique to it (its time and a token)."""
+    return f"{prefix}-poll-{task_id}-{stamp}"
 
 
 class Queues:
@@ -83,12 +84,12 @@ class Queues:
     def poll_backlog(self) -> int:
         return int(self.polls.count)
 
-    def enqueue_polls(self, task_ids: list[str], stamp_ms: int) -> None:
+    def enqueue_polls(self, task_ids: list[str], stamp: str) -> None:
         jobs = [
             Queue.prepare_data(
                 POLL_JOB,
                 args=(task_id,),
-                job_id=poll_job_id(self.prefix, task_id, stamp_ms),
+                job_id=poll_job_id(self.prefix, task_id, stamp),
                 timeout=POLL_TIMEOUT_S,
                 result_ttl=0,
             )

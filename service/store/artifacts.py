@@ -122,9 +122,10 @@ class ArtifactStore:
 
     def _take_due(self, due_list: str, now_ms: int, limit: int, until_ms: int) -> list[str]:
         # The lease ends at a fraction of a millisecond of this call's own: take_due.lua gives a
-        # re-send of the call (its reply lost) the members leased to exactly that end again, and
-        # another dispatcher sweeping in the same millisecond must not be taken for one (both
-        # would queue the same job id, and RQ would run it twice).
+        # re-send of the call (its reply lost) the members leased to exactly that end again. A
+        # double near 1.8e12 holds only ~4,096 fractions of a millisecond, so another sweep of
+        # the same millisecond may rarely pass for a re-send: each sweep's job ids are its own
+        # (workers/dispatch.py), and a second job of one artifact or task is harmless (the claim).
         until = f"{until_ms + self.rng.randrange(1, 1_000_000) / 1_000_000:.6f}"
         args = scripts.TAKE_DUE.encode(
             prefix=self.keys.prefix, list=due_list, now=now_ms, limit=limit, until_ms=until

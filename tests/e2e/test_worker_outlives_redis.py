@@ -19,7 +19,7 @@ def a_job_is_taken_up(url: str) -> bool:
     connection = redis.Redis.from_url(url)
     try:
         queues = Queues(connection, "td")
-        queues.enqueue_polls(["nobody"], int(time.time() * 1000))
+        queues.enqueue_polls(["nobody"], str(int(time.time() * 1000)))
         deadline = time.monotonic() + 45
         while queues.poll_backlog() or connection.exists(
             *[f"rq:job:{j}" for j in queues.polls.job_ids] or ["-"]

@@ -12,7 +12,7 @@ def test_two_deployments_on_one_redis_share_no_queue(redis_url: str) -> None:
     try:
         first, second = Queues(connection, "alpha"), Queues(connection, "beta")
         first.enqueue_downloads([("t1", "audio-a", False), ("t1", "audio-b", True)])
-        first.enqueue_polls(["t1"], 5)
+        first.enqueue_polls(["t1"], "5")
         assert (first.downloads[False].count, first.downloads[True].count, first.poll_backlog()) == (1, 1, 1)
         assert (second.downloads[False].count, second.downloads[True].count, second.poll_backlog()) == (
             0,
@@ -39,6 +39,6 @@ def test_the_same_artifact_is_always_the_same_job(redis_url: str) -> None:
         queues.enqueue_downloads([("t1", "audio-a", False)])
         assert set(queues.downloads[False].job_ids) == {"td-download-t1-audio-a"}
         assert connection.keys("rq:job:*") == [b"rq:job:td-download-t1-audio-a"]
-        assert poll_job_id("td", "t1", 7) == "td-poll-t1-7"
+        assert poll_job_id("td", "t1", "7-ab") == "td-poll-t1-7-ab"
     finally:
         connection.close()
