@@ -376,7 +376,9 @@ def report(
             continue
         r, g = row.result, row.grown
         memory = (
-            f"; {g.used_memory / g.tasks / 1024:.1f} KB/task, {g.used_memory / g.events / 1024:.1f} KB/event"
+            # Both divide the whole growth: they overlap, they do not add up.
+            f"; Redis growth {g.used_memory / g.tasks / 1024:.1f} KB per task made "
+            f"(or {g.used_memory / g.events / 1024:.1f} KB per event appended)"
             if (g is not None and g.tasks and g.events)
             else ""
         )
