@@ -177,10 +177,14 @@ class Settings:
                 secret_key(str(self.webhook_secret))
             except ValueError:
                 raise SettingsError("WEBHOOK_SECRET must be whsec_ followed by base64") from None
-        if self.idempotency_ttl_s < max(1.0, self.submit_reconcile_s):
+        if not max(3600.0, self.submit_reconcile_s) <= self.idempotency_ttl_s <= 1_000_000_000:
             # A submission whose answer was lost waits SUBMIT_RECONCILE_S for its callback under
-            # its key: a key forgotten sooner would let a retry create a second task.
-            raise SettingsError("IDEMPOTENCY_TTL_S must be at least SUBMIT_RECONCILE_S (and 1)")
+            # its key, and one whose task Redis could not record yet is attached minutes later:
+            # a key (and the submission with it) forgotten sooner would create a second task or
+            # leave a task without its submission.
+            raise SettingsError(
+                "IDEMPOTENCY_TTL_S must be at least an hour and SUBMIT_RECONCILE_S, and at most 1000000000"
+            )
         if self.kie_webhook_tolerance_s > 86_400:
             # A signature is remembered for twice the tolerance; a day is far past any clock skew.
             raise SettingsError("KIE_WEBHOOK_TOLERANCE_S must be at most 86400 seconds")

@@ -42,7 +42,8 @@ def test_production_starts_with_either_authentication(variable: str) -> None:
         ({"WEBHOOK_SECRET": "whsec_***"}, "WEBHOOK_SECRET must be whsec_"),
         ({"TAPEDECK_ENV": "staging"}, "TAPEDECK_ENV"),
         ({"TAPEDECK_REDIS_PREFIX": "a:b"}, "TAPEDECK_REDIS_PREFIX"),
-        ({"IDEMPOTENCY_TTL_S": "60", "SUBMIT_RECONCILE_S": "300"}, "IDEMPOTENCY_TTL_S must be at least"),
+        ({"IDEMPOTENCY_TTL_S": "60"}, "IDEMPOTENCY_TTL_S must be at least an hour"),
+        ({"IDEMPOTENCY_TTL_S": "7200", "SUBMIT_RECONCILE_S": "9000"}, "IDEMPOTENCY_TTL_S must be at least"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:

@@ -3,9 +3,10 @@
 Queue names and job ids carry the Redis prefix (TAPEDECK_REDIS_PREFIX), so two deployments on one
 Redis share nothing: `td-downloads`, `td-downloads-urgent`, `td-polls`. Job ids are deterministic
 (`td-download-<task>-<artifact>`; a retry adds `-r<attempt>`, a requeue of an overdue one
-`-l<seconds>`, of one cut off by Redis failing under its worker `-c<seconds>`, of every waiting
-one once Redis answers after being away `-a<seconds>`; `td-poll-<task>-<ms>`), so the dispatcher
-never queues the same artifact twice in its ordinary course. RQ job ids allow letters, digits,
+`-l<seconds>-<token>`, of one cut off by Redis failing under its worker `-c<seconds>`, of every
+waiting one once Redis answers after being away `-a<seconds>-<token>`; `td-poll-<task>-<ms>-<token>`,
+the token each sweep's own, so two dispatchers never queue one job id), so the dispatcher never
+queues the same artifact twice in its ordinary course. RQ job ids allow letters, digits,
 `_` and `-` only, which is all a prefix, a task id or an artifact name may hold. Jobs are named
 by import path, so this module needs no job code.
 """

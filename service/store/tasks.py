@@ -71,7 +71,7 @@ class EventBatcher:
         # A call that waits for replicas may take their timeout on top.
         self.call_timeout_s = call_timeout_s + (ack_timeout_ms / 1000 if ack_replicas else 0)
         self.pending: list[tuple[Args, asyncio.Future[list[Any]]]] = []
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.tasks: set[asyncio.Task[bool]] = set()
 
     async def __call__(self, event_args: Args) -> list[Any]:
         if len(self.pending) >= MAX_WAITING:
@@ -96,12 +96,13 @@ class EventBatcher:
             self.tasks.add(task)  # asyncio keeps only weak references to tasks
             task.add_done_callback(self._sent)
 
-    def _sent(self, task: asyncio.Task[None]) -> None:
+    def _sent(self, task: asyncio.Task[bool]) -> None:
         self.tasks.discard(task)
         if self.pending:
             self._flush()
 
-    async def _send(self, batch: list[tuple[Args, asyncio.Future[list[Any]]]]) -> None:
+    async def _send(self, batch: list[tuple[Args, asyncio.Future[list[Any]]]]) -> bool:
+        """Applies the batch and settles every waiter; False when Redis did not answer in time."""
         args = list(self.head)
         for event_args, _ in batch:
             args += event_args
@@ -112,23 +113,21 @@ class EventBatcher:
             # The script may yet run, or have run: the sender's retry is then a duplicate.
             message = f"Redis did not answer within {self.call_timeout_s:g} s"
             _settle(batch, exception=StoreUnavailable(message, headers={"Retry-After": "5"}))
-            return
+            return False
         except ResponseError as exc:
             if is_unavailable(exc):  # Redis cannot take writes now (full, a replica, busy): all wait
                 _settle(batch, exception=exc)
-            else:
-                await self._isolate(batch, exc)
-            return
+                return True
+            return await self._isolate(batch, exc)
         except (DataError, TypeError, ValueError) as exc:  # an argument could not even be encoded
-            await self._isolate(batch, exc)
-            return
-
+            return await self._isolate(batch, exc)
         except Exception as exc:  # every waiter must hear of it, whatever it is
             _settle(batch, exception=exc)
-            return
+            return True
         for (_, future), reply in zip(batch, replies, strict=True):
             if not future.done():
                 future.set_result(reply)
+        return True
 
     async def _call(self, args: Args) -> Any:
         if not self.ack_replicas:
@@ -146,17 +145,22 @@ class EventBatcher:
             )
         return replies
 
-    async def _isolate(self, batch: list[tuple[Args, asyncio.Future[list[Any]]]], exc: Exception) -> None:
+    async def _isolate(self, batch: list[tuple[Args, asyncio.Future[list[Any]]]], exc: Exception) -> bool:
         """The script refused the batch in its checks, which come before any write (or an argument
         could not be encoded). One event's fault must not fail the others, so each is applied
         alone; an event the batch had applied before a surprise is answered again, not applied
         twice (its delivery id)."""
         if len(batch) > 1:
             # One after another: all at once would take up to a connection each (MAX_BATCH).
-            for one in batch:
-                await self._send([one])
-        else:
-            _settle(batch, exception=EventRefused(f"the store refused this event: {exc}"))
+            for at, one in enumerate(batch):
+                if not await self._send([one]):
+                    # Redis stopped answering: the rest hear so now, not one deadline each.
+                    message = f"Redis did not answer within {self.call_timeout_s:g} s"
+                    _settle(batch[at + 1 :], StoreUnavailable(message, headers={"Retry-After": "5"}))
+                    return False
+            return True
+        _settle(batch, exception=EventRefused(f"the store refused this event: {exc}"))
+        return True
 
 
 def _settle(batch: list[tuple[Args, asyncio.Future[list[Any]]]], exception: BaseException) -> None:

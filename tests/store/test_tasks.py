@@ -316,23 +316,23 @@ def test_a_submission_gone_is_never_written_again_as_a_partial_record(
     assert redis_client.hget(KEYS.task("t-late"), "status") == "pending"
 
 
-def test_a_heartbeat_keeps_a_submission_in_progress_and_its_endpoint_for_another_ttl(
+def test_a_heartbeat_keeps_a_submission_in_progress_its_key_and_its_endpoint_for_another_ttl(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
     sub = "sub_" + "1" * 32
     endpoint = KEYS.webhook("ept_" + "1" * 32)
 
     async def work(store: Stores) -> bool:
-        fields = {"state": "submitting", "webhook_url": "https://e.com/h"}
-        await store.submissions.begin(sub, fields, None, 60)
-        redis_client.expire(KEYS.submission(sub), 5)
-        redis_client.expire(endpoint, 5)
+        fields = {"state": "submitting", "webhook_url": "https://e.com/h", "idempotency_key": "k5"}
+        await store.submissions.begin(sub, fields, "k5", 60)
+        for key in (KEYS.submission(sub), endpoint, KEYS.idempotency("k5")):
+            redis_client.expire(key, 5)
         return await store.submissions.note(sub, {"alive_at": "9"}, 600)
 
     assert with_store(redis_url, work)
     assert redis_client.hget(KEYS.submission(sub), "alive_at") == "9"
-    assert 60 < redis_client.ttl(KEYS.submission(sub)) <= 600
-    assert 60 < redis_client.ttl(endpoint) <= 600
+    for key in (KEYS.submission(sub), endpoint, KEYS.idempotency("k5")):
+        assert 60 < redis_client.ttl(key) <= 600, key
 
 
 def test_a_failed_attempt_after_a_callback_linked_a_task_keeps_the_submission_and_its_endpoint(
@@ -359,7 +359,7 @@ def test_a_submission_without_a_time_to_live_is_refused_before_anything_is_writt
     redis_url: str, redis_client: redis.Redis
 ) -> None:
     sub = "sub_" + "e" * 32
-    for ttl in (0, 1.5):
+    for ttl in (0, 1.5, 10**10):
         with pytest.raises(redis.exceptions.ResponseError, match="ttl_s must be"):
             with_store(redis_url, lambda s: s.submissions.begin(sub, {"state": "submitting"}, "key-2", ttl))  # type: ignore[arg-type]  # noqa: B023
         assert not redis_client.exists(KEYS.submission(sub), KEYS.idempotency("key-2"))

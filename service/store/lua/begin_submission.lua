@@ -7,8 +7,8 @@
 -- attempt runs, each heartbeat starts the time again (note_submission.lua).
 
 local ttl = tonumber(A.ttl_s)
-if not ttl or ttl < 1 or ttl % 1 ~= 0 then
-  return redis.error_reply('ttl_s must be a whole number of seconds, at least 1')
+if not ttl or ttl < 1 or ttl > 1e9 or ttl % 1 ~= 0 then
+  return redis.error_reply('ttl_s must be a whole number of seconds, from 1 to 1000000000')
 end
 if A.idempotency_key ~= '' then
   local idem_key = key_idempotency(prefix, A.idempotency_key)
