@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 
 from service.core.events import Event
 from service.errors import StoreUnavailable
+from service.store import scripts
 from service.store.keys import Keys
 from service.store.tasks import MAX_BATCH, MAX_WAITING, TaskStore
 
@@ -46,6 +47,69 @@ def silent_redis() -> Iterator[str]:
         for connection in accepted:
             connection.close()
         listener.close()
+
+
+class FreezingProxy:
+    """Passes bytes between clients and a real Redis until Redis's answer holds `trigger`; from then
+    on it answers nothing (a partition right after that reply), and counts what still comes."""
+
+    def __init__(self, redis_url: str, trigger: bytes) -> None:
+        host, port = redis_url.removeprefix("redis://").split("/")[0].split(":")
+        self.upstream = (host, int(port))
+        self.trigger = trigger
+        self.frozen = threading.Event()
+        self.calls_after = 0  # EVALSHA commands sent once silent
+        self.connections_after = 0  # connections opened once silent
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.stop = threading.Event()
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.listener.getsockname()[1]}"
+
+    def __enter__(self) -> FreezingProxy:
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for each in [self.listener, *self.sockets]:
+            each.close()
+
+    def _accept(self) -> None:
+        self.listener.settimeout(0.1)
+        while not self.stop.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if self.frozen.is_set():
+                self.connections_after += 1
+            server = socket.create_connection(self.upstream)
+            self.sockets += [client, server]
+            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, from_redis: bool) -> None:
+        while True:
+            try:
+                data = source.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            with self.lock:
+                if self.frozen.is_set():
+                    if not from_redis:
+                        self.calls_after += data.count(b"EVALSHA")
+                    continue  # read, never passed on: the far side hears nothing
+                sink.sendall(data)
+                if from_redis and self.trigger in data:
+                    self.frozen.set()
 
 
 def text(task_id: str) -> Event:
@@ -100,8 +164,45 @@ def test_past_the_bound_of_waiting_callbacks_new_ones_are_refused_at_once() -> N
                 for task in waiting:
                     task.cancel()
                 await asyncio.gather(*waiting, return_exceptions=True)
+                # The hung script calls too: each one ended starts the next batch of those waiting.
+                while calls := list(store._transition.tasks):
+                    for task in calls:
+                        task.cancel()
+                    await asyncio.gather(*calls, return_exceptions=True)
                 await client.aclose()
 
     count, refused = asyncio.run(main())
     assert refused is not None, f"the callback after {count} waiting ones was not refused"
     assert "not keeping up" in refused.message and refused.headers == {"Retry-After": "5"}
+
+
+def test_a_refused_batch_stops_being_isolated_once_redis_stops_answering(redis_url: str) -> None:
+    """The script refuses a batch (one bad event) and Redis then goes silent: the first event
+    retried alone hears nothing within the deadline, and the rest are answered 503 at once
+    rather than each being sent in turn to wait out a deadline of its own."""
+    good = [text(f"good{i}") for i in range(5)]
+
+    async def main(proxy: FreezingProxy) -> list[BaseException | Any]:
+        client = aioredis.Redis.from_url(proxy.url, decode_responses=True)
+        store = TaskStore(client, KEYS, call_timeout_s=0.3)
+        try:
+            encoded = [scripts.encode_event(e, "callback", 1_000) for e in good]
+            poisoned = list(encoded[0])
+            poisoned[scripts.EVENT_FIELDS.index("stage")] = "exploded"  # a stage no table knows
+            async with asyncio.timeout(10):
+                return list(
+                    await asyncio.gather(
+                        *(store._transition(args) for args in [poisoned, *encoded]), return_exceptions=True
+                    )
+                )
+        finally:
+            await client.aclose()
+
+    with FreezingProxy(redis_url, trigger=b"unknown stage exploded") as proxy:
+        replies = asyncio.run(main(proxy))
+        assert proxy.frozen.is_set(), "the script never refused the batch"
+        sent_after = proxy.calls_after + proxy.connections_after
+    assert all(isinstance(r, StoreUnavailable) for r in replies), replies
+    assert all("did not answer within 0.3 s" in str(r) for r in replies), replies
+    # Only the first event alone (on the connection the refusal came on) went to the silent Redis.
+    assert sent_after == 1, f"{sent_after} calls or connections went to a Redis that had stopped answering"
