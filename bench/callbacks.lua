@@ -21,8 +21,10 @@ function setup(thread)
 end
 
 function init(args)
-  -- `thread_id` is the global that setup() gave this thread.
-  tid = tonumber(thread_id) or 0
+  -- `thread_id` is the global that setup() gave this thread. A run given a stream (`wrk ... URL --
+  -- STREAM`, 0-255 less the threads) starts its task ids there, so it makes tasks of its own
+  -- rather than repeating an earlier run's, whose stages would all be duplicates by then.
+  tid = (tonumber(args[1]) or 0) + (tonumber(thread_id) or 0)
   math.randomseed(1234 + tid)
 end
 

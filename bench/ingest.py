@@ -26,6 +26,7 @@ Target (issue #2): ingest >= 0.30 x the bare endpoint's req/s, p99 <= 10 ms at 1
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import re
 import shutil
@@ -93,13 +94,21 @@ def start_uvicorn(
     raise RuntimeError(f"{app} did not start")
 
 
+_streams = itertools.count()
+
+
 def wrk(url: str, seconds: int, connections: int, watched: dict[str, int] | None = None) -> Run:
     """One wrk run; with `watched` (name → pid), the CPU each of those processes (and its children,
-    uvicorn's workers) used meanwhile."""
+    uvicorn's workers) used meanwhile. Each run sends tasks of its own (a stream of callbacks.lua's),
+    never one an earlier run on the same Redis sent already."""
     args = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(HERE / "callbacks.lua")]
+    stream = next(_streams)
+    if stream > 255:
+        raise RuntimeError("callbacks.lua has 256 streams of task ids: too many wrk runs on one Redis")
     pids = watched or {}
     before, started = {name: cpu_seconds(pid) for name, pid in pids.items()}, time.monotonic()
-    out = subprocess.run([*args, f"{url}/callbacks/kie"], capture_output=True, text=True, check=True).stdout
+    command = [*args, f"{url}/callbacks/kie", "--", str(stream)]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     elapsed = time.monotonic() - started
     cpu = {name: (cpu_seconds(pid) - before[name]) / elapsed for name, pid in pids.items()}
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
