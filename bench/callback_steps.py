@@ -9,7 +9,7 @@ complete per task, ~10 % duplicates, ~2 KB), one callback at a time:
     raw-log entry, encoding the script's arguments, and the script call itself (one EVALSHA
     round trip to Redis, decoded).
 Prints microseconds per callback (medians of rounds) and each step's share of what Tapedeck adds.
-One at a time: under load, concurrent callbacks share one script call (store/tasks.py
+One at a time: under load, concurrent callbacks share a few script calls (store/tasks.py
 EventBatcher), so the Redis step then costs less per callback than here.
 
     python bench/callback_steps.py [--callbacks 3000] [--rounds 5]

@@ -24,6 +24,9 @@ function init(args)
   -- `thread_id` is the global that setup() gave this thread. A run given a stream (`wrk ... URL --
   -- STREAM`, 0-255 less the threads) starts its task ids there, so it makes tasks of its own
   -- rather than repeating an earlier run's, whose stages would all be duplicates by then.
+  if args[1] ~= nil and tonumber(args[1]) == nil then
+    error("callbacks.lua takes a stream number after --, got " .. tostring(args[1]))
+  end
   tid = (tonumber(args[1]) or 0) + (tonumber(thread_id) or 0)
   math.randomseed(1234 + tid)
 end

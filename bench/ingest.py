@@ -94,6 +94,7 @@ def start_uvicorn(
     raise RuntimeError(f"{app} did not start")
 
 
+STREAMS = 256  # callbacks.lua's task ids: 2 hex digits of stream
 _streams = itertools.count()
 
 
@@ -103,8 +104,8 @@ def wrk(url: str, seconds: int, connections: int, watched: dict[str, int] | None
     never one an earlier run on the same Redis sent already."""
     args = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(HERE / "callbacks.lua")]
     stream = next(_streams)
-    if stream > 255:
-        raise RuntimeError("callbacks.lua has 256 streams of task ids: too many wrk runs on one Redis")
+    if stream >= STREAMS:
+        raise RuntimeError(f"callbacks.lua has {STREAMS} streams of task ids: too many wrk runs on one Redis")
     pids = watched or {}
     before, started = {name: cpu_seconds(pid) for name, pid in pids.items()}, time.monotonic()
     command = [*args, f"{url}/callbacks/kie", "--", str(stream)]
@@ -184,6 +185,8 @@ def main() -> int:
             receiver, receiver_url = start_uvicorn("receiver_app:app", env, niceness=19)
             subscribe(server.url, f"{receiver_url}/hook")
         try:
+            if options.rounds * len(variants) * 2 > STREAMS:  # each run and its warm-up: a stream
+                parser.error(f"--rounds {options.rounds} with these variants needs over {STREAMS} streams")
             for _ in range(options.rounds):
                 for name, app, factory in variants:
                     acks = {"REDIS_ACK_REPLICAS": "1"} if name == "ingest+ack1" else {}

@@ -36,12 +36,12 @@ from service.store.scripts import Applied, Args, PollRecord, RawEntry, SeenSigna
 # events holds Redis for some 15 ms (~0.2 ms of script each, bench/callback_steps.py).
 MAX_CALLS_IN_FLIGHT: Final = 4
 MAX_BATCH: Final = 64
-# Events waiting are shared among the calls free to go, none of fewer than this: while Redis
-# applies one call, this process reads the next callbacks and answers the last call's, instead
-# of the two taking turns. Fewer per call cost more than the overlap gains (each call has a
-# fixed cost on both sides). bench/ingest.py at 16 connections, A/B on one Redis: 8 gave +2 to
-# +18 % req/s (median +8 %) over one call for all, and no change at 64 connections; 4 gave
-# -7 % against 8.
+# Events waiting are shared among the calls free to go, none of fewer than this unless fewer
+# wait (split_batches): while Redis applies one call, this process reads the next callbacks and
+# answers the last call's, instead of the two taking turns. Fewer per call cost more than the
+# overlap gains (each call has a fixed cost on both sides). bench/ingest.py at 16 connections,
+# A/B on one Redis: 8 gave +2 to +18 % req/s (median +8 %) over one call for all, and no change
+# at 64 connections; 4 gave -7 % against 8.
 MIN_BATCH: Final = 8
 # How long one call may take before its callbacks are answered 503 (Kie waits 15 s for the 200,
 # 10 s for replace-section, then sends again): a Redis that stops answering without closing the
@@ -57,7 +57,7 @@ class EventBatcher:
 
     The Python client, not Redis, limits callback throughput (shared/performance-notes.md):
     callers that arrive while the loop is busy share script calls and round trips, split in
-    calls of MIN_BATCH or more (`batch_size`) so that Redis and this process work at once.
+    calls of MIN_BATCH or more (`split_batches`) so that Redis and this process work at once.
 
     With `ack_replicas`, the batch is answered only once that many replicas have its writes
     (WAIT, in the same round trip); when fewer confirm within `ack_timeout_ms`, every event of it
@@ -98,8 +98,7 @@ class EventBatcher:
         # At most MAX_CALLS_IN_FLIGHT calls at once: while Redis is slow, callbacks wait here and
         # join the next, larger batch, instead of each batch taking a pooled connection until the
         # pool runs out (then every callback got a 503; bench/load.py found it at 2,000/s).
-        while self.pending and len(self.tasks) < MAX_CALLS_IN_FLIGHT:
-            size = batch_size(len(self.pending), MAX_CALLS_IN_FLIGHT - len(self.tasks))
+        for size in split_batches(len(self.pending), MAX_CALLS_IN_FLIGHT - len(self.tasks)):
             batch, self.pending = self.pending[:size], self.pending[size:]
             task = asyncio.create_task(self._send(batch))
             self.tasks.add(task)  # asyncio keeps only weak references to tasks
@@ -172,12 +171,16 @@ class EventBatcher:
         return True
 
 
-def batch_size(waiting: int, free_calls: int) -> int:
-    """How many of the `waiting` events the next call takes: they are shared evenly among the
-    `free_calls` calls that may go now, each of at least MIN_BATCH events (all of them, if fewer
-    wait) and at most MAX_BATCH."""
-    calls = max(1, min(free_calls, waiting // MIN_BATCH))
-    return min(MAX_BATCH, -(-waiting // calls))
+def split_batches(waiting: int, free_calls: int) -> list[int]:
+    """The sizes of the calls a flush makes of `waiting` events with `free_calls` calls free: as
+    many as the events fill (each of at least MIN_BATCH, unless fewer wait, and at most
+    MAX_BATCH), as even as they can be; what they cannot hold waits for the next flush."""
+    sizes: list[int] = []
+    while waiting > 0 and len(sizes) < free_calls:
+        calls = max(1, min(free_calls - len(sizes), waiting // MIN_BATCH))
+        sizes.append(min(MAX_BATCH, -(-waiting // calls)))
+        waiting -= sizes[-1]
+    return sizes
 
 
 def _settle(batch: list[tuple[Args, asyncio.Future[list[Any]]]], exception: BaseException) -> None:

@@ -94,7 +94,8 @@ def snapshot(client: redis.Redis) -> dict[bytes, bytes | None]:
 
 
 def apply(redis_url: str, *events_: Event) -> list[Any]:
-    """Applies the events concurrently (so they share one EVALSHA); each result or its error."""
+    """Applies the events concurrently (so they share one EVALSHA: fewer than 2 x MIN_BATCH of
+    them); each result or its error."""
 
     async def main() -> list[Any]:
         client = aioredis.Redis.from_url(redis_url, decode_responses=True)
@@ -169,7 +170,8 @@ def test_one_poisoned_event_in_a_batch_fails_only_itself(
             store = TaskStore(client, KEYS)
             encoded = [scripts.encode_event(e, "callback", 1_000) for e in good]
             batch = [*encoded[:position], poisoned(encoded), *encoded[position:]]
-            # Sent together, as concurrent callbacks are: one EVALSHA for the whole batch.
+            # Sent together, as concurrent callbacks are: one EVALSHA for the whole batch (fewer
+            # than 2 x MIN_BATCH events make one call).
             return list(
                 await asyncio.gather(*(store._transition(args) for args in batch), return_exceptions=True)
             )
