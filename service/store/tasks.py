@@ -39,9 +39,10 @@ MAX_BATCH: Final = 64
 # Events waiting are shared among the calls free to go, none of fewer than this unless fewer
 # wait (split_batches): while Redis applies one call, this process reads the next callbacks and
 # answers the last call's, instead of the two taking turns. Fewer per call cost more than the
-# overlap gains (each call has a fixed cost on both sides). bench/ingest.py at 16 connections,
-# A/B on one Redis: 8 gave +2 to +18 % req/s (median +8 %) over one call for all, and no change
-# at 64 connections; 4 gave -7 % against 8.
+# overlap gains (each call has a fixed cost on both sides). bench/ingest.py's traffic at 16
+# connections, A/B on one Redis: 8 gave -1 to +18 % req/s over one call for all (median of seven
+# runs +8 %; +14 % with REDIS_ACK_REPLICAS=1), and no change at 64 connections; 4 gave -7 %
+# against 8.
 MIN_BATCH: Final = 8
 # How long one call may take before its callbacks are answered 503 (Kie waits 15 s for the 200,
 # 10 s for replace-section, then sends again): a Redis that stops answering without closing the
