@@ -13,7 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from service.cli.redis_server import RedisServer
+from service.core import metrics
 from service.core.events import Event
+from service.core.metrics import MINUTE_KEEP_S
 from service.store.keys import Keys
 from service.store.tasks import MAX_BATCH, MAX_CALLS_IN_FLIGHT, MIN_BATCH, TaskStore, split_batches
 
@@ -79,3 +81,40 @@ def test_sixteen_callbacks_at_once_go_to_redis_as_two_calls(tmp_path: Path) -> N
         counts.close()
     assert outcomes == ["applied"] * len(events)
     assert calls == 2
+
+
+def test_a_batchs_counts_are_each_events_whatever_call_carried_it(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """A call counts its events once at its end (transition.lua defers them): the totals and the
+    minute's transitions are those of every event, across calls, outcomes and stages."""
+    now_ms = 1_700_000_040_000
+    texts = [Event(f"m{i}", "music", "text", 200, "ok") for i in range(10)]
+    again = texts[:3]  # after their first sight in the same call: duplicates
+    firsts = [Event(f"m{i}", "music", "first", 200, "ok") for i in range(3, 6)]
+
+    async def main() -> None:
+        client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        try:
+            store = TaskStore(client, KEYS)
+            await asyncio.gather(
+                *(store.apply_event(e, "callback", now_ms) for e in [*texts, *again, *firsts])
+            )
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())
+    counted = redis_client.hgetall(KEYS.metrics())
+
+    def count(metric: metrics.Metric, *values: str) -> int:
+        return int(counted.get(metrics.field(metric, values), 0))
+
+    assert count(metrics.CALLBACKS, "music", "text", "applied") == 10
+    assert count(metrics.CALLBACKS, "music", "text", "duplicate") == 3
+    assert count(metrics.CALLBACKS, "music", "first", "applied") == 3
+    assert count(metrics.TRANSITIONS, "callback") == 13
+    assert count(metrics.STAGES, "text", "callback") == 10
+    assert count(metrics.STAGES, "first", "callback") == 3
+    minute = KEYS.transitions_minute(now_ms // 60000)
+    assert redis_client.hgetall(minute) == {"callback": "13"}
+    assert 0 < redis_client.ttl(minute) <= MINUTE_KEEP_S

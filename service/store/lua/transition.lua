@@ -241,9 +241,11 @@ end
 
 local replies = {}
 at = ARG_COUNT + 1
+defer_metrics()  -- the batch's counts, each series written once after its last event
 while at <= #ARGV do
   local reply
   reply, at = apply(read_event(at))
   replies[#replies + 1] = reply
 end
+flush_metrics()
 return replies
