@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -44,6 +44,7 @@ MAX_BATCH: Final = 64
 # runs +8 %; +14 % with REDIS_ACK_REPLICAS=1), and no change at 64 connections; 4 gave -7 %
 # against 8.
 MIN_BATCH: Final = 8
+TASK_ID_AT: Final = scripts.EVENT_FIELDS.index("task_id")  # in an event's script arguments
 # How long one call may take before its callbacks are answered 503 (Kie waits 15 s for the 200,
 # 10 s for replace-section, then sends again): a Redis that stops answering without closing the
 # connection would otherwise hold every call in flight, and so every later callback, for good.
@@ -58,7 +59,7 @@ class EventBatcher:
 
     The Python client, not Redis, limits callback throughput (shared/performance-notes.md):
     callers that arrive while the loop is busy share script calls and round trips, split in
-    calls of MIN_BATCH or more (`split_batches`) so that Redis and this process work at once.
+    calls of MIN_BATCH or more (`plan_calls`) so that Redis and this process work at once.
 
     With `ack_replicas`, the batch is answered only once that many replicas have its writes
     (WAIT, in the same round trip); when fewer confirm within `ack_timeout_ms`, every event of it
@@ -99,11 +100,14 @@ class EventBatcher:
         # At most MAX_CALLS_IN_FLIGHT calls at once: while Redis is slow, callbacks wait here and
         # join the next, larger batch, instead of each batch taking a pooled connection until the
         # pool runs out (then every callback got a 503; bench/load.py found it at 2,000/s).
-        for size in split_batches(len(self.pending), MAX_CALLS_IN_FLIGHT - len(self.tasks)):
-            batch, self.pending = self.pending[:size], self.pending[size:]
-            task = asyncio.create_task(self._send(batch))
+        tasks = [str(event_args[TASK_ID_AT]) for event_args, _ in self.pending]
+        taken: set[int] = set()
+        for indexes in plan_calls(tasks, MAX_CALLS_IN_FLIGHT - len(self.tasks)):
+            taken.update(indexes)
+            task = asyncio.create_task(self._send([self.pending[i] for i in indexes]))
             self.tasks.add(task)  # asyncio keeps only weak references to tasks
             task.add_done_callback(self._sent)
+        self.pending = [waiting for i, waiting in enumerate(self.pending) if i not in taken]
 
     def _sent(self, task: asyncio.Task[bool]) -> None:
         self.tasks.discard(task)
@@ -170,6 +174,34 @@ class EventBatcher:
             return True
         _settle(batch, exception=EventRefused(f"the store refused this event: {exc}"))
         return True
+
+
+def plan_calls(tasks: Sequence[str], free_calls: int) -> list[list[int]]:
+    """Which waiting events (given by their tasks, in arrival order) each call of a flush takes,
+    by index. The calls' sizes follow `split_batches`, but every event of one task that goes,
+    goes in the same call, in order: two calls of one flush reach Redis in either order, and a
+    task's stages must not be reordered by us. A call may so take more than its share, never
+    more than MAX_BATCH; an event that finds no room waits, and so does every later one of its
+    task."""
+    sizes = split_batches(len(tasks), free_calls)
+    calls: list[list[int]] = [[] for _ in sizes]
+    placed: dict[str, int] = {}  # task -> its call in this flush
+    held: set[str] = set()  # tasks with an event left waiting: their later events wait too
+    filling = 0
+    for index, task in enumerate(tasks):
+        if task in held:
+            continue
+        call = placed.get(task)
+        if call is None:
+            while filling < len(calls) and len(calls[filling]) >= sizes[filling]:
+                filling += 1
+            call = filling if filling < len(calls) else None
+        if call is None or len(calls[call]) >= MAX_BATCH:
+            held.add(task)
+            continue
+        calls[call].append(index)
+        placed[task] = call
+    return [indexes for indexes in calls if indexes]
 
 
 def split_batches(waiting: int, free_calls: int) -> list[int]:

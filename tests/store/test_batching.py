@@ -17,7 +17,14 @@ from service.core import metrics
 from service.core.events import Event
 from service.core.metrics import MINUTE_KEEP_S
 from service.store.keys import Keys
-from service.store.tasks import MAX_BATCH, MAX_CALLS_IN_FLIGHT, MIN_BATCH, TaskStore, split_batches
+from service.store.tasks import (
+    MAX_BATCH,
+    MAX_CALLS_IN_FLIGHT,
+    MIN_BATCH,
+    TaskStore,
+    plan_calls,
+    split_batches,
+)
 
 KEYS = Keys("td")
 
@@ -55,6 +62,56 @@ def test_a_flush_takes_every_event_it_can_in_even_calls_of_at_least_min_batch(
     assert all(size >= MIN_BATCH for size in sizes) or (sizes == [waiting] and waiting < MIN_BATCH)
     if sizes:
         assert max(sizes) - min(sizes) <= 1, f"calls uneven: {sizes}"
+
+
+def distinct(n: int) -> list[str]:
+    return [f"t{i}" for i in range(n)]
+
+
+@pytest.mark.parametrize(
+    ("tasks", "free_calls", "calls"),
+    [
+        (distinct(16), 4, [list(range(8)), list(range(8, 16))]),  # tasks of their own: the even split
+        (["a", "b", "a", "c"], 4, [[0, 1, 2, 3]]),  # too few to split
+        # The second stage of a task joins its first's call, past that call's share.
+        (
+            [*distinct(14), "t0", "t1", "t2", "t3"],  # shares of 9 and 9
+            4,
+            [[*range(9), 14, 15, 16, 17], list(range(9, 14))],
+        ),
+        (["a"] * 16, 4, [list(range(16))]),  # one task: one call, whatever its share
+        (["a"] * (MAX_BATCH + 3), 4, [list(range(MAX_BATCH))]),  # never past MAX_BATCH: the rest wait
+        # No room for "x": it waits, and so does its later event.
+        (["a"] * MAX_BATCH + ["x", "x"], 1, [list(range(MAX_BATCH))]),
+        (distinct(20), 0, []),  # no call free
+    ],
+)
+def test_each_tasks_events_of_a_flush_go_in_one_call_in_order(
+    tasks: list[str], free_calls: int, calls: list[list[int]]
+) -> None:
+    assert plan_calls(tasks, free_calls) == calls
+
+
+@given(st.lists(st.sampled_from("abcdefghij"), max_size=3 * MAX_BATCH), st.integers(0, MAX_CALLS_IN_FLIGHT))
+def test_a_flush_never_splits_or_reorders_a_tasks_events(tasks: list[str], free: int) -> None:
+    calls = plan_calls(tasks, free)
+    sent = [i for call in calls for i in call]
+    assert len(sent) == len(set(sent)) and len(calls) <= max(free, 0)
+    assert all(call == sorted(call) and 1 <= len(call) <= MAX_BATCH for call in calls)
+    for task in set(tasks):
+        mine = [i for i, t in enumerate(tasks) if t == task]
+        went = [i for i in sent if tasks[i] == task]
+        assert sum(1 for call in calls if any(tasks[i] == task for i in call)) <= 1, f"{task} split"
+        assert sorted(went) == mine[: len(went)], f"{task}: a later event went while an earlier waited"
+    if free and tasks:
+        assert sent, "a call was free and nothing went"
+
+
+@given(st.integers(0, 10 * MAX_BATCH), st.integers(0, MAX_CALLS_IN_FLIGHT))
+def test_tasks_of_their_own_are_split_as_the_sizes_say(waiting: int, free: int) -> None:
+    calls = plan_calls(distinct(waiting), free)
+    assert [len(call) for call in calls] == split_batches(waiting, free)
+    assert [i for call in calls for i in call] == list(range(sum(map(len, calls))))
 
 
 def test_sixteen_callbacks_at_once_go_to_redis_as_two_calls(tmp_path: Path) -> None:
