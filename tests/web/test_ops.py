@@ -63,9 +63,14 @@ def test_a_summary_costs_the_same_redis_calls_for_ten_tasks_as_for_five_hundred(
             for n in range(len(costs) * 10, count):
                 client.post("/callbacks/kie", json=music("complete", f"t{n}"))
             client.get("/ops/summary")  # the first one also loads its scripts
-            before = commands(redis_client)
-            assert client.get("/ops/summary").status_code == 200
-            costs.append(commands(redis_client) - before)
+            # The least of a few: the app's background work (its metrics flush, the downloads of
+            # the files just announced) can only add commands to a summary's own.
+            each = []
+            for _ in range(3):
+                before = commands(redis_client)
+                assert client.get("/ops/summary").status_code == 200
+                each.append(commands(redis_client) - before)
+            costs.append(min(each))
     assert costs[0] == costs[1], costs
 
 
