@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -81,7 +82,11 @@ class EventBatcher:
         # A call that waits for replicas may take their timeout on top.
         self.call_timeout_s = call_timeout_s + (ack_timeout_ms / 1000 if ack_replicas else 0)
         self.pending: list[tuple[Args, asyncio.Future[list[Any]]]] = []
-        self.tasks: set[asyncio.Task[bool]] = set()
+        # Each call in flight, with the tasks whose events it carries: a task's next event waits
+        # for its answer, so Redis applies a task's events in the order they came.
+        self.tasks: dict[asyncio.Task[bool], list[str]] = {}
+        self.busy: Counter[str] = Counter()
+        self.flush_due = False
 
     async def __call__(self, event_args: Args) -> list[Any]:
         if len(self.pending) >= MAX_WAITING:
@@ -92,7 +97,8 @@ class EventBatcher:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Any]] = loop.create_future()
         self.pending.append((event_args, future))
-        if len(self.pending) == 1 and len(self.tasks) < MAX_CALLS_IN_FLIGHT:
+        if not self.flush_due and len(self.tasks) < MAX_CALLS_IN_FLIGHT:
+            self.flush_due = True  # once per tick: the tick's callbacks go together
             loop.call_soon(self._flush)
         return await future
 
@@ -100,17 +106,20 @@ class EventBatcher:
         # At most MAX_CALLS_IN_FLIGHT calls at once: while Redis is slow, callbacks wait here and
         # join the next, larger batch, instead of each batch taking a pooled connection until the
         # pool runs out (then every callback got a 503; bench/load.py found it at 2,000/s).
+        self.flush_due = False
         tasks = [str(event_args[TASK_ID_AT]) for event_args, _ in self.pending]
         taken: set[int] = set()
-        for indexes in plan_calls(tasks, MAX_CALLS_IN_FLIGHT - len(self.tasks)):
+        for indexes in plan_calls(tasks, MAX_CALLS_IN_FLIGHT - len(self.tasks), set(self.busy)):
             taken.update(indexes)
+            carried = [tasks[i] for i in indexes]
             task = asyncio.create_task(self._send([self.pending[i] for i in indexes]))
-            self.tasks.add(task)  # asyncio keeps only weak references to tasks
+            self.tasks[task] = carried  # asyncio keeps only weak references to tasks
+            self.busy.update(carried)
             task.add_done_callback(self._sent)
         self.pending = [waiting for i, waiting in enumerate(self.pending) if i not in taken]
 
     def _sent(self, task: asyncio.Task[bool]) -> None:
-        self.tasks.discard(task)
+        self.busy -= Counter(self.tasks.pop(task, []))
         if self.pending:
             self._flush()
 
@@ -176,27 +185,28 @@ class EventBatcher:
         return True
 
 
-def plan_calls(tasks: Sequence[str], free_calls: int) -> list[list[int]]:
+def plan_calls(tasks: Sequence[str], free_calls: int, busy: Set[str] = frozenset()) -> list[list[int]]:
     """Which waiting events (given by their tasks, in arrival order) each call of a flush takes,
-    by index. The calls' sizes follow `split_batches`, but every event of one task that goes,
-    goes in the same call, in order: two calls of one flush reach Redis in either order, and a
-    task's stages must not be reordered by us. A call may so take more than its share, never
-    more than MAX_BATCH; an event that finds no room waits, and so does every later one of its
-    task."""
+    by index. Calls reach Redis in either order, so a task's events must never be in two at
+    once: every event of one task that goes, goes in the same call, in order, and none of a
+    task `busy` in a call still in flight goes. The calls' shares follow `split_batches`; a
+    call may take more than its share (the last one what the others leave), never more than
+    MAX_BATCH. An event that cannot go waits, and so does every later one of its task."""
     sizes = split_batches(len(tasks), free_calls)
     calls: list[list[int]] = [[] for _ in sizes]
     placed: dict[str, int] = {}  # task -> its call in this flush
-    held: set[str] = set()  # tasks with an event left waiting: their later events wait too
+    held = set(busy)  # tasks with an event still to be applied: their later events wait
     filling = 0
     for index, task in enumerate(tasks):
-        if task in held:
+        if task in held or not calls:
+            held.add(task)
             continue
         call = placed.get(task)
         if call is None:
-            while filling < len(calls) and len(calls[filling]) >= sizes[filling]:
+            while filling < len(calls) - 1 and len(calls[filling]) >= sizes[filling]:
                 filling += 1
-            call = filling if filling < len(calls) else None
-        if call is None or len(calls[call]) >= MAX_BATCH:
+            call = filling
+        if len(calls[call]) >= MAX_BATCH:
             held.add(task)
             continue
         calls[call].append(index)

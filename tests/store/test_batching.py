@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -25,8 +26,11 @@ from service.store.tasks import (
     plan_calls,
     split_batches,
 )
+from tests.store.test_whole_or_nothing import BUSY_FOR_300_MS, redis_is_busy
 
 KEYS = Keys("td")
+# Holds Redis for a second: nothing else runs meanwhile (DEBUG SLEEP is not allowed here).
+BUSY_FOR_1_S = BUSY_FOR_300_MS.replace("300000", "1000000")
 
 
 @pytest.mark.parametrize(
@@ -84,6 +88,8 @@ def distinct(n: int) -> list[str]:
         # No room for "x": it waits, and so does its later event.
         (["a"] * MAX_BATCH + ["x", "x"], 1, [list(range(MAX_BATCH))]),
         (distinct(20), 0, []),  # no call free
+        # Joins push the first call past its share: the last call takes what is left.
+        ([*distinct(8), "t0", "t1", *distinct(18)[8:]], 4, [[*range(8), 8, 9], list(range(10, 20))]),
     ],
 )
 def test_each_tasks_events_of_a_flush_go_in_one_call_in_order(
@@ -92,9 +98,19 @@ def test_each_tasks_events_of_a_flush_go_in_one_call_in_order(
     assert plan_calls(tasks, free_calls) == calls
 
 
-@given(st.lists(st.sampled_from("abcdefghij"), max_size=3 * MAX_BATCH), st.integers(0, MAX_CALLS_IN_FLIGHT))
-def test_a_flush_never_splits_or_reorders_a_tasks_events(tasks: list[str], free: int) -> None:
-    calls = plan_calls(tasks, free)
+def test_a_task_in_a_call_still_in_flight_waits_for_its_answer() -> None:
+    # "b" has an event in flight: its next ones wait, whatever room there is; "a" and "c" go.
+    assert plan_calls(["a", "b", "c", "b"], 4, busy={"b"}) == [[0, 2]]
+    assert plan_calls(["b"] * 20, 4, busy={"b"}) == []
+
+
+@given(
+    st.lists(st.sampled_from("abcdefghij"), max_size=3 * MAX_BATCH),
+    st.integers(0, MAX_CALLS_IN_FLIGHT),
+    st.sets(st.sampled_from("abcdefghij"), max_size=3),
+)
+def test_a_flush_never_splits_or_reorders_a_tasks_events(tasks: list[str], free: int, busy: set[str]) -> None:
+    calls = plan_calls(tasks, free, busy)
     sent = [i for call in calls for i in call]
     assert len(sent) == len(set(sent)) and len(calls) <= max(free, 0)
     assert all(call == sorted(call) and 1 <= len(call) <= MAX_BATCH for call in calls)
@@ -103,8 +119,18 @@ def test_a_flush_never_splits_or_reorders_a_tasks_events(tasks: list[str], free:
         went = [i for i in sent if tasks[i] == task]
         assert sum(1 for call in calls if any(tasks[i] == task for i in call)) <= 1, f"{task} split"
         assert sorted(went) == mine[: len(went)], f"{task}: a later event went while an earlier waited"
-    if free and tasks:
+    assert not any(tasks[i] in busy for i in sent), "a task busy in flight sent again"
+    if free and any(t not in busy for t in tasks):
         assert sent, "a call was free and nothing went"
+        # What waits has a reason: its task is busy or held, or every call is full.
+        for i in set(range(len(tasks))) - set(sent):
+            earlier = [j for j in range(i) if tasks[j] == tasks[i] and j not in sent]
+            assert (
+                tasks[i] in busy
+                or earlier
+                or any(tasks[j] == tasks[i] for j in sent)
+                or all(len(call) == MAX_BATCH for call in calls)
+            ), f"event {i} waits for nothing"
 
 
 @given(st.integers(0, 10 * MAX_BATCH), st.integers(0, MAX_CALLS_IN_FLIGHT))
@@ -138,6 +164,40 @@ def test_sixteen_callbacks_at_once_go_to_redis_as_two_calls(tmp_path: Path) -> N
         counts.close()
     assert outcomes == ["applied"] * len(events)
     assert calls == 2
+
+
+def test_a_tasks_callback_waits_while_its_earlier_one_is_in_flight(redis_url: str) -> None:
+    """Redis is held by a script: the text of task x is in a call that waits for it. The first of
+    x, arriving after, waits in this process for that call's answer; y's goes at once."""
+
+    async def main() -> tuple[int, int, list[str]]:
+        client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        busy = aioredis.Redis.from_url(redis_url)
+        try:
+            store = TaskStore(client, KEYS)
+            await store.apply_event(Event("warm", "music", "text", 200, "ok"), "callback", 1)  # loaded
+            asleep: asyncio.Task[Any] = asyncio.create_task(busy.eval(BUSY_FOR_1_S, 0))  # type: ignore[arg-type]
+            await redis_is_busy(redis_url)
+            text = asyncio.create_task(
+                store.apply_event(Event("x", "music", "text", 200, "ok"), "callback", 2)
+            )
+            await asyncio.sleep(0.01)  # its call is sent, and waits
+            later = [
+                asyncio.create_task(store.apply_event(event, "callback", 3))
+                for event in (Event("x", "music", "first", 200, "ok"), Event("y", "music", "text", 200, "ok"))
+            ]
+            await asyncio.sleep(0.01)
+            in_flight, waiting = len(store._transition.tasks), len(store._transition.pending)
+            applied = await asyncio.gather(text, *later)
+            await asleep
+            return in_flight, waiting, [a.outcome for a in applied]
+        finally:
+            await client.aclose()
+            await busy.aclose()
+
+    in_flight, waiting, outcomes = asyncio.run(main())
+    assert (in_flight, waiting) == (2, 1), "x's first should wait for its text's call; y's go"
+    assert outcomes == ["applied", "applied", "applied"]  # x's first after its text, not stale
 
 
 def test_a_batchs_counts_are_each_events_whatever_call_carried_it(
