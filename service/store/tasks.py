@@ -83,7 +83,9 @@ class EventBatcher:
         self.call_timeout_s = call_timeout_s + (ack_timeout_ms / 1000 if ack_replicas else 0)
         self.pending: list[tuple[Args, asyncio.Future[list[Any]]]] = []
         # Each call in flight, with the tasks whose events it carries: a task's next event waits
-        # for its answer, so Redis applies a task's events in the order they came.
+        # for its answer, so Redis applies a task's events in the order they came. (A call cut
+        # off by its deadline frees its tasks while its script may yet run: then a later event
+        # can be applied first, which the lifecycle takes as Kie's own reordering.)
         self.tasks: dict[asyncio.Task[bool], list[str]] = {}
         self.busy: Counter[str] = Counter()
         self.flush_due = False
@@ -107,7 +109,9 @@ class EventBatcher:
         # join the next, larger batch, instead of each batch taking a pooled connection until the
         # pool runs out (then every callback got a 503; bench/load.py found it at 2,000/s).
         self.flush_due = False
-        tasks = [str(event_args[TASK_ID_AT]) for event_args, _ in self.pending]
+        # Args too short to name a task (only a direct caller's bug) share one name: the script
+        # refuses them, and nothing here may raise inside a callback of the loop.
+        tasks = [str(args[TASK_ID_AT]) if len(args) > TASK_ID_AT else "" for args, _ in self.pending]
         taken: set[int] = set()
         for indexes in plan_calls(tasks, MAX_CALLS_IN_FLIGHT - len(self.tasks), set(self.busy)):
             taken.update(indexes)
