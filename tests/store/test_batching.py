@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
@@ -26,33 +25,9 @@ from service.store.tasks import (
     plan_calls,
     split_batches,
 )
-from tests.store.test_whole_or_nothing import BUSY_FOR_300_MS
+from tests.store.test_whole_or_nothing import hold_redis
 
 KEYS = Keys("td")
-# Holds Redis for two seconds: nothing else runs meanwhile (DEBUG SLEEP is not allowed here).
-BUSY_FOR_2_S = BUSY_FOR_300_MS.replace("300000", "2000000")
-
-
-async def held_by(busy: aioredis.Redis, script: str, redis_url: str) -> asyncio.Task[Any]:
-    """Starts `script` on `busy` and returns (the script's own task) once Redis runs it: a probe
-    connected beforehand gets no answer to a PING within 0.2 s. Fails if Redis keeps answering
-    for 5 s."""
-    probe = aioredis.Redis.from_url(redis_url)
-    await probe.ping()  # connected now: a slow connect is not taken for a held Redis
-    held: asyncio.Task[Any] = asyncio.create_task(busy.eval(script, 0))  # type: ignore[arg-type]
-    loop = asyncio.get_running_loop()
-    give_up = loop.time() + 5
-    try:
-        while True:
-            try:
-                async with asyncio.timeout(0.2):
-                    await probe.ping()
-            except TimeoutError:
-                return held
-            assert loop.time() < give_up and not held.done(), "the busy script never held Redis"
-            await asyncio.sleep(0.005)
-    finally:
-        await probe.aclose()
 
 
 @pytest.mark.parametrize(
@@ -196,7 +171,7 @@ def test_a_tasks_callback_waits_while_its_earlier_one_is_in_flight(redis_url: st
         try:
             store = TaskStore(client, KEYS)
             await store.apply_event(Event("warm", "music", "text", 200, "ok"), "callback", 1)  # loaded
-            asleep = await held_by(busy, BUSY_FOR_2_S, redis_url)
+            asleep = await hold_redis(busy, 2.0, redis_url)
             text = asyncio.create_task(
                 store.apply_event(Event("x", "music", "text", 200, "ok"), "callback", 2)
             )

@@ -189,29 +189,34 @@ def test_one_poisoned_event_in_a_batch_fails_only_itself(
     )
 
 
-# A script holds Redis: nothing else runs meanwhile (DEBUG SLEEP is not allowed on this server).
-BUSY_FOR_300_MS = """
+def busy_for(seconds: float) -> str:
+    """A script that holds Redis for `seconds`: nothing else runs meanwhile (DEBUG SLEEP is not
+    allowed on this server)."""
+    return f"""
 local start = redis.call('TIME')
 repeat
   local now = redis.call('TIME')
-until (now[1] - start[1]) * 1000000 + (now[2] - start[2]) > 300000
+until (now[1] - start[1]) * 1000000 + (now[2] - start[2]) > {int(seconds * 1_000_000)}
 """
 
 
-async def redis_is_busy(redis_url: str, deadline_s: float = 5.0) -> None:
-    """Returns once Redis stops answering (the busy script runs): a PING that gets no answer in
-    20 ms. Fails if it keeps answering past `deadline_s`."""
+async def hold_redis(busy: aioredis.Redis, seconds: float, redis_url: str) -> asyncio.Task[Any]:
+    """Holds Redis for `seconds` on the connection `busy` and returns (the holding script's own
+    task) once Redis runs it: a probe connected beforehand gets no answer to a PING within
+    0.2 s. Fails if Redis keeps answering for 5 s."""
     probe = aioredis.Redis.from_url(redis_url)
+    await probe.ping()  # connected now: a slow connect is not taken for a held Redis
+    held: asyncio.Task[Any] = asyncio.create_task(busy.eval(busy_for(seconds), 0))  # type: ignore[arg-type]
     loop = asyncio.get_running_loop()
-    give_up = loop.time() + deadline_s
+    give_up = loop.time() + 5
     try:
         while True:
             try:
-                async with asyncio.timeout(0.02):
+                async with asyncio.timeout(0.2):
                     await probe.ping()
             except TimeoutError:
-                return
-            assert loop.time() < give_up, "the busy script never started"
+                return held
+            assert loop.time() < give_up and not held.done(), "the busy script never held Redis"
             await asyncio.sleep(0.005)
     finally:
         await probe.aclose()
@@ -233,8 +238,7 @@ def test_callbacks_arriving_while_redis_is_slow_wait_for_a_connection_instead_of
         busy = aioredis.Redis.from_url(redis_url)
         try:
             store = TaskStore(client, KEYS)
-            asleep: asyncio.Task[Any] = asyncio.create_task(busy.eval(BUSY_FOR_300_MS, 0))  # type: ignore[arg-type]
-            await redis_is_busy(redis_url)
+            asleep = await hold_redis(busy, 1.0, redis_url)
             pending = []
             for n, event in enumerate(events):
                 pending.append(asyncio.create_task(store.apply_event(event, "callback", 1_000 + n)))
