@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections import Counter
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any, Final, cast
@@ -87,7 +86,6 @@ class EventBatcher:
         # off by its deadline frees its tasks while its script may yet run: then a later event
         # can be applied first, which the lifecycle takes as Kie's own reordering.)
         self.tasks: dict[asyncio.Task[bool], list[str]] = {}
-        self.busy: Counter[str] = Counter()
         self.flush_due = False
 
     async def __call__(self, event_args: Args) -> list[Any]:
@@ -112,18 +110,17 @@ class EventBatcher:
         # Args too short to name a task (only a direct caller's bug) share one name: the script
         # refuses them, and nothing here may raise inside a callback of the loop.
         tasks = [str(args[TASK_ID_AT]) if len(args) > TASK_ID_AT else "" for args, _ in self.pending]
+        busy = {task_id for carried in self.tasks.values() for task_id in carried}
         taken: set[int] = set()
-        for indexes in plan_calls(tasks, MAX_CALLS_IN_FLIGHT - len(self.tasks), set(self.busy)):
+        for indexes in plan_calls(tasks, MAX_CALLS_IN_FLIGHT - len(self.tasks), busy):
             taken.update(indexes)
-            carried = [tasks[i] for i in indexes]
             task = asyncio.create_task(self._send([self.pending[i] for i in indexes]))
-            self.tasks[task] = carried  # asyncio keeps only weak references to tasks
-            self.busy.update(carried)
+            self.tasks[task] = [tasks[i] for i in indexes]  # asyncio keeps only weak references
             task.add_done_callback(self._sent)
         self.pending = [waiting for i, waiting in enumerate(self.pending) if i not in taken]
 
     def _sent(self, task: asyncio.Task[bool]) -> None:
-        self.busy -= Counter(self.tasks.pop(task, []))
+        self.tasks.pop(task, None)
         if self.pending:
             self._flush()
 
@@ -197,13 +194,14 @@ def plan_calls(tasks: Sequence[str], free_calls: int, busy: Set[str] = frozenset
     call may take more than its share (the last one what the others leave), never more than
     MAX_BATCH. An event that cannot go waits, and so does every later one of its task."""
     sizes = split_batches(len(tasks), free_calls)
+    if not sizes:
+        return []
     calls: list[list[int]] = [[] for _ in sizes]
     placed: dict[str, int] = {}  # task -> its call in this flush
     held = set(busy)  # tasks with an event still to be applied: their later events wait
     filling = 0
     for index, task in enumerate(tasks):
-        if task in held or not calls:
-            held.add(task)
+        if task in held:
             continue
         call = placed.get(task)
         if call is None:
